@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Switchyard developer entry point. Installs what the build needs, then:
+#   ./dev.sh serve [serve options]   build the example plugins and start the router
+#   ./dev.sh test                    run the whole test suite (unit, integration, end-to-end)
+#   ./dev.sh bench [bench options]   run the core-path benchmark
+#   ./dev.sh plugins                 build the example plugins only
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# One target directory outside the clone, so fresh clones reuse earlier builds.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}"
+PLUGIN_DIR="$CARGO_TARGET_DIR/wasm-plugins"
+PLUGINS=(noop forwarder flaky poison spin hog stamp)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+setup() {
+  # The rocksdb crate generates its bindings with libclang and builds RocksDB with a C++ compiler.
+  if ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || ! command -v clang >/dev/null; then
+    echo "dev.sh: installing libclang-dev and clang" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang >/dev/null
+  fi
+  # rust-toolchain.toml pins the toolchain and lists the wasm32-wasip2 target;
+  # rustup installs both on first use. Make that explicit for older rustups.
+  rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+  if ! rustup target list --installed | grep -q '^wasm32-wasip2$'; then
+    rustup target add wasm32-wasip2
+  fi
+}
+
+build_plugins() {
+  local args=()
+  for p in "${PLUGINS[@]}"; do args+=(-p "$p"); done
+  cargo build --release --target wasm32-wasip2 --target-dir "$PLUGIN_DIR" "${args[@]}"
+  echo "dev.sh: plugins in $PLUGIN_DIR/wasm32-wasip2/release/" >&2
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  serve)
+    setup
+    build_plugins
+    exec cargo run --release --bin switchyard -- serve "$@"
+    ;;
+  test)
+    setup
+    build_plugins
+    cargo test --release --workspace
+    ;;
+  bench)
+    setup
+    build_plugins
+    exec cargo bench -p switchyard --bench core_path -- "$@"
+    ;;
+  plugins)
+    setup
+    build_plugins
+    ;;
+  *)
+    sed -n '2,6p' "$0"
+    exit 2
+    ;;
+esac

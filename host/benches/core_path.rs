@@ -1,0 +1,1110 @@
+//! The core-path benchmark: HTTP publish → durable write (synced WAL, group
+//! commit) → delivery to a WebAssembly plugin → ack, measured against the real
+//! `switchyard` binary on 127.0.0.1 with a fresh data directory per scenario.
+//!
+//! Run it with `./dev.sh bench` (which builds the plugins first); options go
+//! after it, e.g. `./dev.sh bench --messages 50000 --seconds 5`, and `--help`
+//! lists them. Every scenario is bounded in messages and time, and the server is
+//! killed when the scenario ends, also on a panic.
+//!
+//! # Throughput (plugin `noop`)
+//!
+//! For each isolation mode (`message`: a fresh instance per message; `worker`:
+//! one instance reused per worker) and each subscription concurrency: a topic
+//! with 4 partitions and one subscription, then N messages of exactly 256 bytes
+//! with 64 keys, published in batches from a few client threads as fast as the
+//! server answers. The request bodies are built before the clock starts.
+//!
+//! * `publish/s`: N ÷ the time from the first publish request to the last
+//!   publish response. An answered publish is durable.
+//! * `e2e/s`: N ÷ the time from the first publish request until the
+//!   subscription's stats say `acked == N` (polled every 5 ms).
+//! * `acked@pub`: how far delivery had got when publishing ended: below N means
+//!   delivery is the slower stage.
+//! * `server`, `bench`, `machine`: CPU used over the scenario, in cores, by the
+//!   server process, this benchmark process and the whole machine (the header
+//!   gives the machine's cores; `machine` well above `server + bench` means
+//!   something else was running). The server's busiest threads follow the table.
+//!
+//! # Latency (plugin `stamp`)
+//!
+//! Topics `lat` and `lat.stamps` (4 partitions each) and a subscription of `lat`
+//! with the `stamp` plugin, which republishes each message to `lat.stamps` with
+//! its own wall-clock time appended. A paced client publishes single messages at
+//! a fixed rate on an absolute schedule (message i is due at start + i ÷ rate,
+//! so a slow request does not shift later ones), from several sender threads so
+//! that one slow request does not hold up the next. Each payload carries its
+//! send time. Afterwards `lat.stamps` is read back.
+//!
+//! * `publish`: the HTTP request time of one single-message publish, which
+//!   includes the synced write it waits for.
+//! * `publish→handle`: the plugin's clock reading minus the send time: the
+//!   publish, the wait for the durable head, scheduling and instantiation (but
+//!   not the plugin's own publish or the ack). Both clocks are this machine's
+//!   wall clock.
+//! * `late`: sends that left more than 1 ms after they were due. Many late
+//!   sends mean the client could not keep the rate, and the percentiles then
+//!   understate the waiting (coordinated omission).
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Partitions of every topic the benchmark creates.
+const PARTITIONS: u32 = 4;
+/// Exact size of every published payload.
+const PAYLOAD_BYTES: usize = 256;
+/// Distinct message keys, spread round-robin.
+const KEYS: u64 = 64;
+/// Subscription concurrency of the latency scenarios: the design's default.
+const LATENCY_CONCURRENCY: u32 = 16;
+/// How often the subscription's stats are polled: fine enough for the e2e
+/// figure, cheap enough not to load the server.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+/// Give up waiting for acks when the count has not moved for this long.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+/// Longest wait for acks in any scenario, however slowly they move.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1800);
+/// Longest wait for the server to print its address.
+const START_LIMIT: Duration = Duration::from_secs(60);
+/// Longest any one HTTP request may take.
+const REQUEST_LIMIT: Duration = Duration::from_secs(120);
+/// Publishes answered 503 (overloaded) are retried this often, 10 ms apart.
+const BUSY_RETRIES: u32 = 500;
+/// A paced send this far behind its schedule counts as late.
+const LATE_AFTER: Duration = Duration::from_millis(1);
+/// Time for the sender threads to start before the first send is due.
+const PACING_LEAD: Duration = Duration::from_millis(100);
+/// Messages per partition read (the API's maximum).
+const READ_PAGE: u64 = 1000;
+/// Server log lines kept to explain a failure.
+const LOG_TAIL: usize = 50;
+/// Clock ticks per second of `/proc` CPU times (USER_HZ: 100 on every
+/// mainstream Linux build).
+const USER_HZ: f64 = 100.0;
+
+const USAGE: &str = "\
+core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS])
+
+  --messages N        messages per throughput scenario            [200000]
+  --batch N           messages per publish request (throughput)   [1000]
+  --clients N         concurrent publishing threads (throughput)  [4]
+  --concurrency LIST  subscription concurrencies to try           [2,4,16]
+  --rate N            latency scenario publish rate, msg/s        [2000]
+  --seconds N         latency scenario duration                   [10]
+  --senders N         latency scenario sender threads             [8]
+  --only WHAT         `throughput` or `latency`                   [both]";
+
+fn main() {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    let plugins = PluginDir::find();
+    print_header(&options);
+    if options.throughput {
+        run_throughput(&options, &plugins);
+    }
+    if options.latency {
+        run_latency(&options, &plugins);
+    }
+}
+
+// ---------------------------------------------------------------- options
+
+struct Options {
+    messages: u64,
+    batch: u64,
+    clients: usize,
+    concurrency: Vec<u32>,
+    rate: u64,
+    seconds: u64,
+    senders: usize,
+    throughput: bool,
+    latency: bool,
+}
+
+impl Options {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+        let mut o = Options {
+            messages: 200_000,
+            batch: 1000,
+            clients: 4,
+            concurrency: vec![2, 4, 16],
+            rate: 2000,
+            seconds: 10,
+            senders: 8,
+            throughput: true,
+            latency: true,
+        };
+        while let Some(flag) = args.next() {
+            let mut value = || {
+                args.next()
+                    .ok_or(format!("{flag} needs a value\n\n{USAGE}"))
+            };
+            match flag.as_str() {
+                // `cargo bench` passes this to every bench target.
+                "--bench" => {}
+                "--messages" => o.messages = number(&flag, &value()?, 1..=100_000_000)?,
+                "--batch" => o.batch = number(&flag, &value()?, 1..=10_000)?,
+                "--clients" => o.clients = number(&flag, &value()?, 1..=64)? as usize,
+                "--rate" => o.rate = number(&flag, &value()?, 1..=1_000_000)?,
+                "--seconds" => o.seconds = number(&flag, &value()?, 1..=3600)?,
+                "--senders" => o.senders = number(&flag, &value()?, 1..=256)? as usize,
+                "--concurrency" => {
+                    o.concurrency = value()?
+                        .split(',')
+                        .map(|v| number(&flag, v, 1..=256).map(|n| n as u32))
+                        .collect::<Result<_, _>>()?;
+                }
+                "--only" => match value()?.as_str() {
+                    "throughput" => o.latency = false,
+                    "latency" => o.throughput = false,
+                    other => return Err(format!("--only: unknown {other:?}\n\n{USAGE}")),
+                },
+                "-h" | "--help" => return Err(USAGE.to_string()),
+                other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+fn number(flag: &str, text: &str, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{flag}: expected a number from {} to {}, got {text:?}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+// ---------------------------------------------------------------- plugins
+
+/// The directory where `./dev.sh bench` builds the wasm plugins.
+struct PluginDir(PathBuf);
+
+impl PluginDir {
+    /// Beside the host's target directory, found from this executable's path
+    /// (`<target>/release/deps/core_path-…`). Exits if a plugin is missing.
+    fn find() -> PluginDir {
+        let exe = std::env::current_exe().expect("bench executable path");
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("bench binary lives in <target>/<profile>/deps");
+        let dir = target.join("wasm-plugins/wasm32-wasip2/release");
+        for name in ["noop", "stamp"] {
+            let path = dir.join(format!("{name}.wasm"));
+            if !path.is_file() {
+                eprintln!(
+                    "core_path: plugin {} is missing; run the benchmark with `./dev.sh bench`, \
+                     which builds the plugins first",
+                    path.display()
+                );
+                std::process::exit(2);
+            }
+        }
+        PluginDir(dir)
+    }
+
+    fn bytes(&self, name: &str) -> Vec<u8> {
+        let path = self.0.join(format!("{name}.wasm"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+}
+
+// ---------------------------------------------------------------- server
+
+/// A running `switchyard serve` on a fresh data directory; killed on drop.
+struct Server {
+    child: Child,
+    client: Client,
+    log: Arc<Mutex<ServerLog>>,
+    /// Declared last so the directory outlives the process.
+    _data: tempfile::TempDir,
+}
+
+/// What the server wrote to stderr (it logs at `warn`).
+#[derive(Default)]
+struct ServerLog {
+    tail: VecDeque<String>,
+    warnings: u64,
+    errors: u64,
+}
+
+impl Server {
+    fn start() -> Server {
+        let data = tempfile::tempdir().expect("temporary data dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .env_remove("SWITCHYARD_TOKEN")
+            .env_remove("SWITCHYARD_PUBLISH_TOKEN")
+            .env_remove("SWITCHYARD_READ_TOKEN")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting switchyard");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(ServerLog::default()));
+        let address = follow_log(stderr, log.clone());
+        // The guard exists before the wait, so a failed start still kills the child.
+        let mut server = Server {
+            child,
+            client: Client::new(String::new()),
+            log,
+            _data: data,
+        };
+        match address.recv_timeout(START_LIMIT) {
+            Ok(addr) => server.client = Client::new(format!("http://{addr}")),
+            Err(_) => panic!("switchyard did not start:\n{}", server.log_tail()),
+        }
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_counts(&self) -> (u64, u64) {
+        let log = self.log.lock().expect("log lock");
+        (log.warnings, log.errors)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log.lock().expect("log lock");
+        log.tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collect the server's stderr on a thread; the receiver gets the address from
+/// the `listening on http://ADDR` line.
+fn follow_log(stderr: ChildStderr, log: Arc<Mutex<ServerLog>>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+            let mut log = log.lock().expect("log lock");
+            log.warnings += u64::from(line.contains(" WARN "));
+            log.errors += u64::from(line.contains(" ERROR "));
+            log.tail.push_back(line);
+            if log.tail.len() > LOG_TAIL {
+                log.tail.pop_front();
+            }
+        }
+    });
+    rx
+}
+
+// ---------------------------------------------------------------- HTTP
+
+/// Talks JSON to one server over keep-alive connections; shared by threads.
+#[derive(Clone)]
+struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(base: String) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_LIMIT))
+            // One kept-alive connection per sender thread, not ureq's default 3.
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(256)
+            .build()
+            .into();
+        Client { base, agent }
+    }
+
+    /// (status, body) of a PUT or POST.
+    fn send(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "PUT" => self.agent.put(&url),
+            _ => self.agent.post(&url),
+        };
+        let response = request.header("Content-Type", content_type).send(body);
+        read_response(method, path, response)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.base);
+        let (status, text) = read_response("GET", path, self.agent.get(&url).call());
+        json_ok("GET", path, status, &text)
+    }
+
+    fn put_json(&self, path: &str, body: Value) -> Value {
+        let (status, text) =
+            self.send("PUT", path, "application/json", body.to_string().as_bytes());
+        json_ok("PUT", path, status, &text)
+    }
+
+    fn create_topic(&self, name: &str) {
+        self.put_json(
+            &format!("/v1/topics/{name}"),
+            json!({ "partitions": PARTITIONS }),
+        );
+    }
+
+    fn deploy(&self, name: &str, wasm: &[u8]) {
+        let path = format!("/v1/plugins/{name}");
+        let (status, text) = self.send("PUT", &path, "application/wasm", wasm);
+        json_ok("PUT", &path, status, &text);
+    }
+
+    fn subscribe(&self, name: &str, spec: Value) {
+        self.put_json(&format!("/v1/subscriptions/{name}"), spec);
+    }
+
+    fn acked(&self, subscription: &str) -> u64 {
+        let info = self.get(&format!("/v1/subscriptions/{subscription}"));
+        info["stats"]["acked"]
+            .as_u64()
+            .expect("stats.acked is a number")
+    }
+
+    /// Publish one JSON body, retrying while the server answers 503
+    /// (overloaded). Returns how many 503s it got.
+    fn publish(&self, topic: &str, body: &[u8]) -> u64 {
+        let path = format!("/v1/topics/{topic}/messages");
+        for busy in 0..BUSY_RETRIES {
+            match self.send("POST", &path, "application/json", body) {
+                (200..=299, _) => return u64::from(busy),
+                (503, _) => thread::sleep(Duration::from_millis(10)),
+                (status, text) => panic!("POST {path} -> {status}: {text}"),
+            }
+        }
+        panic!("POST {path}: still overloaded after {BUSY_RETRIES} tries");
+    }
+
+    /// Every message of one partition, page by page.
+    fn read_partition(&self, topic: &str, partition: u32, expected: u64) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        // Bounded: one page more than the expected messages can fill.
+        for _ in 0..=expected / READ_PAGE + 1 {
+            let page = self.get(&format!(
+                "/v1/topics/{topic}/partitions/{partition}/messages?from={from}&limit={READ_PAGE}"
+            ));
+            let messages = page["messages"].as_array().expect("messages array");
+            if messages.is_empty() {
+                break;
+            }
+            from = page["next"].as_u64().expect("next offset");
+            out.extend(messages.iter().cloned());
+        }
+        out
+    }
+}
+
+fn read_response(
+    method: &str,
+    path: &str,
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> (u16, String) {
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
+    (status, text)
+}
+
+fn json_ok(method: &str, path: &str, status: u16, text: &str) -> Value {
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path} -> {status}: {text}"
+    );
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+// ---------------------------------------------------------------- messages
+
+fn key(seq: u64) -> String {
+    format!("k{}", seq % KEYS)
+}
+
+/// `head` padded with dots to exactly [`PAYLOAD_BYTES`].
+fn payload(head: String) -> String {
+    let mut text = head;
+    assert!(text.len() <= PAYLOAD_BYTES, "payload head too long");
+    text.extend(std::iter::repeat_n('.', PAYLOAD_BYTES - text.len()));
+    text
+}
+
+fn unix_ns() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_nanos()).expect("ns fit in u64 until 2554")
+}
+
+// ---------------------------------------------------------------- CPU use
+
+/// Cumulative CPU ticks of the server (in total and per thread name), of this
+/// process and of the whole machine, at one instant.
+struct CpuSample {
+    at: Instant,
+    server: u64,
+    threads: BTreeMap<String, u64>,
+    bench: u64,
+    machine: u64,
+}
+
+/// CPU used between two samples, in cores.
+struct CpuUse {
+    server: f64,
+    bench: f64,
+    machine: f64,
+    /// Thread names (digits dropped) with their cores, busiest first.
+    threads: Vec<(String, f64)>,
+}
+
+impl CpuSample {
+    fn take(pid: u32) -> CpuSample {
+        CpuSample {
+            at: Instant::now(),
+            server: process_ticks(&format!("/proc/{pid}/stat")),
+            threads: thread_ticks(pid),
+            bench: process_ticks("/proc/self/stat"),
+            machine: machine_busy_ticks(),
+        }
+    }
+
+    fn since(&self, before: &CpuSample) -> CpuUse {
+        let secs = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let cores = |after: u64, before: u64| after.saturating_sub(before) as f64 / USER_HZ / secs;
+        let mut threads: Vec<(String, f64)> = self
+            .threads
+            .iter()
+            .map(|(name, &t)| {
+                (
+                    name.clone(),
+                    cores(t, *before.threads.get(name).unwrap_or(&0)),
+                )
+            })
+            .filter(|(_, c)| *c >= 0.01)
+            .collect();
+        threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+        CpuUse {
+            server: cores(self.server, before.server),
+            bench: cores(self.bench, before.bench),
+            machine: cores(self.machine, before.machine),
+            threads,
+        }
+    }
+}
+
+/// utime + stime of a `/proc/.../stat` file (0 if it is gone), and the name.
+fn stat_ticks(path: &Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // "pid (comm) state ppid …": comm may hold spaces, so split at the last ')'.
+    let (head, rest) = text.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the file are the 12th and 13th after the ')'.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
+/// Includes the threads that have already exited.
+fn process_ticks(path: &str) -> u64 {
+    stat_ticks(Path::new(path)).map_or(0, |(_, ticks)| ticks)
+}
+
+/// Live threads of `pid`, grouped by name without digits (`sub-tp-3` → `sub-tp-`).
+fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
+    let mut groups = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        if let Some((name, ticks)) = stat_ticks(&task.path().join("stat")) {
+            let group: String = name.chars().filter(|c| !c.is_ascii_digit()).collect();
+            *groups.entry(group).or_insert(0) += ticks;
+        }
+    }
+    groups
+}
+
+/// Busy ticks of all CPUs (everything but idle and iowait) from `/proc/stat`.
+fn machine_busy_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().next() else {
+        return 0;
+    };
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user)
+    ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum()
+}
+
+impl CpuUse {
+    fn busiest_threads(&self, n: usize) -> String {
+        let names: Vec<String> = self
+            .threads
+            .iter()
+            .take(n)
+            .map(|(name, c)| format!("{name} {c:.2}"))
+            .collect();
+        names.join(", ")
+    }
+}
+
+// ---------------------------------------------------------------- waiting
+
+/// Poll the subscription until it has acked `target` messages; returns the
+/// count last seen and, if it got there, when. Gives up when the count stalls
+/// for [`STALL_LIMIT`] or after [`DRAIN_LIMIT`].
+fn wait_acked(client: &Client, subscription: &str, target: u64) -> (u64, Option<Instant>) {
+    let started = Instant::now();
+    let (mut last, mut moved) = (0, Instant::now());
+    while started.elapsed() < DRAIN_LIMIT && moved.elapsed() < STALL_LIMIT {
+        let acked = client.acked(subscription);
+        if acked >= target {
+            return (acked, Some(Instant::now()));
+        }
+        if acked != last {
+            (last, moved) = (acked, Instant::now());
+        }
+        thread::sleep(POLL_EVERY);
+    }
+    (last, None)
+}
+
+// ---------------------------------------------------------------- throughput
+
+const THROUGHPUT_TOPIC: &str = "bench";
+const THROUGHPUT_SUB: &str = "tp";
+
+struct ThroughputRun {
+    isolation: &'static str,
+    concurrency: u32,
+    publish: Duration,
+    /// `None` if not every message was acked.
+    total: Option<Duration>,
+    acked_at_publish_end: u64,
+    acked: u64,
+    busy: u64,
+    cpu: CpuUse,
+    log: (u64, u64),
+}
+
+fn run_throughput(options: &Options, plugins: &PluginDir) {
+    println!(
+        "\n## Throughput: plugin noop, {} messages of {PAYLOAD_BYTES} B, {KEYS} keys, {PARTITIONS} partitions, \
+         batches of {}, {} client threads",
+        options.messages, options.batch, options.clients
+    );
+    println!(
+        "\n{:<9} {:>4} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>6} {:>8}",
+        "isolation",
+        "conc",
+        "publish/s",
+        "e2e/s",
+        "publish",
+        "total",
+        "acked@pub",
+        "server",
+        "bench",
+        "machine"
+    );
+    let mut runs = Vec::new();
+    for isolation in ["message", "worker"] {
+        for &concurrency in &options.concurrency {
+            let run = throughput_run(options, plugins, isolation, concurrency);
+            print_throughput_row(options, &run);
+            runs.push(run);
+        }
+    }
+    println!();
+    for run in &runs {
+        println!(
+            "{} c{}: server threads (cores): {}",
+            run.isolation,
+            run.concurrency,
+            run.cpu.busiest_threads(5)
+        );
+    }
+    print_best(options, &runs);
+}
+
+fn throughput_run(
+    options: &Options,
+    plugins: &PluginDir,
+    isolation: &'static str,
+    concurrency: u32,
+) -> ThroughputRun {
+    let server = Server::start();
+    let client = &server.client;
+    client.create_topic(THROUGHPUT_TOPIC);
+    client.deploy("noop", &plugins.bytes("noop"));
+    client.subscribe(
+        THROUGHPUT_SUB,
+        json!({ "topic": THROUGHPUT_TOPIC, "plugin": "noop", "isolation": isolation, "concurrency": concurrency }),
+    );
+    let bodies = batch_bodies(options.messages, options.batch);
+    let before = CpuSample::take(server.pid());
+    let start = Instant::now();
+    let busy = publish_all(client, &bodies, options.clients);
+    let publish = start.elapsed();
+    let acked_at_publish_end = client.acked(THROUGHPUT_SUB);
+    let (acked, done) = wait_acked(client, THROUGHPUT_SUB, options.messages);
+    let cpu = CpuSample::take(server.pid()).since(&before);
+    if done.is_none() {
+        eprintln!(
+            "throughput {isolation} c{concurrency}: STALLED at {acked} acked; server log:\n{}",
+            server.log_tail()
+        );
+    }
+    ThroughputRun {
+        isolation,
+        concurrency,
+        publish,
+        total: done.map(|at| at.duration_since(start)),
+        acked_at_publish_end,
+        acked,
+        busy,
+        cpu,
+        log: server.log_counts(),
+    }
+}
+
+/// The JSON bodies of all publish requests: `{"messages": [...]}`.
+fn batch_bodies(messages: u64, batch: u64) -> Vec<Vec<u8>> {
+    (0..messages)
+        .step_by(batch as usize)
+        .map(|first| {
+            let batch: Vec<Value> = (first..(first + batch).min(messages))
+                .map(|seq| json!({ "key": key(seq), "payload": payload(format!("{seq:010}:")) }))
+                .collect();
+            serde_json::to_vec(&json!({ "messages": batch })).expect("encodes")
+        })
+        .collect()
+}
+
+/// Publish every body from `clients` threads taking the next unsent one;
+/// returns the number of 503 answers.
+fn publish_all(client: &Client, bodies: &[Vec<u8>], clients: usize) -> u64 {
+    let next = AtomicUsize::new(0);
+    let busy = AtomicU64::new(0);
+    thread::scope(|scope| {
+        for _ in 0..clients {
+            scope.spawn(|| {
+                while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    busy.fetch_add(client.publish(THROUGHPUT_TOPIC, body), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    busy.into_inner()
+}
+
+fn per_second(messages: u64, time: Duration) -> f64 {
+    messages as f64 / time.as_secs_f64()
+}
+
+fn print_throughput_row(options: &Options, run: &ThroughputRun) {
+    let e2e = match run.total {
+        Some(total) => format!("{:.0}", per_second(options.messages, total)),
+        None => format!("STALL@{}", run.acked),
+    };
+    let total = run
+        .total
+        .map_or("-".to_string(), |t| format!("{:.2}s", t.as_secs_f64()));
+    println!(
+        "{:<9} {:>4} {:>10.0} {:>10} {:>8.2}s {:>9} {:>10} {:>7.2} {:>6.2} {:>8.2}",
+        run.isolation,
+        run.concurrency,
+        per_second(options.messages, run.publish),
+        e2e,
+        run.publish.as_secs_f64(),
+        total,
+        run.acked_at_publish_end,
+        run.cpu.server,
+        run.cpu.bench,
+        run.cpu.machine,
+    );
+    if run.busy > 0 || run.log != (0, 0) {
+        println!(
+            "          ({} publishes answered 503; server logged {} warnings, {} errors)",
+            run.busy, run.log.0, run.log.1
+        );
+    }
+}
+
+fn print_best(options: &Options, runs: &[ThroughputRun]) {
+    for isolation in ["message", "worker"] {
+        let best = runs
+            .iter()
+            .filter(|r| r.isolation == isolation)
+            .filter_map(|r| {
+                r.total
+                    .map(|t| (r.concurrency, per_second(options.messages, t)))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((concurrency, rate)) = best {
+            println!("best end-to-end, {isolation} isolation: concurrency {concurrency}, {rate:.0} msg/s");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- latency
+
+const LATENCY_TOPIC: &str = "lat";
+const STAMPS_TOPIC: &str = "lat.stamps";
+const LATENCY_SUB: &str = "lat-sub";
+
+/// One paced publish.
+struct Sent {
+    /// Request time.
+    took: Duration,
+    /// How long after its due time it left.
+    late: Duration,
+    /// When the last byte of the answer arrived.
+    done: Instant,
+}
+
+struct LatencyRun {
+    isolation: &'static str,
+    sent: u64,
+    send_rate: f64,
+    late: usize,
+    max_late: Duration,
+    publish: Option<Percentiles>,
+    handle: Option<Percentiles>,
+    stamps: usize,
+    duplicates: usize,
+    acked: u64,
+    busy: u64,
+    cpu: CpuUse,
+    log: (u64, u64),
+}
+
+fn run_latency(options: &Options, plugins: &PluginDir) {
+    let total = options.rate * options.seconds;
+    println!(
+        "\n## Latency: plugin stamp, {} msg/s for {} s ({total} single-message publishes of {PAYLOAD_BYTES} B), \
+         {} sender threads, concurrency {LATENCY_CONCURRENCY}",
+        options.rate, options.seconds, options.senders
+    );
+    println!(
+        "\n{:<9} {:<15} {:>9} {:>9} {:>9} {:>9}",
+        "isolation", "latency (ms)", "p50", "p90", "p99", "max"
+    );
+    let runs: Vec<LatencyRun> = ["message", "worker"]
+        .into_iter()
+        .map(|isolation| {
+            let run = latency_run(options, plugins, isolation);
+            print_percentiles(run.isolation, "publish", &run.publish);
+            print_percentiles(run.isolation, "publish→handle", &run.handle);
+            run
+        })
+        .collect();
+    println!();
+    for run in &runs {
+        print_latency_facts(run);
+    }
+}
+
+fn latency_run(options: &Options, plugins: &PluginDir, isolation: &'static str) -> LatencyRun {
+    let total = options.rate * options.seconds;
+    let server = Server::start();
+    let client = &server.client;
+    client.create_topic(LATENCY_TOPIC);
+    client.create_topic(STAMPS_TOPIC);
+    client.deploy("stamp", &plugins.bytes("stamp"));
+    client.subscribe(
+        LATENCY_SUB,
+        json!({ "topic": LATENCY_TOPIC, "plugin": "stamp", "isolation": isolation, "concurrency": LATENCY_CONCURRENCY }),
+    );
+    let before = CpuSample::take(server.pid());
+    let start = Instant::now() + PACING_LEAD;
+    let (sent, busy) = paced_publish(client, total, options.rate, options.senders, start);
+    let cpu = CpuSample::take(server.pid()).since(&before);
+    let (acked, done) = wait_acked(client, LATENCY_SUB, total);
+    if done.is_none() {
+        eprintln!(
+            "latency {isolation}: STALLED at {acked} acked; server log:\n{}",
+            server.log_tail()
+        );
+    }
+    let stamps = read_stamps(client, total);
+    let seqs: BTreeSet<u64> = stamps.iter().map(|s| s.seq).collect();
+    let last_done = sent.iter().map(|s| s.done).max().unwrap_or(start);
+    let late: Vec<Duration> = sent
+        .iter()
+        .map(|s| s.late)
+        .filter(|l| *l > LATE_AFTER)
+        .collect();
+    LatencyRun {
+        isolation,
+        sent: total,
+        send_rate: per_second(total, last_done.saturating_duration_since(start)),
+        late: late.len(),
+        max_late: late.iter().copied().max().unwrap_or_default(),
+        publish: Percentiles::of(sent.iter().map(|s| s.took.as_nanos() as u64).collect()),
+        handle: Percentiles::of(
+            stamps
+                .iter()
+                .map(|s| s.handle_ns.saturating_sub(s.send_ns))
+                .collect(),
+        ),
+        stamps: stamps.len(),
+        duplicates: stamps.len() - seqs.len(),
+        acked,
+        busy,
+        cpu,
+        log: server.log_counts(),
+    }
+}
+
+/// Publish messages `0..total` at `rate`, message i due at `start + i / rate`,
+/// spread round-robin over `senders` threads. Returns the sends and the
+/// number of 503 answers.
+fn paced_publish(
+    client: &Client,
+    total: u64,
+    rate: u64,
+    senders: usize,
+    start: Instant,
+) -> (Vec<Sent>, u64) {
+    let busy = AtomicU64::new(0);
+    let sent = thread::scope(|scope| {
+        let threads: Vec<_> = (0..senders as u64)
+            .map(|first| {
+                let busy = &busy;
+                scope.spawn(move || {
+                    let mut sent = Vec::new();
+                    for seq in (first..total).step_by(senders) {
+                        let due = start + Duration::from_nanos(seq * 1_000_000_000 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            thread::sleep(wait);
+                        }
+                        let (one, b) = send_stamped(client, seq, due);
+                        busy.fetch_add(b, Ordering::Relaxed);
+                        sent.push(one);
+                    }
+                    sent
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("sender thread"))
+            .collect()
+    });
+    (sent, busy.into_inner())
+}
+
+/// Publish message `seq` with its send time in the payload: `SEQ:SEND_NS:....`.
+fn send_stamped(client: &Client, seq: u64, due: Instant) -> (Sent, u64) {
+    let leaves = Instant::now();
+    let body = json!({ "key": key(seq), "payload": payload(format!("{seq:010}:{}:", unix_ns())) });
+    let busy = client.publish(LATENCY_TOPIC, body.to_string().as_bytes());
+    let done = Instant::now();
+    let sent = Sent {
+        took: done - leaves,
+        late: leaves.saturating_duration_since(due),
+        done,
+    };
+    (sent, busy)
+}
+
+/// A message of `lat.stamps`: `SEQ:SEND_NS:....|HANDLE_NS`.
+struct Stamp {
+    seq: u64,
+    send_ns: u64,
+    handle_ns: u64,
+}
+
+impl Stamp {
+    fn parse(payload: &str) -> Option<Stamp> {
+        let (message, handle) = payload.rsplit_once('|')?;
+        let mut fields = message.split(':');
+        Some(Stamp {
+            seq: fields.next()?.parse().ok()?,
+            send_ns: fields.next()?.parse().ok()?,
+            handle_ns: handle.parse().ok()?,
+        })
+    }
+}
+
+fn read_stamps(client: &Client, expected: u64) -> Vec<Stamp> {
+    let mut stamps = Vec::new();
+    for partition in 0..PARTITIONS {
+        for message in client.read_partition(STAMPS_TOPIC, partition, expected) {
+            let text = message["payload"].as_str().unwrap_or_default();
+            match Stamp::parse(text) {
+                Some(stamp) => stamps.push(stamp),
+                None => eprintln!("latency: unreadable stamp {message}"),
+            }
+        }
+    }
+    stamps
+}
+
+fn print_latency_facts(run: &LatencyRun) {
+    println!(
+        "{}: sent {} at {:.0} msg/s ({} late by > {} ms, worst {:.1} ms; {} answered 503); \
+         {} acked, {} stamps ({} duplicates); server {:.2} cores, bench {:.2}, machine {:.2}; \
+         server logged {} warnings, {} errors",
+        run.isolation,
+        run.sent,
+        run.send_rate,
+        run.late,
+        LATE_AFTER.as_millis(),
+        run.max_late.as_secs_f64() * 1e3,
+        run.busy,
+        run.acked,
+        run.stamps,
+        run.duplicates,
+        run.cpu.server,
+        run.cpu.bench,
+        run.cpu.machine,
+        run.log.0,
+        run.log.1,
+    );
+    println!("  server threads (cores): {}", run.cpu.busiest_threads(5));
+}
+
+// ---------------------------------------------------------------- statistics
+
+/// Nearest-rank percentiles of durations, in milliseconds.
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(mut nanos: Vec<u64>) -> Option<Percentiles> {
+        if nanos.is_empty() {
+            return None;
+        }
+        nanos.sort_unstable();
+        let rank = |q: f64| {
+            let index = ((q * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len()) - 1;
+            nanos[index] as f64 / 1e6
+        };
+        Some(Percentiles {
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: rank(1.0),
+        })
+    }
+}
+
+fn print_percentiles(isolation: &str, what: &str, p: &Option<Percentiles>) {
+    match p {
+        Some(p) => println!(
+            "{isolation:<9} {what:<15} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            p.p50, p.p90, p.p99, p.max
+        ),
+        None => println!("{isolation:<9} {what:<15} {:>9}", "no data"),
+    }
+}
+
+// ---------------------------------------------------------------- header
+
+fn print_header(options: &Options) {
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let model = cpu_model().unwrap_or_else(|| "unknown CPU".into());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let tmp = std::env::temp_dir();
+    println!("# Switchyard core-path benchmark");
+    println!(
+        "machine:  {cores} cores ({model}), load average {} at start",
+        load.join(" ")
+    );
+    println!(
+        "server:   {} serve --listen 127.0.0.1:0, fresh data dir per scenario under {} ({})",
+        env!("CARGO_BIN_EXE_switchyard"),
+        tmp.display(),
+        filesystem_of(&tmp).unwrap_or_else(|| "unknown filesystem".into())
+    );
+    println!(
+        "settings: --messages {} --batch {} --clients {} --concurrency {} --rate {} --seconds {} --senders {}",
+        options.messages,
+        options.batch,
+        options.clients,
+        options.concurrency.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        options.rate,
+        options.seconds,
+        options.senders
+    );
+}
+
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// The filesystem type holding `path` (the longest matching mount point),
+/// since a tmpfs data directory would make every WAL sync free.
+fn filesystem_of(path: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    let path = path.canonicalize().ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (mount, kind) = (*fields.get(1)?, *fields.get(2)?);
+            path.starts_with(mount)
+                .then(|| (mount.len(), format!("{kind} at {mount}")))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, description)| description)
+}

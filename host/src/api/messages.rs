@@ -1,0 +1,73 @@
+//! Messages: `POST /v1/topics/{topic}/messages` (publish one or a batch) and
+//! `GET /v1/topics/{topic}/partitions/{p}/messages?from=&limit=` (read).
+
+use super::body::{self, Format, Reply, MAX_REQUEST_BYTES};
+use super::error::ApiError;
+use super::query::Query;
+use super::wire::{MessagesOut, PublishBody, PublishedOut};
+use super::{blocking, Ctx};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Serialize;
+
+/// Messages returned by a read when `limit` is not given.
+const DEFAULT_READ_LIMIT: u64 = 100;
+/// Most messages one read returns, bounding one response's size and the time
+/// it holds a RocksDB iterator; clients page with `next`.
+const MAX_READ_LIMIT: u64 = 1000;
+
+#[derive(Serialize)]
+struct BatchResults {
+    results: Vec<PublishedOut>,
+}
+
+/// Answers once the messages are durable: the position for a single
+/// message, `{"results": [...]}` in order for a batch.
+pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let (parts, incoming) = req.into_parts();
+    let format = Format::of_request(&parts.headers)?;
+    let bytes = body::read(
+        incoming,
+        &parts.headers,
+        MAX_REQUEST_BYTES,
+        "the request body",
+    )
+    .await?;
+    let publish: PublishBody = body::decode(format, &bytes)?;
+    drop(bytes);
+    let (messages, batch) = publish.into_messages()?;
+    let published = ctx.broker.publish(topic, messages).await?;
+    if batch {
+        let results = published.into_iter().map(PublishedOut::from).collect();
+        body::reply(StatusCode::OK, ctx.format, &BatchResults { results })
+    } else {
+        let one = published
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("the broker returned no position for the message"))?;
+        body::reply(StatusCode::OK, ctx.format, &PublishedOut::from(one))
+    }
+}
+
+/// `{"messages": [...], "next": <offset after the last one>}`.
+pub async fn read(
+    ctx: &Ctx,
+    topic: &str,
+    partition: &str,
+    query: Option<&str>,
+) -> Result<Reply, ApiError> {
+    let partition: u32 = partition
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("partition must be a number, got {partition:?}")))?;
+    let query = Query::parse(query, &["from", "limit"])?;
+    let from = query.number("from", 0, 0..=u64::MAX)?;
+    let limit = query.number("limit", DEFAULT_READ_LIMIT, 1..=MAX_READ_LIMIT)? as usize;
+    let broker = ctx.broker.clone();
+    let topic = topic.to_owned();
+    let entries = blocking(move || broker.read(&topic, partition, from, limit)).await?;
+    body::reply(
+        StatusCode::OK,
+        ctx.format,
+        &MessagesOut::new(entries, from, ctx.format),
+    )
+}

@@ -1,0 +1,43 @@
+//! Plugins: `PUT /v1/plugins/{name}` (the raw `.wasm` component as the body),
+//! `GET /v1/plugins`, `GET /v1/plugins/{name}`.
+
+use super::body::{self, Reply};
+use super::error::ApiError;
+use super::Ctx;
+use crate::broker::{validate_resource_name, PluginInfo, MAX_PLUGIN_BYTES};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Serialize;
+
+/// Validate, compile and store the upload as the next version. 201 with the
+/// plugin if a version was created, 200 if the bytes equal the latest
+/// version, 400 `plugin_rejected` if they are not a consumer component.
+pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    // Refuse a bad name before receiving up to 32 MiB for nothing.
+    validate_resource_name("plugin", name)?;
+    let (parts, incoming) = req.into_parts();
+    let wasm = body::read(incoming, &parts.headers, MAX_PLUGIN_BYTES, "the plugin").await?;
+    if wasm.is_empty() {
+        return Err(ApiError::invalid(
+            "the body must be the plugin's .wasm component",
+        ));
+    }
+    let (info, created) = ctx.broker.put_plugin(name, Vec::from(wasm)).await?;
+    body::reply(body::created_or_ok(created), ctx.format, &info)
+}
+
+#[derive(Serialize)]
+struct PluginList {
+    plugins: Vec<PluginInfo>,
+}
+
+/// `{"plugins": [...]}`.
+pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
+    let plugins = ctx.broker.plugins();
+    body::reply(StatusCode::OK, ctx.format, &PluginList { plugins })
+}
+
+pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    let info = ctx.broker.plugin(name)?;
+    body::reply(StatusCode::OK, ctx.format, &info)
+}

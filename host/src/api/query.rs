@@ -1,0 +1,94 @@
+//! Query-string parameters. Only numeric parameters exist so far, so no
+//! percent-decoding is needed; unknown or repeated parameters are refused
+//! rather than silently ignored, so a typo (`?form=10`) is not mistaken for
+//! the default.
+
+use super::error::ApiError;
+
+/// The parameters of one request, checked against the names a route knows.
+#[derive(Debug)]
+pub struct Query<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Query<'a> {
+    pub fn parse(query: Option<&'a str>, known: &[&str]) -> Result<Self, ApiError> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for part in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = part.split_once('=').unwrap_or((part, ""));
+            if !known.contains(&name) {
+                let known = known.join(", ");
+                return Err(ApiError::invalid(format!(
+                    "unknown query parameter {name:?}; this call takes: {known}"
+                )));
+            }
+            if pairs.iter().any(|(n, _)| *n == name) {
+                return Err(ApiError::invalid(format!(
+                    "query parameter {name:?} is repeated"
+                )));
+            }
+            pairs.push((name, value));
+        }
+        Ok(Self { pairs })
+    }
+
+    /// The integer parameter `name`, `default` when absent; must lie in `range`.
+    pub fn number(
+        &self,
+        name: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ApiError> {
+        let Some((_, raw)) = self.pairs.iter().find(|(n, _)| *n == name) else {
+            return Ok(default);
+        };
+        match raw.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid(format!(
+                "query parameter {name} must be an integer from {} to {}, got {raw:?}",
+                range.start(),
+                range.end()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(query: Option<&str>, expected: Result<(u64, u64), &str>) {
+        let got = Query::parse(query, &["from", "limit"]).and_then(|q| {
+            Ok((
+                q.number("from", 0, 0..=u64::MAX)?,
+                q.number("limit", 100, 1..=1000)?,
+            ))
+        });
+        match (got, expected) {
+            (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{query:?}"),
+            (Err(e), Err(needle)) => {
+                assert_eq!(e.status.as_u16(), 400);
+                assert!(e.message.contains(needle), "{query:?}: {}", e.message);
+            }
+            (got, expected) => panic!("{query:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn parameters_are_parsed_and_checked() {
+        check(None, Ok((0, 100)));
+        check(Some(""), Ok((0, 100)));
+        check(Some("from=7&limit=1000"), Ok((7, 1000)));
+        check(Some("limit=5&"), Ok((0, 5)));
+        check(Some("limit=0"), Err("from 1 to 1000"));
+        check(Some("limit=1001"), Err("from 1 to 1000"));
+        check(Some("from=-1"), Err("from must be an integer"));
+        check(Some("from="), Err("from must be an integer"));
+        check(Some("form=3"), Err("unknown query parameter \"form\""));
+        check(Some("from=1&from=2"), Err("repeated"));
+    }
+}

@@ -1,0 +1,190 @@
+//! Routing: path → [`Route`], method check (405 with `Allow`), auth, then the
+//! resource's handler. Every outcome is a response; nothing here panics on
+//! input.
+
+use super::auth::Role;
+use super::body::{Format, Reply};
+use super::error::ApiError;
+use super::server::State;
+use super::{health, messages, plugins, subscriptions, topics, Ctx};
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+
+/// A resource of the API, with its path parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    Health,
+    Ready,
+    Topics,
+    Topic(&'a str),
+    Publish(&'a str),
+    Partition(&'a str, &'a str),
+    Plugins,
+    Plugin(&'a str),
+    Subscriptions,
+    Subscription(&'a str),
+    DeadLetters(&'a str),
+}
+
+impl<'a> Route<'a> {
+    /// The route for `path`, or `None` (404).
+    pub fn parse(path: &'a str) -> Option<Self> {
+        let rest = path.strip_prefix('/')?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return None;
+        }
+        Some(match segments.as_slice() {
+            ["healthz"] => Route::Health,
+            ["readyz"] => Route::Ready,
+            ["v1", "topics"] => Route::Topics,
+            ["v1", "topics", t] => Route::Topic(t),
+            ["v1", "topics", t, "messages"] => Route::Publish(t),
+            ["v1", "topics", t, "partitions", p, "messages"] => Route::Partition(t, p),
+            ["v1", "plugins"] => Route::Plugins,
+            ["v1", "plugins", n] => Route::Plugin(n),
+            ["v1", "subscriptions"] => Route::Subscriptions,
+            ["v1", "subscriptions", n] => Route::Subscription(n),
+            ["v1", "subscriptions", n, "dead-letters"] => Route::DeadLetters(n),
+            _ => return None,
+        })
+    }
+
+    /// The methods the resource accepts, as sent in `Allow`.
+    pub fn allow(self) -> &'static str {
+        match self {
+            Route::Topic(_) | Route::Plugin(_) | Route::Subscription(_) => "GET, PUT",
+            Route::Publish(_) => "POST",
+            _ => "GET",
+        }
+    }
+
+    fn accepts(self, method: &Method) -> bool {
+        self.allow().split(", ").any(|m| m == method.as_str())
+    }
+
+    /// Health endpoints answer without a token.
+    fn is_public(self) -> bool {
+        matches!(self, Route::Health | Route::Ready)
+    }
+}
+
+/// Answer one request.
+pub async fn handle(state: &State, req: Request<Incoming>) -> Reply {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match route(state, req).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::error!(
+                    status = e.status.as_u16(),
+                    code = e.code,
+                    error = %e.message,
+                    %method,
+                    %path,
+                    "request failed"
+                );
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let query = query.as_deref();
+    let route =
+        Route::parse(&path).ok_or_else(|| ApiError::not_found(format!("no such route: {path}")))?;
+    if !route.accepts(req.method()) {
+        return Err(ApiError::method_not_allowed(route.allow()));
+    }
+    if !route.is_public() {
+        let needed = Role::required(req.method(), matches!(route, Route::Publish(_)));
+        state.auth.check(req.headers(), needed)?;
+    }
+    let is_put = req.method() == Method::PUT;
+    let ctx = match route {
+        Route::Health => return health::healthz(),
+        Route::Ready => return health::readyz(state),
+        _ => Ctx {
+            broker: state.broker().await?,
+            format: Format::for_response(req.headers()),
+        },
+    };
+    match route {
+        Route::Topics => topics::list(&ctx),
+        Route::Topic(name) if is_put => topics::put(&ctx, name, req).await,
+        Route::Topic(name) => topics::get(&ctx, name),
+        Route::Publish(topic) => messages::publish(&ctx, topic, req).await,
+        Route::Partition(topic, p) => messages::read(&ctx, topic, p, query).await,
+        Route::Plugins => plugins::list(&ctx),
+        Route::Plugin(name) if is_put => plugins::put(&ctx, name, req).await,
+        Route::Plugin(name) => plugins::get(&ctx, name),
+        Route::Subscriptions => subscriptions::list(&ctx),
+        Route::Subscription(name) if is_put => subscriptions::put(&ctx, name, req).await,
+        Route::Subscription(name) => subscriptions::get(&ctx, name),
+        Route::DeadLetters(name) => subscriptions::dead_letters(&ctx, name, query).await,
+        Route::Health | Route::Ready => Err(ApiError::internal("health routes are answered above")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(path: &str, expected: Option<Route<'_>>) {
+        assert_eq!(Route::parse(path), expected, "{path}");
+    }
+
+    #[test]
+    fn paths_map_to_routes() {
+        check("/healthz", Some(Route::Health));
+        check("/readyz", Some(Route::Ready));
+        check("/v1/topics", Some(Route::Topics));
+        check("/v1/topics/orders", Some(Route::Topic("orders")));
+        check("/v1/topics/orders/messages", Some(Route::Publish("orders")));
+        check(
+            "/v1/topics/o/partitions/3/messages",
+            Some(Route::Partition("o", "3")),
+        );
+        check("/v1/plugins", Some(Route::Plugins));
+        check("/v1/plugins/billing", Some(Route::Plugin("billing")));
+        check("/v1/subscriptions", Some(Route::Subscriptions));
+        check("/v1/subscriptions/s", Some(Route::Subscription("s")));
+        check(
+            "/v1/subscriptions/s/dead-letters",
+            Some(Route::DeadLetters("s")),
+        );
+    }
+
+    #[test]
+    fn unknown_paths_are_none() {
+        for path in [
+            "",
+            "/",
+            "/v1",
+            "/v1/topics/",
+            "//v1/topics",
+            "/v1/topics/a//messages",
+            "/v2/topics",
+            "/v1/topics/a/partitions/0",
+        ] {
+            check(path, None);
+        }
+    }
+
+    #[test]
+    fn methods_are_checked_per_route() {
+        let accepts = |route: Route<'_>, m: Method| route.accepts(&m);
+        assert!(accepts(Route::Topic("t"), Method::PUT));
+        assert!(accepts(Route::Topic("t"), Method::GET));
+        assert!(!accepts(Route::Topic("t"), Method::POST));
+        assert!(accepts(Route::Publish("t"), Method::POST));
+        assert!(!accepts(Route::Publish("t"), Method::GET));
+        assert!(!accepts(Route::Topics, Method::PUT));
+        assert!(!accepts(Route::Health, Method::HEAD));
+        assert_eq!(Route::Plugin("p").allow(), "GET, PUT");
+    }
+}

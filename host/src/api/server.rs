@@ -1,0 +1,169 @@
+//! The HTTP/1 server: accepts connections, runs each request in its own task,
+//! and shuts down gracefully — stop accepting, let in-flight requests finish.
+//!
+//! Shutdown is a type: [`Server::shutdown`] consumes the handle, and returns
+//! once every connection is closed (or [`DRAIN_TIMEOUT`] has passed).
+
+use super::auth::Auth;
+use super::body::Reply;
+use super::error::ApiError;
+use super::router;
+use crate::broker::Broker;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Most open connections at once; further clients wait in the accept backlog
+/// rather than exhausting file descriptors.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for in-flight requests: long enough for a publish
+/// or a plugin compile to finish, short enough that a stuck client cannot
+/// hold the host up.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying
+/// again, so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every request handler shares.
+pub struct State {
+    pub auth: Auth,
+    broker: watch::Receiver<Option<Broker>>,
+}
+
+impl State {
+    /// Whether the broker is open.
+    pub fn is_ready(&self) -> bool {
+        self.broker.borrow().is_some()
+    }
+
+    /// The broker, waiting for it if it is still opening.
+    pub async fn broker(&self) -> Result<Broker, ApiError> {
+        let mut rx = self.broker.clone();
+        let opened = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|b| b.clone());
+        opened.ok_or_else(|| ApiError::unavailable("the broker is not available"))
+    }
+}
+
+/// A running server. Dropping it without [`Server::shutdown`] leaves the
+/// accept loop running until the runtime stops.
+pub struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Start serving on `listener`. `/v1` requests wait until `broker` holds an
+    /// open broker; health endpoints answer at once.
+    pub fn start(
+        listener: TcpListener,
+        auth: Auth,
+        broker: watch::Receiver<Option<Broker>>,
+    ) -> Self {
+        let state = Arc::new(State { auth, broker });
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(accept_loop(listener, state, stopped));
+        Self { stop, task }
+    }
+
+    /// Stop accepting, let in-flight requests finish (at most
+    /// [`DRAIN_TIMEOUT`]), then return.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the HTTP accept loop failed");
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: oneshot::Receiver<()>) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            accepted = accept(&listener, &slots) => accepted,
+        };
+        let Some((stream, permit)) = accepted else {
+            tokio::select! {
+                _ = &mut stop => break,
+                () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(serve(state, req).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::debug!(connections = graceful.count(), "draining HTTP connections");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            "gave up waiting for HTTP requests to finish"
+        );
+    }
+}
+
+/// Wait for a connection slot, then a connection. `None` on an accept error
+/// (logged), after which the caller backs off.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    // The semaphore is never closed, so acquiring only waits.
+    let permit = slots.clone().acquire_owned().await.ok()?;
+    match listener.accept().await {
+        Ok((stream, _peer)) => Some((stream, permit)),
+        Err(e) => {
+            tracing::warn!(error = %e, "accepting a connection failed");
+            None
+        }
+    }
+}
+
+/// Run the request in its own task, so that a bug that panics costs one 500,
+/// not the connection, and a client that disconnects mid-publish does not
+/// cancel the publish half-way.
+async fn serve(state: Arc<State>, req: Request<Incoming>) -> Reply {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let task = tokio::spawn(async move { router::handle(&state, req).await });
+    match task.await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(status = 500, error = %e, %method, %path, "request handler panicked");
+            ApiError::internal("internal error").into_response()
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Subscriptions: `PUT /v1/subscriptions/{name}` (create or update),
+//! `GET /v1/subscriptions`, `GET /v1/subscriptions/{name}` (with stats) and
+//! `GET /v1/subscriptions/{name}/dead-letters?limit=`.
+
+use super::body::{self, Format, Reply};
+use super::error::ApiError;
+use super::query::Query;
+use super::wire::DeadLettersOut;
+use super::{blocking, Ctx, MAX_SETTINGS_BYTES};
+use crate::broker::{SubscriptionInfo, SubscriptionSpec};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Serialize;
+
+/// Dead letters listed when `limit` is not given.
+const DEFAULT_DEAD_LETTER_LIMIT: u64 = 100;
+/// Most dead letters one call lists (each carries its payload and history).
+const MAX_DEAD_LETTER_LIMIT: u64 = 1000;
+
+/// The body is a subscription spec; 201 if created, 200 if updated.
+pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let (parts, incoming) = req.into_parts();
+    let format = Format::of_request(&parts.headers)?;
+    let bytes = body::read(
+        incoming,
+        &parts.headers,
+        MAX_SETTINGS_BYTES,
+        "the subscription body",
+    )
+    .await?;
+    let spec: SubscriptionSpec = body::decode(format, &bytes)?;
+    let (info, created) = ctx.broker.put_subscription(name, spec).await?;
+    body::reply(body::created_or_ok(created), ctx.format, &info)
+}
+
+#[derive(Serialize)]
+struct SubscriptionList {
+    subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// `{"subscriptions": [...]}`.
+pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
+    let subscriptions = ctx.broker.subscriptions();
+    body::reply(
+        StatusCode::OK,
+        ctx.format,
+        &SubscriptionList { subscriptions },
+    )
+}
+
+pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    let info = ctx.broker.subscription(name)?;
+    body::reply(StatusCode::OK, ctx.format, &info)
+}
+
+/// `{"dead_letters": [...]}`.
+pub async fn dead_letters(ctx: &Ctx, name: &str, query: Option<&str>) -> Result<Reply, ApiError> {
+    let query = Query::parse(query, &["limit"])?;
+    let limit = query.number(
+        "limit",
+        DEFAULT_DEAD_LETTER_LIMIT,
+        1..=MAX_DEAD_LETTER_LIMIT,
+    )? as usize;
+    let broker = ctx.broker.clone();
+    let name = name.to_owned();
+    let letters = blocking(move || broker.dead_letters(&name, limit)).await?;
+    body::reply(
+        StatusCode::OK,
+        ctx.format,
+        &DeadLettersOut::new(letters, ctx.format),
+    )
+}

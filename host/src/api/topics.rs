@@ -1,0 +1,49 @@
+//! Topics: `PUT /v1/topics/{topic}` (create, or confirm an identical one),
+//! `GET /v1/topics`, `GET /v1/topics/{topic}`.
+
+use super::body::{self, Reply};
+use super::error::ApiError;
+use super::{blocking, Ctx, MAX_SETTINGS_BYTES};
+use crate::broker::{TopicInfo, TopicSpec};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Serialize;
+
+/// `{"partitions": 4, "retention_ms": ...}`, every field optional; an empty
+/// body takes the defaults. 201 if created, 200 if an identical topic exists,
+/// 409 if it exists with another partition count.
+pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let (parts, incoming) = req.into_parts();
+    let bytes = body::read(
+        incoming,
+        &parts.headers,
+        MAX_SETTINGS_BYTES,
+        "the topic settings body",
+    )
+    .await?;
+    let spec = if bytes.iter().all(u8::is_ascii_whitespace) {
+        TopicSpec::default()
+    } else {
+        body::decode(body::Format::of_request(&parts.headers)?, &bytes)?
+    };
+    let broker = ctx.broker.clone();
+    let name = name.to_owned();
+    let (info, created) = blocking(move || broker.create_topic(&name, spec)).await?;
+    body::reply(body::created_or_ok(created), ctx.format, &info)
+}
+
+#[derive(Serialize)]
+struct TopicList {
+    topics: Vec<TopicInfo>,
+}
+
+/// `{"topics": [...]}`.
+pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
+    let topics = ctx.broker.topics();
+    body::reply(StatusCode::OK, ctx.format, &TopicList { topics })
+}
+
+pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    let info = ctx.broker.topic(name)?;
+    body::reply(StatusCode::OK, ctx.format, &info)
+}

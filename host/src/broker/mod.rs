@@ -1,0 +1,243 @@
+//! The broker: topics, publishing, plugins, subscriptions and their delivery
+//! engine (ordering lanes, retries with backoff, dead letters, guarantees).
+//!
+//! It depends on [`crate::runtime`] to run plugins and on [`crate::store`] to
+//! persist, and on nothing else: no HTTP, no RocksDB or wasmtime types.
+//!
+//! Architecture invariant: a publish is acknowledged only after its batch is
+//! durable (synced WAL), and subscriptions only ever see durable messages.
+//! API boundary: [`Broker`] and the plain data types re-exported here.
+
+mod backoff;
+mod log;
+mod plugins;
+mod runner;
+mod spec;
+mod subscriptions;
+mod worker;
+
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::store::{AttemptRecord, DeadLetter, StoredMessage};
+pub use log::{partition_for_key, LogEntry, NewMessage, Published, MAX_PAYLOAD_BYTES};
+pub use plugins::{PluginInfo, PluginVersionInfo, MAX_PLUGIN_BYTES};
+pub use spec::{
+    parse_plugin_ref, validate_resource_name, validate_topic_name, Backoff, DeliveryGuarantee,
+    Isolation, Ordering, RetrySpec, Start, SubscriptionSpec, TopicSpec,
+};
+pub use subscriptions::{SubscriptionInfo, SubscriptionStats};
+
+/// Errors the broker reports to its callers; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Malformed or out-of-range input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such topic, partition, plugin or subscription (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts existing state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The input is over a size limit (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A plugin upload was refused (422 — the bytes are not a usable plugin).
+    #[error("{0}")]
+    PluginRejected(String),
+    /// Temporarily unable to serve, e.g. shutting down or compile timed out (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The disk is full (507).
+    #[error("{0}")]
+    NoSpace(String),
+    /// A storage failure (500).
+    #[error("storage failure: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for BrokerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSpace(t) => BrokerError::NoSpace(t),
+            other => BrokerError::Store(other.to_string()),
+        }
+    }
+}
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where RocksDB keeps its files.
+    pub data_dir: PathBuf,
+    pub runtime: RuntimeConfig,
+    /// Longest a plugin upload may take to compile before it is refused.
+    pub compile_timeout: Duration,
+}
+
+impl BrokerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            runtime: RuntimeConfig::default(),
+            compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+        }
+    }
+}
+
+/// 60 s: a large Python or JS component compiles in seconds on 2 cores;
+/// anything slower is refused rather than left to hog a core.
+pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Information about a topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: u32,
+    pub retention_ms: u64,
+    /// Messages stored per partition (the next offset of each).
+    pub offsets: Vec<u64>,
+}
+
+/// The running broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: Arc<log::Log>,
+    plugins: Arc<plugins::Registry>,
+    subscriptions: subscriptions::Subscriptions,
+}
+
+impl Broker {
+    /// Open the store, load topics, plugins and subscriptions, and resume
+    /// delivery where it stopped. Must be called inside a Tokio runtime.
+    pub async fn open(config: BrokerConfig) -> Result<Self, BrokerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            BrokerError::Store(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let store = Store::open(&config.data_dir)?;
+        let runtime = Runtime::new(config.runtime.clone())
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let log = Arc::new(log::Log::load(store.clone())?);
+        let plugins = Arc::new(
+            plugins::Registry::load(store.clone(), runtime, config.compile_timeout).await?,
+        );
+        let subscriptions =
+            subscriptions::Subscriptions::load(store, log.clone(), plugins.clone()).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                log,
+                plugins,
+                subscriptions,
+            }),
+        })
+    }
+
+    /// Create a topic, or confirm an existing one with the same partition count.
+    /// Returns whether it was created.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        spec: TopicSpec,
+    ) -> Result<(TopicInfo, bool), BrokerError> {
+        let created = self.inner.log.create_topic(name, spec)?;
+        if created {
+            self.inner.subscriptions.topic_created(name);
+        }
+        Ok((self.topic(name)?, created))
+    }
+
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        self.inner.log.topics()
+    }
+
+    pub fn topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
+        self.inner.log.topic_info(name)
+    }
+
+    /// Append messages to a topic; returns once they are durable.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Published>, BrokerError> {
+        self.inner.log.publish(topic, messages).await
+    }
+
+    /// Read a partition from `from`, at most `limit` messages.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, BrokerError> {
+        self.inner.log.read(topic, partition, from, limit)
+    }
+
+    /// Validate, compile and store a plugin upload as the next version of `name`.
+    /// Returns the plugin and whether a new version was created (re-uploading
+    /// the latest version's exact bytes creates none).
+    pub async fn put_plugin(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+    ) -> Result<(PluginInfo, bool), BrokerError> {
+        self.inner.plugins.put(name, wasm).await
+    }
+
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        self.inner.plugins.list()
+    }
+
+    pub fn plugin(&self, name: &str) -> Result<PluginInfo, BrokerError> {
+        self.inner.plugins.info(name)
+    }
+
+    /// Create or update a subscription. Returns whether it was created.
+    pub async fn put_subscription(
+        &self,
+        name: &str,
+        spec: SubscriptionSpec,
+    ) -> Result<(SubscriptionInfo, bool), BrokerError> {
+        self.inner.subscriptions.put(name, spec).await
+    }
+
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        self.inner.subscriptions.list()
+    }
+
+    pub fn subscription(&self, name: &str) -> Result<SubscriptionInfo, BrokerError> {
+        self.inner.subscriptions.info(name)
+    }
+
+    /// A subscription's dead letters, at most `limit`.
+    pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        self.inner.subscriptions.dead_letters(name, limit)
+    }
+
+    /// Stop delivering: in-flight attempts finish (within their timeout) and
+    /// their outcomes are committed; everything written is flushed.
+    pub async fn shutdown(&self) {
+        self.inner.subscriptions.shutdown().await;
+        if let Err(e) = self.inner.log.store().flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

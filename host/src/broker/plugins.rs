@@ -1,0 +1,219 @@
+//! The plugin registry: uploads (validated and compiled before anything is
+//! stored), versions per name, content-addressed blobs, and the compiled-code
+//! cache that makes restarts fast.
+
+use super::spec::{parse_plugin_ref, validate_resource_name};
+use super::{now_ms, BrokerError};
+use crate::runtime::{Plugin, Runtime};
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+use std::time::Duration;
+
+/// Largest plugin upload: 32 MiB (a Python component with its interpreter is ~20 MiB).
+pub const MAX_PLUGIN_BYTES: usize = 32 << 20;
+const META_PLUGIN: &str = "plugin";
+
+/// One stored version of a plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginVersionInfo {
+    pub version: u32,
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+    pub size: u64,
+    pub created_ms: u64,
+}
+
+/// A plugin name and its versions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub latest: u32,
+    pub versions: Vec<PluginVersionInfo>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PluginRecord {
+    versions: Vec<PluginVersionInfo>,
+}
+
+struct Entry {
+    record: PluginRecord,
+    compiled: BTreeMap<u32, Plugin>,
+}
+
+pub(crate) struct Registry {
+    store: Store,
+    runtime: Runtime,
+    compile_timeout: Duration,
+    entries: RwLock<HashMap<String, Entry>>,
+    uploads: tokio::sync::Mutex<()>,
+}
+
+fn wasm_blob(digest: &str) -> String {
+    format!("wasm/{digest}")
+}
+fn code_blob(digest: &str) -> String {
+    format!("code/{digest}")
+}
+
+impl Registry {
+    pub(crate) async fn load(
+        store: Store,
+        runtime: Runtime,
+        compile_timeout: Duration,
+    ) -> Result<Self, BrokerError> {
+        let mut entries = HashMap::new();
+        for (name, record) in store.list_meta::<PluginRecord>(META_PLUGIN)? {
+            let mut compiled = BTreeMap::new();
+            for v in &record.versions {
+                let (s, r) = (store.clone(), runtime.clone());
+                let digest = v.digest.clone();
+                let plugin = tokio::task::spawn_blocking(move || load_version(&s, &r, &digest))
+                    .await
+                    .map_err(|e| BrokerError::Unavailable(e.to_string()))??;
+                compiled.insert(v.version, plugin);
+            }
+            entries.insert(name, Entry { record, compiled });
+        }
+        Ok(Self {
+            store,
+            runtime,
+            compile_timeout,
+            entries: RwLock::new(entries),
+            uploads: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub(crate) async fn put(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+    ) -> Result<(PluginInfo, bool), BrokerError> {
+        validate_resource_name("plugin", name)?;
+        if wasm.len() > MAX_PLUGIN_BYTES {
+            return Err(BrokerError::TooLarge(format!(
+                "a plugin of {} bytes is over the limit of {MAX_PLUGIN_BYTES}",
+                wasm.len()
+            )));
+        }
+        let digest = format!("sha256:{:x}", Sha256::digest(&wasm));
+        // One upload at a time: version numbers are assigned in order.
+        let _guard = self.uploads.lock().await;
+        if let Ok(info) = self.info(name) {
+            let latest = info.versions.last().map(|v| v.digest.as_str());
+            if latest == Some(digest.as_str()) {
+                return Ok((info, false));
+            }
+        }
+        let runtime = self.runtime.clone();
+        let size = wasm.len() as u64;
+        let compile = tokio::task::spawn_blocking(move || {
+            let plugin = runtime.compile(&wasm)?;
+            Ok::<_, crate::runtime::PluginError>((plugin, wasm))
+        });
+        let (plugin, wasm) = match tokio::time::timeout(self.compile_timeout, compile).await {
+            Err(_) => {
+                return Err(BrokerError::Unavailable(format!(
+                    "compiling the plugin took longer than {} s",
+                    self.compile_timeout.as_secs()
+                )))
+            }
+            Ok(Err(join)) => return Err(BrokerError::Unavailable(join.to_string())),
+            Ok(Ok(Err(rejected))) => return Err(BrokerError::PluginRejected(rejected.to_string())),
+            Ok(Ok(Ok(done))) => done,
+        };
+        self.store.put_blob(&wasm_blob(&digest), &wasm)?;
+        if let Some(code) = plugin.machine_code() {
+            self.store.put_blob(&code_blob(&digest), &code)?;
+        }
+        let mut record = self
+            .entries
+            .read()
+            .expect("plugins lock")
+            .get(name)
+            .map(|e| e.record.clone())
+            .unwrap_or_default();
+        let version = record.versions.last().map_or(1, |v| v.version + 1);
+        record.versions.push(PluginVersionInfo {
+            version,
+            digest,
+            size,
+            created_ms: now_ms(),
+        });
+        self.store.put_meta(META_PLUGIN, name, &record)?;
+        let mut entries = self.entries.write().expect("plugins lock");
+        let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
+            record: PluginRecord::default(),
+            compiled: BTreeMap::new(),
+        });
+        entry.record = record;
+        entry.compiled.insert(version, plugin);
+        let info = to_info(name, &entry.record);
+        tracing::info!(plugin = name, version, "plugin version deployed");
+        Ok((info, true))
+    }
+
+    pub(crate) fn list(&self) -> Vec<PluginInfo> {
+        let entries = self.entries.read().expect("plugins lock");
+        let mut out: Vec<_> = entries.iter().map(|(n, e)| to_info(n, &e.record)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub(crate) fn info(&self, name: &str) -> Result<PluginInfo, BrokerError> {
+        let entries = self.entries.read().expect("plugins lock");
+        entries
+            .get(name)
+            .map(|e| to_info(name, &e.record))
+            .ok_or_else(|| BrokerError::NotFound(format!("plugin {name:?} does not exist")))
+    }
+
+    /// The compiled plugin a reference (`name` or `name@N`) points at now,
+    /// with its `name@version` label.
+    pub(crate) fn resolve(&self, reference: &str) -> Result<(Plugin, String), BrokerError> {
+        let (name, pinned) = parse_plugin_ref(reference)?;
+        let entries = self.entries.read().expect("plugins lock");
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| BrokerError::NotFound(format!("plugin {name:?} does not exist")))?;
+        let found = match pinned {
+            Some(v) => entry.compiled.get(&v).map(|p| (v, p)),
+            None => entry.compiled.iter().next_back().map(|(v, p)| (*v, p)),
+        };
+        let (version, plugin) = found.ok_or_else(|| {
+            BrokerError::NotFound(format!("plugin {reference:?} has no such version"))
+        })?;
+        Ok((plugin.clone(), format!("{name}@{version}")))
+    }
+}
+
+fn to_info(name: &str, record: &PluginRecord) -> PluginInfo {
+    PluginInfo {
+        name: name.to_string(),
+        latest: record.versions.last().map_or(0, |v| v.version),
+        versions: record.versions.clone(),
+    }
+}
+
+/// Load a stored version: from cached machine code when it fits this engine,
+/// else by compiling the stored component (and refreshing the cache).
+fn load_version(store: &Store, runtime: &Runtime, digest: &str) -> Result<Plugin, BrokerError> {
+    if let Some(code) = store.get_blob(&code_blob(digest))? {
+        if let Some(plugin) = runtime.load_precompiled(&code) {
+            return Ok(plugin);
+        }
+    }
+    let wasm = store
+        .get_blob(&wasm_blob(digest))?
+        .ok_or_else(|| BrokerError::Store(format!("plugin blob {digest} is missing")))?;
+    let plugin = runtime
+        .compile(&wasm)
+        .map_err(|e| BrokerError::Store(format!("stored plugin {digest} no longer loads: {e}")))?;
+    if let Some(code) = plugin.machine_code() {
+        store.put_blob(&code_blob(digest), &code)?;
+    }
+    Ok(plugin)
+}

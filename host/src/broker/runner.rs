@@ -1,0 +1,612 @@
+//! The delivery engine of one subscription.
+//!
+//! A single task owns all of the subscription's delivery state: it reads
+//! durable messages into ordering *lanes*, hands runnable lane heads to the
+//! worker threads (at most `concurrency` at a time), and turns each outcome into
+//! progress, a retry timer or a dead letter, persisted through the store.
+//!
+//! Lanes: under `key` ordering one lane per key (unkeyed messages each get
+//! their own); under `partition` one per partition; under `none` one per
+//! message. A lane runs one message at a time, in offset order; a message
+//! waiting for a retry holds its lane, and only its lane.
+//!
+//! Progress per partition is a watermark (every offset below it is finished)
+//! plus done markers for finished offsets above it. After a restart, reading
+//! resumes at the watermark, skipping marked offsets; retry timers resume with
+//! their attempt counts and due times; anything in flight at a crash is
+//! delivered again (at-least-once).
+
+use super::backoff;
+use super::log::{Log, Topic};
+use super::now_ms;
+use super::plugins::Registry;
+use super::spec::{DeliveryGuarantee, Ordering, SubscriptionSpec};
+use super::subscriptions::Shared;
+use super::worker::{self, Job, JobDone, WorkerSettings};
+use crate::runtime::{Delivery, Outcome};
+use crate::store::{AttemptRecord, DeadLetter, Durability, Op, RetryState, Store, StoredMessage};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Most messages a subscription holds in memory (queued in lanes or in flight).
+/// Bounds memory per subscription; a backlog beyond it stays on disk.
+const WINDOW: usize = 8192;
+/// Messages read from one partition per refill.
+const READ_CHUNK: usize = 512;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum LaneKey {
+    Key(String),
+    Partition(usize),
+    Solo(usize, u64),
+}
+
+struct Source {
+    topic: Arc<Topic>,
+    partition: u32,
+    /// Next offset to read from the log.
+    read_to: u64,
+    /// Every offset below is finished.
+    watermark: u64,
+    /// Finished offsets at or above the watermark.
+    done_above: BTreeSet<u64>,
+}
+
+struct Pending {
+    source: usize,
+    offset: u64,
+    message: Arc<StoredMessage>,
+    attempts: u32,
+    history: Vec<AttemptRecord>,
+    due_ms: u64,
+    /// A retry state for this message exists in the store.
+    persisted_retry: bool,
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Pending>,
+    /// The head is in flight or waiting for its retry timer.
+    busy: bool,
+}
+
+pub(crate) struct Runner {
+    shared: Arc<Shared>,
+    spec: SubscriptionSpec,
+    store: Store,
+    plugins: Arc<Registry>,
+    sources: Vec<Source>,
+    lanes: HashMap<LaneKey, Lane>,
+    ready: VecDeque<LaneKey>,
+    timers: BinaryHeap<Reverse<(u64, LaneKey)>>,
+    /// Retry states loaded at start, consumed as their messages are read.
+    restored: HashMap<(usize, u64), RetryState>,
+    buffered: usize,
+    in_flight: usize,
+    ops: Vec<Op>,
+    jobs: Option<crossbeam_channel::Sender<Job<LaneKey>>>,
+    results: mpsc::UnboundedReceiver<JobDone<LaneKey>>,
+    notify: Arc<Notify>,
+}
+
+impl Runner {
+    /// Restore the subscription's state and start its workers.
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        store: Store,
+        log: Arc<Log>,
+        plugins: Arc<Registry>,
+        topic: Arc<Topic>,
+    ) -> Result<Self, super::BrokerError> {
+        let spec = shared.spec.clone();
+        let progress = store.load_progress(&shared.name)?;
+        let mut sources: Vec<Source> = (0..topic.partitions())
+            .map(|partition| Source {
+                topic: topic.clone(),
+                partition,
+                read_to: 0,
+                watermark: 0,
+                done_above: BTreeSet::new(),
+            })
+            .collect();
+        let index = |t: &str, p: u32| sources_index(&sources, t, p);
+        let mut marks = Vec::new();
+        for (t, p, mark) in &progress.watermarks {
+            if let Some(i) = index(t, *p) {
+                marks.push((i, *mark));
+            }
+        }
+        let mut done = Vec::new();
+        for (t, p, offset) in &progress.done {
+            if let Some(i) = index(t, *p) {
+                done.push((i, *offset));
+            }
+        }
+        let mut restored = HashMap::new();
+        for (t, p, offset, state) in progress.retries {
+            if let Some(i) = index(&t, p) {
+                restored.insert((i, offset), state);
+            }
+        }
+        for (i, mark) in marks {
+            sources[i].watermark = mark;
+            sources[i].read_to = mark;
+        }
+        for (i, offset) in done {
+            if offset >= sources[i].watermark {
+                sources[i].done_above.insert(offset);
+            }
+        }
+        let c = progress.counters;
+        shared.delivered.store(c.delivered, AtomicOrdering::Relaxed);
+        shared.acked.store(c.acked, AtomicOrdering::Relaxed);
+        shared.retried.store(c.retried, AtomicOrdering::Relaxed);
+        shared
+            .dead_lettered
+            .store(c.dead_lettered, AtomicOrdering::Relaxed);
+
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        worker::spawn(
+            spec.concurrency,
+            WorkerSettings {
+                timeout: Duration::from_millis(spec.timeout_ms),
+                isolation: spec.isolation,
+                recycle_after: spec.recycle_after,
+                subscription: shared.name.clone(),
+            },
+            jobs_rx,
+            results_tx,
+            log,
+            tokio::runtime::Handle::current(),
+        );
+        let notify = Arc::new(Notify::new());
+        topic.watch(notify.clone());
+        Ok(Self {
+            shared,
+            spec,
+            store,
+            plugins,
+            sources,
+            lanes: HashMap::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            restored,
+            buffered: 0,
+            in_flight: 0,
+            ops: Vec::new(),
+            jobs: Some(jobs_tx),
+            results: results_rx,
+            notify,
+        })
+    }
+
+    /// Deliver until `stop` turns true, then let in-flight attempts finish and
+    /// commit their outcomes.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut stopping = *stop.borrow();
+        loop {
+            if stopping && self.in_flight == 0 {
+                break;
+            }
+            if !stopping {
+                self.fill();
+                self.fire_timers(now_ms());
+                self.dispatch().await;
+            }
+            self.publish_stats();
+            let next_timer = self.timers.peek().map(|Reverse((due, _))| *due);
+            let sleep = async {
+                match next_timer {
+                    Some(due) => {
+                        let wait = due.saturating_sub(now_ms());
+                        tokio::time::sleep(Duration::from_millis(wait)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                done = self.results.recv() => {
+                    let Some(done) = done else { break };
+                    self.complete(done);
+                    while let Ok(done) = self.results.try_recv() {
+                        self.complete(done);
+                    }
+                    self.flush();
+                }
+                _ = self.notify.notified(), if !stopping => {}
+                _ = sleep, if !stopping => {}
+                changed = stop.changed(), if !stopping => {
+                    stopping = changed.is_err() || *stop.borrow();
+                }
+            }
+        }
+        // Close the job queue (workers exit) and make the last outcomes durable.
+        self.jobs = None;
+        self.push_counters();
+        let ops = std::mem::take(&mut self.ops);
+        if let Err(e) = self.store.submit(ops, Durability::Buffered).await {
+            tracing::error!(error = %e, subscription = %self.shared.name, "final progress commit failed");
+        }
+        for source in &self.sources {
+            source.topic.unwatch(&self.notify);
+        }
+    }
+
+    fn lane_key(&self, source: usize, offset: u64, message: &StoredMessage) -> LaneKey {
+        match (self.spec.ordering, &message.key) {
+            (Ordering::Key, Some(key)) => LaneKey::Key(key.clone()),
+            (Ordering::Partition, _) => LaneKey::Partition(source),
+            _ => LaneKey::Solo(source, offset),
+        }
+    }
+
+    /// Read durable messages into lanes, up to the window.
+    fn fill(&mut self) {
+        for i in 0..self.sources.len() {
+            if self.buffered >= WINDOW {
+                return;
+            }
+            let source = &self.sources[i];
+            let head = source.topic.head(source.partition);
+            if source.read_to >= head {
+                continue;
+            }
+            let limit = READ_CHUNK
+                .min(WINDOW - self.buffered)
+                .min((head - source.read_to) as usize);
+            let rows = match self.store.read_log(
+                &source.topic.name,
+                source.partition,
+                source.read_to,
+                limit,
+            ) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, subscription = %self.shared.name, "reading the log failed");
+                    return;
+                }
+            };
+            let mut last = None;
+            for (offset, message) in rows {
+                last = Some(offset);
+                if self.sources[i].done_above.contains(&offset) {
+                    continue;
+                }
+                self.enqueue(i, offset, Arc::new(message));
+            }
+            let source = &mut self.sources[i];
+            source.read_to = last.map_or(head, |o| o + 1);
+        }
+    }
+
+    fn enqueue(&mut self, source: usize, offset: u64, message: Arc<StoredMessage>) {
+        let restored = self.restored.remove(&(source, offset));
+        let key = self.lane_key(source, offset, &message);
+        let pending = Pending {
+            source,
+            offset,
+            message,
+            attempts: restored.as_ref().map_or(0, |r| r.attempts),
+            due_ms: restored.as_ref().map_or(0, |r| r.due_ms),
+            persisted_retry: restored.is_some(),
+            history: restored.map(|r| r.history).unwrap_or_default(),
+        };
+        self.buffered += 1;
+        let lane = self.lanes.entry(key.clone()).or_default();
+        lane.queue.push_back(pending);
+        if lane.queue.len() == 1 && !lane.busy {
+            lane.busy = true;
+            let due = lane.queue[0].due_ms;
+            self.schedule(key, due);
+        }
+    }
+
+    /// Make a lane's head runnable now or at `due`. The lane must be busy.
+    fn schedule(&mut self, key: LaneKey, due: u64) {
+        if due <= now_ms() {
+            self.ready.push_back(key);
+        } else {
+            self.timers.push(Reverse((due, key)));
+        }
+    }
+
+    fn fire_timers(&mut self, now: u64) {
+        while let Some(Reverse((due, _))) = self.timers.peek() {
+            if *due > now {
+                break;
+            }
+            let Reverse((_, key)) = self.timers.pop().expect("peeked");
+            self.ready.push_back(key);
+        }
+    }
+
+    async fn dispatch(&mut self) {
+        let limit = self.spec.concurrency as usize;
+        let mut batch = Vec::new();
+        while self.in_flight + batch.len() < limit {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            let (plugin, label) = match self.plugins.resolve(&self.spec.plugin) {
+                Ok(found) => found,
+                Err(e) => {
+                    // The plugin is gone: hold the lane and look again later.
+                    tracing::warn!(error = %e, subscription = %self.shared.name, "plugin unavailable");
+                    self.timers.push(Reverse((now_ms() + 1000, key)));
+                    break;
+                }
+            };
+            let Some(lane) = self.lanes.get_mut(&key) else {
+                continue;
+            };
+            let Some(head) = lane.queue.front_mut() else {
+                continue;
+            };
+            head.attempts += 1;
+            let source = &self.sources[head.source];
+            let message = &head.message;
+            let delivery = Delivery {
+                id: message.id.clone(),
+                topic: source.topic.name.clone(),
+                partition: source.partition,
+                offset: head.offset,
+                key: message.key.clone(),
+                payload: message.payload.clone(),
+                headers: message.headers.clone(),
+                timestamp_ms: message.timestamp_ms,
+                attempt: head.attempts,
+            };
+            batch.push(Job {
+                lane: key,
+                delivery,
+                plugin,
+                label,
+            });
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if self.spec.delivery == DeliveryGuarantee::AtMostOnce {
+            // Commit progress before any plugin runs: a crash now loses these
+            // messages instead of delivering them twice.
+            let mut ops = Vec::new();
+            for job in &batch {
+                let source = self.lane_source(&job.lane);
+                ops.push(finish_offset(
+                    &self.shared.name,
+                    &mut self.sources[source],
+                    job.delivery.offset,
+                ));
+            }
+            if let Err(e) = self.store.submit(ops, Durability::Buffered).await {
+                tracing::error!(error = %e, subscription = %self.shared.name, "committing progress failed");
+            }
+        }
+        let jobs = self.jobs.as_ref().expect("jobs open while running");
+        for job in batch {
+            self.in_flight += 1;
+            self.shared.delivered.fetch_add(1, AtomicOrdering::Relaxed);
+            if jobs.send(job).is_err() {
+                tracing::error!(subscription = %self.shared.name, "workers are gone");
+            }
+        }
+    }
+
+    fn lane_source(&self, key: &LaneKey) -> usize {
+        self.lanes
+            .get(key)
+            .and_then(|l| l.queue.front())
+            .map_or(0, |p| p.source)
+    }
+
+    /// Apply one attempt's outcome.
+    fn complete(&mut self, done: JobDone<LaneKey>) {
+        self.in_flight -= 1;
+        let now = now_ms();
+        let outcome = done.invocation.outcome;
+        let Some(lane) = self.lanes.get_mut(&done.lane) else {
+            return;
+        };
+        let Some(head) = lane.queue.front_mut() else {
+            return;
+        };
+        debug_assert_eq!(head.offset, done.offset);
+        head.history.push(AttemptRecord {
+            attempt: head.attempts,
+            started_ms: done.started_ms,
+            duration_us: done.invocation.duration.as_micros() as u64,
+            outcome: outcome.kind().to_string(),
+            error: (outcome != Outcome::Ack).then(|| outcome.describe()),
+        });
+        let name = &self.shared.name;
+        if outcome.is_failure() {
+            tracing::debug!(subscription = %name, plugin = %done.label, offset = done.offset, attempt = head.attempts, outcome = %outcome.describe(), "attempt failed");
+        }
+        let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
+        let verdict = match &outcome {
+            Outcome::Ack => Verdict::Acked,
+            Outcome::DeadLetter(reason) => Verdict::Dead(reason.clone()),
+            failed if at_most_once => Verdict::Dropped(failed.describe()),
+            failed if head.attempts >= self.spec.retry.max_attempts => Verdict::Dead(format!(
+                "gave up after {} attempts; last: {}",
+                head.attempts,
+                failed.describe()
+            )),
+            failed => {
+                let delay = match failed {
+                    Outcome::Retry {
+                        delay_ms: Some(d), ..
+                    } => *d,
+                    _ => backoff::delay_ms(&self.spec.retry, head.attempts, rand::random::<f64>()),
+                };
+                head.due_ms = now + delay;
+                head.persisted_retry = true;
+                let state = RetryState {
+                    attempts: head.attempts,
+                    due_ms: head.due_ms,
+                    history: head.history.clone(),
+                };
+                let source = &self.sources[head.source];
+                self.ops.push(Op::PutRetry {
+                    subscription: name.clone(),
+                    topic: source.topic.name.clone(),
+                    partition: source.partition,
+                    offset: head.offset,
+                    state,
+                });
+                self.shared.retried.fetch_add(1, AtomicOrdering::Relaxed);
+                let due = head.due_ms;
+                self.schedule(done.lane, due);
+                return;
+            }
+        };
+        let head = lane.queue.pop_front().expect("checked above");
+        self.buffered -= 1;
+        let next_due = lane.queue.front().map(|p| p.due_ms);
+        if next_due.is_none() {
+            self.lanes.remove(&done.lane);
+        }
+        self.finish(head, verdict, now);
+        if let Some(due) = next_due {
+            self.schedule(done.lane, due);
+        }
+    }
+
+    /// Record that a message is finished: progress, dead letter, counters.
+    fn finish(&mut self, head: Pending, verdict: Verdict, now: u64) {
+        let name = self.shared.name.clone();
+        let source = &mut self.sources[head.source];
+        let topic = source.topic.name.clone();
+        let partition = source.partition;
+        if head.persisted_retry {
+            self.ops.push(Op::ClearRetry {
+                subscription: name.clone(),
+                topic: topic.clone(),
+                partition,
+                offset: head.offset,
+            });
+        }
+        // Under at-most-once the offset was finished before the plugin ran.
+        if self.spec.delivery != DeliveryGuarantee::AtMostOnce {
+            let op = finish_offset(&name, source, head.offset);
+            self.ops.push(op);
+        }
+        match verdict {
+            Verdict::Acked => {
+                self.shared.acked.fetch_add(1, AtomicOrdering::Relaxed);
+            }
+            Verdict::Dropped(reason) => {
+                self.shared.failed.fetch_add(1, AtomicOrdering::Relaxed);
+                tracing::warn!(subscription = %name, topic = %topic, partition, offset = head.offset, reason = %reason, "at-most-once delivery failed; message dropped");
+            }
+            Verdict::Dead(reason) => {
+                self.shared
+                    .dead_lettered
+                    .fetch_add(1, AtomicOrdering::Relaxed);
+                tracing::info!(subscription = %name, topic = %topic, partition, offset = head.offset, reason = %reason, "message dead-lettered");
+                self.ops.push(Op::PutDeadLetter {
+                    subscription: name,
+                    letter: DeadLetter {
+                        topic,
+                        partition,
+                        offset: head.offset,
+                        message: (*head.message).clone(),
+                        reason,
+                        dead_at_ms: now,
+                        history: head.history,
+                    },
+                });
+            }
+        }
+    }
+
+    fn push_counters(&mut self) {
+        let s = &self.shared;
+        self.ops.push(Op::PutCounters {
+            subscription: s.name.clone(),
+            counters: crate::store::Counters {
+                delivered: s.delivered.load(AtomicOrdering::Relaxed),
+                acked: s.acked.load(AtomicOrdering::Relaxed),
+                retried: s.retried.load(AtomicOrdering::Relaxed),
+                dead_lettered: s.dead_lettered.load(AtomicOrdering::Relaxed),
+            },
+        });
+    }
+
+    /// Queue the collected progress changes as one batch. Not waited for: the
+    /// writer applies batches in order, and at-least-once tolerates losing the
+    /// tail of progress in a crash (those messages are delivered again).
+    fn flush(&mut self) {
+        if self.ops.is_empty() {
+            return;
+        }
+        self.push_counters();
+        let ops = std::mem::take(&mut self.ops);
+        let write = self.store.submit(ops, Durability::Buffered);
+        let name = self.shared.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write.await {
+                tracing::error!(error = %e, subscription = %name, "committing progress failed");
+            }
+        });
+    }
+
+    fn publish_stats(&self) {
+        let lag: u64 = self
+            .sources
+            .iter()
+            .map(|s| {
+                s.topic
+                    .head(s.partition)
+                    .saturating_sub(s.watermark)
+                    .saturating_sub(s.done_above.len() as u64)
+            })
+            .sum();
+        self.shared.lag.store(lag, AtomicOrdering::Relaxed);
+        self.shared
+            .in_flight
+            .store(self.in_flight as u64, AtomicOrdering::Relaxed);
+    }
+}
+
+enum Verdict {
+    Acked,
+    Dead(String),
+    /// At-most-once: the attempt failed and the message is not retried.
+    Dropped(String),
+}
+
+fn sources_index(sources: &[Source], topic: &str, partition: u32) -> Option<usize> {
+    sources
+        .iter()
+        .position(|s| s.topic.name == topic && s.partition == partition)
+}
+
+/// Mark `offset` finished; advance the watermark over contiguous finished offsets.
+fn finish_offset(subscription: &str, source: &mut Source, offset: u64) -> Op {
+    if offset == source.watermark {
+        source.watermark += 1;
+        while source.done_above.remove(&source.watermark) {
+            source.watermark += 1;
+        }
+        Op::SetWatermark {
+            subscription: subscription.to_string(),
+            topic: source.topic.name.clone(),
+            partition: source.partition,
+            offset: source.watermark,
+        }
+    } else {
+        source.done_above.insert(offset);
+        Op::MarkDone {
+            subscription: subscription.to_string(),
+            topic: source.topic.name.clone(),
+            partition: source.partition,
+            offset,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Settings of topics and subscriptions as operators write them (JSON/MessagePack
+//! bodies of `PUT /v1/topics/{t}` and `PUT /v1/subscriptions/{s}`), with their
+//! defaults and validation.
+
+use super::BrokerError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Default retention: 7 days, the usual log-broker default.
+pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Most concurrent deliveries (and worker threads) of one subscription.
+pub const MAX_CONCURRENCY: u32 = 256;
+/// Longest per-attempt timeout: 5 minutes.
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+/// Most attempts per message.
+pub const MAX_ATTEMPTS: u32 = 1000;
+
+/// A topic's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    /// Number of partitions, fixed at creation (1 to 1024). Default 1.
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// How long a message is kept after every subscription is done with it.
+    /// Default 7 days.
+    #[serde(default = "default_retention")]
+    pub retention_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_retention() -> u64 {
+    DEFAULT_RETENTION_MS
+}
+
+impl Default for TopicSpec {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            retention_ms: DEFAULT_RETENTION_MS,
+        }
+    }
+}
+
+impl TopicSpec {
+    pub(crate) fn validate(&self) -> Result<(), BrokerError> {
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(BrokerError::Invalid(format!(
+                "partitions must be between 1 and {MAX_PARTITIONS}, got {}",
+                self.partitions
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Topic names: `[A-Za-z0-9._-]{1,249}`, as in Kafka.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    validate_name("topic", name, 249)
+}
+
+/// Subscription and plugin names: `[A-Za-z0-9._-]{1,128}`.
+pub fn validate_resource_name(kind: &str, name: &str) -> Result<(), BrokerError> {
+    validate_name(kind, name, 128)
+}
+
+fn validate_name(kind: &str, name: &str, max: usize) -> Result<(), BrokerError> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BrokerError::Invalid(format!(
+            "invalid {kind} name {name:?}: use 1 to {max} of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+/// When progress is committed relative to the plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryGuarantee {
+    /// Progress is committed before the plugin runs; no retries.
+    AtMostOnce,
+    /// Progress is committed after `ack`; a crash redelivers.
+    #[default]
+    AtLeastOnce,
+}
+
+/// Which messages of a subscription must be handled one at a time, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ordering {
+    /// Any order, full concurrency; a retry blocks nothing else.
+    None,
+    /// Same key strictly in offset order; keys run concurrently. Unkeyed
+    /// messages are unordered.
+    #[default]
+    Key,
+    /// Each partition strictly in offset order.
+    Partition,
+}
+
+/// How plugin instances are shared between messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A fresh instance per message: no state leaks between messages.
+    #[default]
+    Message,
+    /// Each worker reuses one instance, recycled every `recycle_after` messages
+    /// and after any failed attempt. Faster; a plugin's globals persist across
+    /// messages of one worker.
+    Worker,
+}
+
+/// Backoff curve between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backoff {
+    Fixed,
+    #[default]
+    Exponential,
+}
+
+/// Retry policy of a subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySpec {
+    /// Attempts per message, counting the first; then it is dead-lettered. Default 5.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// Delay before the second attempt. Default 100 ms.
+    pub initial_ms: u64,
+    /// Longest delay between attempts. Default 60 s.
+    pub max_ms: u64,
+    /// Growth per attempt under exponential backoff. Default 2.0.
+    pub multiplier: f64,
+    /// Spread each delay randomly over [delay/2, delay]. Default true.
+    pub jitter: bool,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            backoff: Backoff::Exponential,
+            initial_ms: 100,
+            max_ms: 60_000,
+            multiplier: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+/// Where a new subscription starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    /// From the oldest retained message.
+    #[default]
+    Earliest,
+    /// Only messages published after the subscription is created.
+    Latest,
+}
+
+/// A subscription's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSpec {
+    /// The topic to consume.
+    pub topic: String,
+    /// Plugin name (follows the latest version) or `name@N` (pinned).
+    pub plugin: String,
+    #[serde(default)]
+    pub delivery: DeliveryGuarantee,
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// Most messages in flight at once (1 to 256). Default 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Per-attempt time limit, enforced inside wasm. Default 5000 ms.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub retry: RetrySpec,
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Under `worker` isolation, messages per instance before it is replaced.
+    /// Default 10,000.
+    #[serde(default = "default_recycle")]
+    pub recycle_after: u32,
+    /// Plugin configuration: a string map handed to the plugin.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub start: Start,
+}
+
+fn default_concurrency() -> u32 {
+    16
+}
+fn default_timeout() -> u64 {
+    5000
+}
+fn default_recycle() -> u32 {
+    10_000
+}
+
+impl SubscriptionSpec {
+    pub(crate) fn validate(&self) -> Result<(), BrokerError> {
+        validate_topic_name(&self.topic)?;
+        let (plugin, _) = parse_plugin_ref(&self.plugin)?;
+        validate_resource_name("plugin", plugin)?;
+        let bad = |m: String| Err(BrokerError::Invalid(m));
+        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
+            return bad(format!(
+                "concurrency must be between 1 and {MAX_CONCURRENCY}"
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return bad(format!("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}"));
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 || r.max_attempts > MAX_ATTEMPTS {
+            return bad(format!(
+                "retry.max_attempts must be between 1 and {MAX_ATTEMPTS}"
+            ));
+        }
+        if r.max_ms < r.initial_ms {
+            return bad("retry.max_ms must be at least retry.initial_ms".into());
+        }
+        if !(1.0..=100.0).contains(&r.multiplier) {
+            return bad("retry.multiplier must be between 1.0 and 100.0".into());
+        }
+        if self.recycle_after == 0 {
+            return bad("recycle_after must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Split `name` or `name@N` into the name and the pinned version.
+pub fn parse_plugin_ref(reference: &str) -> Result<(&str, Option<u32>), BrokerError> {
+    match reference.split_once('@') {
+        None => Ok((reference, None)),
+        Some((name, version)) => match version.parse::<u32>() {
+            Ok(v) if v > 0 => Ok((name, Some(v))),
+            _ => Err(BrokerError::Invalid(format!(
+                "invalid plugin reference {reference:?}: use `name` or `name@N` with N ≥ 1"
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_defaults_follow_the_design() {
+        let spec: SubscriptionSpec =
+            serde_json::from_str(r#"{"topic":"orders","plugin":"billing"}"#).unwrap();
+        assert_eq!(spec.delivery, DeliveryGuarantee::AtLeastOnce);
+        assert_eq!(spec.ordering, Ordering::Key);
+        assert_eq!(spec.concurrency, 16);
+        assert_eq!(spec.timeout_ms, 5000);
+        assert_eq!(spec.retry.max_attempts, 5);
+        assert_eq!(spec.isolation, Isolation::Message);
+        assert_eq!(spec.start, Start::Earliest);
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn names_and_references_are_checked() {
+        assert!(validate_topic_name("orders.eu-1_x").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert_eq!(parse_plugin_ref("p@3").unwrap(), ("p", Some(3)));
+        assert_eq!(parse_plugin_ref("p").unwrap(), ("p", None));
+        assert!(parse_plugin_ref("p@0").is_err());
+        assert!(parse_plugin_ref("p@x").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<SubscriptionSpec>(
+            r#"{"topic":"orders","plugin":"p","concurency":3}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("concurency"));
+    }
+}

@@ -1,0 +1,252 @@
+//! Subscriptions: their settings, their runners, and their statistics.
+
+use super::log::Log;
+use super::plugins::Registry;
+use super::runner::Runner;
+use super::spec::{validate_resource_name, Start, SubscriptionSpec};
+use super::BrokerError;
+use crate::store::{DeadLetter, Durability, Op, Store};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+const META_SUBSCRIPTION: &str = "subscription";
+
+/// Counters and gauges of a subscription.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SubscriptionStats {
+    /// Attempts started.
+    pub delivered: u64,
+    /// Messages acknowledged by the plugin.
+    pub acked: u64,
+    /// Failed attempts scheduled to be tried again.
+    pub retried: u64,
+    /// Messages moved to the dead letters.
+    pub dead_lettered: u64,
+    /// At-most-once deliveries that failed (not retried), since the host started.
+    pub failed: u64,
+    /// Durable messages not yet finished (acked or dead-lettered).
+    pub lag: u64,
+    /// Attempts running now.
+    pub in_flight: u64,
+}
+
+/// A subscription as reported by the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriptionInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub spec: SubscriptionSpec,
+    pub stats: SubscriptionStats,
+}
+
+/// State a runner shares with the rest of the broker.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) spec: SubscriptionSpec,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) lag: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+}
+
+impl Shared {
+    fn new(name: &str, spec: SubscriptionSpec) -> Self {
+        Self {
+            name: name.to_string(),
+            spec,
+            delivered: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            lag: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    fn info(&self) -> SubscriptionInfo {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SubscriptionInfo {
+            name: self.name.clone(),
+            spec: self.spec.clone(),
+            stats: SubscriptionStats {
+                delivered: get(&self.delivered),
+                acked: get(&self.acked),
+                retried: get(&self.retried),
+                dead_lettered: get(&self.dead_lettered),
+                failed: get(&self.failed),
+                lag: get(&self.lag),
+                in_flight: get(&self.in_flight),
+            },
+        }
+    }
+}
+
+struct Running {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) struct Subscriptions {
+    store: Store,
+    log: Arc<Log>,
+    plugins: Arc<Registry>,
+    running: std::sync::Mutex<BTreeMap<String, Running>>,
+    /// Serializes create/update/shutdown.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl Subscriptions {
+    pub(crate) async fn load(
+        store: Store,
+        log: Arc<Log>,
+        plugins: Arc<Registry>,
+    ) -> Result<Self, BrokerError> {
+        let subs = Self {
+            store: store.clone(),
+            log,
+            plugins,
+            running: std::sync::Mutex::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+        };
+        for (name, spec) in store.list_meta::<SubscriptionSpec>(META_SUBSCRIPTION)? {
+            if let Err(e) = subs.start(&name, spec) {
+                tracing::error!(error = %e, subscription = %name, "cannot resume subscription");
+            }
+        }
+        Ok(subs)
+    }
+
+    fn start(&self, name: &str, spec: SubscriptionSpec) -> Result<(), BrokerError> {
+        let topic = self.log.get(&spec.topic).ok_or_else(|| {
+            BrokerError::NotFound(format!("topic {:?} does not exist", spec.topic))
+        })?;
+        let shared = Arc::new(Shared::new(name, spec));
+        let runner = Runner::start(
+            shared.clone(),
+            self.store.clone(),
+            self.log.clone(),
+            self.plugins.clone(),
+            topic,
+        )?;
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(runner.run(stop_rx));
+        self.running
+            .lock()
+            .expect("subscriptions lock")
+            .insert(name.to_string(), Running { shared, stop, task });
+        tracing::info!(subscription = name, "subscription running");
+        Ok(())
+    }
+
+    async fn stop(&self, name: &str) {
+        let running = self
+            .running
+            .lock()
+            .expect("subscriptions lock")
+            .remove(name);
+        if let Some(running) = running {
+            let _ = running.stop.send(true);
+            if let Err(e) = running.task.await {
+                tracing::error!(error = %e, subscription = name, "runner ended abnormally");
+            }
+        }
+    }
+
+    pub(crate) async fn put(
+        &self,
+        name: &str,
+        spec: SubscriptionSpec,
+    ) -> Result<(SubscriptionInfo, bool), BrokerError> {
+        validate_resource_name("subscription", name)?;
+        spec.validate()?;
+        let topic = self.log.get(&spec.topic).ok_or_else(|| {
+            BrokerError::NotFound(format!("topic {:?} does not exist", spec.topic))
+        })?;
+        self.plugins.resolve(&spec.plugin)?;
+        let _guard = self.changes.lock().await;
+        let existing = self
+            .running
+            .lock()
+            .expect("subscriptions lock")
+            .get(name)
+            .map(|r| r.shared.spec.clone());
+        match existing {
+            Some(old) if old == spec => return Ok((self.info(name)?, false)),
+            Some(old) if old.topic != spec.topic => {
+                return Err(BrokerError::Conflict(format!(
+                    "subscription {name:?} consumes topic {:?}; delete it to consume another topic",
+                    old.topic
+                )))
+            }
+            Some(_) => self.stop(name).await,
+            None => {
+                if spec.start == Start::Latest {
+                    // Begin after everything durable now.
+                    let ops = (0..topic.partitions())
+                        .map(|p| Op::SetWatermark {
+                            subscription: name.to_string(),
+                            topic: spec.topic.clone(),
+                            partition: p,
+                            offset: topic.head(p),
+                        })
+                        .collect();
+                    self.store.submit(ops, Durability::Synced).await?;
+                }
+            }
+        }
+        let created = existing.is_none();
+        self.store.put_meta(META_SUBSCRIPTION, name, &spec)?;
+        self.start(name, spec)?;
+        Ok((self.info(name)?, created))
+    }
+
+    pub(crate) fn topic_created(&self, _topic: &str) {}
+
+    pub(crate) fn list(&self) -> Vec<SubscriptionInfo> {
+        let running = self.running.lock().expect("subscriptions lock");
+        running.values().map(|r| r.shared.info()).collect()
+    }
+
+    pub(crate) fn info(&self, name: &str) -> Result<SubscriptionInfo, BrokerError> {
+        let running = self.running.lock().expect("subscriptions lock");
+        running
+            .get(name)
+            .map(|r| r.shared.info())
+            .ok_or_else(|| BrokerError::NotFound(format!("subscription {name:?} does not exist")))
+    }
+
+    pub(crate) fn dead_letters(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
+        self.info(name)?;
+        Ok(self.store.list_dead_letters(name, limit)?)
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        let _guard = self.changes.lock().await;
+        let names: Vec<String> = self
+            .running
+            .lock()
+            .expect("subscriptions lock")
+            .keys()
+            .cloned()
+            .collect();
+        // Signal all first, so runners drain in parallel.
+        for running in self.running.lock().expect("subscriptions lock").values() {
+            let _ = running.stop.send(true);
+        }
+        for name in names {
+            self.stop(&name).await;
+        }
+    }
+}

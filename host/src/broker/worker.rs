@@ -1,0 +1,141 @@
+//! Worker threads of one subscription: each takes a job, runs the plugin in
+//! its sandbox, makes the plugin's publications durable if it acknowledged,
+//! and reports back to the subscription's runner.
+//!
+//! Plain OS threads, not async tasks: a plugin call is CPU-bound and may run
+//! until its timeout, and must never stall the async executor.
+
+use super::log::{Log, NewMessage};
+use super::now_ms;
+use super::spec::Isolation;
+use crate::runtime::{Delivery, HostEnv, Invocation, Outcome, Plugin, PluginWorker, Publication};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One delivery attempt to run.
+pub(crate) struct Job<L> {
+    pub(crate) lane: L,
+    pub(crate) delivery: Delivery,
+    pub(crate) plugin: Plugin,
+    /// `name@version` of the plugin.
+    pub(crate) label: String,
+}
+
+/// The result of a job.
+pub(crate) struct JobDone<L> {
+    pub(crate) lane: L,
+    pub(crate) offset: u64,
+    pub(crate) label: String,
+    pub(crate) started_ms: u64,
+    pub(crate) invocation: Invocation,
+}
+
+/// Settings every worker of a subscription shares.
+#[derive(Clone)]
+pub(crate) struct WorkerSettings {
+    pub(crate) timeout: Duration,
+    pub(crate) isolation: Isolation,
+    pub(crate) recycle_after: u32,
+    pub(crate) subscription: String,
+}
+
+/// Start `count` workers; they exit when the job channel closes.
+pub(crate) fn spawn<L: Send + 'static>(
+    count: u32,
+    settings: WorkerSettings,
+    jobs: crossbeam_channel::Receiver<Job<L>>,
+    results: UnboundedSender<JobDone<L>>,
+    log: Arc<Log>,
+    runtime: tokio::runtime::Handle,
+) {
+    for i in 0..count {
+        let (settings, jobs, results, log, runtime) = (
+            settings.clone(),
+            jobs.clone(),
+            results.clone(),
+            log.clone(),
+            runtime.clone(),
+        );
+        let name = settings.subscription.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("sub-{}-{i}", settings.subscription))
+            .spawn(move || work(&settings, &jobs, &results, &log, &runtime));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, subscription = %name, "cannot start a worker thread");
+        }
+    }
+}
+
+fn work<L>(
+    settings: &WorkerSettings,
+    jobs: &crossbeam_channel::Receiver<Job<L>>,
+    results: &UnboundedSender<JobDone<L>>,
+    log: &Arc<Log>,
+    runtime: &tokio::runtime::Handle,
+) {
+    let env: Arc<dyn HostEnv> = log.clone();
+    // Under worker isolation: the reused instance and the plugin version it runs.
+    let mut reused: Option<(String, PluginWorker)> = None;
+    while let Ok(job) = jobs.recv() {
+        let started_ms = now_ms();
+        let tag = format!("{} msg={}", job.label, job.delivery.id);
+        let mut invocation = match settings.isolation {
+            Isolation::Message => {
+                job.plugin
+                    .invoke(&job.delivery, settings.timeout, env.clone(), tag)
+            }
+            Isolation::Worker => {
+                if reused
+                    .as_ref()
+                    .map(|(l, _)| l != &job.label)
+                    .unwrap_or(true)
+                {
+                    reused = Some((job.label.clone(), job.plugin.worker(settings.recycle_after)));
+                }
+                let (_, worker) = reused.as_mut().expect("set above");
+                worker.invoke(&job.delivery, settings.timeout, env.clone(), tag)
+            }
+        };
+        if invocation.outcome == Outcome::Ack && !invocation.published.is_empty() {
+            let publications = std::mem::take(&mut invocation.published);
+            if let Err(reason) = runtime.block_on(publish_all(log, publications)) {
+                invocation.outcome = Outcome::Retry {
+                    reason: format!("publishing the plugin's messages failed: {reason}"),
+                    delay_ms: None,
+                };
+            }
+        }
+        let done = JobDone {
+            lane: job.lane,
+            offset: job.delivery.offset,
+            label: job.label,
+            started_ms,
+            invocation,
+        };
+        if results.send(done).is_err() {
+            break;
+        }
+    }
+}
+
+/// Publish a call's messages, one durable batch per topic, in call order per topic.
+async fn publish_all(log: &Log, publications: Vec<Publication>) -> Result<(), String> {
+    let mut by_topic: BTreeMap<String, Vec<NewMessage>> = BTreeMap::new();
+    for p in publications {
+        by_topic.entry(p.topic).or_default().push(NewMessage {
+            id: None,
+            key: p.key,
+            payload: p.payload,
+            headers: p.headers,
+            delay_ms: None,
+        });
+    }
+    for (topic, messages) in by_topic {
+        log.publish(&topic, messages)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

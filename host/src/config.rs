@@ -1,0 +1,260 @@
+//! The host's one typed configuration: where it listens, where it keeps its
+//! data, and who may call it. Built once (by the CLI from flags and
+//! environment), validated once by [`Config::validate`], then passed explicitly
+//! to [`crate::run`]. Nothing deeper in the host reads the environment.
+//!
+//! The names of the environment variables live here, so the CLI and the docs
+//! agree on them.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Environment variable for [`Config::listen`].
+pub const ENV_LISTEN: &str = "SWITCHYARD_LISTEN";
+/// Environment variable for [`Config::data_dir`].
+pub const ENV_DATA_DIR: &str = "SWITCHYARD_DATA_DIR";
+/// Environment variable for [`Tokens::admin`].
+pub const ENV_TOKEN: &str = "SWITCHYARD_TOKEN";
+/// Environment variable for [`Tokens::publish`].
+pub const ENV_PUBLISH_TOKEN: &str = "SWITCHYARD_PUBLISH_TOKEN";
+/// Environment variable for [`Tokens::read`].
+pub const ENV_READ_TOKEN: &str = "SWITCHYARD_READ_TOKEN";
+/// Environment variable for the log filter (falls back to `RUST_LOG`).
+pub const ENV_LOG: &str = "SWITCHYARD_LOG";
+
+/// Default listen address: loopback only, so a fresh install is not reachable
+/// from the network until an operator chooses so (and sets a token).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
+
+/// Log filter when neither `--log`, `SWITCHYARD_LOG` nor `RUST_LOG` is set.
+pub const DEFAULT_LOG: &str = "info";
+
+/// The log filter (tracing `EnvFilter` syntax): the `--log` flag (which clap
+/// fills from `SWITCHYARD_LOG`), else `RUST_LOG`, else [`DEFAULT_LOG`].
+pub fn log_filter(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_LOG.to_owned())
+}
+
+/// Everything [`crate::run`] needs to serve.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on. Default `127.0.0.1:7070`. Listening on
+    /// anything but a loopback address requires an admin token. Use port 0 to
+    /// let the OS pick a free port (the chosen address is printed at start).
+    pub listen: SocketAddr,
+    /// Directory holding the RocksDB database, plugin blobs and compiled-code
+    /// cache. Created if missing. Default `./switchyard-data`.
+    pub data_dir: PathBuf,
+    /// Bearer tokens accepted by the HTTP API. With none configured every call
+    /// is allowed (loopback only).
+    #[serde(default)]
+    pub tokens: Tokens,
+}
+
+/// Bearer tokens, one per role. Clients send `Authorization: Bearer <token>`.
+/// When any token is configured, every `/v1` call needs one; `/healthz` and
+/// `/readyz` never do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tokens {
+    /// Admin token: every call, including managing topics, plugins and
+    /// subscriptions.
+    pub admin: Option<Secret>,
+    /// Publish token: may publish messages and read everything (GET).
+    /// Requires an admin token.
+    pub publish: Option<Secret>,
+    /// Read token: GET calls only. Requires an admin token.
+    pub read: Option<Secret>,
+}
+
+impl Tokens {
+    /// Whether any token is configured (and so `/v1` calls need one).
+    pub fn any(&self) -> bool {
+        self.admin.is_some() || self.publish.is_some() || self.read.is_some()
+    }
+}
+
+/// A secret string whose `Debug` output does not reveal it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; only for comparing against what a client sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "refusing to listen on {0} without a token: anyone who can reach it could \
+         administer the host. Set --token (or {ENV_TOKEN}), or listen on a loopback \
+         address such as 127.0.0.1"
+    )]
+    PublicWithoutToken(SocketAddr),
+    #[error("the {0} token is empty")]
+    EmptyToken(&'static str),
+    #[error("a {0} token is set but no admin token: set --token (or {ENV_TOKEN}) as well")]
+    RoleTokenWithoutAdmin(&'static str),
+    #[error("the {0} and {1} tokens are the same; give each role its own token")]
+    SharedToken(&'static str, &'static str),
+}
+
+impl Config {
+    /// A configuration with the defaults and no tokens.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            tokens: Tokens::default(),
+        }
+    }
+
+    /// Check the rules that flags alone cannot express. [`crate::run`] calls
+    /// this too, so a configuration built in code is held to the same rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let roles = [
+            ("admin", &self.tokens.admin),
+            ("publish", &self.tokens.publish),
+            ("read", &self.tokens.read),
+        ];
+        for (role, token) in roles {
+            if token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+                return Err(ConfigError::EmptyToken(role));
+            }
+        }
+        if self.tokens.admin.is_none() {
+            if let Some((role, _)) = roles[1..].iter().find(|(_, t)| t.is_some()) {
+                return Err(ConfigError::RoleTokenWithoutAdmin(role));
+            }
+        }
+        for (i, (a, ta)) in roles.iter().enumerate() {
+            for (b, tb) in &roles[i + 1..] {
+                if ta.is_some() && ta == tb {
+                    return Err(ConfigError::SharedToken(a, b));
+                }
+            }
+        }
+        if !self.listen.ip().is_loopback() && !self.tokens.any() {
+            return Err(ConfigError::PublicWithoutToken(self.listen));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(
+        listen: &str,
+        admin: Option<&str>,
+        publish: Option<&str>,
+        read: Option<&str>,
+    ) -> Config {
+        Config {
+            listen: listen.parse().expect("test address"),
+            data_dir: "data".into(),
+            tokens: Tokens {
+                admin: admin.map(Secret::new),
+                publish: publish.map(Secret::new),
+                read: read.map(Secret::new),
+            },
+        }
+    }
+
+    fn check(config: Config, expected: Result<(), ConfigError>) {
+        assert_eq!(config.validate(), expected, "{config:?}");
+    }
+
+    #[test]
+    fn loopback_needs_no_token() {
+        check(config("127.0.0.1:7070", None, None, None), Ok(()));
+        check(config("127.0.0.1:0", None, None, None), Ok(()));
+        check(config("[::1]:7070", None, None, None), Ok(()));
+    }
+
+    #[test]
+    fn public_address_needs_a_token() {
+        for addr in ["0.0.0.0:7070", "[::]:7070", "192.168.1.5:7070"] {
+            let parsed = addr.parse().expect("test address");
+            check(
+                config(addr, None, None, None),
+                Err(ConfigError::PublicWithoutToken(parsed)),
+            );
+            check(config(addr, Some("s3cret"), None, None), Ok(()));
+        }
+        check(config("0.0.0.0:1", Some("a"), Some("p"), Some("r")), Ok(()));
+    }
+
+    #[test]
+    fn token_sets_are_checked() {
+        let lo = "127.0.0.1:7070";
+        check(
+            config(lo, Some(""), None, None),
+            Err(ConfigError::EmptyToken("admin")),
+        );
+        check(
+            config(lo, Some("a"), None, Some("")),
+            Err(ConfigError::EmptyToken("read")),
+        );
+        check(
+            config(lo, None, Some("p"), None),
+            Err(ConfigError::RoleTokenWithoutAdmin("publish")),
+        );
+        check(
+            config(lo, None, None, Some("r")),
+            Err(ConfigError::RoleTokenWithoutAdmin("read")),
+        );
+        check(
+            config(lo, Some("x"), None, Some("x")),
+            Err(ConfigError::SharedToken("admin", "read")),
+        );
+        check(
+            config(lo, Some("a"), Some("x"), Some("x")),
+            Err(ConfigError::SharedToken("publish", "read")),
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_leak_into_debug_output() {
+        let c = config("127.0.0.1:1", Some("hunter2"), None, None);
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn error_names_the_fix() {
+        let err = config("0.0.0.0:7070", None, None, None)
+            .validate()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("0.0.0.0:7070") && text.contains("--token"),
+            "{text}"
+        );
+    }
+}

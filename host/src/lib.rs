@@ -1,0 +1,84 @@
+//! Switchyard: a single-binary event router. Producers publish over HTTP, the
+//! host stores messages durably in RocksDB and delivers each one to a
+//! sandboxed WebAssembly component plugin.
+//!
+//! Layout (dependencies run downwards only):
+//!
+//! - [`cli`]: clap commands; `serve` builds a [`config::Config`] and calls [`run`].
+//! - [`config`]: the one typed configuration, its environment variables and rules.
+//! - [`api`]: the hyper HTTP server — routing, auth, JSON/MessagePack bodies,
+//!   errors. The only module that knows HTTP.
+//! - [`broker`]: topics, subscriptions, ordering, retries, dead letters,
+//!   delivery guarantees. Knows neither HTTP nor RocksDB nor wasmtime.
+//! - [`runtime`]: the wasmtime embedding. The only module that names wasmtime.
+//! - [`store`]: RocksDB storage. The only module that names RocksDB.
+//!
+//! Entry point: [`run`] takes its configuration, a bound listener and a
+//! shutdown future, so tests can bind port 0 and stop the host at will.
+
+pub mod api;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod runtime;
+pub mod store;
+
+use broker::{Broker, BrokerConfig, BrokerError};
+use std::future::Future;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Why [`run`] could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot open the broker")]
+    Broker(#[from] BrokerError),
+}
+
+/// Serve the HTTP API on `listener` until `shutdown` resolves.
+///
+/// The API answers at once (`/healthz` is 200, `/readyz` is 503) while the
+/// broker opens; `/v1` calls made meanwhile wait for it. When `shutdown`
+/// resolves the host stops accepting connections, lets in-flight requests
+/// finish, stops delivery (in-flight attempts finish and are committed) and
+/// flushes the store before returning.
+pub async fn run(
+    config: config::Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let (broker_tx, broker_rx) = watch::channel(None);
+    let server = api::Server::start(listener, api::Auth::new(&config.tokens), broker_rx);
+
+    let opening = Broker::open(BrokerConfig::new(&config.data_dir));
+    tokio::pin!(opening, shutdown);
+    let (opened, stop_now) = tokio::select! {
+        opened = &mut opening => (opened, false),
+        () = &mut shutdown => {
+            tracing::info!("shutdown requested while the broker is opening");
+            (opening.await, true)
+        }
+    };
+    let broker = match opened {
+        Ok(broker) => broker,
+        Err(e) => {
+            server.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    broker_tx.send_replace(Some(broker.clone()));
+    tracing::info!(data_dir = %config.data_dir.display(), "broker ready");
+
+    if !stop_now {
+        shutdown.await;
+    }
+    tracing::info!("shutting down: draining HTTP requests");
+    server.shutdown().await;
+    tracing::info!("stopping delivery");
+    broker.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

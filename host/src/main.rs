@@ -1,0 +1,64 @@
+//! The `switchyard` binary: parse the command line, set up logging, and run.
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::io::IsTerminal as _;
+use switchyard::cli::{Cli, Command, ServeArgs};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log.as_deref())?;
+    let config = args.config()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    // Handle signals before announcing the address, so a SIGTERM sent as soon
+    // as the line appears still shuts down gracefully.
+    let shutdown = shutdown_signal()?;
+    // Tests and scripts parse this line for the real port (with port 0).
+    eprintln!("switchyard listening on http://{addr}");
+    switchyard::run(config, listener, shutdown).await?;
+    Ok(())
+}
+
+/// Log to stderr with the filter from `--log`/`SWITCHYARD_LOG`, else
+/// `RUST_LOG`, else `info`.
+fn init_logging(flag: Option<&str>) -> anyhow::Result<()> {
+    let directives = switchyard::config::log_filter(flag);
+    let filter = EnvFilter::try_new(&directives)
+        .with_context(|| format!("invalid log filter {directives:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    })
+}

@@ -1,0 +1,215 @@
+//! One call of a plugin's `handle`: its input, its closed outcome, and the
+//! effects it asked the host for.
+
+use super::bindings::{Consumer, Message, Outcome as WitOutcome};
+use super::host::HostState;
+use std::time::{Duration, Instant};
+use wasmtime::Store;
+
+/// A message as handed to a plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub timestamp_ms: u64,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+}
+
+/// What became of one call. Closed: every failure mode of a sandboxed call is
+/// one of these variants, never an error string from the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The plugin acknowledged the message.
+    Ack,
+    /// The plugin asked for another attempt, optionally after `delay_ms`.
+    Retry {
+        reason: String,
+        delay_ms: Option<u64>,
+    },
+    /// The plugin declared the message poison.
+    DeadLetter(String),
+    /// The plugin trapped (or could not be instantiated); the text says why.
+    Trap(String),
+    /// The call ran past its timeout and was interrupted inside wasm.
+    Timeout(Duration),
+    /// The plugin tried to grow its memory past the limit.
+    MemoryLimit(usize),
+}
+
+impl Outcome {
+    /// Whether this outcome is a failed attempt that may be retried.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Outcome::Ack | Outcome::DeadLetter(_))
+    }
+
+    /// A one-line description, as recorded in a message's delivery history.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Ack => "ack".into(),
+            Outcome::Retry { reason, .. } => format!("retry: {reason}"),
+            Outcome::DeadLetter(reason) => format!("dead-letter: {reason}"),
+            Outcome::Trap(text) => format!("trap: {text}"),
+            Outcome::Timeout(t) => format!("timeout: interrupted after {} ms", t.as_millis()),
+            Outcome::MemoryLimit(limit) => {
+                format!("memory limit: tried to grow memory past {limit} bytes")
+            }
+        }
+    }
+
+    /// A short stable name, for metrics and the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Ack => "ack",
+            Outcome::Retry { .. } => "retry",
+            Outcome::DeadLetter(_) => "dead-letter",
+            Outcome::Trap(_) => "trap",
+            Outcome::Timeout(_) => "timeout",
+            Outcome::MemoryLimit(_) => "memory-limit",
+        }
+    }
+}
+
+/// A message a plugin published during a call. The embedding decides when (and
+/// whether) it is made durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub topic: String,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Severity of a plugin log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// A line a plugin logged, or wrote to stdout (info) or stderr (warn).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// The result of one call.
+#[derive(Debug)]
+pub struct Invocation {
+    pub outcome: Outcome,
+    pub published: Vec<Publication>,
+    pub logs: Vec<LogLine>,
+    pub duration: Duration,
+}
+
+/// Run `handle` once on an instantiated consumer, classifying every failure.
+pub(crate) fn run(
+    store: &mut Store<HostState>,
+    consumer: &Consumer,
+    delivery: &Delivery,
+    timeout: Duration,
+    memory_limit: usize,
+    stdio_seen: &mut (usize, usize),
+) -> Invocation {
+    let started = Instant::now();
+    store.set_epoch_deadline(super::deadline_ticks(timeout));
+    store.data_mut().limiter.hit = false;
+    store.data_mut().stderr_tail.clear();
+    let message = Message {
+        id: delivery.id.clone(),
+        topic: delivery.topic.clone(),
+        partition: delivery.partition,
+        offset: delivery.offset,
+        key: delivery.key.clone(),
+        payload: delivery.payload.clone(),
+        headers: delivery.headers.clone(),
+        timestamp_ms: delivery.timestamp_ms,
+        attempt: delivery.attempt,
+    };
+    let result = consumer.call_handle(&mut *store, &message);
+    store.data_mut().drain_stdio(stdio_seen);
+    let outcome = match result {
+        Ok(WitOutcome::Ack) => Outcome::Ack,
+        Ok(WitOutcome::Retry(info)) => Outcome::Retry {
+            reason: info.reason,
+            delay_ms: info.delay_ms,
+        },
+        Ok(WitOutcome::DeadLetter(reason)) => Outcome::DeadLetter(reason),
+        Err(err) => classify(store.data(), &err, timeout, memory_limit),
+    };
+    finish(store, outcome, started)
+}
+
+/// Turn an instantiation or call error into an outcome.
+pub(crate) fn classify(
+    state: &HostState,
+    err: &wasmtime::Error,
+    timeout: Duration,
+    memory_limit: usize,
+) -> Outcome {
+    if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return Outcome::Timeout(timeout);
+    }
+    if state.limiter.hit {
+        return Outcome::MemoryLimit(memory_limit);
+    }
+    // The trap itself ("wasm `unreachable` instruction executed"), without the
+    // wasm backtrace, which goes to the host log instead.
+    let mut text = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => err
+            .chain()
+            .last()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| err.to_string()),
+    };
+    tracing::debug!(plugin_call = %state.label, error = ?err, "plugin call failed");
+    // A guest panic prints its message to stderr before trapping: keep it.
+    let stderr = state
+        .stderr_tail
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !stderr.is_empty() {
+        text = format!("{text}; stderr: {stderr}");
+    }
+    Outcome::Trap(text)
+}
+
+/// Collect a call's effects. A failed call's publications are discarded.
+pub(crate) fn finish(
+    store: &mut Store<HostState>,
+    outcome: Outcome,
+    started: Instant,
+) -> Invocation {
+    let state = store.data_mut();
+    let mut published = std::mem::take(&mut state.published);
+    if outcome != Outcome::Ack {
+        published.clear();
+    }
+    let mut logs = std::mem::take(&mut state.logs);
+    if state.logs_dropped > 0 {
+        logs.push(super::LogLine {
+            level: super::LogLevel::Warn,
+            message: format!("{} further log lines dropped", state.logs_dropped),
+        });
+        state.logs_dropped = 0;
+    }
+    Invocation {
+        outcome,
+        published,
+        logs,
+        duration: started.elapsed(),
+    }
+}

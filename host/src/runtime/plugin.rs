@@ -1,0 +1,218 @@
+//! Compiled plugins: validation of uploaded bytes, pre-instantiation, and the
+//! two isolation modes (a fresh instance per call, or a reused worker instance).
+
+use super::bindings::{Consumer, ConsumerPre};
+use super::call::{self, Delivery, Invocation, Outcome};
+use super::host::{HostEnv, HostState, STDIO_CAPACITY};
+use super::Runtime;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Component;
+use wasmtime::Store;
+
+/// Why bytes were refused as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("not a WebAssembly binary (no \\0asm header)")]
+    NotWasm,
+    #[error("a core WebAssembly module, not a component: build for wasm32-wasip2 or wrap it into a component")]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error("the component needs an import the host does not provide: {0}")]
+    UnsupportedImport(String),
+    #[error("the component does not implement the world switchyard:plugin/consumer: {0}")]
+    WrongWorld(String),
+}
+
+/// A validated, compiled and pre-instantiated plugin. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugin {
+    pre: ConsumerPre<HostState>,
+    component: Component,
+    runtime: Runtime,
+}
+
+fn error_text(err: &wasmtime::Error) -> String {
+    err.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn check_header(wasm: &[u8]) -> Result<(), PluginError> {
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(PluginError::NotWasm);
+    }
+    // A core module has version 1 and layer 0; a component has layer 1.
+    if wasm[4..8] == [1, 0, 0, 0] {
+        return Err(PluginError::CoreModule);
+    }
+    Ok(())
+}
+
+pub(super) fn compile(runtime: &Runtime, wasm: &[u8]) -> Result<Plugin, PluginError> {
+    check_header(wasm)?;
+    let component = Component::new(&runtime.inner.engine, wasm)
+        .map_err(|e| PluginError::Invalid(error_text(&e)))?;
+    link(runtime, component)
+}
+
+fn link(runtime: &Runtime, component: Component) -> Result<Plugin, PluginError> {
+    let pre = runtime
+        .inner
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| PluginError::UnsupportedImport(error_text(&e)))?;
+    let pre = ConsumerPre::new(pre).map_err(|e| PluginError::WrongWorld(error_text(&e)))?;
+    Ok(Plugin {
+        pre,
+        component,
+        runtime: runtime.clone(),
+    })
+}
+
+pub(super) fn load_precompiled(runtime: &Runtime, code: &[u8]) -> Option<Plugin> {
+    let engine = &runtime.inner.engine;
+    // Only accept code this engine build would have produced itself.
+    if wasmtime::Engine::detect_precompiled(code).is_none() {
+        return None;
+    }
+    // SAFETY: callers only pass bytes that `machine_code` produced on this host
+    // and stored in the host's own data directory; wasmtime checks that the
+    // engine version and configuration match before using them.
+    let component = unsafe { Component::deserialize(engine, code) }.ok()?;
+    link(runtime, component).ok()
+}
+
+impl Plugin {
+    /// This plugin's machine code, for [`Runtime::load_precompiled`] after a restart.
+    pub fn machine_code(&self) -> Option<Vec<u8>> {
+        self.component.serialize().ok()
+    }
+
+    fn new_store(&self, label: String, env: Option<Arc<dyn HostEnv>>) -> Store<HostState> {
+        let mut state = HostState::new(self.runtime.inner.config.memory_limit_bytes);
+        state.label = label;
+        state.env = env;
+        let mut store = Store::new(&self.runtime.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn memory_limit(&self) -> usize {
+        self.runtime.inner.config.memory_limit_bytes
+    }
+
+    /// Call `handle` on a fresh instance (full isolation between messages).
+    /// `label` tags the plugin's log lines (e.g. "billing@3 msg=…").
+    pub fn invoke(
+        &self,
+        delivery: &Delivery,
+        timeout: Duration,
+        env: Arc<dyn HostEnv>,
+        label: String,
+    ) -> Invocation {
+        let started = Instant::now();
+        let mut store = self.new_store(label, Some(env));
+        // Instantiation runs the component's start functions: bound them too.
+        store.set_epoch_deadline(super::deadline_ticks(timeout));
+        match self.pre.instantiate(&mut store) {
+            Ok(consumer) => call::run(
+                &mut store,
+                &consumer,
+                delivery,
+                timeout,
+                self.memory_limit(),
+                &mut (0, 0),
+            ),
+            Err(err) => {
+                let outcome = call::classify(store.data(), &err, timeout, self.memory_limit());
+                call::finish(&mut store, outcome, started)
+            }
+        }
+    }
+
+    /// An instance to reuse across calls on one thread. It is recycled after
+    /// `recycle_after` calls, after any failed call, and when its captured
+    /// stdio fills up.
+    pub fn worker(&self, recycle_after: u32) -> PluginWorker {
+        PluginWorker {
+            plugin: self.clone(),
+            live: None,
+            recycle_after: recycle_after.max(1),
+        }
+    }
+}
+
+struct Live {
+    store: Store<HostState>,
+    consumer: Consumer,
+    calls: u32,
+    stdio_seen: (usize, usize),
+}
+
+/// A plugin instance reused by one worker (isolation `worker`).
+pub struct PluginWorker {
+    plugin: Plugin,
+    live: Option<Live>,
+    recycle_after: u32,
+}
+
+impl PluginWorker {
+    /// Call `handle` on this worker's instance, creating it if needed.
+    pub fn invoke(
+        &mut self,
+        delivery: &Delivery,
+        timeout: Duration,
+        env: Arc<dyn HostEnv>,
+        label: String,
+    ) -> Invocation {
+        let started = Instant::now();
+        let memory_limit = self.plugin.memory_limit();
+        let mut live = match self.live.take() {
+            Some(live) => live,
+            None => {
+                let mut store = self.plugin.new_store(String::new(), None);
+                store.set_epoch_deadline(super::deadline_ticks(timeout));
+                match self.plugin.pre.instantiate(&mut store) {
+                    Ok(consumer) => Live {
+                        store,
+                        consumer,
+                        calls: 0,
+                        stdio_seen: (0, 0),
+                    },
+                    Err(err) => {
+                        let outcome = call::classify(store.data(), &err, timeout, memory_limit);
+                        return call::finish(&mut store, outcome, started);
+                    }
+                }
+            }
+        };
+        {
+            let state = live.store.data_mut();
+            state.env = Some(env);
+            state.label = label;
+        }
+        let invocation = call::run(
+            &mut live.store,
+            &live.consumer,
+            delivery,
+            timeout,
+            memory_limit,
+            &mut live.stdio_seen,
+        );
+        live.calls += 1;
+        let stdio_full = live.stdio_seen.0.max(live.stdio_seen.1) > STDIO_CAPACITY / 2;
+        let failed = !matches!(
+            invocation.outcome,
+            Outcome::Ack | Outcome::DeadLetter(_) | Outcome::Retry { .. }
+        );
+        if !failed && !stdio_full && live.calls < self.recycle_after {
+            live.store.data_mut().env = None;
+            self.live = Some(live);
+        }
+        invocation
+    }
+}

@@ -1,0 +1,122 @@
+//! Key layout. Names (topics, subscriptions) never contain NUL, so NUL
+//! separates them; numbers are big-endian so keys sort in numeric order.
+//!
+//! - log:      topic NUL partition:u32 offset:u64
+//! - progress: tag subscription NUL topic NUL partition:u32 [offset:u64]
+//!   (tag `w` watermark, `d` done marker, `r` retry state, `c` counters)
+//! - dead:     subscription NUL topic NUL partition:u32 offset:u64
+//! - meta:     kind NUL name
+
+pub(super) const WATERMARK: u8 = b'w';
+pub(super) const DONE: u8 = b'd';
+pub(super) const RETRY: u8 = b'r';
+pub(super) const COUNTERS: u8 = b'c';
+
+pub(super) fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 13);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+pub(super) fn log(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut k = log_prefix(topic, partition);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub(super) fn trailing_u64(key: &[u8]) -> u64 {
+    let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("keys end in a u64");
+    u64::from_be_bytes(tail)
+}
+
+fn tagged(tag: u8, subscription: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(subscription.len() + 32);
+    k.push(tag);
+    k.extend_from_slice(subscription.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(super) fn progress_prefixes(subscription: &str) -> [(u8, Vec<u8>); 4] {
+    [WATERMARK, DONE, RETRY, COUNTERS].map(|tag| (tag, tagged(tag, subscription)))
+}
+
+pub(super) fn progress(tag: u8, subscription: &str, topic: &str, partition: u32) -> Vec<u8> {
+    let mut k = tagged(tag, subscription);
+    k.extend_from_slice(&log_prefix(topic, partition));
+    k
+}
+
+pub(super) fn progress_at(
+    tag: u8,
+    subscription: &str,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Vec<u8> {
+    let mut k = progress(tag, subscription, topic, partition);
+    k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub(super) fn counters(subscription: &str) -> Vec<u8> {
+    tagged(COUNTERS, subscription)
+}
+
+/// Split `topic NUL partition` (the rest of a watermark key).
+pub(super) fn split_topic_partition(rest: &[u8]) -> (String, u32) {
+    let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    let topic = String::from_utf8_lossy(&rest[..nul]).into_owned();
+    let partition = rest
+        .get(nul + 1..nul + 5)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0);
+    (topic, partition)
+}
+
+/// Split `topic NUL partition offset`.
+pub(super) fn split_position(rest: &[u8]) -> (String, u32, u64) {
+    let (topic, partition) = split_topic_partition(&rest[..rest.len().saturating_sub(8)]);
+    (topic, partition, trailing_u64(rest))
+}
+
+pub(super) fn dead_prefix(subscription: &str) -> Vec<u8> {
+    let mut k = subscription.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+pub(super) fn dead(subscription: &str, topic: &str, partition: u32, offset: u64) -> Vec<u8> {
+    let mut k = dead_prefix(subscription);
+    k.extend_from_slice(&log(topic, partition, offset));
+    k
+}
+
+pub(super) fn meta(kind: &str, name: &str) -> Vec<u8> {
+    let mut k = kind.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip_and_sort_numerically() {
+        let a = progress_at(DONE, "sub", "orders", 3, 255);
+        let b = progress_at(DONE, "sub", "orders", 3, 256);
+        assert!(a < b, "offsets must sort numerically");
+        let prefix = tagged(DONE, "sub");
+        assert_eq!(
+            split_position(&a[prefix.len()..]),
+            ("orders".to_string(), 3, 255)
+        );
+        assert_eq!(trailing_u64(&log("t", 1, 42)), 42);
+        assert!(log("t", 1, u64::MAX) < log("t", 2, 0));
+    }
+}

@@ -1,0 +1,304 @@
+//! Durable storage on RocksDB: the message log, subscription progress, retry
+//! timers, dead letters, metadata and plugin blobs.
+//!
+//! This is the only module that names RocksDB. It offers the broker a small
+//! storage API — append, read, commit progress, timers, dead letters, metadata
+//! and blobs — in its own types, so that another engine can stand behind it.
+//! It knows nothing of wasm or HTTP.
+//!
+//! Architecture invariant: every multi-key change the broker makes goes through
+//! [`Store::submit`] as one list of [`Op`]s and lands in one atomic write batch.
+//! Writes are applied in submission order by a single writer thread, which
+//! merges whatever is queued into one batch (group commit): one WAL sync serves
+//! every publish waiting at that moment.
+
+mod keys;
+mod records;
+mod writer;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use records::{AttemptRecord, Counters, DeadLetter, RetryState, StoredMessage};
+pub use writer::{Durability, Op};
+
+const CF_LOG: &str = "log";
+const CF_PROGRESS: &str = "progress";
+const CF_DEAD: &str = "dead";
+const CF_META: &str = "meta";
+const CF_BLOBS: &str = "blobs";
+const ALL_CFS: [&str; 5] = [CF_LOG, CF_PROGRESS, CF_DEAD, CF_META, CF_BLOBS];
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("corrupt record under {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the storage writer has stopped")]
+    WriterGone,
+    #[error("out of disk space: {0}")]
+    NoSpace(String),
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        let text = e.to_string();
+        if text.contains("No space left") {
+            StoreError::NoSpace(text)
+        } else {
+            StoreError::Engine(text)
+        }
+    }
+}
+
+/// A handle to the open store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+    writer: writer::Writer,
+}
+
+/// Progress of one subscription, as persisted.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Per (topic, partition): every offset below this is finished.
+    pub watermarks: Vec<(String, u32, u64)>,
+    /// Offsets at or above their watermark that are finished.
+    pub done: Vec<(String, u32, u64)>,
+    /// Messages waiting for another attempt.
+    pub retries: Vec<(String, u32, u64, RetryState)>,
+    pub counters: Counters,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.increase_parallelism(2);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
+        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
+        let writer = writer::Writer::start(db.clone());
+        Ok(Self { db, writer })
+    }
+
+    /// Queue `ops` as one atomic batch. The returned future resolves once the
+    /// batch is written (and, with [`Durability::Synced`], its WAL synced).
+    /// Batches are applied in the order they are submitted.
+    pub fn submit(
+        &self,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        self.writer.submit(ops, durability)
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
+    }
+
+    /// Messages of a partition from offset `from`, at most `limit`.
+    pub fn read_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredMessage)>, StoreError> {
+        let start = keys::log(topic, partition, from);
+        let prefix = keys::log_prefix(topic, partition);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_LOG),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let offset = keys::trailing_u64(&key);
+            out.push((offset, decode(&key, &value)?));
+        }
+        Ok(out)
+    }
+
+    /// The offset the next message of a partition gets (0 when empty).
+    pub fn next_offset(&self, topic: &str, partition: u32) -> Result<u64, StoreError> {
+        let end = keys::log(topic, partition, u64::MAX);
+        let prefix = keys::log_prefix(topic, partition);
+        let mut iter = self.db.iterator_cf(
+            self.cf(CF_LOG),
+            IteratorMode::From(&end, Direction::Reverse),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item?;
+                if key.starts_with(&prefix) {
+                    Ok(keys::trailing_u64(&key) + 1)
+                } else {
+                    Ok(0)
+                }
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Everything persisted about a subscription's progress.
+    pub fn load_progress(&self, subscription: &str) -> Result<Progress, StoreError> {
+        let mut progress = Progress::default();
+        let cf = self.cf(CF_PROGRESS);
+        for (tag, prefix) in keys::progress_prefixes(subscription) {
+            let iter = self
+                .db
+                .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward));
+            for item in iter {
+                let (key, value) = item?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                let rest = &key[prefix.len()..];
+                match tag {
+                    keys::WATERMARK => {
+                        let (topic, partition) = keys::split_topic_partition(rest);
+                        let mark = u64::from_be_bytes(
+                            value[..8]
+                                .try_into()
+                                .map_err(|_| corrupt(&key, "watermark is not 8 bytes"))?,
+                        );
+                        progress.watermarks.push((topic, partition, mark));
+                    }
+                    keys::DONE => {
+                        let (topic, partition, offset) = keys::split_position(rest);
+                        progress.done.push((topic, partition, offset));
+                    }
+                    keys::RETRY => {
+                        let (topic, partition, offset) = keys::split_position(rest);
+                        progress
+                            .retries
+                            .push((topic, partition, offset, decode(&key, &value)?));
+                    }
+                    _ => progress.counters = decode(&key, &value)?,
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Dead letters of a subscription, by position (topic, partition, offset),
+    /// at most `limit`.
+    pub fn list_dead_letters(
+        &self,
+        subscription: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let prefix = keys::dead_prefix(subscription);
+        let iter = self.db.iterator_cf(
+            self.cf(CF_DEAD),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Store a metadata record (topic, subscription, plugin version …), synced.
+    pub fn put_meta<T: Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.put_cf_opt(
+            self.cf(CF_META),
+            keys::meta(kind, name),
+            encode(value),
+            &opts,
+        )?;
+        Ok(())
+    }
+
+    /// Delete a metadata record, synced.
+    pub fn delete_meta(&self, kind: &str, name: &str) -> Result<(), StoreError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db
+            .delete_cf_opt(self.cf(CF_META), keys::meta(kind, name), &opts)?;
+        Ok(())
+    }
+
+    /// All metadata records of one kind, by name.
+    pub fn list_meta<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let prefix = keys::meta(kind, "");
+        let iter = self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            out.push((name, decode(&key, &value)?));
+        }
+        Ok(out)
+    }
+
+    /// Store a blob under its name (e.g. a content digest), synced.
+    pub fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.put_cf_opt(self.cf(CF_BLOBS), name, bytes, &opts)?;
+        Ok(())
+    }
+
+    /// A blob by name.
+    pub fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_BLOBS), name)?)
+    }
+
+    /// Make everything written so far durable (used at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+fn corrupt(key: &[u8], reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("records always serialize")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    rmp_serde::from_slice(value).map_err(|e| corrupt(key, &e.to_string()))
+}

@@ -1,0 +1,60 @@
+//! Values the store persists (MessagePack via rmp-serde). Field names are
+//! written out, so fields may be added with `#[serde(default)]`.
+
+use serde::{Deserialize, Serialize};
+
+/// A message in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub id: String,
+    pub key: Option<String>,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub timestamp_ms: u64,
+}
+
+/// One delivery attempt, as kept in a message's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    pub started_ms: u64,
+    pub duration_us: u64,
+    /// `ack`, `retry`, `dead-letter`, `trap`, `timeout`, `memory-limit`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// A message waiting for its next attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryState {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due, ms since the Unix epoch.
+    pub due_ms: u64,
+    pub history: Vec<AttemptRecord>,
+}
+
+/// A message a subscription gave up on, with its whole history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub message: StoredMessage,
+    pub reason: String,
+    pub dead_at_ms: u64,
+    pub history: Vec<AttemptRecord>,
+}
+
+/// Running totals of a subscription.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Attempts started.
+    pub delivered: u64,
+    pub acked: u64,
+    /// Failed attempts that were scheduled for another try.
+    pub retried: u64,
+    pub dead_lettered: u64,
+}

@@ -1,0 +1,259 @@
+//! The single writer thread: applies queued batches in order, merging whatever
+//! is waiting into one RocksDB write (group commit).
+
+use super::records::{Counters, DeadLetter, RetryState, StoredMessage};
+use super::{encode, keys, StoreError, CF_DEAD, CF_LOG, CF_PROGRESS};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Most queued requests merged into one write; bounds the latency one sync adds.
+const MAX_MERGED: usize = 1024;
+
+/// How durable a write must be before it is reported done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The WAL is fsynced: survives power loss.
+    Synced,
+    /// Written to the WAL without fsync: survives a process crash, not power loss.
+    Buffered,
+}
+
+/// One change in an atomic batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Append {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        message: StoredMessage,
+    },
+    /// An offset at or past its watermark is finished.
+    MarkDone {
+        subscription: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    /// Every offset below `offset` is finished; done markers below it are removed.
+    SetWatermark {
+        subscription: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    PutRetry {
+        subscription: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        state: RetryState,
+    },
+    ClearRetry {
+        subscription: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    PutDeadLetter {
+        subscription: String,
+        letter: DeadLetter,
+    },
+    PutCounters {
+        subscription: String,
+        counters: Counters,
+    },
+}
+
+/// An encoded change: column family, key and value, ready for a batch.
+enum Raw {
+    Put(&'static str, Vec<u8>, Vec<u8>),
+    Delete(&'static str, Vec<u8>),
+    DeleteRange(&'static str, Vec<u8>, Vec<u8>),
+}
+
+/// Collects encoded changes; mirrors the batch calls it stands in for.
+#[derive(Default)]
+struct RawBatch(Vec<Raw>);
+
+impl RawBatch {
+    fn put_cf(&mut self, cf: &'static str, key: Vec<u8>, value: impl Into<Vec<u8>>) {
+        self.0.push(Raw::Put(cf, key, value.into()));
+    }
+    fn delete_cf(&mut self, cf: &'static str, key: Vec<u8>) {
+        self.0.push(Raw::Delete(cf, key));
+    }
+    fn delete_range_cf(&mut self, cf: &'static str, from: Vec<u8>, to: Vec<u8>) {
+        self.0.push(Raw::DeleteRange(cf, from, to));
+    }
+}
+
+impl Op {
+    fn encode(self, batch: &mut RawBatch) {
+        let cf = |name: &'static str| name;
+        match self {
+            Op::Append {
+                topic,
+                partition,
+                offset,
+                message,
+            } => batch.put_cf(
+                cf(CF_LOG),
+                keys::log(&topic, partition, offset),
+                encode(&message),
+            ),
+            Op::MarkDone {
+                subscription,
+                topic,
+                partition,
+                offset,
+            } => batch.put_cf(
+                cf(CF_PROGRESS),
+                keys::progress_at(keys::DONE, &subscription, &topic, partition, offset),
+                Vec::new(),
+            ),
+            Op::SetWatermark {
+                subscription,
+                topic,
+                partition,
+                offset,
+            } => {
+                batch.put_cf(
+                    cf(CF_PROGRESS),
+                    keys::progress(keys::WATERMARK, &subscription, &topic, partition),
+                    offset.to_be_bytes().to_vec(),
+                );
+                batch.delete_range_cf(
+                    cf(CF_PROGRESS),
+                    keys::progress_at(keys::DONE, &subscription, &topic, partition, 0),
+                    keys::progress_at(keys::DONE, &subscription, &topic, partition, offset),
+                );
+            }
+            Op::PutRetry {
+                subscription,
+                topic,
+                partition,
+                offset,
+                state,
+            } => batch.put_cf(
+                cf(CF_PROGRESS),
+                keys::progress_at(keys::RETRY, &subscription, &topic, partition, offset),
+                encode(&state),
+            ),
+            Op::ClearRetry {
+                subscription,
+                topic,
+                partition,
+                offset,
+            } => batch.delete_cf(
+                cf(CF_PROGRESS),
+                keys::progress_at(keys::RETRY, &subscription, &topic, partition, offset),
+            ),
+            Op::PutDeadLetter {
+                subscription,
+                letter,
+            } => batch.put_cf(
+                cf(CF_DEAD),
+                keys::dead(
+                    &subscription,
+                    &letter.topic,
+                    letter.partition,
+                    letter.offset,
+                ),
+                encode(&letter),
+            ),
+            Op::PutCounters {
+                subscription,
+                counters,
+            } => batch.put_cf(
+                cf(CF_PROGRESS),
+                keys::counters(&subscription),
+                encode(&counters),
+            ),
+        }
+    }
+}
+
+struct Request {
+    batch: RawBatch,
+    durability: Durability,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<Request>,
+}
+
+impl Writer {
+    pub(super) fn start(db: Arc<DB>) -> Self {
+        let (queue, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("switchyard-store-writer".into())
+            .spawn(move || run(&db, rx))
+            .expect("spawning the store writer thread");
+        Self { queue }
+    }
+
+    pub(super) fn submit(
+        &self,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        // Encode on the caller's thread; the writer thread only writes.
+        let mut batch = RawBatch::default();
+        for op in ops {
+            op.encode(&mut batch);
+        }
+        let (done, rx) = oneshot::channel();
+        let sent = self.queue.send(Request {
+            batch,
+            durability,
+            done,
+        });
+        async move {
+            sent.map_err(|_| StoreError::WriterGone)?;
+            rx.await.map_err(|_| StoreError::WriterGone)?
+        }
+    }
+}
+
+fn run(db: &DB, rx: mpsc::Receiver<Request>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_MERGED {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let sync = group.iter().any(|r| r.durability == Durability::Synced);
+        let mut merged = WriteBatch::default();
+        let mut waiters = Vec::with_capacity(group.len());
+        for request in group {
+            for raw in request.batch.0 {
+                let cf = |name| db.cf_handle(name).expect("column families exist");
+                match raw {
+                    Raw::Put(name, k, v) => merged.put_cf(cf(name), k, v),
+                    Raw::Delete(name, k) => merged.delete_cf(cf(name), k),
+                    Raw::DeleteRange(name, from, to) => merged.delete_range_cf(cf(name), from, to),
+                }
+            }
+            waiters.push(request.done);
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        let result = db.write_opt(merged, &opts).map_err(StoreError::from);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store write failed");
+        }
+        for waiter in waiters {
+            let _ = waiter.send(match &result {
+                Ok(()) => Ok(()),
+                Err(StoreError::NoSpace(t)) => Err(StoreError::NoSpace(t.clone())),
+                Err(e) => Err(StoreError::Engine(e.to_string())),
+            });
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: each starts the real `switchyard` binary on a free port
+//! with a temporary data directory and real wasm plugins, and talks HTTP to it.
+//! See tests/README.md for the test tiers.
+
+mod support;
+
+mod api_errors;
+mod core_path;
+mod crash;

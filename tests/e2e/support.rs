@@ -1,0 +1,318 @@
+//! Shared helpers: build the test plugins, start the real `switchyard` binary
+//! on a free port with a temporary data directory, and talk HTTP to it.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Test plugins, built once per test run.
+pub const PLUGINS: [&str; 6] = ["noop", "forwarder", "flaky", "poison", "spin", "hog"];
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// Where the wasm plugins are built: beside the host's own target directory.
+fn plugin_target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/e2e-… → target
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("test binary lives in target/<profile>/deps");
+    target.join("wasm-plugins")
+}
+
+/// The bytes of a test plugin's component, building all of them on first use.
+pub fn plugin(name: &str) -> Vec<u8> {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let target_dir = plugin_target_dir();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(workspace())
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(&target_dir);
+        for p in PLUGINS {
+            cmd.args(["-p", p]);
+        }
+        let status = cmd.status().expect("running cargo to build the test plugins");
+        assert!(status.success(), "building the test plugins failed");
+        target_dir.join("wasm32-wasip2").join("release")
+    });
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// How to start a server.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub token: Option<String>,
+    pub read_token: Option<String>,
+    pub publish_token: Option<String>,
+}
+
+/// A running `switchyard serve` process.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data: Arc<tempfile::TempDir>,
+    options: Options,
+    output: Arc<Mutex<Vec<String>>>,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Server {
+        let data = Arc::new(tempfile::tempdir().expect("temporary data dir"));
+        Self::spawn(data, options)
+    }
+
+    fn spawn(data: Arc<tempfile::TempDir>, options: Options) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env_remove("SWITCHYARD_TOKEN")
+            .env("SWITCHYARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(t) = &options.token {
+            cmd.args(["--token", t]);
+        }
+        if let Some(t) = &options.read_token {
+            cmd.args(["--read-token", t]);
+        }
+        if let Some(t) = &options.publish_token {
+            cmd.args(["--publish-token", t]);
+        }
+        let mut child = cmd.spawn().expect("starting switchyard");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("switchyard did not start: {:?}", output.lock().unwrap()));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Server {
+            child: Some(child),
+            base: format!("http://{addr}"),
+            data,
+            options,
+            output,
+            agent,
+        }
+    }
+
+    /// Stop with SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaping the killed server");
+        }
+    }
+
+    /// Stop with SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("sending SIGTERM");
+            assert!(status.success());
+            let exit = child.wait().expect("waiting for the server");
+            assert!(exit.success(), "unclean exit {exit:?}: {}", self.log());
+        }
+    }
+
+    /// Start again on the same data directory (after `kill9` or `terminate`).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        let next = Self::spawn(self.data.clone(), self.options.clone());
+        let old = std::mem::replace(self, next);
+        drop(old);
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// Send a request; returns (status, JSON body or Null).
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        // `Some("")` sends no Authorization header at all.
+        let token = token.or(self.options.token.as_deref()).filter(|t| !t.is_empty());
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let (content_type, bytes) = match body {
+            Body::None => (None, Vec::new()),
+            Body::Json(v) => (Some("application/json".to_string()), v.to_string().into_bytes()),
+            Body::Raw(ct, b) => (ct.map(str::to_string), b),
+        };
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        let req = req.body(bytes).expect("valid request");
+        let mut resp = self
+            .agent
+            .run(req)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// A request that must succeed (2xx); returns the JSON body.
+    pub fn ok(&self, method: &str, path: &str, body: Body) -> Value {
+        let (status, value) = self.call(method, path, None, body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} -> {status} {value}\n{}",
+            self.log()
+        );
+        value
+    }
+
+    pub fn topic(&self, name: &str, partitions: u32) {
+        self.ok(
+            "PUT",
+            &format!("/v1/topics/{name}"),
+            Body::Json(json!({ "partitions": partitions })),
+        );
+    }
+
+    pub fn deploy(&self, name: &str, plugin_name: &str) {
+        self.ok(
+            "PUT",
+            &format!("/v1/plugins/{name}"),
+            Body::Raw(Some("application/wasm"), plugin(plugin_name)),
+        );
+    }
+
+    pub fn subscribe(&self, name: &str, spec: Value) {
+        self.ok("PUT", &format!("/v1/subscriptions/{name}"), Body::Json(spec));
+    }
+
+    /// Publish a batch; returns the per-message results.
+    pub fn publish(&self, topic: &str, messages: Vec<Value>) -> Vec<Value> {
+        let v = self.ok(
+            "POST",
+            &format!("/v1/topics/{topic}/messages"),
+            Body::Json(json!({ "messages": messages })),
+        );
+        v["results"].as_array().expect("results array").clone()
+    }
+
+    pub fn stats(&self, subscription: &str) -> Value {
+        self.ok("GET", &format!("/v1/subscriptions/{subscription}"), Body::None)["stats"].clone()
+    }
+
+    /// Poll a subscription's stats until `done` holds (bounded by `limit`).
+    pub fn wait_stats(&self, subscription: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        wait_for(limit, &format!("stats of {subscription}"), || {
+            let s = self.stats(subscription);
+            done(&s).then_some(s)
+        })
+    }
+
+    pub fn dead_letters(&self, subscription: &str) -> Vec<Value> {
+        self.ok(
+            "GET",
+            &format!("/v1/subscriptions/{subscription}/dead-letters?limit=1000"),
+            Body::None,
+        )["dead_letters"]
+            .as_array()
+            .expect("dead_letters array")
+            .clone()
+    }
+
+    /// Every message of one partition.
+    pub fn read_partition(&self, topic: &str, partition: u32) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let v = self.ok(
+                "GET",
+                &format!("/v1/topics/{topic}/partitions/{partition}/messages?from={from}&limit=1000"),
+                Body::None,
+            );
+            let batch = v["messages"].as_array().expect("messages array").clone();
+            if batch.is_empty() {
+                return out;
+            }
+            from = batch.last().unwrap()["offset"].as_u64().unwrap() + 1;
+            out.extend(batch);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A request body.
+pub enum Body {
+    None,
+    Json(Value),
+    Raw(Option<&'static str>, Vec<u8>),
+}
+
+/// Poll `probe` until it yields a value, failing after `limit`. Polling an
+/// observable condition, never a fixed sleep, is how tests wait.
+pub fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A message with a key and a text payload.
+pub fn msg(key: &str, payload: &str) -> Value {
+    json!({ "key": key, "payload": payload })
+}
