@@ -96,9 +96,10 @@ core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS
   --batch N           messages per publish request (throughput)   [1000]
   --clients N         concurrent publishing threads (throughput)  [4]
   --concurrency LIST  subscription concurrencies to try           [2,4,16]
+  --isolation LIST    isolation modes to run                      [message,worker]
   --rate N            latency scenario publish rate, msg/s        [2000]
   --seconds N         latency scenario duration                   [10]
-  --senders N         latency scenario sender threads             [8]
+  --senders N         latency scenario sender threads             [16]
   --only WHAT         `throughput` or `latency`                   [both]";
 
 fn main() {
@@ -126,6 +127,7 @@ struct Options {
     batch: u64,
     clients: usize,
     concurrency: Vec<u32>,
+    isolation: Vec<&'static str>,
     rate: u64,
     seconds: u64,
     senders: usize,
@@ -140,9 +142,10 @@ impl Options {
             batch: 1000,
             clients: 4,
             concurrency: vec![2, 4, 16],
+            isolation: vec!["message", "worker"],
             rate: 2000,
             seconds: 10,
-            senders: 8,
+            senders: 16,
             throughput: true,
             latency: true,
         };
@@ -164,6 +167,16 @@ impl Options {
                     o.concurrency = value()?
                         .split(',')
                         .map(|v| number(&flag, v, 1..=256).map(|n| n as u32))
+                        .collect::<Result<_, _>>()?;
+                }
+                "--isolation" => {
+                    o.isolation = value()?
+                        .split(',')
+                        .map(|v| match v.trim() {
+                            "message" => Ok("message"),
+                            "worker" => Ok("worker"),
+                            other => Err(format!("--isolation: unknown mode {other:?}")),
+                        })
                         .collect::<Result<_, _>>()?;
                 }
                 "--only" => match value()?.as_str() {
@@ -658,7 +671,7 @@ fn run_throughput(options: &Options, plugins: &PluginDir) {
         "machine"
     );
     let mut runs = Vec::new();
-    for isolation in ["message", "worker"] {
+    for &isolation in &options.isolation {
         for &concurrency in &options.concurrency {
             let run = throughput_run(options, plugins, isolation, concurrency);
             print_throughput_row(options, &run);
@@ -782,7 +795,7 @@ fn print_throughput_row(options: &Options, run: &ThroughputRun) {
 }
 
 fn print_best(options: &Options, runs: &[ThroughputRun]) {
-    for isolation in ["message", "worker"] {
+    for &isolation in &options.isolation {
         let best = runs
             .iter()
             .filter(|r| r.isolation == isolation)
@@ -840,9 +853,10 @@ fn run_latency(options: &Options, plugins: &PluginDir) {
         "\n{:<9} {:<15} {:>9} {:>9} {:>9} {:>9}",
         "isolation", "latency (ms)", "p50", "p90", "p99", "max"
     );
-    let runs: Vec<LatencyRun> = ["message", "worker"]
-        .into_iter()
-        .map(|isolation| {
+    let runs: Vec<LatencyRun> = options
+        .isolation
+        .iter()
+        .map(|&isolation| {
             let run = latency_run(options, plugins, isolation);
             print_percentiles(run.isolation, "publish", &run.publish);
             print_percentiles(run.isolation, "publish→handle", &run.handle);
@@ -1075,11 +1089,13 @@ fn print_header(options: &Options) {
         filesystem_of(&tmp).unwrap_or_else(|| "unknown filesystem".into())
     );
     println!(
-        "settings: --messages {} --batch {} --clients {} --concurrency {} --rate {} --seconds {} --senders {}",
+        "settings: --messages {} --batch {} --clients {} --concurrency {} --isolation {} --rate {} \
+         --seconds {} --senders {}",
         options.messages,
         options.batch,
         options.clients,
         options.concurrency.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        options.isolation.join(","),
         options.rate,
         options.seconds,
         options.senders

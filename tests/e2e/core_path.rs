@@ -25,7 +25,12 @@ fn keyed_forwarder_delivers_2000_messages_once_and_in_key_order() {
     let keys = 40;
     let total = 2000;
     let all: Vec<Value> = (0..total)
-        .map(|i| msg(&format!("k{}", i % keys), &format!("k{}:{}", i % keys, i / keys)))
+        .map(|i| {
+            msg(
+                &format!("k{}", i % keys),
+                &format!("k{}:{}", i % keys, i / keys),
+            )
+        })
         .collect();
     for chunk in all.chunks(250) {
         let results = s.publish("orders", chunk.to_vec());
@@ -95,10 +100,17 @@ fn poison_messages_land_in_dead_letters_with_history() {
             msg("d", "fine"),
         ],
     );
-    s.wait_stats("p", LIMIT, |st| st["dead_lettered"] == 3 && st["acked"] == 1);
+    s.wait_stats("p", LIMIT, |st| {
+        st["dead_lettered"] == 3 && st["acked"] == 1
+    });
     let dead = s.dead_letters("p");
     assert_eq!(dead.len(), 3);
-    let by_key = |k: &str| dead.iter().find(|d| d["key"] == k).expect("dead letter").clone();
+    let by_key = |k: &str| {
+        dead.iter()
+            .find(|d| d["key"] == k)
+            .expect("dead letter")
+            .clone()
+    };
 
     let retried = by_key("a");
     let attempts = retried["attempts"].as_array().unwrap();
@@ -113,14 +125,20 @@ fn poison_messages_land_in_dead_letters_with_history() {
 
     let dead_at_once = by_key("b");
     assert_eq!(dead_at_once["attempts"].as_array().unwrap().len(), 1);
-    assert!(dead_at_once["reason"].as_str().unwrap().contains("poison: dead on arrival"));
+    assert!(dead_at_once["reason"]
+        .as_str()
+        .unwrap()
+        .contains("poison: dead on arrival"));
 
     let trapped = by_key("c");
     let attempts = trapped["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[0]["outcome"], "trap");
     assert!(
-        attempts[0]["error"].as_str().unwrap().contains("poison trap"),
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("poison trap"),
         "the guest's panic message is kept: {}",
         attempts[0]["error"]
     );
@@ -157,7 +175,10 @@ fn endless_loop_is_interrupted_while_another_subscription_flows() {
         for a in attempts {
             assert_eq!(a["outcome"], "timeout");
             let us = a["duration_us"].as_u64().unwrap();
-            assert!(us >= 200_000, "interrupted only after its timeout ({us} µs)");
+            assert!(
+                us >= 200_000,
+                "interrupted only after its timeout ({us} µs)"
+            );
         }
     }
 }
@@ -175,7 +196,9 @@ fn memory_hog_is_contained() {
                "retry": {"initial_ms": 5, "max_attempts": 2}}),
     );
     s.publish("mem", vec![msg("a", "hog"), msg("a", "small")]);
-    s.wait_stats("hog", LIMIT, |st| st["dead_lettered"] == 1 && st["acked"] == 1);
+    s.wait_stats("hog", LIMIT, |st| {
+        st["dead_lettered"] == 1 && st["acked"] == 1
+    });
     let dead = s.dead_letters("hog");
     let attempts = dead[0]["attempts"].as_array().unwrap();
     assert_eq!(attempts[0]["outcome"], "memory-limit", "{}", dead[0]);

@@ -20,7 +20,10 @@ fn kill9_during_publish_burst_loses_no_acknowledged_message() {
     let mut s = Server::start();
     s.topic("burst", 4);
     s.deploy("noop", "noop");
-    s.subscribe("drain", json!({"topic": "burst", "plugin": "noop", "concurrency": 8}));
+    s.subscribe(
+        "drain",
+        json!({"topic": "burst", "plugin": "noop", "concurrency": 8}),
+    );
     // The model: every acknowledged publish, id → (partition, offset).
     let mut acknowledged: HashMap<String, (u64, u64)> = HashMap::new();
     for cycle in 0..CYCLES {
@@ -39,7 +42,10 @@ fn kill9_during_publish_burst_loses_no_acknowledged_message() {
         assert!(sent < MAX_BATCHES, "the publisher was cut off by the kill");
         for r in acked.lock().unwrap().iter() {
             let id = r["id"].as_str().unwrap().to_string();
-            let pos = (r["partition"].as_u64().unwrap(), r["offset"].as_u64().unwrap());
+            let pos = (
+                r["partition"].as_u64().unwrap(),
+                r["offset"].as_u64().unwrap(),
+            );
             assert!(acknowledged.insert(id, pos).is_none(), "ids are unique");
         }
         s.restart();
@@ -54,7 +60,11 @@ fn kill9_during_publish_burst_loses_no_acknowledged_message() {
         }
         for (id, (p, offset)) in &acknowledged {
             let found = by_partition.get(p).and_then(|m| m.get(offset));
-            assert_eq!(found, Some(id), "acknowledged {id} at {p}/{offset} survived cycle {cycle}");
+            assert_eq!(
+                found,
+                Some(id),
+                "acknowledged {id} at {p}/{offset} survived cycle {cycle}"
+            );
         }
         let stored: usize = by_partition.values().map(|m| m.len()).sum();
         assert!(stored >= acknowledged.len());
@@ -83,7 +93,9 @@ fn publish_until_failure(base: &str, cycle: usize, acked: &Mutex<Vec<Value>>) ->
         if resp.status() != 200 && resp.status() != 201 {
             return batch;
         }
-        let Ok(body) = resp.body_mut().read_json::<Value>() else { return batch };
+        let Ok(body) = resp.body_mut().read_json::<Value>() else {
+            return batch;
+        };
         acked
             .lock()
             .unwrap()
@@ -91,4 +103,3 @@ fn publish_until_failure(base: &str, cycle: usize, acked: &Mutex<Vec<Value>>) ->
     }
     MAX_BATCHES
 }
-

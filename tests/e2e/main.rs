@@ -7,3 +7,4 @@ mod support;
 mod api_errors;
 mod core_path;
 mod crash;
+mod examples;

@@ -30,23 +30,35 @@ fn plugin_target_dir() -> PathBuf {
     target.join("wasm-plugins")
 }
 
-/// The bytes of a test plugin's component, building all of them on first use.
-pub fn plugin(name: &str) -> Vec<u8> {
+/// The directory of the built test plugins, building all of them on first use.
+pub fn plugin_dir() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
+    BUILT.get_or_init(|| {
         let target_dir = plugin_target_dir();
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.current_dir(workspace())
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
             .arg(&target_dir);
         for p in PLUGINS {
             cmd.args(["-p", p]);
         }
-        let status = cmd.status().expect("running cargo to build the test plugins");
+        let status = cmd
+            .status()
+            .expect("running cargo to build the test plugins");
         assert!(status.success(), "building the test plugins failed");
         target_dir.join("wasm32-wasip2").join("release")
-    });
-    let path = dir.join(format!("{name}.wasm"));
+    })
+}
+
+/// The bytes of a test plugin's component.
+pub fn plugin(name: &str) -> Vec<u8> {
+    let path = plugin_dir().join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -169,13 +181,18 @@ impl Server {
         let url = format!("{}{}", self.base, path);
         let mut req = ureq::http::Request::builder().method(method).uri(&url);
         // `Some("")` sends no Authorization header at all.
-        let token = token.or(self.options.token.as_deref()).filter(|t| !t.is_empty());
+        let token = token
+            .or(self.options.token.as_deref())
+            .filter(|t| !t.is_empty());
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         let (content_type, bytes) = match body {
             Body::None => (None, Vec::new()),
-            Body::Json(v) => (Some("application/json".to_string()), v.to_string().into_bytes()),
+            Body::Json(v) => (
+                Some("application/json".to_string()),
+                v.to_string().into_bytes(),
+            ),
             Body::Raw(ct, b) => (ct.map(str::to_string), b),
         };
         if let Some(ct) = content_type {
@@ -225,7 +242,11 @@ impl Server {
     }
 
     pub fn subscribe(&self, name: &str, spec: Value) {
-        self.ok("PUT", &format!("/v1/subscriptions/{name}"), Body::Json(spec));
+        self.ok(
+            "PUT",
+            &format!("/v1/subscriptions/{name}"),
+            Body::Json(spec),
+        );
     }
 
     /// Publish a batch; returns the per-message results.
@@ -239,11 +260,21 @@ impl Server {
     }
 
     pub fn stats(&self, subscription: &str) -> Value {
-        self.ok("GET", &format!("/v1/subscriptions/{subscription}"), Body::None)["stats"].clone()
+        self.ok(
+            "GET",
+            &format!("/v1/subscriptions/{subscription}"),
+            Body::None,
+        )["stats"]
+            .clone()
     }
 
     /// Poll a subscription's stats until `done` holds (bounded by `limit`).
-    pub fn wait_stats(&self, subscription: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_stats(
+        &self,
+        subscription: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_for(limit, &format!("stats of {subscription}"), || {
             let s = self.stats(subscription);
             done(&s).then_some(s)
@@ -268,7 +299,9 @@ impl Server {
         loop {
             let v = self.ok(
                 "GET",
-                &format!("/v1/topics/{topic}/partitions/{partition}/messages?from={from}&limit=1000"),
+                &format!(
+                    "/v1/topics/{topic}/partitions/{partition}/messages?from={from}&limit=1000"
+                ),
                 Body::None,
             );
             let batch = v["messages"].as_array().expect("messages array").clone();

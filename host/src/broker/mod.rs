@@ -228,8 +228,8 @@ impl Broker {
     /// their outcomes are committed; everything written is flushed.
     pub async fn shutdown(&self) {
         self.inner.subscriptions.shutdown().await;
-        if let Err(e) = self.inner.log.store().flush() {
-            tracing::error!(error = %e, "final flush failed");
+        if let Err(e) = self.inner.log.store().close() {
+            tracing::error!(error = %e, "closing the store failed");
         }
     }
 }

@@ -89,6 +89,7 @@ pub(crate) struct Runner {
     in_flight: usize,
     ops: Vec<Op>,
     jobs: Option<crossbeam_channel::Sender<Job<LaneKey>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     results: mpsc::UnboundedReceiver<JobDone<LaneKey>>,
     notify: Arc<Notify>,
 }
@@ -151,7 +152,7 @@ impl Runner {
 
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
-        worker::spawn(
+        let workers = worker::spawn(
             spec.concurrency,
             WorkerSettings {
                 timeout: Duration::from_millis(spec.timeout_ms),
@@ -180,6 +181,7 @@ impl Runner {
             in_flight: 0,
             ops: Vec::new(),
             jobs: Some(jobs_tx),
+            workers,
             results: results_rx,
             notify,
         })
@@ -225,8 +227,15 @@ impl Runner {
                 }
             }
         }
-        // Close the job queue (workers exit) and make the last outcomes durable.
+        // Close the job queue, wait for the (idle) workers to exit, and make
+        // the last outcomes durable.
         self.jobs = None;
+        let workers = std::mem::take(&mut self.workers);
+        let joined =
+            tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok()));
+        if !matches!(joined.await, Ok(true)) {
+            tracing::error!(subscription = %self.shared.name, "a worker thread panicked");
+        }
         self.push_counters();
         let ops = std::mem::take(&mut self.ops);
         if let Err(e) = self.store.submit(ops, Durability::Buffered).await {

@@ -49,7 +49,8 @@ pub(crate) fn spawn<L: Send + 'static>(
     results: UnboundedSender<JobDone<L>>,
     log: Arc<Log>,
     runtime: tokio::runtime::Handle,
-) {
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut threads = Vec::with_capacity(count as usize);
     for i in 0..count {
         let (settings, jobs, results, log, runtime) = (
             settings.clone(),
@@ -62,10 +63,14 @@ pub(crate) fn spawn<L: Send + 'static>(
         let spawned = std::thread::Builder::new()
             .name(format!("sub-{}-{i}", settings.subscription))
             .spawn(move || work(&settings, &jobs, &results, &log, &runtime));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, subscription = %name, "cannot start a worker thread");
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                tracing::error!(error = %e, subscription = %name, "cannot start a worker thread")
+            }
         }
     }
+    threads
 }
 
 fn work<L>(

@@ -75,9 +75,7 @@ fn link(runtime: &Runtime, component: Component) -> Result<Plugin, PluginError> 
 pub(super) fn load_precompiled(runtime: &Runtime, code: &[u8]) -> Option<Plugin> {
     let engine = &runtime.inner.engine;
     // Only accept code this engine build would have produced itself.
-    if wasmtime::Engine::detect_precompiled(code).is_none() {
-        return None;
-    }
+    wasmtime::Engine::detect_precompiled(code)?;
     // SAFETY: callers only pass bytes that `machine_code` produced on this host
     // and stored in the host's own data directory; wasmtime checks that the
     // engine version and configuration match before using them.

@@ -281,9 +281,13 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_BLOBS), name)?)
     }
 
-    /// Make everything written so far durable (used at shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    /// Apply every queued batch, sync the WAL and stop RocksDB's background
+    /// work, so the process can exit without racing flushes or compactions.
+    /// Nothing may be written afterwards.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.writer.stop();
         self.db.flush_wal(true)?;
+        self.db.cancel_all_background_work(true);
         Ok(())
     }
 }

@@ -181,19 +181,41 @@ struct Request {
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
+enum Message {
+    Write(Request),
+    /// Finish what is queued, then exit the thread.
+    Stop,
+}
+
 #[derive(Clone)]
 pub(super) struct Writer {
-    queue: mpsc::Sender<Request>,
+    queue: mpsc::Sender<Message>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Writer {
     pub(super) fn start(db: Arc<DB>) -> Self {
-        let (queue, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
+        let (queue, rx) = mpsc::channel::<Message>();
+        let thread = std::thread::Builder::new()
             .name("switchyard-store-writer".into())
             .spawn(move || run(&db, rx))
             .expect("spawning the store writer thread");
-        Self { queue }
+        Self {
+            queue,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        }
+    }
+
+    /// Apply everything queued so far, then stop the writer thread. Later
+    /// submissions fail with [`StoreError::WriterGone`].
+    pub(super) fn stop(&self) {
+        let _ = self.queue.send(Message::Stop);
+        let thread = self.thread.lock().expect("writer thread lock").take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the store writer thread panicked");
+            }
+        }
     }
 
     pub(super) fn submit(
@@ -207,11 +229,11 @@ impl Writer {
             op.encode(&mut batch);
         }
         let (done, rx) = oneshot::channel();
-        let sent = self.queue.send(Request {
+        let sent = self.queue.send(Message::Write(Request {
             batch,
             durability,
             done,
-        });
+        }));
         async move {
             sent.map_err(|_| StoreError::WriterGone)?;
             rx.await.map_err(|_| StoreError::WriterGone)?
@@ -219,12 +241,20 @@ impl Writer {
     }
 }
 
-fn run(db: &DB, rx: mpsc::Receiver<Request>) {
-    while let Ok(first) = rx.recv() {
+fn run(db: &DB, rx: mpsc::Receiver<Message>) {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(Message::Write(first)) = rx.recv() else {
+            return;
+        };
         let mut group = vec![first];
         while group.len() < MAX_MERGED {
             match rx.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(Message::Write(next)) => group.push(next),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }

@@ -21,14 +21,15 @@ impl Plugin for Stamp {
 }
 
 /// Nanoseconds since the Unix epoch (0 if the clock reads earlier than that).
-fn now_ns() -> u128 {
+/// A `u64` lasts until the year 2554.
+fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// `payload`, then `|`, then `ns` in decimal.
-fn stamped(payload: &[u8], ns: u128) -> Vec<u8> {
+fn stamped(payload: &[u8], ns: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 40);
     out.extend_from_slice(payload);
     out.push(b'|');
