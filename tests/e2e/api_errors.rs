@@ -3,164 +3,177 @@
 use crate::support::{Body, Options, Server};
 use serde_json::json;
 
-/// Send a request and check its status and error code.
-fn check(
-    s: &Server,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
+/// One request and the status (and error code, when not empty) it must get.
+struct Case {
+    method: &'static str,
+    path: &'static str,
+    token: Option<&'static str>,
     body: Body,
     status: u16,
-    code: &str,
-) {
-    let (got, value) = s.call(method, path, token, body);
-    assert_eq!(got, status, "{method} {path}: {value}");
-    if !code.is_empty() {
-        assert_eq!(value["error"]["code"], code, "{method} {path}: {value}");
-        assert!(value["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()));
+    code: &'static str,
+}
+
+fn case(
+    method: &'static str,
+    path: &'static str,
+    body: Body,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        method,
+        path,
+        token: None,
+        body,
+        status,
+        code,
     }
 }
 
+fn as_(token: &'static str, mut c: Case) -> Case {
+    c.token = Some(token);
+    c
+}
+
+fn check(s: &Server, cases: Vec<Case>) {
+    for c in cases {
+        let (got, value) = s.call(c.method, c.path, c.token, c.body);
+        let what = format!("{} {} as {:?}: {value}", c.method, c.path, c.token);
+        assert_eq!(got, c.status, "{what}");
+        if !c.code.is_empty() {
+            assert_eq!(value["error"]["code"], c.code, "{what}");
+            let message = value["error"]["message"].as_str().unwrap_or_default();
+            assert!(!message.is_empty(), "{what}");
+        }
+    }
+}
+
+fn json(v: serde_json::Value) -> Body {
+    Body::Json(v)
+}
+
+fn raw(content_type: &'static str, bytes: &[u8]) -> Body {
+    Body::Raw(Some(content_type), bytes.to_vec())
+}
+
+/// delivery.md P5, S5.
 #[test]
 fn bad_input_gets_clear_errors() {
     let s = Server::start();
     s.topic("t", 2);
-    let json = |v| Body::Json(v);
-    let raw = |ct: &'static str, b: &[u8]| Body::Raw(Some(ct), b.to_vec());
-    check(
-        &s,
-        "POST",
-        "/v1/topics/nope/messages",
-        None,
-        json(json!({"payload": "x"})),
-        404,
-        "not_found",
-    );
-    check(
-        &s,
-        "POST",
-        "/v1/topics/t/messages",
-        None,
-        raw("application/json", b"{not json"),
-        400,
-        "malformed",
-    );
-    check(
-        &s,
-        "POST",
-        "/v1/topics/t/messages",
-        None,
-        json(json!({"messages": []})),
-        400,
-        "",
-    );
-    check(
-        &s,
-        "POST",
-        "/v1/topics/t/messages",
-        None,
-        json(json!({"payload": "x", "payload_base64": "eA=="})),
-        400,
-        "",
-    );
-    check(
-        &s,
-        "POST",
-        "/v1/topics/t/messages",
-        None,
-        raw("text/xml", b"<m/>"),
-        415,
-        "",
-    );
     let big = "x".repeat((1 << 20) + 1);
+    let publish = "/v1/topics/t/messages";
     check(
         &s,
-        "POST",
-        "/v1/topics/t/messages",
-        None,
-        json(json!({"payload": big})),
-        413,
-        "too_large",
+        vec![
+            case(
+                "POST",
+                "/v1/topics/nope/messages",
+                json(json!({"payload": "x"})),
+                404,
+                "not_found",
+            ),
+            case(
+                "POST",
+                publish,
+                raw("application/json", b"{not json"),
+                400,
+                "malformed",
+            ),
+            case("POST", publish, json(json!({"messages": []})), 400, ""),
+            case(
+                "POST",
+                publish,
+                json(json!({"payload": "x", "payload_base64": "eA=="})),
+                400,
+                "",
+            ),
+            case("POST", publish, raw("text/xml", b"<m/>"), 415, ""),
+            case(
+                "POST",
+                publish,
+                json(json!({ "payload": big })),
+                413,
+                "too_large",
+            ),
+            case(
+                "GET",
+                "/v1/topics/t/partitions/9/messages",
+                Body::None,
+                404,
+                "not_found",
+            ),
+            case(
+                "PUT",
+                "/v1/topics/t",
+                json(json!({"partitions": 3})),
+                409,
+                "conflict",
+            ),
+            case("PUT", "/v1/topics/bad%2Fname", json(json!({})), 400, ""),
+            case(
+                "PUT",
+                "/v1/plugins/junk",
+                raw("application/wasm", b"not wasm at all"),
+                400,
+                "",
+            ),
+            // A core module, and a component that does not implement the
+            // consumer world, are refused before anything is stored.
+            case(
+                "PUT",
+                "/v1/plugins/core",
+                raw("application/wasm", b"\0asm\x01\0\0\0"),
+                400,
+                "",
+            ),
+            case(
+                "PUT",
+                "/v1/plugins/empty",
+                raw("application/wasm", b"\0asm\x0d\0\x01\0"),
+                400,
+                "",
+            ),
+            case("GET", "/v1/plugins/empty", Body::None, 404, "not_found"),
+            case(
+                "PUT",
+                "/v1/subscriptions/s",
+                json(json!({"topic": "t", "plugin": "missing"})),
+                404,
+                "not_found",
+            ),
+            case(
+                "PUT",
+                "/v1/subscriptions/s",
+                json(json!({"topic": "t"})),
+                400,
+                "",
+            ),
+            case(
+                "GET",
+                "/v1/subscriptions/none",
+                Body::None,
+                404,
+                "not_found",
+            ),
+        ],
     );
-    check(
-        &s,
-        "GET",
-        "/v1/topics/t/partitions/9/messages",
-        None,
-        Body::None,
-        404,
-        "not_found",
-    );
-    check(
-        &s,
+    // The refusal says why.
+    let (_, v) = s.call(
         "PUT",
-        "/v1/topics/t",
+        "/v1/plugins/empty",
         None,
-        json(json!({"partitions": 3})),
-        409,
-        "conflict",
+        raw("application/wasm", b"\0asm\x0d\0\x01\0"),
     );
-    check(
-        &s,
-        "PUT",
-        "/v1/topics/bad%2Fname",
-        None,
-        json(json!({})),
-        400,
-        "",
-    );
-    check(
-        &s,
-        "PUT",
-        "/v1/plugins/junk",
-        None,
-        raw("application/wasm", b"not wasm at all"),
-        400,
-        "",
-    );
-    // A core module (not a component) is refused with a clear message.
-    check(
-        &s,
-        "PUT",
-        "/v1/plugins/core",
-        None,
-        raw("application/wasm", b"\0asm\x01\0\0\0"),
-        400,
-        "",
-    );
-    check(
-        &s,
-        "PUT",
-        "/v1/subscriptions/s",
-        None,
-        json(json!({"topic": "t", "plugin": "missing"})),
-        404,
-        "not_found",
-    );
-    check(
-        &s,
-        "PUT",
-        "/v1/subscriptions/s",
-        None,
-        json(json!({"topic": "t"})),
-        400,
-        "",
-    );
-    check(
-        &s,
-        "GET",
-        "/v1/subscriptions/none",
-        None,
-        Body::None,
-        404,
-        "not_found",
-    );
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("switchyard:plugin/consumer"), "{message}");
     // Nothing acknowledged was lost along the way, and the host still serves.
-    let ok = s.publish("t", vec![json!({"payload": "after errors"})]);
-    assert_eq!(ok.len(), 1);
-    check(&s, "GET", "/healthz", None, Body::None, 200, "");
+    assert_eq!(
+        s.publish("t", vec![json!({"payload": "after errors"})])
+            .len(),
+        1
+    );
+    check(&s, vec![case("GET", "/healthz", Body::None, 200, "")]);
 }
 
 #[test]
@@ -170,61 +183,37 @@ fn tokens_and_roles_are_enforced() {
         read_token: Some("reader".into()),
         publish_token: Some("producer".into()),
     });
-    // `Some("")`: no Authorization header.
+    let msg = || json(json!({"payload": "x"}));
     check(
         &s,
-        "GET",
-        "/v1/topics",
-        Some(""),
-        Body::None,
-        401,
-        "unauthorized",
+        vec![
+            // `""`: no Authorization header at all.
+            as_(
+                "",
+                case("GET", "/v1/topics", Body::None, 401, "unauthorized"),
+            ),
+            as_(
+                "wrong",
+                case("GET", "/v1/topics", Body::None, 401, "unauthorized"),
+            ),
+            as_(
+                "admin-secret",
+                case("PUT", "/v1/topics/t", json(json!({})), 201, ""),
+            ),
+            as_("reader", case("GET", "/v1/topics", Body::None, 200, "")),
+            as_(
+                "reader",
+                case("POST", "/v1/topics/t/messages", msg(), 403, "forbidden"),
+            ),
+            as_(
+                "producer",
+                case("POST", "/v1/topics/t/messages", msg(), 200, ""),
+            ),
+            as_(
+                "producer",
+                case("PUT", "/v1/topics/u", json(json!({})), 403, "forbidden"),
+            ),
+            as_("", case("GET", "/healthz", Body::None, 200, "")),
+        ],
     );
-    check(
-        &s,
-        "GET",
-        "/v1/topics",
-        Some("wrong"),
-        Body::None,
-        401,
-        "unauthorized",
-    );
-    check(
-        &s,
-        "PUT",
-        "/v1/topics/t",
-        Some("admin-secret"),
-        Body::Json(json!({})),
-        201,
-        "",
-    );
-    check(&s, "GET", "/v1/topics", Some("reader"), Body::None, 200, "");
-    check(
-        &s,
-        "POST",
-        "/v1/topics/t/messages",
-        Some("reader"),
-        Body::Json(json!({"payload": "x"})),
-        403,
-        "forbidden",
-    );
-    check(
-        &s,
-        "POST",
-        "/v1/topics/t/messages",
-        Some("producer"),
-        Body::Json(json!({"payload": "x"})),
-        200,
-        "",
-    );
-    check(
-        &s,
-        "PUT",
-        "/v1/topics/u",
-        Some("producer"),
-        Body::Json(json!({})),
-        403,
-        "forbidden",
-    );
-    check(&s, "GET", "/healthz", Some(""), Body::None, 200, "");
 }
