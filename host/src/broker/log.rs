@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 /// Largest message payload accepted, from producers and plugins alike.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 const META_TOPIC: &str = "topic";
+/// Longest publish delay: 7 days, the default retention.
+pub const MAX_DELAY_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// A message to publish.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -212,10 +214,10 @@ impl Log {
                     m.payload.len()
                 )));
             }
-            if m.delay_ms.is_some() {
-                return Err(BrokerError::Invalid(
-                    "delay_ms is not supported by this version".into(),
-                ));
+            if m.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
+                return Err(BrokerError::Invalid(format!(
+                    "delay_ms must be at most {MAX_DELAY_MS} (7 days)"
+                )));
             }
         }
         let partitions = topic.partitions();
@@ -253,6 +255,7 @@ impl Log {
                     payload: m.payload,
                     headers: m.headers,
                     timestamp_ms: now,
+                    deliver_at_ms: m.delay_ms.filter(|d| *d > 0).map(|d| now + d),
                 },
             });
         }

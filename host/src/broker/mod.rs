@@ -11,6 +11,7 @@
 mod backoff;
 mod log;
 mod plugins;
+mod progress;
 mod runner;
 mod spec;
 mod subscriptions;
@@ -24,7 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::store::{AttemptRecord, DeadLetter, StoredMessage};
-pub use log::{partition_for_key, LogEntry, NewMessage, Published, MAX_PAYLOAD_BYTES};
+pub use log::{
+    partition_for_key, LogEntry, NewMessage, Published, MAX_DELAY_MS, MAX_PAYLOAD_BYTES,
+};
 pub use plugins::{PluginInfo, PluginVersionInfo, MAX_PLUGIN_BYTES};
 pub use spec::{
     parse_plugin_ref, validate_resource_name, validate_topic_name, Backoff, DeliveryGuarantee,

@@ -20,13 +20,14 @@ use super::backoff;
 use super::log::{Log, Topic};
 use super::now_ms;
 use super::plugins::Registry;
+use super::progress::Source;
 use super::spec::{DeliveryGuarantee, Ordering, SubscriptionSpec};
 use super::subscriptions::Shared;
 use super::worker::{self, Job, JobDone, WorkerSettings};
 use crate::runtime::{Delivery, Outcome};
 use crate::store::{AttemptRecord, DeadLetter, Durability, Op, RetryState, Store, StoredMessage};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,23 +38,14 @@ use tokio::sync::{mpsc, watch, Notify};
 const WINDOW: usize = 8192;
 /// Messages read from one partition per refill.
 const READ_CHUNK: usize = 512;
+/// How long lanes wait before looking again for a plugin that is unavailable.
+const PLUGIN_RECHECK_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum LaneKey {
     Key(String),
     Partition(usize),
     Solo(usize, u64),
-}
-
-struct Source {
-    topic: Arc<Topic>,
-    partition: u32,
-    /// Next offset to read from the log.
-    read_to: u64,
-    /// Every offset below is finished.
-    watermark: u64,
-    /// Finished offsets at or above the watermark.
-    done_above: BTreeSet<u64>,
 }
 
 struct Pending {
@@ -106,13 +98,7 @@ impl Runner {
         let spec = shared.spec.clone();
         let progress = store.load_progress(&shared.name)?;
         let mut sources: Vec<Source> = (0..topic.partitions())
-            .map(|partition| Source {
-                topic: topic.clone(),
-                partition,
-                read_to: 0,
-                watermark: 0,
-                done_above: BTreeSet::new(),
-            })
+            .map(|partition| Source::new(topic.clone(), partition))
             .collect();
         let index = |t: &str, p: u32| sources_index(&sources, t, p);
         let mut marks = Vec::new();
@@ -133,14 +119,10 @@ impl Runner {
                 restored.insert((i, offset), state);
             }
         }
-        for (i, mark) in marks {
-            sources[i].watermark = mark;
-            sources[i].read_to = mark;
-        }
-        for (i, offset) in done {
-            if offset >= sources[i].watermark {
-                sources[i].done_above.insert(offset);
-            }
+        for (i, source) in sources.iter_mut().enumerate() {
+            let mark = marks.iter().find(|(j, _)| *j == i).map_or(0, |(_, m)| *m);
+            let finished = done.iter().filter(|(j, _)| *j == i).map(|(_, o)| *o);
+            source.restore(mark, finished);
         }
         let c = progress.counters;
         shared.delivered.store(c.delivered, AtomicOrdering::Relaxed);
@@ -236,8 +218,8 @@ impl Runner {
         if !matches!(joined.await, Ok(true)) {
             tracing::error!(subscription = %self.shared.name, "a worker thread panicked");
         }
-        self.push_counters();
-        let ops = std::mem::take(&mut self.ops);
+        let mut ops = self.collect_ops();
+        ops.push(self.counters_op());
         if let Err(e) = self.store.submit(ops, Durability::Buffered).await {
             tracing::error!(error = %e, subscription = %self.shared.name, "final progress commit failed");
         }
@@ -283,7 +265,7 @@ impl Runner {
             let mut last = None;
             for (offset, message) in rows {
                 last = Some(offset);
-                if self.sources[i].done_above.contains(&offset) {
+                if self.sources[i].is_done(offset) {
                     continue;
                 }
                 self.enqueue(i, offset, Arc::new(message));
@@ -296,12 +278,17 @@ impl Runner {
     fn enqueue(&mut self, source: usize, offset: u64, message: Arc<StoredMessage>) {
         let restored = self.restored.remove(&(source, offset));
         let key = self.lane_key(source, offset, &message);
+        // A delayed message waits (holding its lane) until its delivery time.
+        let due_ms = restored
+            .as_ref()
+            .map_or(0, |r| r.due_ms)
+            .max(message.deliver_at_ms.unwrap_or(0));
         let pending = Pending {
             source,
             offset,
             message,
             attempts: restored.as_ref().map_or(0, |r| r.attempts),
-            due_ms: restored.as_ref().map_or(0, |r| r.due_ms),
+            due_ms,
             persisted_retry: restored.is_some(),
             history: restored.map(|r| r.history).unwrap_or_default(),
         };
@@ -336,19 +323,27 @@ impl Runner {
 
     async fn dispatch(&mut self) {
         let limit = self.spec.concurrency as usize;
+        if self.ready.is_empty() || self.in_flight >= limit {
+            return;
+        }
+        // Resolved once per round: a new plugin version applies from the next
+        // message on, never in the middle of one.
+        let (plugin, label) = match self.plugins.resolve(&self.spec.plugin) {
+            Ok(found) => found,
+            Err(e) => {
+                // The plugin is gone: hold the runnable lanes and look again later.
+                tracing::warn!(error = %e, subscription = %self.shared.name, "plugin unavailable");
+                let later = now_ms() + PLUGIN_RECHECK_MS;
+                for key in self.ready.drain(..) {
+                    self.timers.push(Reverse((later, key)));
+                }
+                return;
+            }
+        };
         let mut batch = Vec::new();
         while self.in_flight + batch.len() < limit {
             let Some(key) = self.ready.pop_front() else {
                 break;
-            };
-            let (plugin, label) = match self.plugins.resolve(&self.spec.plugin) {
-                Ok(found) => found,
-                Err(e) => {
-                    // The plugin is gone: hold the lane and look again later.
-                    tracing::warn!(error = %e, subscription = %self.shared.name, "plugin unavailable");
-                    self.timers.push(Reverse((now_ms() + 1000, key)));
-                    break;
-                }
             };
             let Some(lane) = self.lanes.get_mut(&key) else {
                 continue;
@@ -373,8 +368,8 @@ impl Runner {
             batch.push(Job {
                 lane: key,
                 delivery,
-                plugin,
-                label,
+                plugin: plugin.clone(),
+                label: label.clone(),
             });
         }
         if batch.is_empty() {
@@ -383,14 +378,13 @@ impl Runner {
         if self.spec.delivery == DeliveryGuarantee::AtMostOnce {
             // Commit progress before any plugin runs: a crash now loses these
             // messages instead of delivering them twice.
-            let mut ops = Vec::new();
             for job in &batch {
                 let source = self.lane_source(&job.lane);
-                ops.push(finish_offset(
-                    &self.shared.name,
-                    &mut self.sources[source],
-                    job.delivery.offset,
-                ));
+                self.sources[source].finish(job.delivery.offset);
+            }
+            let mut ops = Vec::new();
+            for source in &mut self.sources {
+                source.persist(&self.shared.name, &mut ops);
             }
             if let Err(e) = self.store.submit(ops, Durability::Buffered).await {
                 tracing::error!(error = %e, subscription = %self.shared.name, "committing progress failed");
@@ -502,8 +496,7 @@ impl Runner {
         }
         // Under at-most-once the offset was finished before the plugin ran.
         if self.spec.delivery != DeliveryGuarantee::AtMostOnce {
-            let op = finish_offset(&name, source, head.offset);
-            self.ops.push(op);
+            source.finish(head.offset);
         }
         match verdict {
             Verdict::Acked => {
@@ -534,9 +527,9 @@ impl Runner {
         }
     }
 
-    fn push_counters(&mut self) {
+    fn counters_op(&self) -> Op {
         let s = &self.shared;
-        self.ops.push(Op::PutCounters {
+        Op::PutCounters {
             subscription: s.name.clone(),
             counters: crate::store::Counters {
                 delivered: s.delivered.load(AtomicOrdering::Relaxed),
@@ -544,18 +537,30 @@ impl Runner {
                 retried: s.retried.load(AtomicOrdering::Relaxed),
                 dead_lettered: s.dead_lettered.load(AtomicOrdering::Relaxed),
             },
-        });
+        }
+    }
+
+    /// The store changes collected since the last flush, with progress
+    /// coalesced per partition and the counters when anything changed.
+    fn collect_ops(&mut self) -> Vec<Op> {
+        let mut ops = std::mem::take(&mut self.ops);
+        for source in &mut self.sources {
+            source.persist(&self.shared.name, &mut ops);
+        }
+        if !ops.is_empty() {
+            ops.push(self.counters_op());
+        }
+        ops
     }
 
     /// Queue the collected progress changes as one batch. Not waited for: the
     /// writer applies batches in order, and at-least-once tolerates losing the
     /// tail of progress in a crash (those messages are delivered again).
     fn flush(&mut self) {
-        if self.ops.is_empty() {
+        let ops = self.collect_ops();
+        if ops.is_empty() {
             return;
         }
-        self.push_counters();
-        let ops = std::mem::take(&mut self.ops);
         let write = self.store.submit(ops, Durability::Buffered);
         let name = self.shared.name.clone();
         tokio::spawn(async move {
@@ -566,16 +571,7 @@ impl Runner {
     }
 
     fn publish_stats(&self) {
-        let lag: u64 = self
-            .sources
-            .iter()
-            .map(|s| {
-                s.topic
-                    .head(s.partition)
-                    .saturating_sub(s.watermark)
-                    .saturating_sub(s.done_above.len() as u64)
-            })
-            .sum();
+        let lag: u64 = self.sources.iter().map(Source::lag).sum();
         self.shared.lag.store(lag, AtomicOrdering::Relaxed);
         self.shared
             .in_flight
@@ -594,28 +590,4 @@ fn sources_index(sources: &[Source], topic: &str, partition: u32) -> Option<usiz
     sources
         .iter()
         .position(|s| s.topic.name == topic && s.partition == partition)
-}
-
-/// Mark `offset` finished; advance the watermark over contiguous finished offsets.
-fn finish_offset(subscription: &str, source: &mut Source, offset: u64) -> Op {
-    if offset == source.watermark {
-        source.watermark += 1;
-        while source.done_above.remove(&source.watermark) {
-            source.watermark += 1;
-        }
-        Op::SetWatermark {
-            subscription: subscription.to_string(),
-            topic: source.topic.name.clone(),
-            partition: source.partition,
-            offset: source.watermark,
-        }
-    } else {
-        source.done_above.insert(offset);
-        Op::MarkDone {
-            subscription: subscription.to_string(),
-            topic: source.topic.name.clone(),
-            partition: source.partition,
-            offset,
-        }
-    }
 }

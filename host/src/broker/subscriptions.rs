@@ -196,6 +196,7 @@ impl Subscriptions {
                             topic: spec.topic.clone(),
                             partition: p,
                             offset: topic.head(p),
+                            clear_done: Vec::new(),
                         })
                         .collect();
                     self.store.submit(ops, Durability::Synced).await?;

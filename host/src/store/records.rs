@@ -12,6 +12,9 @@ pub struct StoredMessage {
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
     pub timestamp_ms: u64,
+    /// Not delivered before this time (ms since the Unix epoch): a delayed publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_at_ms: Option<u64>,
 }
 
 /// One delivery attempt, as kept in a message's history.

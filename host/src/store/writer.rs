@@ -36,12 +36,14 @@ pub enum Op {
         partition: u32,
         offset: u64,
     },
-    /// Every offset below `offset` is finished; done markers below it are removed.
+    /// Every offset below `offset` is finished; the done markers it passed
+    /// (`clear_done`) are removed.
     SetWatermark {
         subscription: String,
         topic: String,
         partition: u32,
         offset: u64,
+        clear_done: Vec<u64>,
     },
     PutRetry {
         subscription: String,
@@ -70,7 +72,6 @@ pub enum Op {
 enum Raw {
     Put(&'static str, Vec<u8>, Vec<u8>),
     Delete(&'static str, Vec<u8>),
-    DeleteRange(&'static str, Vec<u8>, Vec<u8>),
 }
 
 /// Collects encoded changes; mirrors the batch calls it stands in for.
@@ -83,9 +84,6 @@ impl RawBatch {
     }
     fn delete_cf(&mut self, cf: &'static str, key: Vec<u8>) {
         self.0.push(Raw::Delete(cf, key));
-    }
-    fn delete_range_cf(&mut self, cf: &'static str, from: Vec<u8>, to: Vec<u8>) {
-        self.0.push(Raw::DeleteRange(cf, from, to));
     }
 }
 
@@ -118,17 +116,19 @@ impl Op {
                 topic,
                 partition,
                 offset,
+                clear_done,
             } => {
                 batch.put_cf(
                     cf(CF_PROGRESS),
                     keys::progress(keys::WATERMARK, &subscription, &topic, partition),
                     offset.to_be_bytes().to_vec(),
                 );
-                batch.delete_range_cf(
-                    cf(CF_PROGRESS),
-                    keys::progress_at(keys::DONE, &subscription, &topic, partition, 0),
-                    keys::progress_at(keys::DONE, &subscription, &topic, partition, offset),
-                );
+                for done in clear_done {
+                    batch.delete_cf(
+                        cf(CF_PROGRESS),
+                        keys::progress_at(keys::DONE, &subscription, &topic, partition, done),
+                    );
+                }
             }
             Op::PutRetry {
                 subscription,
@@ -267,7 +267,6 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>) {
                 match raw {
                     Raw::Put(name, k, v) => merged.put_cf(cf(name), k, v),
                     Raw::Delete(name, k) => merged.delete_cf(cf(name), k),
-                    Raw::DeleteRange(name, from, to) => merged.delete_range_cf(cf(name), from, to),
                 }
             }
             waiters.push(request.done);

@@ -232,6 +232,7 @@ mod tests {
                 payload: b"p".to_vec(),
                 headers: vec![],
                 timestamp_ms: 10,
+                deliver_at_ms: None,
             },
             reason: "boom".into(),
             dead_at_ms: 20,

@@ -1,0 +1,112 @@
+//! Progress of one subscription on one partition: a watermark (every offset
+//! below it is finished) plus the finished offsets above it, and the coalesced
+//! store changes that persist them.
+//!
+//! Changes are written per flush, not per message: one watermark put per
+//! partition, a done marker only for an offset still above the watermark at
+//! flush time, and a point delete for each marker the watermark has passed.
+
+use super::log::Topic;
+use crate::store::Op;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+pub(crate) struct Source {
+    pub(crate) topic: Arc<Topic>,
+    pub(crate) partition: u32,
+    /// Next offset to read from the log.
+    pub(crate) read_to: u64,
+    /// Every offset below is finished.
+    watermark: u64,
+    /// Finished offsets at or above the watermark.
+    done_above: BTreeSet<u64>,
+    /// The watermark as last persisted.
+    persisted_mark: u64,
+    /// Done markers in the store (all at or above `persisted_mark`).
+    persisted_done: BTreeSet<u64>,
+    /// Offsets finished since the last flush.
+    fresh_done: Vec<u64>,
+}
+
+impl Source {
+    pub(crate) fn new(topic: Arc<Topic>, partition: u32) -> Self {
+        Self {
+            topic,
+            partition,
+            read_to: 0,
+            watermark: 0,
+            done_above: BTreeSet::new(),
+            persisted_mark: 0,
+            persisted_done: BTreeSet::new(),
+            fresh_done: Vec::new(),
+        }
+    }
+
+    /// Resume from persisted progress.
+    pub(crate) fn restore(&mut self, watermark: u64, done: impl IntoIterator<Item = u64>) {
+        self.watermark = watermark;
+        self.persisted_mark = watermark;
+        self.read_to = watermark;
+        for offset in done.into_iter().filter(|o| *o >= watermark) {
+            self.done_above.insert(offset);
+            self.persisted_done.insert(offset);
+        }
+    }
+
+    pub(crate) fn is_done(&self, offset: u64) -> bool {
+        offset < self.watermark || self.done_above.contains(&offset)
+    }
+
+    /// Mark `offset` finished; advance the watermark over contiguous finished offsets.
+    pub(crate) fn finish(&mut self, offset: u64) {
+        if offset == self.watermark {
+            self.watermark += 1;
+            while self.done_above.remove(&self.watermark) {
+                self.watermark += 1;
+            }
+        } else if offset > self.watermark {
+            self.done_above.insert(offset);
+            self.fresh_done.push(offset);
+        }
+    }
+
+    /// Durable messages not yet finished.
+    pub(crate) fn lag(&self) -> u64 {
+        self.topic
+            .head(self.partition)
+            .saturating_sub(self.watermark)
+            .saturating_sub(self.done_above.len() as u64)
+    }
+
+    /// Append the store changes that persist progress since the last call.
+    pub(crate) fn persist(&mut self, subscription: &str, ops: &mut Vec<Op>) {
+        if self.watermark != self.persisted_mark {
+            let passed: Vec<u64> = self
+                .persisted_done
+                .range(..self.watermark)
+                .copied()
+                .collect();
+            for offset in &passed {
+                self.persisted_done.remove(offset);
+            }
+            ops.push(Op::SetWatermark {
+                subscription: subscription.to_string(),
+                topic: self.topic.name.clone(),
+                partition: self.partition,
+                offset: self.watermark,
+                clear_done: passed,
+            });
+            self.persisted_mark = self.watermark;
+        }
+        for offset in std::mem::take(&mut self.fresh_done) {
+            if offset >= self.watermark && self.persisted_done.insert(offset) {
+                ops.push(Op::MarkDone {
+                    subscription: subscription.to_string(),
+                    topic: self.topic.name.clone(),
+                    partition: self.partition,
+                    offset,
+                });
+            }
+        }
+    }
+}
