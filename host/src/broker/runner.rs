@@ -38,6 +38,9 @@ use tokio::sync::{mpsc, watch, Notify};
 const WINDOW: usize = 8192;
 /// Messages read from one partition per refill.
 const READ_CHUNK: usize = 512;
+/// Most jobs handed to one worker thread at once. A chunk runs sequentially,
+/// so this bounds how long a fast message can wait behind a slow one.
+const MAX_CHUNK: usize = 8;
 /// How long lanes wait before looking again for a plugin that is unavailable.
 const PLUGIN_RECHECK_MS: u64 = 1000;
 
@@ -80,9 +83,11 @@ pub(crate) struct Runner {
     buffered: usize,
     in_flight: usize,
     ops: Vec<Op>,
-    jobs: Option<crossbeam_channel::Sender<Job<LaneKey>>>,
+    jobs: Option<crossbeam_channel::Sender<Vec<Job<LaneKey>>>>,
     workers: Vec<std::thread::JoinHandle<()>>,
-    results: mpsc::UnboundedReceiver<JobDone<LaneKey>>,
+    /// Cores available, for spreading jobs over worker threads.
+    cores: usize,
+    results: mpsc::UnboundedReceiver<Vec<JobDone<LaneKey>>>,
     notify: Arc<Notify>,
 }
 
@@ -164,6 +169,7 @@ impl Runner {
             ops: Vec::new(),
             jobs: Some(jobs_tx),
             workers,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: results_rx,
             notify,
         })
@@ -196,9 +202,9 @@ impl Runner {
             tokio::select! {
                 done = self.results.recv() => {
                     let Some(done) = done else { break };
-                    self.complete(done);
+                    done.into_iter().for_each(|d| self.complete(d));
                     while let Ok(done) = self.results.try_recv() {
-                        self.complete(done);
+                        done.into_iter().for_each(|d| self.complete(d));
                     }
                     self.flush();
                 }
@@ -390,11 +396,18 @@ impl Runner {
                 tracing::error!(error = %e, subscription = %self.shared.name, "committing progress failed");
             }
         }
+        self.in_flight += batch.len();
+        self.shared
+            .delivered
+            .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
+        // Spread the round over about one chunk per core, at most MAX_CHUNK
+        // jobs each: few wake-ups under load, full parallelism when light.
+        let size = batch.len().div_ceil(self.cores).clamp(1, MAX_CHUNK);
         let jobs = self.jobs.as_ref().expect("jobs open while running");
-        for job in batch {
-            self.in_flight += 1;
-            self.shared.delivered.fetch_add(1, AtomicOrdering::Relaxed);
-            if jobs.send(job).is_err() {
+        let mut batch = batch.into_iter().peekable();
+        while batch.peek().is_some() {
+            let chunk: Vec<_> = batch.by_ref().take(size).collect();
+            if jobs.send(chunk).is_err() {
                 tracing::error!(subscription = %self.shared.name, "workers are gone");
             }
         }

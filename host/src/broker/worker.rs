@@ -45,8 +45,8 @@ pub(crate) struct WorkerSettings {
 pub(crate) fn spawn<L: Send + 'static>(
     count: u32,
     settings: WorkerSettings,
-    jobs: crossbeam_channel::Receiver<Job<L>>,
-    results: UnboundedSender<JobDone<L>>,
+    jobs: crossbeam_channel::Receiver<Vec<Job<L>>>,
+    results: UnboundedSender<Vec<JobDone<L>>>,
     log: Arc<Log>,
     runtime: tokio::runtime::Handle,
 ) -> Vec<std::thread::JoinHandle<()>> {
@@ -75,53 +75,73 @@ pub(crate) fn spawn<L: Send + 'static>(
 
 fn work<L>(
     settings: &WorkerSettings,
-    jobs: &crossbeam_channel::Receiver<Job<L>>,
-    results: &UnboundedSender<JobDone<L>>,
+    jobs: &crossbeam_channel::Receiver<Vec<Job<L>>>,
+    results: &UnboundedSender<Vec<JobDone<L>>>,
     log: &Arc<Log>,
     runtime: &tokio::runtime::Handle,
 ) {
     let env: Arc<dyn HostEnv> = log.clone();
     // Under worker isolation: the reused instance and the plugin version it runs.
     let mut reused: Option<(String, PluginWorker)> = None;
-    while let Ok(job) = jobs.recv() {
-        let started_ms = now_ms();
-        let tag = format!("{} msg={}", job.label, job.delivery.id);
-        let mut invocation = match settings.isolation {
-            Isolation::Message => {
-                job.plugin
-                    .invoke(&job.delivery, settings.timeout, env.clone(), tag)
-            }
-            Isolation::Worker => {
-                if reused
-                    .as_ref()
-                    .map(|(l, _)| l != &job.label)
-                    .unwrap_or(true)
-                {
-                    reused = Some((job.label.clone(), job.plugin.worker(settings.recycle_after)));
-                }
-                let (_, worker) = reused.as_mut().expect("set above");
-                worker.invoke(&job.delivery, settings.timeout, env.clone(), tag)
-            }
-        };
-        if invocation.outcome == Outcome::Ack && !invocation.published.is_empty() {
-            let publications = std::mem::take(&mut invocation.published);
-            if let Err(reason) = runtime.block_on(publish_all(log, publications)) {
-                invocation.outcome = Outcome::Retry {
-                    reason: format!("publishing the plugin's messages failed: {reason}"),
-                    delay_ms: None,
-                };
+    // Jobs arrive in small chunks and results leave in chunks: one thread
+    // wake-up per chunk instead of one per message.
+    while let Ok(chunk) = jobs.recv() {
+        let mut done = Vec::with_capacity(chunk.len());
+        for job in chunk {
+            let result = run_job(settings, job, &env, &mut reused, log, runtime);
+            let slow = result.invocation.duration > SLOW_CALL;
+            done.push(result);
+            // Don't hold finished results back behind a slow call.
+            if slow && results.send(std::mem::take(&mut done)).is_err() {
+                return;
             }
         }
-        let done = JobDone {
-            lane: job.lane,
-            offset: job.delivery.offset,
-            label: job.label,
-            started_ms,
-            invocation,
-        };
-        if results.send(done).is_err() {
-            break;
+        if !done.is_empty() && results.send(done).is_err() {
+            return;
         }
+    }
+}
+
+/// A call longer than this sends its chunk's results at once.
+const SLOW_CALL: Duration = Duration::from_millis(1);
+
+fn run_job<L>(
+    settings: &WorkerSettings,
+    job: Job<L>,
+    env: &Arc<dyn HostEnv>,
+    reused: &mut Option<(String, PluginWorker)>,
+    log: &Log,
+    runtime: &tokio::runtime::Handle,
+) -> JobDone<L> {
+    let started_ms = now_ms();
+    let tag = format!("{} msg={}", job.label, job.delivery.id);
+    let mut invocation = match settings.isolation {
+        Isolation::Message => job
+            .plugin
+            .invoke(&job.delivery, settings.timeout, env.clone(), tag),
+        Isolation::Worker => {
+            if reused.as_ref().is_none_or(|(l, _)| l != &job.label) {
+                *reused = Some((job.label.clone(), job.plugin.worker(settings.recycle_after)));
+            }
+            let (_, worker) = reused.as_mut().expect("set above");
+            worker.invoke(&job.delivery, settings.timeout, env.clone(), tag)
+        }
+    };
+    if invocation.outcome == Outcome::Ack && !invocation.published.is_empty() {
+        let publications = std::mem::take(&mut invocation.published);
+        if let Err(reason) = runtime.block_on(publish_all(log, publications)) {
+            invocation.outcome = Outcome::Retry {
+                reason: format!("publishing the plugin's messages failed: {reason}"),
+                delay_ms: None,
+            };
+        }
+    }
+    JobDone {
+        lane: job.lane,
+        offset: job.delivery.offset,
+        label: job.label,
+        started_ms,
+        invocation,
     }
 }
 
