@@ -21,6 +21,8 @@ pub const ENV_TOKEN: &str = "SWITCHYARD_TOKEN";
 pub const ENV_PUBLISH_TOKEN: &str = "SWITCHYARD_PUBLISH_TOKEN";
 /// Environment variable for [`Tokens::read`].
 pub const ENV_READ_TOKEN: &str = "SWITCHYARD_READ_TOKEN";
+/// Environment variable for [`Config::fsync_interval_ms`].
+pub const ENV_FSYNC_INTERVAL_MS: &str = "SWITCHYARD_FSYNC_INTERVAL_MS";
 /// Environment variable for the log filter (falls back to `RUST_LOG`).
 pub const ENV_LOG: &str = "SWITCHYARD_LOG";
 
@@ -60,6 +62,14 @@ pub struct Config {
     /// is allowed (loopback only).
     #[serde(default)]
     pub tokens: Tokens,
+    /// WAL sync policy. `None` (the default): a publish is answered only after
+    /// its write is synced to disk (concurrent publishes share one sync).
+    /// `Some(ms)`: a publish is answered once written to the WAL — it survives
+    /// a crash of the process, not of the machine — and the WAL is synced every
+    /// `ms` milliseconds; a power loss may lose up to that window of
+    /// acknowledged messages. Trades durability for publish latency.
+    #[serde(default)]
+    pub fsync_interval_ms: Option<u64>,
 }
 
 /// Bearer tokens, one per role. Clients send `Authorization: Bearer <token>`.
@@ -131,6 +141,7 @@ impl Config {
             listen,
             data_dir: data_dir.into(),
             tokens: Tokens::default(),
+            fsync_interval_ms: None,
         }
     }
 
@@ -179,6 +190,7 @@ mod tests {
         Config {
             listen: listen.parse().expect("test address"),
             data_dir: "data".into(),
+            fsync_interval_ms: None,
             tokens: Tokens {
                 admin: admin.map(Secret::new),
                 publish: publish.map(Secret::new),

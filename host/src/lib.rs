@@ -53,7 +53,11 @@ pub async fn run(
     let (broker_tx, broker_rx) = watch::channel(None);
     let server = api::Server::start(listener, api::Auth::new(&config.tokens), broker_rx);
 
-    let opening = Broker::open(BrokerConfig::new(&config.data_dir));
+    let mut broker_config = BrokerConfig::new(&config.data_dir);
+    broker_config.fsync_interval = config
+        .fsync_interval_ms
+        .map(std::time::Duration::from_millis);
+    let opening = Broker::open(broker_config);
     tokio::pin!(opening, shutdown);
     let (opened, stop_now) = tokio::select! {
         opened = &mut opening => (opened, false),

@@ -182,6 +182,7 @@ fn tokens_and_roles_are_enforced() {
         token: Some("admin-secret".into()),
         read_token: Some("reader".into()),
         publish_token: Some("producer".into()),
+        ..Options::default()
     });
     let msg = || json(json!({"payload": "x"}));
     check(

@@ -68,6 +68,8 @@ pub struct Options {
     pub token: Option<String>,
     pub read_token: Option<String>,
     pub publish_token: Option<String>,
+    /// `--fsync-interval-ms`: sync the WAL periodically instead of per publish.
+    pub fsync_interval_ms: Option<u64>,
 }
 
 /// A running `switchyard serve` process.
@@ -106,6 +108,9 @@ impl Server {
         }
         if let Some(t) = &options.publish_token {
             cmd.args(["--publish-token", t]);
+        }
+        if let Some(ms) = options.fsync_interval_ms {
+            cmd.args(["--fsync-interval-ms", &ms.to_string()]);
         }
         let mut child = cmd.spawn().expect("starting switchyard");
         let stderr = child.stderr.take().expect("piped stderr");

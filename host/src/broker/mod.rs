@@ -81,6 +81,9 @@ pub struct BrokerConfig {
     pub runtime: RuntimeConfig,
     /// Longest a plugin upload may take to compile before it is refused.
     pub compile_timeout: Duration,
+    /// `None`: sync the WAL before answering each publish (group commit).
+    /// `Some(d)`: answer once written to the WAL and sync every `d`.
+    pub fsync_interval: Option<Duration>,
 }
 
 impl BrokerConfig {
@@ -89,6 +92,7 @@ impl BrokerConfig {
             data_dir: data_dir.into(),
             runtime: RuntimeConfig::default(),
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
+            fsync_interval: None,
         }
     }
 }
@@ -126,7 +130,7 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             BrokerError::Store(format!("cannot create {}: {e}", config.data_dir.display()))
         })?;
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open(&config.data_dir, config.fsync_interval)?;
         let runtime = Runtime::new(config.runtime.clone())
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         let log = Arc::new(log::Log::load(store.clone())?);

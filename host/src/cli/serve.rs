@@ -32,6 +32,12 @@ pub struct ServeArgs {
     #[arg(long, env = config::ENV_READ_TOKEN, hide_env_values = true)]
     pub read_token: Option<String>,
 
+    /// Sync the WAL every this many milliseconds instead of before answering
+    /// each publish. Acknowledged publishes then survive a process crash but
+    /// a power loss may lose the last interval. Default: sync every publish.
+    #[arg(long, env = config::ENV_FSYNC_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub fsync_interval_ms: Option<u64>,
+
     /// Log filter, e.g. `info` or `switchyard=debug,info` (tracing
     /// EnvFilter syntax). Falls back to RUST_LOG, then `info`.
     #[arg(long, env = config::ENV_LOG)]
@@ -49,6 +55,7 @@ impl ServeArgs {
                 publish: self.publish_token.clone().map(Secret::new),
                 read: self.read_token.clone().map(Secret::new),
             },
+            fsync_interval_ms: self.fsync_interval_ms,
         };
         config.validate()?;
         Ok(config)
@@ -93,6 +100,7 @@ mod tests {
             token: None,
             publish_token: None,
             read_token: None,
+            fsync_interval_ms: None,
             log: None,
         };
         let err = args.config().unwrap_err();

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use records::{AttemptRecord, Counters, DeadLetter, RetryState, StoredMessage};
 pub use writer::{Durability, Op};
@@ -76,8 +77,10 @@ pub struct Progress {
 }
 
 impl Store {
-    /// Open (or create) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Open (or create) the store in `dir`. With `sync_interval`, writes asked
+    /// to be [`Durability::Synced`] are only written to the WAL, which a
+    /// background thread syncs every `sync_interval`.
+    pub fn open(dir: &Path, sync_interval: Option<Duration>) -> Result<Self, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -87,7 +90,7 @@ impl Store {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
-        let writer = writer::Writer::start(db.clone());
+        let writer = writer::Writer::start(db.clone(), sync_interval);
         Ok(Self { db, writer })
     }
 

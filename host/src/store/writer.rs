@@ -4,8 +4,10 @@
 use super::records::{Counters, DeadLetter, RetryState, StoredMessage};
 use super::{encode, keys, StoreError, CF_DEAD, CF_LOG, CF_PROGRESS};
 use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Most queued requests merged into one write; bounds the latency one sync adds.
@@ -191,24 +193,32 @@ enum Message {
 pub(super) struct Writer {
     queue: mpsc::Sender<Message>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Tells the periodic WAL syncer (if any) to stop.
+    stopped: Arc<AtomicBool>,
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<DB>) -> Self {
+    pub(super) fn start(db: Arc<DB>, sync_interval: Option<Duration>) -> Self {
         let (queue, rx) = mpsc::channel::<Message>();
+        let stopped = Arc::new(AtomicBool::new(false));
+        if let Some(every) = sync_interval {
+            spawn_syncer(db.clone(), every, stopped.clone());
+        }
         let thread = std::thread::Builder::new()
             .name("switchyard-store-writer".into())
-            .spawn(move || run(&db, rx))
+            .spawn(move || run(&db, rx, sync_interval.is_none()))
             .expect("spawning the store writer thread");
         Self {
             queue,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            stopped,
         }
     }
 
     /// Apply everything queued so far, then stop the writer thread. Later
     /// submissions fail with [`StoreError::WriterGone`].
     pub(super) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         let _ = self.queue.send(Message::Stop);
         let thread = self.thread.lock().expect("writer thread lock").take();
         if let Some(thread) = thread {
@@ -241,7 +251,25 @@ impl Writer {
     }
 }
 
-fn run(db: &DB, rx: mpsc::Receiver<Message>) {
+/// Sync the WAL every `every` until the database is closed.
+fn spawn_syncer(db: Arc<DB>, every: Duration, stopped: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("switchyard-wal-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            if stopped.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = db.flush_wal(true) {
+                tracing::error!(error = %e, "periodic WAL sync failed");
+            }
+        })
+        .expect("spawning the WAL sync thread");
+}
+
+/// `sync_on_request`: honour [`Durability::Synced`] by syncing the write;
+/// when false a periodic syncer covers it.
+fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
     let mut stopping = false;
     while !stopping {
         let Ok(Message::Write(first)) = rx.recv() else {
@@ -258,7 +286,7 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>) {
                 Err(_) => break,
             }
         }
-        let sync = group.iter().any(|r| r.durability == Durability::Synced);
+        let sync = sync_on_request && group.iter().any(|r| r.durability == Durability::Synced);
         let mut merged = WriteBatch::default();
         let mut waiters = Vec::with_capacity(group.len());
         for request in group {
