@@ -8,3 +8,4 @@ mod api_errors;
 mod core_path;
 mod crash;
 mod examples;
+mod semantics;

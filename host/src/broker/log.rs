@@ -6,7 +6,7 @@ use super::{now_ms, BrokerError, TopicInfo};
 use crate::runtime::HostEnv;
 use crate::store::{Durability, Op, Store, StoredMessage};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
@@ -66,9 +66,9 @@ pub(crate) struct Topic {
     pub(crate) spec: TopicSpec,
     /// Per partition: offsets below this are durable and visible to readers.
     heads: Vec<AtomicU64>,
-    /// Per partition: the next offset to assign. Held while a batch is queued
-    /// for writing, so offsets reach the store in order.
-    next: Mutex<Vec<u64>>,
+    /// Offset assignment and in-flight ids. Held while a batch is queued for
+    /// writing, so offsets reach the store in order.
+    next: Mutex<Appender>,
     /// Spreads unkeyed messages over partitions.
     round_robin: AtomicU64,
     /// Woken after each durable append.
@@ -101,9 +101,29 @@ impl Topic {
             name: self.name.clone(),
             partitions: self.spec.partitions,
             retention_ms: self.spec.retention_ms,
+            dedup_window_ms: self.spec.dedup_window_ms,
             offsets: (0..self.spec.partitions).map(|p| self.head(p)).collect(),
         }
     }
+}
+
+/// The state a publish needs exclusively.
+struct Appender {
+    /// Per partition: the next offset to assign.
+    offsets: Vec<u64>,
+    /// Producer-given ids queued for writing but not yet durable, and where.
+    pending_ids: HashMap<String, (u32, u64)>,
+}
+
+/// A publish whose write is queued.
+struct Prepared<W> {
+    topic: Arc<Topic>,
+    results: Vec<Published>,
+    /// Per partition: the new head once the write is durable.
+    ends: Vec<Option<u64>>,
+    /// Ids to drop from the pending set once the write is done.
+    remembered: Vec<String>,
+    write: W,
 }
 
 /// All topics, and the store they live in.
@@ -149,6 +169,12 @@ impl Log {
                     existing.spec.partitions
                 )));
             }
+            if existing.spec != spec {
+                return Err(BrokerError::Conflict(format!(
+                    "topic {name:?} exists with other settings ({:?}); changing them is not supported",
+                    existing.spec
+                )));
+            }
             return Ok(false);
         }
         self.store.put_meta(META_TOPIC, name, &spec)?;
@@ -174,8 +200,21 @@ impl Log {
     {
         let prepared = self.prepare(topic_name, messages);
         async move {
-            let (topic, results, ends, write) = prepared?;
-            write.await?;
+            let Prepared {
+                topic,
+                results,
+                ends,
+                remembered,
+                write,
+            } = prepared?;
+            let written = write.await;
+            if !remembered.is_empty() {
+                let mut appender = topic.next.lock().expect("offsets lock");
+                for id in &remembered {
+                    appender.pending_ids.remove(id);
+                }
+            }
+            written?;
             for (partition, end) in ends.iter().enumerate() {
                 if let Some(end) = end {
                     topic.heads[partition].fetch_max(*end, Ordering::AcqRel);
@@ -188,19 +227,16 @@ impl Log {
         }
     }
 
-    /// Validate, assign partitions and offsets, and queue the durable write.
-    #[allow(clippy::type_complexity)]
+    /// Validate, deduplicate, assign partitions and offsets, and queue the
+    /// durable write.
     fn prepare(
         &self,
         topic_name: &str,
         messages: Vec<NewMessage>,
     ) -> Result<
-        (
-            Arc<Topic>,
-            Vec<Published>,
-            Vec<Option<u64>>,
+        Prepared<
             impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
-        ),
+        >,
         BrokerError,
     > {
         let topic = self.require(topic_name)?;
@@ -225,8 +261,21 @@ impl Log {
         let mut ops = Vec::with_capacity(messages.len());
         let mut results = Vec::with_capacity(messages.len());
         let mut ends = vec![None; partitions as usize];
-        let mut next = topic.next.lock().expect("offsets lock");
+        let window = topic.spec.dedup_window_ms;
+        let mut remembered = Vec::new();
+        let mut appender = topic.next.lock().expect("offsets lock");
         for m in messages {
+            if let Some(id) = m.id.as_ref().filter(|_| window > 0) {
+                if let Some((partition, offset)) = self.seen(&topic, &appender, id, now)? {
+                    results.push(Published {
+                        id: id.clone(),
+                        partition,
+                        offset,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+            }
             let partition = match &m.key {
                 Some(key) => partition_for_key(key, partitions),
                 None => {
@@ -234,9 +283,20 @@ impl Log {
                         as u32
                 }
             };
-            let offset = next[partition as usize];
-            next[partition as usize] += 1;
+            let offset = appender.offsets[partition as usize];
+            appender.offsets[partition as usize] += 1;
             ends[partition as usize] = Some(offset + 1);
+            if let Some(id) = m.id.as_ref().filter(|_| window > 0) {
+                appender.pending_ids.insert(id.clone(), (partition, offset));
+                remembered.push(id.clone());
+                ops.push(Op::RememberId {
+                    topic: topic.name.clone(),
+                    id: id.clone(),
+                    partition,
+                    offset,
+                    expires_at_ms: now + window,
+                });
+            }
             let id =
                 m.id.unwrap_or_else(|| format!("{}-{partition}-{offset}", topic.name));
             results.push(Published {
@@ -260,10 +320,32 @@ impl Log {
             });
         }
         // Queue while holding the offsets lock: batches reach the writer in
-        // offset order.
+        // offset order. An all-duplicate batch still queues (an empty write):
+        // its answer then waits until the originals are durable.
         let write = self.store.submit(ops, Durability::Synced);
-        drop(next);
-        Ok((topic.clone(), results, ends, write))
+        drop(appender);
+        Ok(Prepared {
+            topic: topic.clone(),
+            results,
+            ends,
+            remembered,
+            write,
+        })
+    }
+
+    /// Where a message with this producer-given id was stored within the
+    /// topic's dedup window: queued in this or an earlier batch, or durable.
+    fn seen(
+        &self,
+        topic: &Topic,
+        appender: &Appender,
+        id: &str,
+        now: u64,
+    ) -> Result<Option<(u32, u64)>, BrokerError> {
+        if let Some(position) = appender.pending_ids.get(id) {
+            return Ok(Some(*position));
+        }
+        Ok(self.store.lookup_id(&topic.name, id, now)?)
     }
 
     pub(crate) fn read(
@@ -299,14 +381,17 @@ impl Log {
 }
 
 fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, BrokerError> {
-    let mut next = Vec::with_capacity(spec.partitions as usize);
+    let mut offsets = Vec::with_capacity(spec.partitions as usize);
     for p in 0..spec.partitions {
-        next.push(store.next_offset(name, p)?);
+        offsets.push(store.next_offset(name, p)?);
     }
     Ok(Topic {
         name: name.to_string(),
-        heads: next.iter().map(|n| AtomicU64::new(*n)).collect(),
-        next: Mutex::new(next),
+        heads: offsets.iter().map(|n| AtomicU64::new(*n)).collect(),
+        next: Mutex::new(Appender {
+            offsets,
+            pending_ids: HashMap::new(),
+        }),
         spec,
         round_robin: AtomicU64::new(0),
         watchers: Mutex::new(Vec::new()),

@@ -107,6 +107,7 @@ pub struct TopicInfo {
     pub name: String,
     pub partitions: u32,
     pub retention_ms: u64,
+    pub dedup_window_ms: u64,
     /// Messages stored per partition (the next offset of each).
     pub offsets: Vec<u64>,
 }

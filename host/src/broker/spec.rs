@@ -28,6 +28,21 @@ pub struct TopicSpec {
     /// Default 7 days.
     #[serde(default = "default_retention")]
     pub retention_ms: u64,
+    /// How long a producer-given message `id` is remembered: publishing the
+    /// same id again within this window stores nothing and answers with the
+    /// original position (`"duplicate": true`). 0 turns deduplication off.
+    /// Default 2 minutes.
+    #[serde(default = "default_dedup_window")]
+    pub dedup_window_ms: u64,
+}
+
+/// Default publish-deduplication window: 2 minutes.
+pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 120_000;
+/// Longest deduplication window: 7 days.
+pub const MAX_DEDUP_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
+
+fn default_dedup_window() -> u64 {
+    DEFAULT_DEDUP_WINDOW_MS
 }
 
 fn one() -> u32 {
@@ -42,6 +57,7 @@ impl Default for TopicSpec {
         Self {
             partitions: 1,
             retention_ms: DEFAULT_RETENTION_MS,
+            dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
         }
     }
 }
@@ -52,6 +68,11 @@ impl TopicSpec {
             return Err(BrokerError::Invalid(format!(
                 "partitions must be between 1 and {MAX_PARTITIONS}, got {}",
                 self.partitions
+            )));
+        }
+        if self.dedup_window_ms > MAX_DEDUP_WINDOW_MS {
+            return Err(BrokerError::Invalid(format!(
+                "dedup_window_ms must be at most {MAX_DEDUP_WINDOW_MS} (7 days)"
             )));
         }
         Ok(())

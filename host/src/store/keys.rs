@@ -6,6 +6,7 @@
 //!   (tag `w` watermark, `d` done marker, `r` retry state, `c` counters)
 //! - dead:     subscription NUL topic NUL partition:u32 offset:u64
 //! - meta:     kind NUL name
+//! - dedup:    topic NUL id → expires_at:u64 partition:u32 offset:u64
 
 pub(super) const WATERMARK: u8 = b'w';
 pub(super) const DONE: u8 = b'd';
@@ -102,6 +103,38 @@ pub(super) fn meta(kind: &str, name: &str) -> Vec<u8> {
     k
 }
 
+pub(super) fn dedup(topic: &str, id: &str) -> Vec<u8> {
+    let mut k = topic.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(super) fn encode_id(expires_at_ms: u64, partition: u32, offset: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20);
+    v.extend_from_slice(&expires_at_ms.to_be_bytes());
+    v.extend_from_slice(&partition.to_be_bytes());
+    v.extend_from_slice(&offset.to_be_bytes());
+    v
+}
+
+/// The position in a dedup entry, unless it has expired at `now_ms`.
+pub(super) fn decode_id(value: &[u8], now_ms: u64) -> Option<(u32, u64)> {
+    if value.len() != 20 || id_expired(value, now_ms) {
+        return None;
+    }
+    let partition = u32::from_be_bytes(value[8..12].try_into().ok()?);
+    Some((partition, trailing_u64(value)))
+}
+
+pub(super) fn id_expired(value: &[u8], now_ms: u64) -> bool {
+    value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .is_none_or(|expires| expires <= now_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +151,14 @@ mod tests {
         );
         assert_eq!(trailing_u64(&log("t", 1, 42)), 42);
         assert!(log("t", 1, u64::MAX) < log("t", 2, 0));
+    }
+
+    #[test]
+    fn dedup_entries_expire() {
+        let v = encode_id(1000, 3, 77);
+        assert_eq!(decode_id(&v, 999), Some((3, 77)));
+        assert_eq!(decode_id(&v, 1000), None);
+        assert!(id_expired(&v, 1001));
+        assert!(id_expired(b"short", 0));
     }
 }

@@ -31,7 +31,8 @@ const CF_PROGRESS: &str = "progress";
 const CF_DEAD: &str = "dead";
 const CF_META: &str = "meta";
 const CF_BLOBS: &str = "blobs";
-const ALL_CFS: [&str; 5] = [CF_LOG, CF_PROGRESS, CF_DEAD, CF_META, CF_BLOBS];
+const CF_DEDUP: &str = "dedup";
+const ALL_CFS: [&str; 6] = [CF_LOG, CF_PROGRESS, CF_DEAD, CF_META, CF_BLOBS, CF_DEDUP];
 
 /// Errors from the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +87,20 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf_opts = opts.clone();
+            if *name == CF_DEDUP {
+                // Expired publish ids are dropped as compaction passes over them.
+                cf_opts.set_compaction_filter("expired-ids", |_level, _key, value| {
+                    if keys::id_expired(value, now_ms()) {
+                        rocksdb::CompactionDecision::Remove
+                    } else {
+                        rocksdb::CompactionDecision::Keep
+                    }
+                });
+            }
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
         let writer = writer::Writer::start(db.clone(), sync_interval);
         Ok(Self { db, writer })
@@ -156,6 +168,20 @@ impl Store {
             }
             None => Ok(0),
         }
+    }
+
+    /// Where a message with producer-given `id` was stored on `topic`, if that
+    /// was recently enough that its dedup entry has not expired at `now_ms`.
+    pub fn lookup_id(
+        &self,
+        topic: &str,
+        id: &str,
+        now_ms: u64,
+    ) -> Result<Option<(u32, u64)>, StoreError> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_DEDUP), keys::dedup(topic, id))?;
+        Ok(value.and_then(|v| keys::decode_id(&v, now_ms)))
     }
 
     /// Everything persisted about a subscription's progress.
@@ -293,6 +319,12 @@ impl Store {
         self.db.cancel_all_background_work(true);
         Ok(())
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn corrupt(key: &[u8], reason: &str) -> StoreError {

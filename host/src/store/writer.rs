@@ -2,7 +2,7 @@
 //! is waiting into one RocksDB write (group commit).
 
 use super::records::{Counters, DeadLetter, RetryState, StoredMessage};
-use super::{encode, keys, StoreError, CF_DEAD, CF_LOG, CF_PROGRESS};
+use super::{encode, keys, StoreError, CF_DEAD, CF_DEDUP, CF_LOG, CF_PROGRESS};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -67,6 +67,15 @@ pub enum Op {
     PutCounters {
         subscription: String,
         counters: Counters,
+    },
+    /// A producer-given id was stored at this position; remember it until
+    /// `expires_at_ms` for deduplication.
+    RememberId {
+        topic: String,
+        id: String,
+        partition: u32,
+        offset: u64,
+        expires_at_ms: u64,
     },
 }
 
@@ -164,6 +173,17 @@ impl Op {
                     letter.offset,
                 ),
                 encode(&letter),
+            ),
+            Op::RememberId {
+                topic,
+                id,
+                partition,
+                offset,
+                expires_at_ms,
+            } => batch.put_cf(
+                cf(CF_DEDUP),
+                keys::dedup(&topic, &id),
+                keys::encode_id(expires_at_ms, partition, offset),
             ),
             Op::PutCounters {
                 subscription,

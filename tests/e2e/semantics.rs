@@ -1,0 +1,137 @@
+//! Delivery semantics beyond the core path: idempotent publishing, ordering
+//! modes, fan-out and competing consumers.
+
+use crate::support::{msg, Server};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// delivery.md P7: a producer-given id seen on the topic within the dedup
+/// window is not stored again, also across a restart; after the window it is.
+#[test]
+fn publish_with_a_known_id_is_deduplicated() {
+    let mut s = Server::start();
+    s.ok(
+        "PUT",
+        "/v1/topics/d",
+        crate::support::Body::Json(json!({"partitions": 2, "dedup_window_ms": 3000})),
+    );
+    let first = s.publish(
+        "d",
+        vec![
+            json!({"id": "order-1", "key": "a", "payload": "one"}),
+            json!({"id": "order-1", "key": "a", "payload": "one again, same batch"}),
+        ],
+    );
+    let stored_at = Instant::now();
+    assert_eq!(first[0]["duplicate"], false);
+    assert_eq!(first[1]["duplicate"], true);
+    assert_eq!(first[1]["offset"], first[0]["offset"]);
+    assert_eq!(first[1]["partition"], first[0]["partition"]);
+    s.kill9();
+    s.restart();
+    let again = s.publish(
+        "d",
+        vec![json!({"id": "order-1", "key": "a", "payload": "retry"})],
+    );
+    assert_eq!(again[0]["duplicate"], true, "{again:?}");
+    assert_eq!(again[0]["offset"], first[0]["offset"]);
+    let p = first[0]["partition"].as_u64().unwrap() as u32;
+    assert_eq!(s.read_partition("d", p).len(), 1, "stored once");
+    // Once the window has passed, the id is new again.
+    let later = crate::support::wait_for(LIMIT, "the dedup window to pass", || {
+        let r = s.publish(
+            "d",
+            vec![json!({"id": "order-1", "key": "a", "payload": "new"})],
+        );
+        (r[0]["duplicate"] == false).then_some(r)
+    });
+    assert!(stored_at.elapsed() >= Duration::from_millis(3000));
+    assert_eq!(later[0]["offset"], 1);
+}
+
+/// Publish `count` messages over `keys` keys, payload `key:seq`.
+fn publish_sequences(s: &Server, topic: &str, keys: usize, count: usize) {
+    let all: Vec<Value> = (0..count)
+        .map(|i| {
+            msg(
+                &format!("k{}", i % keys),
+                &format!("k{}:{}", i % keys, i / keys),
+            )
+        })
+        .collect();
+    for chunk in all.chunks(200) {
+        s.publish(topic, chunk.to_vec());
+    }
+}
+
+/// Forwarded outputs as key → sequence numbers in output order.
+fn outputs(s: &Server, topic: &str, partitions: u32) -> BTreeMap<String, Vec<i64>> {
+    let mut by_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for p in 0..partitions {
+        for m in s.read_partition(topic, p) {
+            let text = m["payload"].as_str().unwrap().to_string();
+            let (key, seq) = text.split_once(':').unwrap();
+            by_key
+                .entry(key.into())
+                .or_default()
+                .push(seq.parse().unwrap());
+        }
+    }
+    by_key
+}
+
+/// delivery.md D4: `partition` ordering forwards every partition in order;
+/// `none` delivers everything exactly once, in any order.
+#[test]
+fn partition_and_unordered_modes_deliver_everything_once() {
+    let s = Server::start();
+    s.deploy("forwarder", "forwarder");
+    for (topic, ordering) in [("po", "partition"), ("no", "none")] {
+        s.topic(topic, 3);
+        s.topic(&format!("{topic}.out"), 3);
+        s.subscribe(
+            topic,
+            json!({"topic": topic, "plugin": "forwarder", "ordering": ordering, "concurrency": 8}),
+        );
+        publish_sequences(&s, topic, 12, 600);
+    }
+    s.wait_stats("po", LIMIT, |st| st["acked"] == 600);
+    s.wait_stats("no", LIMIT, |st| st["acked"] == 600);
+    let all: Vec<i64> = (0..50).collect();
+    let ordered = outputs(&s, "po.out", 3);
+    assert_eq!(ordered.len(), 12);
+    for (key, seqs) in ordered {
+        assert_eq!(seqs, all, "partition order keeps key {key} in order");
+    }
+    let any = outputs(&s, "no.out", 3);
+    assert_eq!(any.len(), 12);
+    for (key, mut seqs) in any {
+        seqs.sort();
+        assert_eq!(seqs, all, "key {key}: each message exactly once");
+    }
+}
+
+/// delivery.md D9: publish-subscribe — several subscriptions on one topic each
+/// get every message; point-to-point — within one subscription each message
+/// goes to exactly one worker.
+#[test]
+fn fan_out_and_competing_consumers() {
+    let s = Server::start();
+    s.topic("events", 4);
+    s.deploy("noop", "noop");
+    for name in ["audit", "billing", "search"] {
+        s.subscribe(
+            name,
+            json!({"topic": "events", "plugin": "noop", "concurrency": 16, "ordering": "none"}),
+        );
+    }
+    let batch: Vec<Value> = (0..1000).map(|i| msg(&format!("k{i}"), "e")).collect();
+    s.publish("events", batch);
+    for name in ["audit", "billing", "search"] {
+        let st = s.wait_stats(name, LIMIT, |st| st["acked"] == 1000 && st["lag"] == 0);
+        assert_eq!(st["delivered"], 1000, "{name}: each message delivered once");
+    }
+}
