@@ -135,3 +135,66 @@ fn fan_out_and_competing_consumers() {
         assert_eq!(st["delivered"], 1000, "{name}: each message delivered once");
     }
 }
+
+/// delivery.md D11: a header filter skips non-matching messages (counted as
+/// filtered, never delivered).
+#[test]
+fn header_filter_skips_other_messages() {
+    let s = Server::start();
+    s.topic("orders", 2);
+    s.deploy("noop", "noop");
+    s.subscribe(
+        "created",
+        json!({"topic": "orders", "plugin": "noop",
+               "filter": {"headers": {"type": "order.created"}}}),
+    );
+    let batch: Vec<Value> = (0..100)
+        .map(|i| {
+            let kind = if i % 4 == 0 {
+                "order.created"
+            } else {
+                "order.paid"
+            };
+            json!({"key": format!("k{i}"), "payload": "x", "headers": {"type": kind}})
+        })
+        .collect();
+    s.publish("orders", batch);
+    let st = s.wait_stats("created", LIMIT, |st| st["lag"] == 0 && st["acked"] == 25);
+    assert_eq!(st["filtered"], 75);
+    assert_eq!(st["delivered"], 25);
+}
+
+/// delivery.md D12: a paused subscription delivers nothing new; resumed, it
+/// catches up. The pause survives a restart.
+#[test]
+fn pause_and_resume() {
+    let mut s = Server::start();
+    s.topic("p", 1);
+    s.deploy("noop", "noop");
+    s.subscribe("p", json!({"topic": "p", "plugin": "noop"}));
+    let paused = s.ok(
+        "POST",
+        "/v1/subscriptions/p/pause",
+        crate::support::Body::None,
+    );
+    assert_eq!(paused["state"], "paused");
+    s.publish("p", vec![msg("a", "1"), msg("a", "2")]);
+    // The messages are durable and counted as lag, but not delivered.
+    let st = s.wait_stats("p", LIMIT, |st| st["lag"] == 2);
+    assert_eq!(st["delivered"], 0);
+    s.terminate();
+    s.restart();
+    let st = s.wait_stats("p", LIMIT, |st| st["lag"] == 2);
+    assert_eq!(st["delivered"], 0, "still paused after a restart");
+    assert_eq!(
+        s.ok("GET", "/v1/subscriptions/p", crate::support::Body::None)["state"],
+        "paused"
+    );
+    let resumed = s.ok(
+        "POST",
+        "/v1/subscriptions/p/resume",
+        crate::support::Body::None,
+    );
+    assert_eq!(resumed["state"], "running");
+    s.wait_stats("p", LIMIT, |st| st["acked"] == 2 && st["lag"] == 0);
+}

@@ -24,6 +24,8 @@ pub enum Route<'a> {
     Subscriptions,
     Subscription(&'a str),
     DeadLetters(&'a str),
+    Pause(&'a str),
+    Resume(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -46,6 +48,8 @@ impl<'a> Route<'a> {
             ["v1", "subscriptions"] => Route::Subscriptions,
             ["v1", "subscriptions", n] => Route::Subscription(n),
             ["v1", "subscriptions", n, "dead-letters"] => Route::DeadLetters(n),
+            ["v1", "subscriptions", n, "pause"] => Route::Pause(n),
+            ["v1", "subscriptions", n, "resume"] => Route::Resume(n),
             _ => return None,
         })
     }
@@ -54,7 +58,7 @@ impl<'a> Route<'a> {
     pub fn allow(self) -> &'static str {
         match self {
             Route::Topic(_) | Route::Plugin(_) | Route::Subscription(_) => "GET, PUT",
-            Route::Publish(_) => "POST",
+            Route::Publish(_) | Route::Pause(_) | Route::Resume(_) => "POST",
             _ => "GET",
         }
     }
@@ -126,6 +130,8 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Subscription(name) if is_put => subscriptions::put(&ctx, name, req).await,
         Route::Subscription(name) => subscriptions::get(&ctx, name),
         Route::DeadLetters(name) => subscriptions::dead_letters(&ctx, name, query).await,
+        Route::Pause(name) => subscriptions::set_paused(&ctx, name, true).await,
+        Route::Resume(name) => subscriptions::set_paused(&ctx, name, false).await,
         Route::Health | Route::Ready => Err(ApiError::internal("health routes are answered above")),
     }
 }
@@ -153,6 +159,8 @@ mod tests {
         check("/v1/plugins/billing", Some(Route::Plugin("billing")));
         check("/v1/subscriptions", Some(Route::Subscriptions));
         check("/v1/subscriptions/s", Some(Route::Subscription("s")));
+        check("/v1/subscriptions/s/pause", Some(Route::Pause("s")));
+        check("/v1/subscriptions/s/resume", Some(Route::Resume("s")));
         check(
             "/v1/subscriptions/s/dead-letters",
             Some(Route::DeadLetters("s")),

@@ -1,6 +1,7 @@
 //! Subscriptions: `PUT /v1/subscriptions/{name}` (create or update),
 //! `GET /v1/subscriptions`, `GET /v1/subscriptions/{name}` (with stats) and
-//! `GET /v1/subscriptions/{name}/dead-letters?limit=`.
+//! `GET /v1/subscriptions/{name}/dead-letters?limit=`,
+//! `POST /v1/subscriptions/{name}/pause` and `.../resume`.
 
 use super::body::{self, Format, Reply};
 use super::error::ApiError;
@@ -69,4 +70,11 @@ pub async fn dead_letters(ctx: &Ctx, name: &str, query: Option<&str>) -> Result<
         ctx.format,
         &DeadLettersOut::new(letters, ctx.format),
     )
+}
+
+/// Pause (no new deliveries; in-flight attempts finish) or resume; answers
+/// with the subscription.
+pub async fn set_paused(ctx: &Ctx, name: &str, paused: bool) -> Result<Reply, ApiError> {
+    let info = ctx.broker.set_paused(name, paused).await?;
+    body::reply(StatusCode::OK, ctx.format, &info)
 }

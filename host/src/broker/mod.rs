@@ -31,7 +31,7 @@ pub use log::{
 pub use plugins::{PluginInfo, PluginVersionInfo, MAX_PLUGIN_BYTES};
 pub use spec::{
     parse_plugin_ref, validate_resource_name, validate_topic_name, Backoff, DeliveryGuarantee,
-    Isolation, Ordering, RetrySpec, Start, SubscriptionSpec, TopicSpec,
+    Filter, Isolation, Ordering, RetrySpec, Start, SubscriptionSpec, TopicSpec,
 };
 pub use subscriptions::{SubscriptionInfo, SubscriptionStats};
 
@@ -225,6 +225,16 @@ impl Broker {
 
     pub fn subscription(&self, name: &str) -> Result<SubscriptionInfo, BrokerError> {
         self.inner.subscriptions.info(name)
+    }
+
+    /// Pause a subscription (no new deliveries; in-flight attempts finish) or
+    /// resume it. Survives restarts.
+    pub async fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<SubscriptionInfo, BrokerError> {
+        self.inner.subscriptions.set_paused(name, paused).await
     }
 
     /// A subscription's dead letters, at most `limit`.

@@ -177,16 +177,25 @@ impl Runner {
 
     /// Deliver until `stop` turns true, then let in-flight attempts finish and
     /// commit their outcomes.
-    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+        mut paused: watch::Receiver<bool>,
+    ) {
         let mut stopping = *stop.borrow();
         loop {
             if stopping && self.in_flight == 0 {
                 break;
             }
+            let is_paused = *paused.borrow_and_update();
             if !stopping {
                 self.fill();
+                // Filtered messages finish without a delivery: persist that too.
+                self.flush();
                 self.fire_timers(now_ms());
-                self.dispatch().await;
+                if !is_paused {
+                    self.dispatch().await;
+                }
             }
             self.publish_stats();
             let next_timer = self.timers.peek().map(|Reverse((due, _))| *due);
@@ -213,6 +222,7 @@ impl Runner {
                 changed = stop.changed(), if !stopping => {
                     stopping = changed.is_err() || *stop.borrow();
                 }
+                _ = paused.changed(), if !stopping => {}
             }
         }
         // Close the job queue, wait for the (idle) workers to exit, and make
@@ -283,6 +293,23 @@ impl Runner {
 
     fn enqueue(&mut self, source: usize, offset: u64, message: Arc<StoredMessage>) {
         let restored = self.restored.remove(&(source, offset));
+        if let Some(filter) = &self.spec.filter {
+            if !filter.matches(&message.headers) {
+                // Skipped: finished without a delivery.
+                let src = &mut self.sources[source];
+                if restored.is_some() {
+                    self.ops.push(Op::ClearRetry {
+                        subscription: self.shared.name.clone(),
+                        topic: src.topic.name.clone(),
+                        partition: src.partition,
+                        offset,
+                    });
+                }
+                src.finish(offset);
+                self.shared.filtered.fetch_add(1, AtomicOrdering::Relaxed);
+                return;
+            }
+        }
         let key = self.lane_key(source, offset, &message);
         // A delayed message waits (holding its lane) until its delivery time.
         let due_ms = restored

@@ -218,11 +218,33 @@ pub struct SubscriptionSpec {
     /// Default 10,000.
     #[serde(default = "default_recycle")]
     pub recycle_after: u32,
+    /// Only messages matching the filter are delivered; the others are
+    /// skipped (counted as `filtered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
     /// Plugin configuration: a string map handed to the plugin.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub start: Start,
+}
+
+/// Which messages a subscription delivers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Every listed header must be present with exactly this value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Filter {
+    /// Whether a message with these headers passes.
+    pub fn matches(&self, headers: &[(String, String)]) -> bool {
+        self.headers
+            .iter()
+            .all(|(name, value)| headers.iter().any(|(n, v)| n == name && v == value))
+    }
 }
 
 fn default_concurrency() -> u32 {
@@ -309,6 +331,22 @@ mod tests {
         assert_eq!(parse_plugin_ref("p").unwrap(), ("p", None));
         assert!(parse_plugin_ref("p@0").is_err());
         assert!(parse_plugin_ref("p@x").is_err());
+    }
+
+    #[test]
+    fn header_filters_need_every_listed_header() {
+        let f: Filter =
+            serde_json::from_str(r#"{"headers":{"type":"order.created","v":"2"}}"#).unwrap();
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert!(f.matches(&h(&[("type", "order.created"), ("v", "2"), ("x", "y")])));
+        assert!(!f.matches(&h(&[("type", "order.created")])));
+        assert!(!f.matches(&h(&[("type", "order.paid"), ("v", "2")])));
+        assert!(Filter::default().matches(&[]));
     }
 
     #[test]

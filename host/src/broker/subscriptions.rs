@@ -13,6 +13,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 const META_SUBSCRIPTION: &str = "subscription";
+/// Present (with value `true`) for a paused subscription.
+const META_PAUSED: &str = "paused";
 
 /// Counters and gauges of a subscription.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -25,6 +27,8 @@ pub struct SubscriptionStats {
     pub retried: u64,
     /// Messages moved to the dead letters.
     pub dead_lettered: u64,
+    /// Messages skipped by the subscription's filter, since the host started.
+    pub filtered: u64,
     /// At-most-once deliveries that failed (not retried), since the host started.
     pub failed: u64,
     /// Durable messages not yet finished (acked or dead-lettered).
@@ -39,6 +43,8 @@ pub struct SubscriptionInfo {
     pub name: String,
     #[serde(flatten)]
     pub spec: SubscriptionSpec,
+    /// `running` or `paused`.
+    pub state: &'static str,
     pub stats: SubscriptionStats,
 }
 
@@ -51,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) filtered: AtomicU64,
     pub(crate) lag: AtomicU64,
     pub(crate) in_flight: AtomicU64,
 }
@@ -65,22 +72,25 @@ impl Shared {
             retried: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
             lag: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
         }
     }
 
-    fn info(&self) -> SubscriptionInfo {
+    fn info(&self, paused: bool) -> SubscriptionInfo {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SubscriptionInfo {
             name: self.name.clone(),
             spec: self.spec.clone(),
+            state: if paused { "paused" } else { "running" },
             stats: SubscriptionStats {
                 delivered: get(&self.delivered),
                 acked: get(&self.acked),
                 retried: get(&self.retried),
                 dead_lettered: get(&self.dead_lettered),
                 failed: get(&self.failed),
+                filtered: get(&self.filtered),
                 lag: get(&self.lag),
                 in_flight: get(&self.in_flight),
             },
@@ -91,6 +101,7 @@ impl Shared {
 struct Running {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    paused: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -136,12 +147,23 @@ impl Subscriptions {
             self.plugins.clone(),
             topic,
         )?;
+        let is_paused = self
+            .store
+            .list_meta::<bool>(META_PAUSED)?
+            .iter()
+            .any(|(n, p)| n == name && *p);
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(runner.run(stop_rx));
-        self.running
-            .lock()
-            .expect("subscriptions lock")
-            .insert(name.to_string(), Running { shared, stop, task });
+        let (paused, paused_rx) = watch::channel(is_paused);
+        let task = tokio::spawn(runner.run(stop_rx, paused_rx));
+        self.running.lock().expect("subscriptions lock").insert(
+            name.to_string(),
+            Running {
+                shared,
+                stop,
+                paused,
+                task,
+            },
+        );
         tracing::info!(subscription = name, "subscription running");
         Ok(())
     }
@@ -213,15 +235,37 @@ impl Subscriptions {
 
     pub(crate) fn list(&self) -> Vec<SubscriptionInfo> {
         let running = self.running.lock().expect("subscriptions lock");
-        running.values().map(|r| r.shared.info()).collect()
+        running
+            .values()
+            .map(|r| r.shared.info(*r.paused.borrow()))
+            .collect()
     }
 
     pub(crate) fn info(&self, name: &str) -> Result<SubscriptionInfo, BrokerError> {
         let running = self.running.lock().expect("subscriptions lock");
         running
             .get(name)
-            .map(|r| r.shared.info())
+            .map(|r| r.shared.info(*r.paused.borrow()))
             .ok_or_else(|| BrokerError::NotFound(format!("subscription {name:?} does not exist")))
+    }
+
+    pub(crate) async fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<SubscriptionInfo, BrokerError> {
+        let _guard = self.changes.lock().await;
+        self.info(name)?;
+        if paused {
+            self.store.put_meta(META_PAUSED, name, &true)?;
+        } else {
+            self.store.delete_meta(META_PAUSED, name)?;
+        }
+        if let Some(r) = self.running.lock().expect("subscriptions lock").get(name) {
+            r.paused.send_replace(paused);
+        }
+        tracing::info!(subscription = name, paused, "subscription state changed");
+        self.info(name)
     }
 
     pub(crate) fn dead_letters(
