@@ -198,3 +198,71 @@ fn pause_and_resume() {
     assert_eq!(resumed["state"], "running");
     s.wait_stats("p", LIMIT, |st| st["acked"] == 2 && st["lag"] == 0);
 }
+
+/// delivery.md D13: dead letters can be read one by one, redriven into their
+/// subscription only (attempts start over), and purged.
+#[test]
+fn dead_letters_redrive_into_one_subscription_and_purge() {
+    use crate::support::Body;
+    let s = Server::start();
+    s.topic("jobs", 2);
+    s.deploy("fixme", "poison");
+    s.deploy("poison", "poison");
+    s.deploy("noop", "noop");
+    let retry = json!({"initial_ms": 5, "max_ms": 10, "max_attempts": 2});
+    s.subscribe(
+        "s1",
+        json!({"topic": "jobs", "plugin": "fixme", "retry": retry}),
+    );
+    s.subscribe("s2", json!({"topic": "jobs", "plugin": "noop"}));
+    s.subscribe(
+        "s3",
+        json!({"topic": "jobs", "plugin": "poison", "retry": retry}),
+    );
+    s.publish(
+        "jobs",
+        vec![json!({"id": "m1", "key": "k", "payload": "retry me"})],
+    );
+    s.wait_stats("s1", LIMIT, |st| st["dead_lettered"] == 1);
+    s.wait_stats("s2", LIMIT, |st| st["acked"] == 1);
+    s.wait_stats("s3", LIMIT, |st| st["dead_lettered"] == 1);
+
+    let one = s.ok("GET", "/v1/subscriptions/s1/dead-letters/m1", Body::None);
+    assert_eq!(one["attempts"].as_array().unwrap().len(), 2);
+    // Redriven without a fix: it fails again, with its attempts counted afresh.
+    let r = s.ok(
+        "POST",
+        "/v1/subscriptions/s1/dead-letters/redrive",
+        Body::None,
+    );
+    assert_eq!(r["redriven"], 1);
+    s.wait_stats("s1", LIMIT, |st| st["dead_lettered"] == 2);
+    let again = s.ok("GET", "/v1/subscriptions/s1/dead-letters/m1", Body::None);
+    assert_eq!(again["attempts"].as_array().unwrap().len(), 2, "{again}");
+    // Fixed (a new plugin version) and redriven by id: acknowledged.
+    s.deploy("fixme", "noop");
+    let r = s.ok(
+        "POST",
+        "/v1/subscriptions/s1/dead-letters/redrive",
+        Body::Json(json!({"ids": ["m1"]})),
+    );
+    assert_eq!(r["redriven"], 1);
+    s.wait_stats("s1", LIMIT, |st| st["acked"] == 1);
+    assert!(s.dead_letters("s1").is_empty());
+    // The other subscriptions never saw it again.
+    assert_eq!(s.stats("s2")["delivered"], 1);
+    assert_eq!(s.stats("s3")["delivered"], 2);
+    assert_eq!(s.dead_letters("s3").len(), 1);
+    // Purge one, then all.
+    let p = s.ok("DELETE", "/v1/subscriptions/s3/dead-letters/m1", Body::None);
+    assert_eq!(p["purged"], 1);
+    let (status, _) = s.call(
+        "GET",
+        "/v1/subscriptions/s3/dead-letters/m1",
+        None,
+        Body::None,
+    );
+    assert_eq!(status, 404);
+    let p = s.ok("DELETE", "/v1/subscriptions/s3/dead-letters", Body::None);
+    assert_eq!(p["purged"], 0);
+}

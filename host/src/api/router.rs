@@ -26,6 +26,8 @@ pub enum Route<'a> {
     DeadLetters(&'a str),
     Pause(&'a str),
     Resume(&'a str),
+    DeadLetter(&'a str, &'a str),
+    Redrive(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -48,6 +50,8 @@ impl<'a> Route<'a> {
             ["v1", "subscriptions"] => Route::Subscriptions,
             ["v1", "subscriptions", n] => Route::Subscription(n),
             ["v1", "subscriptions", n, "dead-letters"] => Route::DeadLetters(n),
+            ["v1", "subscriptions", n, "dead-letters", "redrive"] => Route::Redrive(n),
+            ["v1", "subscriptions", n, "dead-letters", id] => Route::DeadLetter(n, id),
             ["v1", "subscriptions", n, "pause"] => Route::Pause(n),
             ["v1", "subscriptions", n, "resume"] => Route::Resume(n),
             _ => return None,
@@ -58,7 +62,8 @@ impl<'a> Route<'a> {
     pub fn allow(self) -> &'static str {
         match self {
             Route::Topic(_) | Route::Plugin(_) | Route::Subscription(_) => "GET, PUT",
-            Route::Publish(_) | Route::Pause(_) | Route::Resume(_) => "POST",
+            Route::Publish(_) | Route::Pause(_) | Route::Resume(_) | Route::Redrive(_) => "POST",
+            Route::DeadLetters(_) | Route::DeadLetter(..) => "GET, DELETE",
             _ => "GET",
         }
     }
@@ -109,6 +114,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         state.auth.check(req.headers(), needed)?;
     }
     let is_put = req.method() == Method::PUT;
+    let is_delete = req.method() == Method::DELETE;
     let ctx = match route {
         Route::Health => return health::healthz(),
         Route::Ready => return health::readyz(state),
@@ -129,7 +135,13 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Subscriptions => subscriptions::list(&ctx),
         Route::Subscription(name) if is_put => subscriptions::put(&ctx, name, req).await,
         Route::Subscription(name) => subscriptions::get(&ctx, name),
+        Route::DeadLetters(name) if is_delete => subscriptions::purge(&ctx, name, None).await,
         Route::DeadLetters(name) => subscriptions::dead_letters(&ctx, name, query).await,
+        Route::DeadLetter(name, id) if is_delete => {
+            subscriptions::purge(&ctx, name, Some(id)).await
+        }
+        Route::DeadLetter(name, id) => subscriptions::dead_letter(&ctx, name, id).await,
+        Route::Redrive(name) => subscriptions::redrive(&ctx, name, req).await,
         Route::Pause(name) => subscriptions::set_paused(&ctx, name, true).await,
         Route::Resume(name) => subscriptions::set_paused(&ctx, name, false).await,
         Route::Health | Route::Ready => Err(ApiError::internal("health routes are answered above")),
@@ -160,6 +172,14 @@ mod tests {
         check("/v1/subscriptions", Some(Route::Subscriptions));
         check("/v1/subscriptions/s", Some(Route::Subscription("s")));
         check("/v1/subscriptions/s/pause", Some(Route::Pause("s")));
+        check(
+            "/v1/subscriptions/s/dead-letters/redrive",
+            Some(Route::Redrive("s")),
+        );
+        check(
+            "/v1/subscriptions/s/dead-letters/m-1",
+            Some(Route::DeadLetter("s", "m-1")),
+        );
         check("/v1/subscriptions/s/resume", Some(Route::Resume("s")));
         check(
             "/v1/subscriptions/s/dead-letters",

@@ -1,12 +1,15 @@
 //! Subscriptions: `PUT /v1/subscriptions/{name}` (create or update),
 //! `GET /v1/subscriptions`, `GET /v1/subscriptions/{name}` (with stats) and
 //! `GET /v1/subscriptions/{name}/dead-letters?limit=`,
-//! `POST /v1/subscriptions/{name}/pause` and `.../resume`.
+//! `GET|DELETE /v1/subscriptions/{name}/dead-letters/{id}`,
+//! `DELETE /v1/subscriptions/{name}/dead-letters` (purge),
+//! `POST /v1/subscriptions/{name}/dead-letters/redrive` (`{"ids": [...]}` or
+//! empty for all), `POST /v1/subscriptions/{name}/pause` and `.../resume`.
 
 use super::body::{self, Format, Reply};
 use super::error::ApiError;
 use super::query::Query;
-use super::wire::DeadLettersOut;
+use super::wire::{DeadLetterOut, DeadLettersOut};
 use super::{blocking, Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{SubscriptionInfo, SubscriptionSpec};
 use hyper::body::Incoming;
@@ -77,4 +80,63 @@ pub async fn dead_letters(ctx: &Ctx, name: &str, query: Option<&str>) -> Result<
 pub async fn set_paused(ctx: &Ctx, name: &str, paused: bool) -> Result<Reply, ApiError> {
     let info = ctx.broker.set_paused(name, paused).await?;
     body::reply(StatusCode::OK, ctx.format, &info)
+}
+
+/// One dead letter, by message id.
+pub async fn dead_letter(ctx: &Ctx, name: &str, id: &str) -> Result<Reply, ApiError> {
+    let (broker, name, id) = (ctx.broker.clone(), name.to_owned(), id.to_owned());
+    let letter = blocking(move || broker.dead_letter(&name, &id)).await?;
+    body::reply(
+        StatusCode::OK,
+        ctx.format,
+        &DeadLetterOut::new(letter, ctx.format),
+    )
+}
+
+#[derive(Serialize)]
+struct Purged {
+    purged: usize,
+}
+
+/// Delete all dead letters, or the one with message id `id` (404 if none).
+pub async fn purge(ctx: &Ctx, name: &str, id: Option<&str>) -> Result<Reply, ApiError> {
+    let ids = id.map(|id| vec![id.to_owned()]);
+    let purged = ctx.broker.purge_dead_letters(name, ids).await?;
+    if let (Some(id), 0) = (id, purged) {
+        return Err(ApiError::not_found(format!(
+            "subscription {name:?} has no dead letter {id:?}"
+        )));
+    }
+    body::reply(StatusCode::OK, ctx.format, &Purged { purged })
+}
+
+/// Body of a redrive: the message ids to send back, or none for all.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RedriveBody {
+    ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct Redriven {
+    redriven: usize,
+}
+
+/// Send dead letters back into this subscription only.
+pub async fn redrive(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let (parts, incoming) = req.into_parts();
+    let bytes = body::read(
+        incoming,
+        &parts.headers,
+        MAX_SETTINGS_BYTES,
+        "the redrive body",
+    )
+    .await?;
+    let request: RedriveBody = if bytes.is_empty() {
+        RedriveBody::default()
+    } else {
+        body::decode(Format::of_request(&parts.headers)?, &bytes)?
+    };
+    let redriven = ctx.broker.redrive_dead_letters(name, request.ids).await?;
+    body::reply(StatusCode::OK, ctx.format, &Redriven { redriven })
 }

@@ -237,6 +237,32 @@ impl Broker {
         self.inner.subscriptions.set_paused(name, paused).await
     }
 
+    /// One dead letter of a subscription, by message id.
+    pub fn dead_letter(&self, name: &str, id: &str) -> Result<DeadLetter, BrokerError> {
+        self.inner.subscriptions.dead_letter(name, id)
+    }
+
+    /// Delete a subscription's dead letters: all, or those with these message ids.
+    /// Returns how many were deleted.
+    pub async fn purge_dead_letters(
+        &self,
+        name: &str,
+        ids: Option<Vec<String>>,
+    ) -> Result<usize, BrokerError> {
+        self.inner.subscriptions.purge(name, ids.as_deref()).await
+    }
+
+    /// Send a subscription's dead letters (all, or those with these message
+    /// ids) back into that subscription only; other subscriptions of the topic
+    /// never see them again. Attempts start over. Returns how many.
+    pub async fn redrive_dead_letters(
+        &self,
+        name: &str,
+        ids: Option<Vec<String>>,
+    ) -> Result<usize, BrokerError> {
+        self.inner.subscriptions.redrive(name, ids.as_deref()).await
+    }
+
     /// A subscription's dead letters, at most `limit`.
     pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
         self.inner.subscriptions.dead_letters(name, limit)

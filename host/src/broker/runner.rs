@@ -25,7 +25,9 @@ use super::spec::{DeliveryGuarantee, Ordering, SubscriptionSpec};
 use super::subscriptions::Shared;
 use super::worker::{self, Job, JobDone, WorkerSettings};
 use crate::runtime::{Delivery, Outcome};
-use crate::store::{AttemptRecord, DeadLetter, Durability, Op, RetryState, Store, StoredMessage};
+use crate::store::{
+    AttemptRecord, DeadLetter, Durability, Op, Redrive, RetryState, Store, StoredMessage,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -60,7 +62,13 @@ struct Pending {
     due_ms: u64,
     /// A retry state for this message exists in the store.
     persisted_retry: bool,
+    /// A dead letter sent back: its progress lives in a redrive record, not
+    /// in the partition's watermark (its offset is already finished).
+    redriven: bool,
 }
+
+/// A redriven message and its original position (topic, partition, offset).
+pub(crate) type Redriven = (String, u32, u64, Redrive);
 
 #[derive(Default)]
 struct Lane {
@@ -88,6 +96,8 @@ pub(crate) struct Runner {
     /// Cores available, for spreading jobs over worker threads.
     cores: usize,
     results: mpsc::UnboundedReceiver<Vec<JobDone<LaneKey>>>,
+    /// Dead letters sent back into this subscription.
+    redrives: mpsc::UnboundedReceiver<Vec<Redriven>>,
     notify: Arc<Notify>,
 }
 
@@ -99,6 +109,7 @@ impl Runner {
         log: Arc<Log>,
         plugins: Arc<Registry>,
         topic: Arc<Topic>,
+        redrives: mpsc::UnboundedReceiver<Vec<Redriven>>,
     ) -> Result<Self, super::BrokerError> {
         let spec = shared.spec.clone();
         let progress = store.load_progress(&shared.name)?;
@@ -119,7 +130,7 @@ impl Runner {
             }
         }
         let mut restored = HashMap::new();
-        for (t, p, offset, state) in progress.retries {
+        for (t, p, offset, state) in progress.retries.iter().cloned() {
             if let Some(i) = index(&t, p) {
                 restored.insert((i, offset), state);
             }
@@ -154,7 +165,7 @@ impl Runner {
         );
         let notify = Arc::new(Notify::new());
         topic.watch(notify.clone());
-        Ok(Self {
+        let mut runner = Self {
             shared,
             spec,
             store,
@@ -171,8 +182,13 @@ impl Runner {
             workers,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: results_rx,
+            redrives,
             notify,
-        })
+        };
+        for redriven in progress.redrives {
+            runner.enqueue_redriven(redriven);
+        }
+        Ok(runner)
     }
 
     /// Deliver until `stop` turns true, then let in-flight attempts finish and
@@ -223,6 +239,9 @@ impl Runner {
                     stopping = changed.is_err() || *stop.borrow();
                 }
                 _ = paused.changed(), if !stopping => {}
+                Some(batch) = self.redrives.recv(), if !stopping => {
+                    batch.into_iter().for_each(|r| self.enqueue_redriven(r));
+                }
             }
         }
         // Close the job queue, wait for the (idle) workers to exit, and make
@@ -323,8 +342,34 @@ impl Runner {
             attempts: restored.as_ref().map_or(0, |r| r.attempts),
             due_ms,
             persisted_retry: restored.is_some(),
+            redriven: false,
             history: restored.map(|r| r.history).unwrap_or_default(),
         };
+        self.push(key, pending);
+    }
+
+    /// Queue a dead letter sent back into this subscription, in its lane.
+    fn enqueue_redriven(&mut self, (topic, partition, offset, redrive): Redriven) {
+        let Some(source) = sources_index(&self.sources, &topic, partition) else {
+            tracing::warn!(subscription = %self.shared.name, topic = %topic, partition, "redriven message of an unknown partition");
+            return;
+        };
+        let message = Arc::new(redrive.message);
+        let key = self.lane_key(source, offset, &message);
+        let pending = Pending {
+            source,
+            offset,
+            message,
+            attempts: redrive.attempts,
+            due_ms: redrive.due_ms,
+            persisted_retry: false,
+            redriven: true,
+            history: redrive.history,
+        };
+        self.push(key, pending);
+    }
+
+    fn push(&mut self, key: LaneKey, pending: Pending) {
         self.buffered += 1;
         let lane = self.lanes.entry(key.clone()).or_default();
         lane.queue.push_back(pending);
@@ -411,11 +456,23 @@ impl Runner {
         if self.spec.delivery == DeliveryGuarantee::AtMostOnce {
             // Commit progress before any plugin runs: a crash now loses these
             // messages instead of delivering them twice.
-            for job in &batch {
-                let source = self.lane_source(&job.lane);
-                self.sources[source].finish(job.delivery.offset);
-            }
             let mut ops = Vec::new();
+            for job in &batch {
+                let Some(head) = self.lanes.get(&job.lane).and_then(|l| l.queue.front()) else {
+                    continue;
+                };
+                let source = &mut self.sources[head.source];
+                if head.redriven {
+                    ops.push(Op::ClearRedrive {
+                        subscription: self.shared.name.clone(),
+                        topic: source.topic.name.clone(),
+                        partition: source.partition,
+                        offset: head.offset,
+                    });
+                } else {
+                    source.finish(head.offset);
+                }
+            }
             for source in &mut self.sources {
                 source.persist(&self.shared.name, &mut ops);
             }
@@ -438,13 +495,6 @@ impl Runner {
                 tracing::error!(subscription = %self.shared.name, "workers are gone");
             }
         }
-    }
-
-    fn lane_source(&self, key: &LaneKey) -> usize {
-        self.lanes
-            .get(key)
-            .and_then(|l| l.queue.front())
-            .map_or(0, |p| p.source)
     }
 
     /// Apply one attempt's outcome.
@@ -488,20 +538,42 @@ impl Runner {
                     _ => backoff::delay_ms(&self.spec.retry, head.attempts, rand::random::<f64>()),
                 };
                 head.due_ms = now + delay;
-                head.persisted_retry = true;
-                let state = RetryState {
-                    attempts: head.attempts,
-                    due_ms: head.due_ms,
-                    history: head.history.clone(),
-                };
                 let source = &self.sources[head.source];
-                self.ops.push(Op::PutRetry {
-                    subscription: name.clone(),
-                    topic: source.topic.name.clone(),
-                    partition: source.partition,
-                    offset: head.offset,
-                    state,
-                });
+                let (subscription, topic, partition, offset) = (
+                    name.clone(),
+                    source.topic.name.clone(),
+                    source.partition,
+                    head.offset,
+                );
+                if head.redriven {
+                    let redrive = Redrive {
+                        message: (*head.message).clone(),
+                        attempts: head.attempts,
+                        due_ms: head.due_ms,
+                        history: head.history.clone(),
+                    };
+                    self.ops.push(Op::PutRedrive {
+                        subscription,
+                        topic,
+                        partition,
+                        offset,
+                        redrive,
+                    });
+                } else {
+                    head.persisted_retry = true;
+                    let state = RetryState {
+                        attempts: head.attempts,
+                        due_ms: head.due_ms,
+                        history: head.history.clone(),
+                    };
+                    self.ops.push(Op::PutRetry {
+                        subscription,
+                        topic,
+                        partition,
+                        offset,
+                        state,
+                    });
+                }
                 self.shared.retried.fetch_add(1, AtomicOrdering::Relaxed);
                 let due = head.due_ms;
                 self.schedule(done.lane, due);
@@ -534,8 +606,15 @@ impl Runner {
                 offset: head.offset,
             });
         }
-        // Under at-most-once the offset was finished before the plugin ran.
-        if self.spec.delivery != DeliveryGuarantee::AtMostOnce {
+        if head.redriven {
+            self.ops.push(Op::ClearRedrive {
+                subscription: name.clone(),
+                topic: topic.clone(),
+                partition,
+                offset: head.offset,
+            });
+        } else if self.spec.delivery != DeliveryGuarantee::AtMostOnce {
+            // Under at-most-once the offset was finished before the plugin ran.
             source.finish(head.offset);
         }
         match verdict {

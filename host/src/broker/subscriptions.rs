@@ -2,10 +2,10 @@
 
 use super::log::Log;
 use super::plugins::Registry;
-use super::runner::Runner;
+use super::runner::{Redriven, Runner};
 use super::spec::{validate_resource_name, Start, SubscriptionSpec};
 use super::BrokerError;
-use crate::store::{DeadLetter, Durability, Op, Store};
+use crate::store::{DeadLetter, Durability, Op, Redrive, Store};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +13,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 const META_SUBSCRIPTION: &str = "subscription";
+/// Most dead letters one purge, redrive or lookup goes through.
+const MAX_DEAD_LETTER_SCAN: usize = 100_000;
 /// Present (with value `true`) for a paused subscription.
 const META_PAUSED: &str = "paused";
 
@@ -102,6 +104,7 @@ struct Running {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     paused: watch::Sender<bool>,
+    redrive: tokio::sync::mpsc::UnboundedSender<Vec<Redriven>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -140,12 +143,14 @@ impl Subscriptions {
             BrokerError::NotFound(format!("topic {:?} does not exist", spec.topic))
         })?;
         let shared = Arc::new(Shared::new(name, spec));
+        let (redrive, redrive_rx) = tokio::sync::mpsc::unbounded_channel();
         let runner = Runner::start(
             shared.clone(),
             self.store.clone(),
             self.log.clone(),
             self.plugins.clone(),
             topic,
+            redrive_rx,
         )?;
         let is_paused = self
             .store
@@ -161,6 +166,7 @@ impl Subscriptions {
                 shared,
                 stop,
                 paused,
+                redrive,
                 task,
             },
         );
@@ -275,6 +281,107 @@ impl Subscriptions {
     ) -> Result<Vec<DeadLetter>, BrokerError> {
         self.info(name)?;
         Ok(self.store.list_dead_letters(name, limit)?)
+    }
+
+    /// One dead letter by message id.
+    pub(crate) fn dead_letter(&self, name: &str, id: &str) -> Result<DeadLetter, BrokerError> {
+        self.info(name)?;
+        self.store
+            .list_dead_letters(name, MAX_DEAD_LETTER_SCAN)?
+            .into_iter()
+            .find(|d| d.message.id == id)
+            .ok_or_else(|| {
+                BrokerError::NotFound(format!("subscription {name:?} has no dead letter {id:?}"))
+            })
+    }
+
+    /// The dead letters `ids` names (all when `None`).
+    fn select_dead(
+        &self,
+        name: &str,
+        ids: Option<&[String]>,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
+        self.info(name)?;
+        let all = self.store.list_dead_letters(name, MAX_DEAD_LETTER_SCAN)?;
+        Ok(match ids {
+            None => all,
+            Some(ids) => all
+                .into_iter()
+                .filter(|d| ids.contains(&d.message.id))
+                .collect(),
+        })
+    }
+
+    /// Delete dead letters (all, or those with the given message ids).
+    pub(crate) async fn purge(
+        &self,
+        name: &str,
+        ids: Option<&[String]>,
+    ) -> Result<usize, BrokerError> {
+        let _guard = self.changes.lock().await;
+        let chosen = self.select_dead(name, ids)?;
+        let ops = chosen
+            .iter()
+            .map(|d| Op::DeleteDeadLetter {
+                subscription: name.to_string(),
+                topic: d.topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+            })
+            .collect();
+        self.store.submit(ops, Durability::Synced).await?;
+        tracing::info!(
+            subscription = name,
+            purged = chosen.len(),
+            "dead letters purged"
+        );
+        Ok(chosen.len())
+    }
+
+    /// Send dead letters (all, or those with the given message ids) back into
+    /// this subscription only, with their attempt count starting over.
+    pub(crate) async fn redrive(
+        &self,
+        name: &str,
+        ids: Option<&[String]>,
+    ) -> Result<usize, BrokerError> {
+        let _guard = self.changes.lock().await;
+        let chosen = self.select_dead(name, ids)?;
+        let mut ops = Vec::with_capacity(chosen.len() * 2);
+        let mut sent = Vec::with_capacity(chosen.len());
+        for d in chosen {
+            let redrive = Redrive {
+                message: d.message,
+                attempts: 0,
+                due_ms: 0,
+                history: Vec::new(),
+            };
+            ops.push(Op::DeleteDeadLetter {
+                subscription: name.to_string(),
+                topic: d.topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+            });
+            ops.push(Op::PutRedrive {
+                subscription: name.to_string(),
+                topic: d.topic.clone(),
+                partition: d.partition,
+                offset: d.offset,
+                redrive: redrive.clone(),
+            });
+            sent.push((d.topic, d.partition, d.offset, redrive));
+        }
+        let count = sent.len();
+        self.store.submit(ops, Durability::Synced).await?;
+        if let Some(r) = self.running.lock().expect("subscriptions lock").get(name) {
+            let _ = r.redrive.send(sent);
+        }
+        tracing::info!(
+            subscription = name,
+            redriven = count,
+            "dead letters redriven"
+        );
+        Ok(count)
     }
 
     pub(crate) async fn shutdown(&self) {

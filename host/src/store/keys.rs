@@ -3,7 +3,8 @@
 //!
 //! - log:      topic NUL partition:u32 offset:u64
 //! - progress: tag subscription NUL topic NUL partition:u32 [offset:u64]
-//!   (tag `w` watermark, `d` done marker, `r` retry state, `c` counters)
+//!   (tag `w` watermark, `d` done marker, `r` retry state, `q` redriven
+//!   message, `c` counters)
 //! - dead:     subscription NUL topic NUL partition:u32 offset:u64
 //! - meta:     kind NUL name
 //! - dedup:    topic NUL id → expires_at:u64 partition:u32 offset:u64
@@ -12,6 +13,7 @@ pub(super) const WATERMARK: u8 = b'w';
 pub(super) const DONE: u8 = b'd';
 pub(super) const RETRY: u8 = b'r';
 pub(super) const COUNTERS: u8 = b'c';
+pub(super) const REDRIVE: u8 = b'q';
 
 pub(super) fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 13);
@@ -40,8 +42,8 @@ fn tagged(tag: u8, subscription: &str) -> Vec<u8> {
     k
 }
 
-pub(super) fn progress_prefixes(subscription: &str) -> [(u8, Vec<u8>); 4] {
-    [WATERMARK, DONE, RETRY, COUNTERS].map(|tag| (tag, tagged(tag, subscription)))
+pub(super) fn progress_prefixes(subscription: &str) -> [(u8, Vec<u8>); 5] {
+    [WATERMARK, DONE, RETRY, REDRIVE, COUNTERS].map(|tag| (tag, tagged(tag, subscription)))
 }
 
 pub(super) fn progress(tag: u8, subscription: &str, topic: &str, partition: u32) -> Vec<u8> {

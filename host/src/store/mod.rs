@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use records::{AttemptRecord, Counters, DeadLetter, RetryState, StoredMessage};
+pub use records::{AttemptRecord, Counters, DeadLetter, Redrive, RetryState, StoredMessage};
 pub use writer::{Durability, Op};
 
 const CF_LOG: &str = "log";
@@ -74,6 +74,8 @@ pub struct Progress {
     pub done: Vec<(String, u32, u64)>,
     /// Messages waiting for another attempt.
     pub retries: Vec<(String, u32, u64, RetryState)>,
+    /// Dead letters sent back into the subscription, by original position.
+    pub redrives: Vec<(String, u32, u64, Redrive)>,
     pub counters: Counters,
 }
 
@@ -216,6 +218,12 @@ impl Store {
                         let (topic, partition, offset) = keys::split_position(rest);
                         progress
                             .retries
+                            .push((topic, partition, offset, decode(&key, &value)?));
+                    }
+                    keys::REDRIVE => {
+                        let (topic, partition, offset) = keys::split_position(rest);
+                        progress
+                            .redrives
                             .push((topic, partition, offset, decode(&key, &value)?));
                     }
                     _ => progress.counters = decode(&key, &value)?,

@@ -61,3 +61,15 @@ pub struct Counters {
     pub retried: u64,
     pub dead_lettered: u64,
 }
+
+/// A dead letter sent back into its subscription: delivered again (attempts
+/// counted afresh) without touching the topic or other subscriptions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Redrive {
+    pub message: StoredMessage,
+    /// Attempts since the redrive.
+    pub attempts: u32,
+    /// When the next attempt is due (0: at once).
+    pub due_ms: u64,
+    pub history: Vec<AttemptRecord>,
+}

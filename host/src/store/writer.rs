@@ -1,7 +1,7 @@
 //! The single writer thread: applies queued batches in order, merging whatever
 //! is waiting into one RocksDB write (group commit).
 
-use super::records::{Counters, DeadLetter, RetryState, StoredMessage};
+use super::records::{Counters, DeadLetter, Redrive, RetryState, StoredMessage};
 use super::{encode, keys, StoreError, CF_DEAD, CF_DEDUP, CF_LOG, CF_PROGRESS};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +63,26 @@ pub enum Op {
     PutDeadLetter {
         subscription: String,
         letter: DeadLetter,
+    },
+    DeleteDeadLetter {
+        subscription: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    /// A redriven message (keyed by its original position) and its state.
+    PutRedrive {
+        subscription: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        redrive: Redrive,
+    },
+    ClearRedrive {
+        subscription: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
     },
     PutCounters {
         subscription: String,
@@ -173,6 +193,35 @@ impl Op {
                     letter.offset,
                 ),
                 encode(&letter),
+            ),
+            Op::DeleteDeadLetter {
+                subscription,
+                topic,
+                partition,
+                offset,
+            } => batch.delete_cf(
+                cf(CF_DEAD),
+                keys::dead(&subscription, &topic, partition, offset),
+            ),
+            Op::PutRedrive {
+                subscription,
+                topic,
+                partition,
+                offset,
+                redrive,
+            } => batch.put_cf(
+                cf(CF_PROGRESS),
+                keys::progress_at(keys::REDRIVE, &subscription, &topic, partition, offset),
+                encode(&redrive),
+            ),
+            Op::ClearRedrive {
+                subscription,
+                topic,
+                partition,
+                offset,
+            } => batch.delete_cf(
+                cf(CF_PROGRESS),
+                keys::progress_at(keys::REDRIVE, &subscription, &topic, partition, offset),
             ),
             Op::RememberId {
                 topic,

@@ -115,7 +115,7 @@ impl From<AttemptRecord> for AttemptOut {
 
 /// A message a subscription gave up on, with its history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct DeadLetterOut {
+pub struct DeadLetterOut {
     topic: String,
     partition: u32,
     offset: u64,
@@ -138,27 +138,31 @@ pub struct DeadLettersOut {
     dead_letters: Vec<DeadLetterOut>,
 }
 
+impl DeadLetterOut {
+    pub fn new(d: DeadLetter, format: Format) -> Self {
+        let (payload, payload_base64) = payload_fields(d.message.payload, format);
+        DeadLetterOut {
+            topic: d.topic,
+            partition: d.partition,
+            offset: d.offset,
+            id: d.message.id,
+            key: d.message.key,
+            payload,
+            payload_base64,
+            headers: Headers(d.message.headers),
+            timestamp_ms: d.message.timestamp_ms,
+            reason: d.reason,
+            dead_at_ms: d.dead_at_ms,
+            attempts: d.history.into_iter().map(AttemptOut::from).collect(),
+        }
+    }
+}
+
 impl DeadLettersOut {
     pub fn new(letters: Vec<DeadLetter>, format: Format) -> Self {
         let dead_letters = letters
             .into_iter()
-            .map(|d| {
-                let (payload, payload_base64) = payload_fields(d.message.payload, format);
-                DeadLetterOut {
-                    topic: d.topic,
-                    partition: d.partition,
-                    offset: d.offset,
-                    id: d.message.id,
-                    key: d.message.key,
-                    payload,
-                    payload_base64,
-                    headers: Headers(d.message.headers),
-                    timestamp_ms: d.message.timestamp_ms,
-                    reason: d.reason,
-                    dead_at_ms: d.dead_at_ms,
-                    attempts: d.history.into_iter().map(AttemptOut::from).collect(),
-                }
-            })
+            .map(|d| DeadLetterOut::new(d, format))
             .collect();
         Self { dead_letters }
     }
