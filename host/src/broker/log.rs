@@ -66,6 +66,8 @@ pub(crate) struct Topic {
     pub(crate) spec: TopicSpec,
     /// Per partition: offsets below this are durable and visible to readers.
     heads: Vec<AtomicU64>,
+    /// Per partition: the oldest offset still stored (retention trims below).
+    firsts: Vec<AtomicU64>,
     /// Offset assignment and in-flight ids. Held while a batch is queued for
     /// writing, so offsets reach the store in order.
     next: Mutex<Appender>,
@@ -78,6 +80,15 @@ pub(crate) struct Topic {
 impl Topic {
     pub(crate) fn head(&self, partition: u32) -> u64 {
         self.heads[partition as usize].load(Ordering::Acquire)
+    }
+
+    /// The oldest offset of a partition still stored.
+    pub(crate) fn first(&self, partition: u32) -> u64 {
+        self.firsts[partition as usize].load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_first(&self, partition: u32, first: u64) {
+        self.firsts[partition as usize].fetch_max(first, Ordering::AcqRel);
     }
 
     pub(crate) fn partitions(&self) -> u32 {
@@ -103,6 +114,7 @@ impl Topic {
             retention_ms: self.spec.retention_ms,
             dedup_window_ms: self.spec.dedup_window_ms,
             offsets: (0..self.spec.partitions).map(|p| self.head(p)).collect(),
+            first_offsets: (0..self.spec.partitions).map(|p| self.first(p)).collect(),
         }
     }
 }
@@ -181,6 +193,16 @@ impl Log {
         let topic = open_topic(&self.store, name, spec)?;
         topics.insert(name.to_string(), Arc::new(topic));
         Ok(true)
+    }
+
+    /// Every topic, for background work over all of them.
+    pub(crate) fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn topics(&self) -> Vec<TopicInfo> {
@@ -382,12 +404,16 @@ impl Log {
 
 fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, BrokerError> {
     let mut offsets = Vec::with_capacity(spec.partitions as usize);
+    let mut firsts = Vec::with_capacity(spec.partitions as usize);
     for p in 0..spec.partitions {
-        offsets.push(store.next_offset(name, p)?);
+        let next = store.next_offset(name, p)?;
+        offsets.push(next);
+        firsts.push(AtomicU64::new(store.first_offset(name, p)?.unwrap_or(next)));
     }
     Ok(Topic {
         name: name.to_string(),
         heads: offsets.iter().map(|n| AtomicU64::new(*n)).collect(),
+        firsts,
         next: Mutex::new(Appender {
             offsets,
             pending_ids: HashMap::new(),

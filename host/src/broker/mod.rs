@@ -12,6 +12,7 @@ mod backoff;
 mod log;
 mod plugins;
 mod progress;
+mod retention;
 mod runner;
 mod spec;
 mod subscriptions;
@@ -108,8 +109,10 @@ pub struct TopicInfo {
     pub partitions: u32,
     pub retention_ms: u64,
     pub dedup_window_ms: u64,
-    /// Messages stored per partition (the next offset of each).
+    /// Per partition, the offset the next message gets.
     pub offsets: Vec<u64>,
+    /// Per partition, the oldest offset still stored (retention deletes below).
+    pub first_offsets: Vec<u64>,
 }
 
 /// The running broker. Cheap to clone.
@@ -121,7 +124,10 @@ pub struct Broker {
 struct Inner {
     log: Arc<log::Log>,
     plugins: Arc<plugins::Registry>,
-    subscriptions: subscriptions::Subscriptions,
+    subscriptions: Arc<subscriptions::Subscriptions>,
+    /// Stops background work (retention).
+    background: tokio::sync::watch::Sender<bool>,
+    retention: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Broker {
@@ -138,13 +144,18 @@ impl Broker {
         let plugins = Arc::new(
             plugins::Registry::load(store.clone(), runtime, config.compile_timeout).await?,
         );
-        let subscriptions =
-            subscriptions::Subscriptions::load(store, log.clone(), plugins.clone()).await?;
+        let subscriptions = Arc::new(
+            subscriptions::Subscriptions::load(store, log.clone(), plugins.clone()).await?,
+        );
+        let (background, stop) = tokio::sync::watch::channel(false);
+        let retention = tokio::spawn(retention::run(log.clone(), subscriptions.clone(), stop));
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
                 plugins,
                 subscriptions,
+                background,
+                retention: std::sync::Mutex::new(Some(retention)),
             }),
         })
     }
@@ -271,6 +282,13 @@ impl Broker {
     /// Stop delivering: in-flight attempts finish (within their timeout) and
     /// their outcomes are committed; everything written is flushed.
     pub async fn shutdown(&self) {
+        self.inner.background.send_replace(true);
+        let retention = self.inner.retention.lock().expect("retention lock").take();
+        if let Some(task) = retention {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "retention task ended abnormally");
+            }
+        }
         self.inner.subscriptions.shutdown().await;
         if let Err(e) = self.inner.log.store().close() {
             tracing::error!(error = %e, "closing the store failed");

@@ -53,6 +53,25 @@ impl Source {
         }
     }
 
+    /// The watermark: every offset below it is finished.
+    pub(crate) fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    /// Messages below `first` are gone (deleted by retention, so every
+    /// subscription had finished them, or older than this subscription):
+    /// count them as finished and read on from `first`.
+    pub(crate) fn skip_to(&mut self, first: u64) {
+        self.read_to = self.read_to.max(first);
+        if self.watermark < first {
+            self.watermark = first;
+            self.done_above = self.done_above.split_off(&first);
+            while self.done_above.remove(&self.watermark) {
+                self.watermark += 1;
+            }
+        }
+    }
+
     pub(crate) fn is_done(&self, offset: u64) -> bool {
         offset < self.watermark || self.done_above.contains(&offset)
     }

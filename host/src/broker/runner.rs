@@ -277,6 +277,8 @@ impl Runner {
             if self.buffered >= WINDOW {
                 return;
             }
+            let first = self.sources[i].topic.first(self.sources[i].partition);
+            self.sources[i].skip_to(first);
             let source = &self.sources[i];
             let head = source.topic.head(source.partition);
             if source.read_to >= head {
@@ -690,6 +692,9 @@ impl Runner {
     }
 
     fn publish_stats(&self) {
+        for (slot, source) in self.shared.watermarks.iter().zip(&self.sources) {
+            slot.store(source.watermark(), AtomicOrdering::Relaxed);
+        }
         let lag: u64 = self.sources.iter().map(Source::lag).sum();
         self.shared.lag.store(lag, AtomicOrdering::Relaxed);
         self.shared

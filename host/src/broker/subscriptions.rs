@@ -62,11 +62,14 @@ pub(crate) struct Shared {
     pub(crate) filtered: AtomicU64,
     pub(crate) lag: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    /// Per partition of the topic: the runner's current watermark.
+    pub(crate) watermarks: Vec<AtomicU64>,
 }
 
 impl Shared {
-    fn new(name: &str, spec: SubscriptionSpec) -> Self {
+    fn new(name: &str, spec: SubscriptionSpec, partitions: u32) -> Self {
         Self {
+            watermarks: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             name: name.to_string(),
             spec,
             delivered: AtomicU64::new(0),
@@ -142,7 +145,7 @@ impl Subscriptions {
         let topic = self.log.get(&spec.topic).ok_or_else(|| {
             BrokerError::NotFound(format!("topic {:?} does not exist", spec.topic))
         })?;
-        let shared = Arc::new(Shared::new(name, spec));
+        let shared = Arc::new(Shared::new(name, spec, topic.partitions()));
         let (redrive, redrive_rx) = tokio::sync::mpsc::unbounded_channel();
         let runner = Runner::start(
             shared.clone(),
@@ -238,6 +241,23 @@ impl Subscriptions {
     }
 
     pub(crate) fn topic_created(&self, _topic: &str) {}
+
+    /// The lowest watermark of the subscriptions consuming `topic`'s
+    /// `partition`: every message below it is finished by all of them.
+    /// `None` when no subscription consumes the topic.
+    pub(crate) fn min_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        let running = self.running.lock().expect("subscriptions lock");
+        running
+            .values()
+            .filter(|r| r.shared.spec.topic == topic)
+            .map(|r| {
+                r.shared
+                    .watermarks
+                    .get(partition as usize)
+                    .map_or(0, |w| w.load(Ordering::Relaxed))
+            })
+            .min()
+    }
 
     pub(crate) fn list(&self) -> Vec<SubscriptionInfo> {
         let running = self.running.lock().expect("subscriptions lock");

@@ -34,6 +34,17 @@ const CF_BLOBS: &str = "blobs";
 const CF_DEDUP: &str = "dedup";
 const ALL_CFS: [&str; 6] = [CF_LOG, CF_PROGRESS, CF_DEAD, CF_META, CF_BLOBS, CF_DEDUP];
 
+/// WAL size past which RocksDB flushes memtables so old WAL files can go:
+/// 64 MiB bounds replay time and disk use at steady load.
+const MAX_WAL_BYTES: u64 = 64 << 20;
+/// RocksDB info log files kept, and the size at which one is rotated. Only
+/// warnings and errors are written there (flush and compaction events at
+/// info level would grow it with every retention sweep).
+const INFO_LOGS_KEPT: usize = 2;
+const INFO_LOG_BYTES: usize = 1 << 20;
+/// MANIFEST size at which RocksDB starts a new one (it grows with every flush).
+const MANIFEST_BYTES: usize = 4 << 20;
+
 /// Errors from the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,6 +100,14 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
+        // Bound the disk used besides the data itself: the WAL (column
+        // families holding its oldest entries are flushed past this) and
+        // RocksDB's own info logs.
+        opts.set_max_total_wal_size(MAX_WAL_BYTES);
+        opts.set_keep_log_file_num(INFO_LOGS_KEPT);
+        opts.set_max_log_file_size(INFO_LOG_BYTES);
+        opts.set_log_level(rocksdb::LogLevel::Warn);
+        opts.set_max_manifest_file_size(MANIFEST_BYTES);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = opts.clone();
             if *name == CF_DEDUP {
@@ -149,6 +168,42 @@ impl Store {
             out.push((offset, decode(&key, &value)?));
         }
         Ok(out)
+    }
+
+    /// The oldest offset still stored in a partition (`None` when empty).
+    pub fn first_offset(&self, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
+        let prefix = keys::log_prefix(topic, partition);
+        let mut iter = self.db.iterator_cf(
+            self.cf(CF_LOG),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item?;
+                Ok(key.starts_with(&prefix).then(|| keys::trailing_u64(&key)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Reclaim the space of a partition's messages below `below` (after a
+    /// [`Op::TrimLog`]): flush every column family (so the WAL files holding
+    /// the trimmed messages can be deleted) and compact that range.
+    /// Blocking and I/O-heavy.
+    pub fn reclaim_log(&self, topic: &str, partition: u32, below: u64) -> Result<(), StoreError> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name))?;
+        }
+        // Progress is small and rewritten constantly: compact all of it.
+        self.db
+            .compact_range_cf(self.cf(CF_PROGRESS), None::<&[u8]>, None::<&[u8]>);
+        let cf = self.cf(CF_LOG);
+        self.db.compact_range_cf(
+            cf,
+            Some(keys::log(topic, partition, 0)),
+            Some(keys::log(topic, partition, below)),
+        );
+        Ok(())
     }
 
     /// The offset the next message of a partition gets (0 when empty).

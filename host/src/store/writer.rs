@@ -31,6 +31,12 @@ pub enum Op {
         offset: u64,
         message: StoredMessage,
     },
+    /// Delete a partition's messages below offset `below` (retention).
+    TrimLog {
+        topic: String,
+        partition: u32,
+        below: u64,
+    },
     /// An offset at or past its watermark is finished.
     MarkDone {
         subscription: String,
@@ -103,6 +109,7 @@ pub enum Op {
 enum Raw {
     Put(&'static str, Vec<u8>, Vec<u8>),
     Delete(&'static str, Vec<u8>),
+    DeleteRange(&'static str, Vec<u8>, Vec<u8>),
 }
 
 /// Collects encoded changes; mirrors the batch calls it stands in for.
@@ -115,6 +122,9 @@ impl RawBatch {
     }
     fn delete_cf(&mut self, cf: &'static str, key: Vec<u8>) {
         self.0.push(Raw::Delete(cf, key));
+    }
+    fn delete_range_cf(&mut self, cf: &'static str, from: Vec<u8>, to: Vec<u8>) {
+        self.0.push(Raw::DeleteRange(cf, from, to));
     }
 }
 
@@ -131,6 +141,15 @@ impl Op {
                 cf(CF_LOG),
                 keys::log(&topic, partition, offset),
                 encode(&message),
+            ),
+            Op::TrimLog {
+                topic,
+                partition,
+                below,
+            } => batch.delete_range_cf(
+                cf(CF_LOG),
+                keys::log(&topic, partition, 0),
+                keys::log(&topic, partition, below),
             ),
             Op::MarkDone {
                 subscription,
@@ -364,6 +383,7 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
                 match raw {
                     Raw::Put(name, k, v) => merged.put_cf(cf(name), k, v),
                     Raw::Delete(name, k) => merged.delete_cf(cf(name), k),
+                    Raw::DeleteRange(name, from, to) => merged.delete_range_cf(cf(name), from, to),
                 }
             }
             waiters.push(request.done);

@@ -1,0 +1,87 @@
+//! Retention: a message is deleted once every subscription of its topic has
+//! finished with it and it is older than the topic's `retention_ms`.
+//!
+//! A background task trims each partition's oldest messages (one range
+//! delete), then flushes and compacts that range so the disk space is
+//! reclaimed, keeping the data directory bounded under steady load.
+
+use super::log::{Log, Topic};
+use super::now_ms;
+use super::subscriptions::Subscriptions;
+use crate::store::{Durability, Op};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often partitions are checked: 1 s keeps the backlog of finished
+/// messages small at a cost of one log read per partition.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Most messages examined per partition per sweep; bounds one sweep's work.
+const SWEEP_CHUNK: usize = 20_000;
+
+/// Sweep until `stop` turns true.
+pub(crate) async fn run(
+    log: Arc<Log>,
+    subscriptions: Arc<Subscriptions>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        for topic in log.all() {
+            for partition in 0..topic.partitions() {
+                if let Err(e) = sweep(&log, &subscriptions, &topic, partition).await {
+                    tracing::error!(error = %e, topic = %topic.name, partition, "retention sweep failed");
+                }
+            }
+        }
+    }
+}
+
+async fn sweep(
+    log: &Arc<Log>,
+    subscriptions: &Subscriptions,
+    topic: &Arc<Topic>,
+    partition: u32,
+) -> Result<(), super::BrokerError> {
+    let first = topic.first(partition);
+    let limit = subscriptions
+        .min_watermark(&topic.name, partition)
+        .unwrap_or_else(|| topic.head(partition));
+    if first >= limit {
+        return Ok(());
+    }
+    let cutoff = now_ms().saturating_sub(topic.spec.retention_ms);
+    let count = ((limit - first) as usize).min(SWEEP_CHUNK);
+    let store = log.store().clone();
+    let rows = store.read_log(&topic.name, partition, first, count)?;
+    let mut cut = first;
+    for (offset, message) in &rows {
+        if *offset >= limit || message.timestamp_ms > cutoff {
+            break;
+        }
+        cut = offset + 1;
+    }
+    if cut == first {
+        return Ok(());
+    }
+    store
+        .submit(
+            vec![Op::TrimLog {
+                topic: topic.name.clone(),
+                partition,
+                below: cut,
+            }],
+            Durability::Buffered,
+        )
+        .await?;
+    topic.set_first(partition, cut);
+    let name = topic.name.clone();
+    tokio::task::spawn_blocking(move || store.reclaim_log(&name, partition, cut))
+        .await
+        .map_err(|e| super::BrokerError::Store(e.to_string()))??;
+    tracing::debug!(topic = %topic.name, partition, below = cut, "retention trimmed the log");
+    Ok(())
+}
