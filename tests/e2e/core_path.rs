@@ -69,7 +69,7 @@ fn flaky_message_succeeds_on_its_third_attempt() {
         "flaky",
         json!({"topic": "jobs", "plugin": "flaky", "retry": {"initial_ms": 10, "max_attempts": 5}}),
     );
-    s.publish(
+    let r = s.publish(
         "jobs",
         vec![json!({"key": "a", "payload": "x", "headers": {"succeed-on": "3"}})],
     );
@@ -77,6 +77,32 @@ fn flaky_message_succeeds_on_its_third_attempt() {
     assert_eq!(st["delivered"], 3);
     assert_eq!(st["retried"], 2);
     assert_eq!(st["dead_lettered"], 0);
+    // delivery.md L1: the ledger has every attempt.
+    let id = r[0]["id"].as_str().unwrap();
+    let ledger = s.ok(
+        "GET",
+        &format!("/v1/subscriptions/flaky/messages/{id}"),
+        Body::None,
+    );
+    assert_eq!(ledger["state"], "acked");
+    let attempts = ledger["attempts"].as_array().unwrap();
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retry", "retry", "ack"]);
+    assert!(attempts[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("flaky: attempt 1"));
+    assert!(attempts.iter().all(|a| a["plugin"] == "flaky@1"));
+    let (status, _) = s.call(
+        "GET",
+        "/v1/subscriptions/flaky/messages/nope",
+        None,
+        Body::None,
+    );
+    assert_eq!(status, 404);
 }
 
 /// delivery.md: dead letters — after the last attempt, or at once on

@@ -123,6 +123,9 @@ fn interval_fsync_survives_a_process_crash() {
     assert_eq!(stored[0]["payload"], "kept");
 }
 
+/// Bytes of RocksDB files that exist whatever the traffic (see below).
+const FIXED_FILES_FLOOR: u64 = 1 << 20;
+
 /// Size of every file under `dir`, in bytes.
 fn dir_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
@@ -186,8 +189,13 @@ fn retention_keeps_the_data_directory_bounded() {
             )
         })
         .collect();
+    // RocksDB keeps files that do not scale with traffic (OPTIONS, MANIFEST,
+    // its info log, the plugin blobs, a few small SSTs between compactions):
+    // with everything trimmed they dominate, so round 1 is floored at 1 MiB.
+    // 200,000 messages (~60 MB) went through.
+    let bound = 2 * first.max(FIXED_FILES_FLOOR);
     assert!(
-        last <= 2 * first,
+        last <= bound,
         "data directory grew from {first} to {last} bytes: {sizes:?}; files: {files:?}"
     );
     // Trimmed messages are gone from reads; new ones still flow.

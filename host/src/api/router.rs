@@ -28,6 +28,7 @@ pub enum Route<'a> {
     Resume(&'a str),
     DeadLetter(&'a str, &'a str),
     Redrive(&'a str),
+    Ledger(&'a str, &'a str),
 }
 
 impl<'a> Route<'a> {
@@ -52,6 +53,7 @@ impl<'a> Route<'a> {
             ["v1", "subscriptions", n, "dead-letters"] => Route::DeadLetters(n),
             ["v1", "subscriptions", n, "dead-letters", "redrive"] => Route::Redrive(n),
             ["v1", "subscriptions", n, "dead-letters", id] => Route::DeadLetter(n, id),
+            ["v1", "subscriptions", n, "messages", id] => Route::Ledger(n, id),
             ["v1", "subscriptions", n, "pause"] => Route::Pause(n),
             ["v1", "subscriptions", n, "resume"] => Route::Resume(n),
             _ => return None,
@@ -142,6 +144,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         }
         Route::DeadLetter(name, id) => subscriptions::dead_letter(&ctx, name, id).await,
         Route::Redrive(name) => subscriptions::redrive(&ctx, name, req).await,
+        Route::Ledger(name, id) => subscriptions::ledger(&ctx, name, id).await,
         Route::Pause(name) => subscriptions::set_paused(&ctx, name, true).await,
         Route::Resume(name) => subscriptions::set_paused(&ctx, name, false).await,
         Route::Health | Route::Ready => Err(ApiError::internal("health routes are answered above")),
@@ -172,6 +175,10 @@ mod tests {
         check("/v1/subscriptions", Some(Route::Subscriptions));
         check("/v1/subscriptions/s", Some(Route::Subscription("s")));
         check("/v1/subscriptions/s/pause", Some(Route::Pause("s")));
+        check(
+            "/v1/subscriptions/s/messages/m-1",
+            Some(Route::Ledger("s", "m-1")),
+        );
         check(
             "/v1/subscriptions/s/dead-letters/redrive",
             Some(Route::Redrive("s")),

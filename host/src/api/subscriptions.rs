@@ -9,7 +9,7 @@
 use super::body::{self, Format, Reply};
 use super::error::ApiError;
 use super::query::Query;
-use super::wire::{DeadLetterOut, DeadLettersOut};
+use super::wire::{DeadLetterOut, DeadLettersOut, LedgerOut};
 use super::{blocking, Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{SubscriptionInfo, SubscriptionSpec};
 use hyper::body::Incoming;
@@ -139,4 +139,15 @@ pub async fn redrive(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Re
     };
     let redriven = ctx.broker.redrive_dead_letters(name, request.ids).await?;
     body::reply(StatusCode::OK, ctx.format, &Redriven { redriven })
+}
+
+/// One message's delivery record: state and every attempt.
+pub async fn ledger(ctx: &Ctx, name: &str, id: &str) -> Result<Reply, ApiError> {
+    let (broker, sub, message) = (ctx.broker.clone(), name.to_owned(), id.to_owned());
+    let entry = blocking(move || broker.ledger(&sub, &message)).await?;
+    body::reply(
+        StatusCode::OK,
+        ctx.format,
+        &LedgerOut::new(id.to_owned(), entry),
+    )
 }

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::store::{AttemptRecord, DeadLetter, StoredMessage};
+pub use crate::store::{AttemptRecord, DeadLetter, LedgerEntry, StoredMessage};
 pub use log::{
     partition_for_key, LogEntry, NewMessage, Published, MAX_DELAY_MS, MAX_PAYLOAD_BYTES,
 };
@@ -246,6 +246,12 @@ impl Broker {
         paused: bool,
     ) -> Result<SubscriptionInfo, BrokerError> {
         self.inner.subscriptions.set_paused(name, paused).await
+    }
+
+    /// A subscription's delivery record of one message: its state and every
+    /// attempt (start, duration, outcome, error, plugin version).
+    pub fn ledger(&self, name: &str, id: &str) -> Result<LedgerEntry, BrokerError> {
+        self.inner.subscriptions.ledger(name, id)
     }
 
     /// One dead letter of a subscription, by message id.

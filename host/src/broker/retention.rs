@@ -67,16 +67,21 @@ async fn sweep(
     if cut == first {
         return Ok(());
     }
-    store
-        .submit(
-            vec![Op::TrimLog {
-                topic: topic.name.clone(),
-                partition,
-                below: cut,
-            }],
-            Durability::Buffered,
-        )
-        .await?;
+    // The subscriptions' ledger entries of these messages go with them.
+    let mut ops = vec![Op::TrimLog {
+        topic: topic.name.clone(),
+        partition,
+        below: cut,
+    }];
+    for subscription in subscriptions.names_for(&topic.name) {
+        for (_, message) in rows.iter().take((cut - first) as usize) {
+            ops.push(Op::DeleteLedger {
+                subscription: subscription.clone(),
+                id: message.id.clone(),
+            });
+        }
+    }
+    store.submit(ops, Durability::Buffered).await?;
     topic.set_first(partition, cut);
     let name = topic.name.clone();
     tokio::task::spawn_blocking(move || store.reclaim_log(&name, partition, cut))

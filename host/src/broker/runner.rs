@@ -26,7 +26,8 @@ use super::subscriptions::Shared;
 use super::worker::{self, Job, JobDone, WorkerSettings};
 use crate::runtime::{Delivery, Outcome};
 use crate::store::{
-    AttemptRecord, DeadLetter, Durability, Op, Redrive, RetryState, Store, StoredMessage,
+    AttemptRecord, DeadLetter, Durability, LedgerEntry, Op, Redrive, RetryState, Store,
+    StoredMessage,
 };
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -517,6 +518,7 @@ impl Runner {
             duration_us: done.invocation.duration.as_micros() as u64,
             outcome: outcome.kind().to_string(),
             error: (outcome != Outcome::Ack).then(|| outcome.describe()),
+            plugin: Some(done.label.clone()),
         });
         let name = &self.shared.name;
         if outcome.is_failure() {
@@ -576,6 +578,12 @@ impl Runner {
                         state,
                     });
                 }
+                let entry = ledger_entry(&self.sources[head.source], head, "retrying");
+                self.ops.push(Op::PutLedger {
+                    subscription: name.clone(),
+                    id: head.message.id.clone(),
+                    entry,
+                });
                 self.shared.retried.fetch_add(1, AtomicOrdering::Relaxed);
                 let due = head.due_ms;
                 self.schedule(done.lane, due);
@@ -594,9 +602,19 @@ impl Runner {
         }
     }
 
-    /// Record that a message is finished: progress, dead letter, counters.
+    /// Record that a message is finished: progress, ledger, dead letter, counters.
     fn finish(&mut self, head: Pending, verdict: Verdict, now: u64) {
         let name = self.shared.name.clone();
+        let state = match verdict {
+            Verdict::Acked => "acked",
+            Verdict::Dead(_) => "dead-lettered",
+            Verdict::Dropped(_) => "failed",
+        };
+        self.ops.push(Op::PutLedger {
+            subscription: name.clone(),
+            id: head.message.id.clone(),
+            entry: ledger_entry(&self.sources[head.source], &head, state),
+        });
         let source = &mut self.sources[head.source];
         let topic = source.topic.name.clone();
         let partition = source.partition;
@@ -708,6 +726,16 @@ enum Verdict {
     Dead(String),
     /// At-most-once: the attempt failed and the message is not retried.
     Dropped(String),
+}
+
+fn ledger_entry(source: &Source, head: &Pending, state: &str) -> LedgerEntry {
+    LedgerEntry {
+        topic: source.topic.name.clone(),
+        partition: source.partition,
+        offset: head.offset,
+        state: state.to_string(),
+        attempts: head.history.clone(),
+    }
 }
 
 fn sources_index(sources: &[Source], topic: &str, partition: u32) -> Option<usize> {

@@ -5,7 +5,7 @@ use super::plugins::Registry;
 use super::runner::{Redriven, Runner};
 use super::spec::{validate_resource_name, Start, SubscriptionSpec};
 use super::BrokerError;
-use crate::store::{DeadLetter, Durability, Op, Redrive, Store};
+use crate::store::{DeadLetter, Durability, LedgerEntry, Op, Redrive, Store};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,6 +241,26 @@ impl Subscriptions {
     }
 
     pub(crate) fn topic_created(&self, _topic: &str) {}
+
+    /// Names of the subscriptions consuming `topic`.
+    pub(crate) fn names_for(&self, topic: &str) -> Vec<String> {
+        let running = self.running.lock().expect("subscriptions lock");
+        running
+            .values()
+            .filter(|r| r.shared.spec.topic == topic)
+            .map(|r| r.shared.name.clone())
+            .collect()
+    }
+
+    /// A subscription's delivery record of one message, by id.
+    pub(crate) fn ledger(&self, name: &str, id: &str) -> Result<LedgerEntry, BrokerError> {
+        self.info(name)?;
+        self.store.ledger(name, id)?.ok_or_else(|| {
+            BrokerError::NotFound(format!(
+                "subscription {name:?} has no delivery of message {id:?} on record"
+            ))
+        })
+    }
 
     /// The lowest watermark of the subscriptions consuming `topic`'s
     /// `partition`: every message below it is finished by all of them.

@@ -5,6 +5,7 @@
 //! - progress: tag subscription NUL topic NUL partition:u32 [offset:u64]
 //!   (tag `w` watermark, `d` done marker, `r` retry state, `q` redriven
 //!   message, `c` counters)
+//! - progress: `l` subscription NUL message-id → ledger entry
 //! - dead:     subscription NUL topic NUL partition:u32 offset:u64
 //! - meta:     kind NUL name
 //! - dedup:    topic NUL id → expires_at:u64 partition:u32 offset:u64
@@ -14,6 +15,8 @@ pub(super) const DONE: u8 = b'd';
 pub(super) const RETRY: u8 = b'r';
 pub(super) const COUNTERS: u8 = b'c';
 pub(super) const REDRIVE: u8 = b'q';
+/// Per-message delivery ledger, keyed by message id (not part of progress).
+pub(super) const LEDGER: u8 = b'l';
 
 pub(super) fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 13);
@@ -61,6 +64,12 @@ pub(super) fn progress_at(
 ) -> Vec<u8> {
     let mut k = progress(tag, subscription, topic, partition);
     k.extend_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub(super) fn ledger(subscription: &str, id: &str) -> Vec<u8> {
+    let mut k = tagged(LEDGER, subscription);
+    k.extend_from_slice(id.as_bytes());
     k
 }
 

@@ -23,7 +23,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use records::{AttemptRecord, Counters, DeadLetter, Redrive, RetryState, StoredMessage};
+pub use records::{
+    AttemptRecord, Counters, DeadLetter, LedgerEntry, Redrive, RetryState, StoredMessage,
+};
 pub use writer::{Durability, Op};
 
 const CF_LOG: &str = "log";
@@ -239,6 +241,15 @@ impl Store {
             .db
             .get_pinned_cf(self.cf(CF_DEDUP), keys::dedup(topic, id))?;
         Ok(value.and_then(|v| keys::decode_id(&v, now_ms)))
+    }
+
+    /// A subscription's ledger entry for a message id.
+    pub fn ledger(&self, subscription: &str, id: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        let key = keys::ledger(subscription, id);
+        match self.db.get_pinned_cf(self.cf(CF_PROGRESS), &key)? {
+            Some(value) => Ok(Some(decode(&key, &value)?)),
+            None => Ok(None),
+        }
     }
 
     /// Everything persisted about a subscription's progress.

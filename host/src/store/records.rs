@@ -27,6 +27,9 @@ pub struct AttemptRecord {
     /// `ack`, `retry`, `dead-letter`, `trap`, `timeout`, `memory-limit`.
     pub outcome: String,
     pub error: Option<String>,
+    /// The plugin version that ran (`name@version`).
+    #[serde(default)]
+    pub plugin: Option<String>,
 }
 
 /// A message waiting for its next attempt.
@@ -72,4 +75,16 @@ pub struct Redrive {
     /// When the next attempt is due (0: at once).
     pub due_ms: u64,
     pub history: Vec<AttemptRecord>,
+}
+
+/// A subscription's record of one message: where it is, what became of it,
+/// and every attempt so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    /// `retrying`, `acked`, `dead-lettered` or `failed` (at-most-once).
+    pub state: String,
+    pub attempts: Vec<AttemptRecord>,
 }

@@ -1,7 +1,7 @@
 //! The single writer thread: applies queued batches in order, merging whatever
 //! is waiting into one RocksDB write (group commit).
 
-use super::records::{Counters, DeadLetter, Redrive, RetryState, StoredMessage};
+use super::records::{Counters, DeadLetter, LedgerEntry, Redrive, RetryState, StoredMessage};
 use super::{encode, keys, StoreError, CF_DEAD, CF_DEDUP, CF_LOG, CF_PROGRESS};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,6 +93,15 @@ pub enum Op {
     PutCounters {
         subscription: String,
         counters: Counters,
+    },
+    PutLedger {
+        subscription: String,
+        id: String,
+        entry: LedgerEntry,
+    },
+    DeleteLedger {
+        subscription: String,
+        id: String,
     },
     /// A producer-given id was stored at this position; remember it until
     /// `expires_at_ms` for deduplication.
@@ -242,6 +251,18 @@ impl Op {
                 cf(CF_PROGRESS),
                 keys::progress_at(keys::REDRIVE, &subscription, &topic, partition, offset),
             ),
+            Op::PutLedger {
+                subscription,
+                id,
+                entry,
+            } => batch.put_cf(
+                cf(CF_PROGRESS),
+                keys::ledger(&subscription, &id),
+                encode(&entry),
+            ),
+            Op::DeleteLedger { subscription, id } => {
+                batch.delete_cf(cf(CF_PROGRESS), keys::ledger(&subscription, &id))
+            }
             Op::RememberId {
                 topic,
                 id,

@@ -3,7 +3,7 @@
 
 use super::{Headers, PayloadOut};
 use crate::api::body::Format;
-use crate::broker::{AttemptRecord, DeadLetter, LogEntry, Published};
+use crate::broker::{AttemptRecord, DeadLetter, LedgerEntry, LogEntry, Published};
 use base64::Engine as _;
 use serde::Serialize;
 
@@ -99,6 +99,8 @@ struct AttemptOut {
     /// `ack`, `retry`, `dead-letter`, `trap`, `timeout` or `memory-limit`.
     outcome: String,
     error: Option<String>,
+    /// The plugin version that ran (`name@version`).
+    plugin: Option<String>,
 }
 
 impl From<AttemptRecord> for AttemptOut {
@@ -109,6 +111,32 @@ impl From<AttemptRecord> for AttemptOut {
             duration_us: a.duration_us,
             outcome: a.outcome,
             error: a.error,
+            plugin: a.plugin,
+        }
+    }
+}
+
+/// `GET /v1/subscriptions/{name}/messages/{id}`: one message's delivery record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerOut {
+    id: String,
+    topic: String,
+    partition: u32,
+    offset: u64,
+    /// `retrying`, `acked`, `dead-lettered` or `failed`.
+    state: String,
+    attempts: Vec<AttemptOut>,
+}
+
+impl LedgerOut {
+    pub fn new(id: String, entry: LedgerEntry) -> Self {
+        Self {
+            id,
+            topic: entry.topic,
+            partition: entry.partition,
+            offset: entry.offset,
+            state: entry.state,
+            attempts: entry.attempts.into_iter().map(AttemptOut::from).collect(),
         }
     }
 }
@@ -246,6 +274,7 @@ mod tests {
                 duration_us: 7,
                 outcome: "trap".into(),
                 error: Some("boom".into()),
+                plugin: Some("p@2".into()),
             }],
         };
         check(
@@ -255,7 +284,7 @@ mod tests {
                 "payload": "p", "headers": {}, "timestamp_ms": 10, "reason": "boom",
                 "dead_at_ms": 20,
                 "attempts": [{"attempt": 1, "started_ms": 11, "duration_us": 7,
-                              "outcome": "trap", "error": "boom"}],
+                              "outcome": "trap", "error": "boom", "plugin": "p@2"}],
             }]}),
         );
     }
