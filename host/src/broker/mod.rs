@@ -32,7 +32,7 @@ pub use log::{
 pub use plugins::{PluginInfo, PluginVersionInfo, MAX_PLUGIN_BYTES};
 pub use spec::{
     parse_plugin_ref, validate_resource_name, validate_topic_name, Backoff, DeliveryGuarantee,
-    Filter, Isolation, Ordering, RetrySpec, Start, SubscriptionSpec, TopicSpec,
+    Filter, Isolation, LedgerMode, Ordering, RetrySpec, Start, SubscriptionSpec, TopicSpec,
 };
 pub use subscriptions::{SubscriptionInfo, SubscriptionStats};
 

@@ -54,8 +54,14 @@ async fn sweep(
         return Ok(());
     }
     let cutoff = now_ms().saturating_sub(topic.spec.retention_ms);
-    let count = ((limit - first) as usize).min(SWEEP_CHUNK);
     let store = log.store().clone();
+    // Timestamps grow along a partition: if the oldest message is too young,
+    // so is everything after it.
+    let oldest = store.read_log(&topic.name, partition, first, 1)?;
+    if oldest.first().is_none_or(|(_, m)| m.timestamp_ms > cutoff) {
+        return Ok(());
+    }
+    let count = ((limit - first) as usize).min(SWEEP_CHUNK);
     let rows = store.read_log(&topic.name, partition, first, count)?;
     let mut cut = first;
     for (offset, message) in &rows {

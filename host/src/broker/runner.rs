@@ -21,7 +21,7 @@ use super::log::{Log, Topic};
 use super::now_ms;
 use super::plugins::Registry;
 use super::progress::Source;
-use super::spec::{DeliveryGuarantee, Ordering, SubscriptionSpec};
+use super::spec::{DeliveryGuarantee, LedgerMode, Ordering, SubscriptionSpec};
 use super::subscriptions::Shared;
 use super::worker::{self, Job, JobDone, WorkerSettings};
 use crate::runtime::{Delivery, Outcome};
@@ -610,11 +610,14 @@ impl Runner {
             Verdict::Dead(_) => "dead-lettered",
             Verdict::Dropped(_) => "failed",
         };
-        self.ops.push(Op::PutLedger {
-            subscription: name.clone(),
-            id: head.message.id.clone(),
-            entry: ledger_entry(&self.sources[head.source], &head, state),
-        });
+        let clean = matches!(verdict, Verdict::Acked) && head.history.len() == 1;
+        if self.spec.ledger == LedgerMode::All || !clean {
+            self.ops.push(Op::PutLedger {
+                subscription: name.clone(),
+                id: head.message.id.clone(),
+                entry: ledger_entry(&self.sources[head.source], &head, state),
+            });
+        }
         let source = &mut self.sources[head.source];
         let topic = source.topic.name.clone();
         let partition = source.partition;

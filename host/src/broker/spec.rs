@@ -218,6 +218,11 @@ pub struct SubscriptionSpec {
     /// Default 10,000.
     #[serde(default = "default_recycle")]
     pub recycle_after: u32,
+    /// Which messages get a delivery record (`GET .../messages/{id}`):
+    /// `failures` (default) those with a failed attempt; `all` every message,
+    /// at the cost of one more write per message.
+    #[serde(default)]
+    pub ledger: LedgerMode,
     /// Only messages matching the filter are delivered; the others are
     /// skipped (counted as `filtered`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +232,17 @@ pub struct SubscriptionSpec {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub start: Start,
+}
+
+/// Which messages a subscription keeps a delivery record of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LedgerMode {
+    /// Messages with at least one failed attempt (retried, dead-lettered, failed).
+    #[default]
+    Failures,
+    /// Every message.
+    All,
 }
 
 /// Which messages a subscription delivers.

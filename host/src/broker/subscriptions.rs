@@ -257,7 +257,9 @@ impl Subscriptions {
         self.info(name)?;
         self.store.ledger(name, id)?.ok_or_else(|| {
             BrokerError::NotFound(format!(
-                "subscription {name:?} has no delivery of message {id:?} on record"
+                "subscription {name:?} has no delivery of message {id:?} on record \
+                 (not attempted yet, deleted by retention, or acknowledged at the first \
+                 attempt while the subscription's ledger is `failures`)"
             ))
         })
     }
