@@ -266,3 +266,34 @@ fn dead_letters_redrive_into_one_subscription_and_purge() {
     let p = s.ok("DELETE", "/v1/subscriptions/s3/dead-letters", Body::None);
     assert_eq!(p["purged"], 0);
 }
+
+/// delivery.md D14: `orders.*` consumes every topic one segment below
+/// `orders`, `orders.>` every topic below it at any depth — including topics
+/// created after the subscription.
+#[test]
+fn wildcard_subscriptions_follow_new_topics() {
+    let mut s = Server::start();
+    s.deploy("noop", "noop");
+    s.topic("orders.eu", 2);
+    s.subscribe("one", json!({"topic": "orders.*", "plugin": "noop"}));
+    s.subscribe("any", json!({"topic": "orders.>", "plugin": "noop"}));
+    // Created after the subscriptions.
+    s.topic("orders.us", 3);
+    s.topic("orders.eu.returns", 1);
+    s.topic("billing", 1);
+    for topic in ["orders.eu", "orders.us", "orders.eu.returns", "billing"] {
+        let batch: Vec<Value> = (0..10).map(|i| msg(&format!("k{i}"), topic)).collect();
+        s.publish(topic, batch);
+    }
+    s.wait_stats("one", LIMIT, |st| st["acked"] == 20 && st["lag"] == 0);
+    s.wait_stats("any", LIMIT, |st| st["acked"] == 30 && st["lag"] == 0);
+    // After a restart the subscriptions resume on all their topics.
+    s.terminate();
+    s.restart();
+    s.topic("orders.asia", 1);
+    s.publish("orders.asia", vec![msg("k", "asia")]);
+    s.publish("orders.eu", vec![msg("k", "eu again")]);
+    s.wait_stats("one", LIMIT, |st| st["acked"] == 22 && st["lag"] == 0);
+    let st = s.wait_stats("any", LIMIT, |st| st["acked"] == 32 && st["lag"] == 0);
+    assert_eq!(st["delivered"], 32, "nothing delivered twice");
+}

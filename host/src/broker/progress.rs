@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub(crate) struct Source {
     pub(crate) topic: Arc<Topic>,
     pub(crate) partition: u32,
+    /// Index of the topic among the subscription's topics.
+    pub(crate) topic_index: usize,
     /// Next offset to read from the log.
     pub(crate) read_to: u64,
     /// Every offset below is finished.
@@ -29,10 +31,11 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    pub(crate) fn new(topic: Arc<Topic>, partition: u32) -> Self {
+    pub(crate) fn new(topic: Arc<Topic>, partition: u32, topic_index: usize) -> Self {
         Self {
             topic,
             partition,
+            topic_index,
             read_to: 0,
             watermark: 0,
             done_above: BTreeSet::new(),

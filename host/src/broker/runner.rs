@@ -49,7 +49,8 @@ const PLUGIN_RECHECK_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum LaneKey {
-    Key(String),
+    /// Topic (index in the runner's topics) and key.
+    Key(usize, String),
     Partition(usize),
     Solo(usize, u64),
 }
@@ -70,6 +71,14 @@ struct Pending {
 
 /// A redriven message and its original position (topic, partition, offset).
 pub(crate) type Redriven = (String, u32, u64, Redrive);
+
+/// Requests to a running subscription.
+pub(crate) enum Control {
+    /// Dead letters sent back into the subscription.
+    Redrive(Vec<Redriven>),
+    /// A topic created after the subscription started matches its pattern.
+    Topic(Arc<Topic>),
+}
 
 #[derive(Default)]
 struct Lane {
@@ -97,8 +106,10 @@ pub(crate) struct Runner {
     /// Cores available, for spreading jobs over worker threads.
     cores: usize,
     results: mpsc::UnboundedReceiver<Vec<JobDone<LaneKey>>>,
-    /// Dead letters sent back into this subscription.
-    redrives: mpsc::UnboundedReceiver<Vec<Redriven>>,
+    control: mpsc::UnboundedReceiver<Control>,
+    /// Topics consumed, in the order they were added (sources refer to them
+    /// by index).
+    topics: Vec<Arc<Topic>>,
     notify: Arc<Notify>,
 }
 
@@ -109,14 +120,18 @@ impl Runner {
         store: Store,
         log: Arc<Log>,
         plugins: Arc<Registry>,
-        topic: Arc<Topic>,
-        redrives: mpsc::UnboundedReceiver<Vec<Redriven>>,
+        topics: Vec<Arc<Topic>>,
+        control: mpsc::UnboundedReceiver<Control>,
     ) -> Result<Self, super::BrokerError> {
         let spec = shared.spec.clone();
         let progress = store.load_progress(&shared.name)?;
-        let mut sources: Vec<Source> = (0..topic.partitions())
-            .map(|partition| Source::new(topic.clone(), partition))
-            .collect();
+        let mut sources: Vec<Source> = Vec::new();
+        for (index, topic) in topics.iter().enumerate() {
+            shared.track_topic(topic);
+            for partition in 0..topic.partitions() {
+                sources.push(Source::new(topic.clone(), partition, index));
+            }
+        }
         let index = |t: &str, p: u32| sources_index(&sources, t, p);
         let mut marks = Vec::new();
         for (t, p, mark) in &progress.watermarks {
@@ -165,7 +180,9 @@ impl Runner {
             tokio::runtime::Handle::current(),
         );
         let notify = Arc::new(Notify::new());
-        topic.watch(notify.clone());
+        for topic in &topics {
+            topic.watch(notify.clone());
+        }
         let mut runner = Self {
             shared,
             spec,
@@ -183,7 +200,8 @@ impl Runner {
             workers,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: results_rx,
-            redrives,
+            control,
+            topics,
             notify,
         };
         for redriven in progress.redrives {
@@ -240,9 +258,10 @@ impl Runner {
                     stopping = changed.is_err() || *stop.borrow();
                 }
                 _ = paused.changed(), if !stopping => {}
-                Some(batch) = self.redrives.recv(), if !stopping => {
-                    batch.into_iter().for_each(|r| self.enqueue_redriven(r));
-                }
+                Some(control) = self.control.recv(), if !stopping => match control {
+                    Control::Redrive(batch) => batch.into_iter().for_each(|r| self.enqueue_redriven(r)),
+                    Control::Topic(topic) => self.add_topic(topic),
+                },
             }
         }
         // Close the job queue, wait for the (idle) workers to exit, and make
@@ -259,14 +278,33 @@ impl Runner {
         if let Err(e) = self.store.submit(ops, Durability::Buffered).await {
             tracing::error!(error = %e, subscription = %self.shared.name, "final progress commit failed");
         }
-        for source in &self.sources {
-            source.topic.unwatch(&self.notify);
+        for topic in &self.topics {
+            topic.unwatch(&self.notify);
         }
+    }
+
+    /// Start consuming a topic created after the subscription started (from
+    /// its beginning). Ignored if already consumed.
+    fn add_topic(&mut self, topic: Arc<Topic>) {
+        if self.topics.iter().any(|t| t.name == topic.name) {
+            return;
+        }
+        let index = self.topics.len();
+        self.shared.track_topic(&topic);
+        for partition in 0..topic.partitions() {
+            self.sources
+                .push(Source::new(topic.clone(), partition, index));
+        }
+        topic.watch(self.notify.clone());
+        tracing::info!(subscription = %self.shared.name, topic = %topic.name, "consuming a new matching topic");
+        self.topics.push(topic);
     }
 
     fn lane_key(&self, source: usize, offset: u64, message: &StoredMessage) -> LaneKey {
         match (self.spec.ordering, &message.key) {
-            (Ordering::Key, Some(key)) => LaneKey::Key(key.clone()),
+            (Ordering::Key, Some(key)) => {
+                LaneKey::Key(self.sources[source].topic_index, key.clone())
+            }
             (Ordering::Partition, _) => LaneKey::Partition(source),
             _ => LaneKey::Solo(source, offset),
         }
@@ -713,9 +751,7 @@ impl Runner {
     }
 
     fn publish_stats(&self) {
-        for (slot, source) in self.shared.watermarks.iter().zip(&self.sources) {
-            slot.store(source.watermark(), AtomicOrdering::Relaxed);
-        }
+        self.shared.publish_watermarks(&self.sources);
         let lag: u64 = self.sources.iter().map(Source::lag).sum();
         self.shared.lag.store(lag, AtomicOrdering::Relaxed);
         self.shared

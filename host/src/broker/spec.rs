@@ -84,6 +84,56 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
     validate_name("topic", name, 249)
 }
 
+/// A subscription's `topic`: a topic name, or a pattern over dot-separated
+/// segments — `*` matches exactly one segment, a final `>` one or more
+/// (`orders.*` matches `orders.eu` but not `orders.eu.x`; `orders.>` both).
+pub fn validate_topic_pattern(pattern: &str) -> Result<(), BrokerError> {
+    if !is_pattern(pattern) {
+        return validate_topic_name(pattern);
+    }
+    let segments: Vec<&str> = pattern.split('.').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let ok = match *segment {
+            "*" => true,
+            ">" => i == segments.len() - 1,
+            s => !s.is_empty() && validate_topic_name(s).is_ok(),
+        };
+        if !ok {
+            return Err(BrokerError::Invalid(format!(
+                "invalid topic pattern {pattern:?}: segments are names, `*` (one segment) \
+                 or a final `>` (one or more segments)"
+            )));
+        }
+    }
+    if pattern.len() > 249 {
+        return Err(BrokerError::Invalid("topic pattern longer than 249".into()));
+    }
+    Ok(())
+}
+
+/// Whether `topic` is a pattern rather than a topic name.
+pub fn is_pattern(topic: &str) -> bool {
+    topic.split('.').any(|s| s == "*" || s == ">")
+}
+
+/// Whether topic `name` matches `pattern` (a name matches only itself).
+pub fn topic_matches(pattern: &str, name: &str) -> bool {
+    if !is_pattern(pattern) {
+        return pattern == name;
+    }
+    let mut want = pattern.split('.');
+    let mut have = name.split('.');
+    loop {
+        match (want.next(), have.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(w), Some(h)) if w == h => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// Subscription and plugin names: `[A-Za-z0-9._-]{1,128}`.
 pub fn validate_resource_name(kind: &str, name: &str) -> Result<(), BrokerError> {
     validate_name(kind, name, 128)
@@ -196,7 +246,8 @@ pub enum Start {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
-    /// The topic to consume.
+    /// The topic to consume, or a pattern: `orders.*` (one more segment) or
+    /// `orders.>` (any depth), including topics created later.
     pub topic: String,
     /// Plugin name (follows the latest version) or `name@N` (pinned).
     pub plugin: String,
@@ -275,7 +326,7 @@ fn default_recycle() -> u32 {
 
 impl SubscriptionSpec {
     pub(crate) fn validate(&self) -> Result<(), BrokerError> {
-        validate_topic_name(&self.topic)?;
+        validate_topic_pattern(&self.topic)?;
         let (plugin, _) = parse_plugin_ref(&self.plugin)?;
         validate_resource_name("plugin", plugin)?;
         let bad = |m: String| Err(BrokerError::Invalid(m));
@@ -347,6 +398,31 @@ mod tests {
         assert_eq!(parse_plugin_ref("p").unwrap(), ("p", None));
         assert!(parse_plugin_ref("p@0").is_err());
         assert!(parse_plugin_ref("p@x").is_err());
+    }
+
+    #[test]
+    fn topic_patterns_match_like_nats_subjects() {
+        let check = |pattern: &str, name: &str, expected: bool| {
+            assert_eq!(
+                topic_matches(pattern, name),
+                expected,
+                "{pattern} vs {name}"
+            );
+        };
+        check("orders", "orders", true);
+        check("orders", "orders.eu", false);
+        check("orders.*", "orders.eu", true);
+        check("orders.*", "orders.eu.x", false);
+        check("orders.*", "orders", false);
+        check("orders.>", "orders.eu", true);
+        check("orders.>", "orders.eu.x", true);
+        check("orders.>", "orders", false);
+        check("*.created", "orders.created", true);
+        check("*.created", "orders.paid", false);
+        assert!(validate_topic_pattern("orders.>").is_ok());
+        assert!(validate_topic_pattern("orders.>.x").is_err());
+        assert!(validate_topic_pattern("orders..*").is_err());
+        assert!(validate_topic_pattern("or/ders.*").is_err());
     }
 
     #[test]

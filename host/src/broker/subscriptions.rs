@@ -1,15 +1,19 @@
 //! Subscriptions: their settings, their runners, and their statistics.
 
 use super::log::Log;
+use super::log::Topic;
 use super::plugins::Registry;
-use super::runner::{Redriven, Runner};
+use super::progress::Source;
+use super::runner::{Control, Runner};
+use super::spec::{is_pattern, topic_matches};
 use super::spec::{validate_resource_name, Start, SubscriptionSpec};
 use super::BrokerError;
 use crate::store::{DeadLetter, Durability, LedgerEntry, Op, Redrive, Store};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::RwLock;
 use tokio::sync::watch;
 
 const META_SUBSCRIPTION: &str = "subscription";
@@ -62,14 +66,14 @@ pub(crate) struct Shared {
     pub(crate) filtered: AtomicU64,
     pub(crate) lag: AtomicU64,
     pub(crate) in_flight: AtomicU64,
-    /// Per partition of the topic: the runner's current watermark.
-    pub(crate) watermarks: Vec<AtomicU64>,
+    /// Per consumed topic and partition: the runner's current watermark.
+    watermarks: RwLock<HashMap<String, Vec<AtomicU64>>>,
 }
 
 impl Shared {
-    fn new(name: &str, spec: SubscriptionSpec, partitions: u32) -> Self {
+    fn new(name: &str, spec: SubscriptionSpec) -> Self {
         Self {
-            watermarks: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            watermarks: RwLock::new(HashMap::new()),
             name: name.to_string(),
             spec,
             delivered: AtomicU64::new(0),
@@ -81,6 +85,41 @@ impl Shared {
             lag: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
         }
+    }
+
+    /// Start reporting watermarks for a topic (all 0 until the runner reports).
+    pub(crate) fn track_topic(&self, topic: &Topic) {
+        let mut marks = self.watermarks.write().expect("watermarks lock");
+        marks
+            .entry(topic.name.clone())
+            .or_insert_with(|| (0..topic.partitions()).map(|_| AtomicU64::new(0)).collect());
+    }
+
+    /// Report the runner's watermarks.
+    pub(crate) fn publish_watermarks(&self, sources: &[Source]) {
+        let marks = self.watermarks.read().expect("watermarks lock");
+        for source in sources {
+            if let Some(slot) = marks
+                .get(&source.topic.name)
+                .and_then(|v| v.get(source.partition as usize))
+            {
+                slot.store(source.watermark(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// This subscription's watermark of a topic's partition (0 if the runner
+    /// has not reported it yet, which holds retention back).
+    fn watermark(&self, topic: &str, partition: u32) -> u64 {
+        let marks = self.watermarks.read().expect("watermarks lock");
+        marks
+            .get(topic)
+            .and_then(|v| v.get(partition as usize))
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    fn consumes(&self, topic: &str) -> bool {
+        topic_matches(&self.spec.topic, topic)
     }
 
     fn info(&self, paused: bool) -> SubscriptionInfo {
@@ -107,7 +146,7 @@ struct Running {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     paused: watch::Sender<bool>,
-    redrive: tokio::sync::mpsc::UnboundedSender<Vec<Redriven>>,
+    control: tokio::sync::mpsc::UnboundedSender<Control>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -142,18 +181,19 @@ impl Subscriptions {
     }
 
     fn start(&self, name: &str, spec: SubscriptionSpec) -> Result<(), BrokerError> {
-        let topic = self.log.get(&spec.topic).ok_or_else(|| {
-            BrokerError::NotFound(format!("topic {:?} does not exist", spec.topic))
-        })?;
-        let shared = Arc::new(Shared::new(name, spec, topic.partitions()));
-        let (redrive, redrive_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Hold the registry while collecting topics: a topic created meanwhile
+        // is either collected here or announced to the registered runner.
+        let mut running = self.running.lock().expect("subscriptions lock");
+        let topics = self.matching_topics(&spec)?;
+        let shared = Arc::new(Shared::new(name, spec));
+        let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let runner = Runner::start(
             shared.clone(),
             self.store.clone(),
             self.log.clone(),
             self.plugins.clone(),
-            topic,
-            redrive_rx,
+            topics,
+            control_rx,
         )?;
         let is_paused = self
             .store
@@ -163,13 +203,13 @@ impl Subscriptions {
         let (stop, stop_rx) = watch::channel(false);
         let (paused, paused_rx) = watch::channel(is_paused);
         let task = tokio::spawn(runner.run(stop_rx, paused_rx));
-        self.running.lock().expect("subscriptions lock").insert(
+        running.insert(
             name.to_string(),
             Running {
                 shared,
                 stop,
                 paused,
-                redrive,
+                control,
                 task,
             },
         );
@@ -198,9 +238,7 @@ impl Subscriptions {
     ) -> Result<(SubscriptionInfo, bool), BrokerError> {
         validate_resource_name("subscription", name)?;
         spec.validate()?;
-        let topic = self.log.get(&spec.topic).ok_or_else(|| {
-            BrokerError::NotFound(format!("topic {:?} does not exist", spec.topic))
-        })?;
+        let topics = self.matching_topics(&spec)?;
         self.plugins.resolve(&spec.plugin)?;
         let _guard = self.changes.lock().await;
         let existing = self
@@ -221,13 +259,16 @@ impl Subscriptions {
             None => {
                 if spec.start == Start::Latest {
                     // Begin after everything durable now.
-                    let ops = (0..topic.partitions())
-                        .map(|p| Op::SetWatermark {
-                            subscription: name.to_string(),
-                            topic: spec.topic.clone(),
-                            partition: p,
-                            offset: topic.head(p),
-                            clear_done: Vec::new(),
+                    let ops = topics
+                        .iter()
+                        .flat_map(|topic| {
+                            (0..topic.partitions()).map(|p| Op::SetWatermark {
+                                subscription: name.to_string(),
+                                topic: topic.name.clone(),
+                                partition: p,
+                                offset: topic.head(p),
+                                clear_done: Vec::new(),
+                            })
                         })
                         .collect();
                     self.store.submit(ops, Durability::Synced).await?;
@@ -240,14 +281,40 @@ impl Subscriptions {
         Ok((self.info(name)?, created))
     }
 
-    pub(crate) fn topic_created(&self, _topic: &str) {}
+    /// Topics a subscription consumes now. An exact topic name must exist; a
+    /// pattern may match none yet.
+    fn matching_topics(&self, spec: &SubscriptionSpec) -> Result<Vec<Arc<Topic>>, BrokerError> {
+        if !is_pattern(&spec.topic) {
+            let topic = self.log.get(&spec.topic).ok_or_else(|| {
+                BrokerError::NotFound(format!("topic {:?} does not exist", spec.topic))
+            })?;
+            return Ok(vec![topic]);
+        }
+        Ok(self
+            .log
+            .all()
+            .into_iter()
+            .filter(|t| topic_matches(&spec.topic, &t.name))
+            .collect())
+    }
+
+    /// A topic was created: subscriptions whose pattern matches start on it.
+    pub(crate) fn topic_created(&self, name: &str) {
+        let Some(topic) = self.log.get(name) else {
+            return;
+        };
+        let running = self.running.lock().expect("subscriptions lock");
+        for r in running.values().filter(|r| r.shared.consumes(name)) {
+            let _ = r.control.send(Control::Topic(topic.clone()));
+        }
+    }
 
     /// Names of the subscriptions consuming `topic`.
     pub(crate) fn names_for(&self, topic: &str) -> Vec<String> {
         let running = self.running.lock().expect("subscriptions lock");
         running
             .values()
-            .filter(|r| r.shared.spec.topic == topic)
+            .filter(|r| r.shared.consumes(topic))
             .map(|r| r.shared.name.clone())
             .collect()
     }
@@ -271,13 +338,8 @@ impl Subscriptions {
         let running = self.running.lock().expect("subscriptions lock");
         running
             .values()
-            .filter(|r| r.shared.spec.topic == topic)
-            .map(|r| {
-                r.shared
-                    .watermarks
-                    .get(partition as usize)
-                    .map_or(0, |w| w.load(Ordering::Relaxed))
-            })
+            .filter(|r| r.shared.consumes(topic))
+            .map(|r| r.shared.watermark(topic, partition))
             .min()
     }
 
@@ -416,7 +478,7 @@ impl Subscriptions {
         let count = sent.len();
         self.store.submit(ops, Durability::Synced).await?;
         if let Some(r) = self.running.lock().expect("subscriptions lock").get(name) {
-            let _ = r.redrive.send(sent);
+            let _ = r.control.send(Control::Redrive(sent));
         }
         tracing::info!(
             subscription = name,
