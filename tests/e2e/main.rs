@@ -8,4 +8,5 @@ mod api_errors;
 mod core_path;
 mod crash;
 mod examples;
+mod model;
 mod semantics;

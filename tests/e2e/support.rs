@@ -9,7 +9,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Test plugins, built once per test run.
-pub const PLUGINS: [&str; 6] = ["noop", "forwarder", "flaky", "poison", "spin", "hog"];
+pub const PLUGINS: [&str; 7] = [
+    "noop",
+    "forwarder",
+    "flaky",
+    "poison",
+    "spin",
+    "hog",
+    "scripted",
+];
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
