@@ -201,3 +201,56 @@ fn retention_keeps_the_data_directory_bounded() {
     // Trimmed messages are gone from reads; new ones still flow.
     assert!(s.read_partition("steady", 0).is_empty());
 }
+
+/// delivery.md D8: under at-most-once a failed attempt is not retried, and
+/// across kill -9 restarts no message is ever delivered twice.
+#[test]
+fn at_most_once_never_delivers_twice() {
+    let mut s = Server::start();
+    s.topic("amo", 2);
+    s.topic("amo.out", 2);
+    s.deploy("forwarder", "forwarder");
+    s.deploy("flaky", "flaky");
+    s.subscribe(
+        "once",
+        json!({"topic": "amo", "plugin": "forwarder", "delivery": "at-most-once", "concurrency": 8}),
+    );
+    s.topic("amo-flaky", 1);
+    s.subscribe(
+        "flaky-once",
+        json!({"topic": "amo-flaky", "plugin": "flaky", "delivery": "at-most-once"}),
+    );
+    s.publish(
+        "amo-flaky",
+        vec![json!({"payload": "x", "headers": {"succeed-on": "2"}})],
+    );
+    let st = s.wait_stats("flaky-once", LIMIT, |st| {
+        st["failed"] == 1 && st["lag"] == 0
+    });
+    assert_eq!(st["delivered"], 1, "no retry under at-most-once");
+    assert_eq!(st["dead_lettered"], 0);
+
+    let mut published = 0;
+    for cycle in 0..3 {
+        let batch: Vec<Value> = (0..2000)
+            .map(|i| json!({"key": format!("k{}", i % 32), "payload": format!("c{cycle}-{i}")}))
+            .collect();
+        published += batch.len();
+        s.publish("amo", batch);
+        // Kill while deliveries are under way.
+        crate::support::wait_for(LIMIT, "deliveries under way", || {
+            (s.stats("once")["delivered"].as_u64() > Some(0)).then_some(())
+        });
+        s.kill9();
+        s.restart();
+        s.wait_stats("once", LIMIT, |st| st["lag"] == 0 && st["in_flight"] == 0);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in 0..2 {
+        for m in s.read_partition("amo.out", p) {
+            let text = m["payload"].as_str().unwrap().to_string();
+            assert!(seen.insert(text.clone()), "{text} delivered twice");
+        }
+    }
+    assert!(seen.len() <= published);
+}
