@@ -424,15 +424,7 @@ impl Subscriptions {
     ) -> Result<usize, BrokerError> {
         let _guard = self.changes.lock().await;
         let chosen = self.select_dead(name, ids)?;
-        let ops = chosen
-            .iter()
-            .map(|d| Op::DeleteDeadLetter {
-                subscription: name.to_string(),
-                topic: d.topic.clone(),
-                partition: d.partition,
-                offset: d.offset,
-            })
-            .collect();
+        let ops = chosen.iter().map(|d| delete_dead(name, d)).collect();
         self.store.submit(ops, Durability::Synced).await?;
         tracing::info!(
             subscription = name,
@@ -454,18 +446,13 @@ impl Subscriptions {
         let mut ops = Vec::with_capacity(chosen.len() * 2);
         let mut sent = Vec::with_capacity(chosen.len());
         for d in chosen {
+            ops.push(delete_dead(name, &d));
             let redrive = Redrive {
                 message: d.message,
                 attempts: 0,
                 due_ms: 0,
                 history: Vec::new(),
             };
-            ops.push(Op::DeleteDeadLetter {
-                subscription: name.to_string(),
-                topic: d.topic.clone(),
-                partition: d.partition,
-                offset: d.offset,
-            });
             ops.push(Op::PutRedrive {
                 subscription: name.to_string(),
                 topic: d.topic.clone(),
@@ -504,5 +491,14 @@ impl Subscriptions {
         for name in names {
             self.stop(&name).await;
         }
+    }
+}
+
+fn delete_dead(subscription: &str, letter: &DeadLetter) -> Op {
+    Op::DeleteDeadLetter {
+        subscription: subscription.to_string(),
+        topic: letter.topic.clone(),
+        partition: letter.partition,
+        offset: letter.offset,
     }
 }

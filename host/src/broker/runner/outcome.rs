@@ -1,0 +1,200 @@
+//! Turning one attempt's outcome into the subscription's state: progress,
+//! a retry timer, a dead letter, the ledger and the counters.
+
+use super::{LaneKey, Pending, Runner};
+use crate::broker::backoff;
+use crate::broker::now_ms;
+use crate::broker::progress::Source;
+use crate::broker::spec::{DeliveryGuarantee, LedgerMode};
+use crate::broker::worker::JobDone;
+use crate::runtime::Outcome;
+use crate::store::{AttemptRecord, DeadLetter, LedgerEntry, Op, Redrive, RetryState};
+use std::sync::atomic::Ordering as AtomicOrdering;
+
+pub(super) enum Verdict {
+    Acked,
+    Dead(String),
+    /// At-most-once: the attempt failed and the message is not retried.
+    Dropped(String),
+}
+
+impl Runner {
+    /// Apply one attempt's outcome.
+    pub(super) fn complete(&mut self, done: JobDone<LaneKey>) {
+        self.in_flight -= 1;
+        let now = now_ms();
+        let outcome = done.invocation.outcome;
+        let Some(lane) = self.lanes.get_mut(&done.lane) else {
+            return;
+        };
+        let Some(head) = lane.queue.front_mut() else {
+            return;
+        };
+        debug_assert_eq!(head.offset, done.offset);
+        head.history.push(AttemptRecord {
+            attempt: head.attempts,
+            started_ms: done.started_ms,
+            duration_us: done.invocation.duration.as_micros() as u64,
+            outcome: outcome.kind().to_string(),
+            error: (outcome != Outcome::Ack).then(|| outcome.describe()),
+            plugin: Some(done.label.clone()),
+        });
+        let name = &self.shared.name;
+        if outcome.is_failure() {
+            tracing::debug!(subscription = %name, plugin = %done.label, offset = done.offset, attempt = head.attempts, outcome = %outcome.describe(), "attempt failed");
+        }
+        let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
+        let verdict = match &outcome {
+            Outcome::Ack => Verdict::Acked,
+            Outcome::DeadLetter(reason) => Verdict::Dead(reason.clone()),
+            failed if at_most_once => Verdict::Dropped(failed.describe()),
+            failed if head.attempts >= self.spec.retry.max_attempts => Verdict::Dead(format!(
+                "gave up after {} attempts; last: {}",
+                head.attempts,
+                failed.describe()
+            )),
+            failed => {
+                let delay = match failed {
+                    Outcome::Retry {
+                        delay_ms: Some(d), ..
+                    } => *d,
+                    _ => backoff::delay_ms(&self.spec.retry, head.attempts, rand::random::<f64>()),
+                };
+                head.due_ms = now + delay;
+                let source = &self.sources[head.source];
+                let (subscription, topic, partition, offset) = (
+                    name.clone(),
+                    source.topic.name.clone(),
+                    source.partition,
+                    head.offset,
+                );
+                if head.redriven {
+                    let redrive = Redrive {
+                        message: (*head.message).clone(),
+                        attempts: head.attempts,
+                        due_ms: head.due_ms,
+                        history: head.history.clone(),
+                    };
+                    self.ops.push(Op::PutRedrive {
+                        subscription,
+                        topic,
+                        partition,
+                        offset,
+                        redrive,
+                    });
+                } else {
+                    head.persisted_retry = true;
+                    let state = RetryState {
+                        attempts: head.attempts,
+                        due_ms: head.due_ms,
+                        history: head.history.clone(),
+                    };
+                    self.ops.push(Op::PutRetry {
+                        subscription,
+                        topic,
+                        partition,
+                        offset,
+                        state,
+                    });
+                }
+                let entry = ledger_entry(&self.sources[head.source], head, "retrying");
+                self.ops.push(Op::PutLedger {
+                    subscription: name.clone(),
+                    id: head.message.id.clone(),
+                    entry,
+                });
+                self.shared.retried.fetch_add(1, AtomicOrdering::Relaxed);
+                let due = head.due_ms;
+                self.schedule(done.lane, due);
+                return;
+            }
+        };
+        let head = lane.queue.pop_front().expect("checked above");
+        self.buffered -= 1;
+        let next_due = lane.queue.front().map(|p| p.due_ms);
+        if next_due.is_none() {
+            self.lanes.remove(&done.lane);
+        }
+        self.finish(head, verdict, now);
+        if let Some(due) = next_due {
+            self.schedule(done.lane, due);
+        }
+    }
+
+    /// Record that a message is finished: progress, ledger, dead letter, counters.
+    fn finish(&mut self, head: Pending, verdict: Verdict, now: u64) {
+        let name = self.shared.name.clone();
+        let state = match verdict {
+            Verdict::Acked => "acked",
+            Verdict::Dead(_) => "dead-lettered",
+            Verdict::Dropped(_) => "failed",
+        };
+        let clean = matches!(verdict, Verdict::Acked) && head.history.len() == 1;
+        if self.spec.ledger == LedgerMode::All || !clean {
+            self.ops.push(Op::PutLedger {
+                subscription: name.clone(),
+                id: head.message.id.clone(),
+                entry: ledger_entry(&self.sources[head.source], &head, state),
+            });
+        }
+        let source = &mut self.sources[head.source];
+        let topic = source.topic.name.clone();
+        let partition = source.partition;
+        if head.persisted_retry {
+            self.ops.push(Op::ClearRetry {
+                subscription: name.clone(),
+                topic: topic.clone(),
+                partition,
+                offset: head.offset,
+            });
+        }
+        if head.redriven {
+            self.ops.push(Op::ClearRedrive {
+                subscription: name.clone(),
+                topic: topic.clone(),
+                partition,
+                offset: head.offset,
+            });
+        } else if self.spec.delivery != DeliveryGuarantee::AtMostOnce {
+            // Under at-most-once the offset was finished before the plugin ran.
+            source.finish(head.offset);
+        }
+        match verdict {
+            Verdict::Acked => {
+                self.shared.acked.fetch_add(1, AtomicOrdering::Relaxed);
+            }
+            Verdict::Dropped(reason) => {
+                self.shared.failed.fetch_add(1, AtomicOrdering::Relaxed);
+                tracing::warn!(subscription = %name, topic = %topic, partition, offset = head.offset, reason = %reason, "at-most-once delivery failed; message dropped");
+            }
+            Verdict::Dead(reason) => {
+                self.shared
+                    .dead_lettered
+                    .fetch_add(1, AtomicOrdering::Relaxed);
+                tracing::info!(subscription = %name, topic = %topic, partition, offset = head.offset, reason = %reason, "message dead-lettered");
+                self.ops.push(Op::PutDeadLetter {
+                    subscription: name,
+                    letter: DeadLetter {
+                        topic,
+                        partition,
+                        offset: head.offset,
+                        message: (*head.message).clone(),
+                        reason,
+                        dead_at_ms: now,
+                        history: head.history,
+                    },
+                });
+            }
+        }
+    }
+}
+
+fn ledger_entry(source: &Source, head: &Pending, state: &str) -> LedgerEntry {
+    LedgerEntry {
+        topic: source.topic.name.clone(),
+        partition: source.partition,
+        offset: head.offset,
+        state: state.to_string(),
+        attempts: head.history.clone(),
+    }
+}
