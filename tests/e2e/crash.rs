@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
-const CYCLES: usize = 3;
+const CYCLES: usize = 10;
 const BATCH: usize = 50;
 /// Upper bound on batches per cycle, so the publisher stops by itself.
 const MAX_BATCHES: usize = 2000;
@@ -33,9 +33,10 @@ fn kill9_during_publish_burst_loses_no_acknowledged_message() {
             let acked = acked.clone();
             std::thread::spawn(move || publish_until_failure(&base, cycle, &acked))
         };
-        // Kill once a good part of the burst is acknowledged, mid-stream.
+        // Kill at a random point of the burst, mid-stream.
+        let kill_after = (5 + rand::random::<u64>() % 40) as usize * BATCH;
         crate::support::wait_for(LIMIT, "publishes acknowledged", || {
-            (acked.lock().unwrap().len() >= 40 * BATCH).then_some(())
+            (acked.lock().unwrap().len() >= kill_after).then_some(())
         });
         s.kill9();
         let sent = publisher.join().expect("publisher thread");
