@@ -297,3 +297,33 @@ fn wildcard_subscriptions_follow_new_topics() {
     let st = s.wait_stats("any", LIMIT, |st| st["acked"] == 32 && st["lag"] == 0);
     assert_eq!(st["delivered"], 32, "nothing delivered twice");
 }
+
+/// Deleting a subscription removes it with its progress and dead letters;
+/// recreating the name starts afresh.
+#[test]
+fn deleted_subscription_starts_afresh_when_recreated() {
+    use crate::support::Body;
+    let s = Server::start();
+    s.topic("del", 1);
+    s.deploy("poison", "poison");
+    let spec = json!({"topic": "del", "plugin": "poison", "retry": {"max_attempts": 1}});
+    s.subscribe("d", spec.clone());
+    s.publish("del", vec![msg("a", "ok"), msg("a", "dead")]);
+    s.wait_stats("d", LIMIT, |st| {
+        st["acked"] == 1 && st["dead_lettered"] == 1
+    });
+    let gone = s.ok("DELETE", "/v1/subscriptions/d", Body::None);
+    assert_eq!(gone["deleted"], "d");
+    let (status, _) = s.call("GET", "/v1/subscriptions/d", None, Body::None);
+    assert_eq!(status, 404);
+    s.subscribe("d", spec);
+    let st = s.wait_stats("d", LIMIT, |st| {
+        st["acked"] == 1 && st["dead_lettered"] == 1
+    });
+    assert_eq!(st["delivered"], 2, "counters and progress started over");
+    assert_eq!(
+        s.dead_letters("d").len(),
+        1,
+        "old dead letters were deleted"
+    );
+}

@@ -63,7 +63,8 @@ impl<'a> Route<'a> {
     /// The methods the resource accepts, as sent in `Allow`.
     pub fn allow(self) -> &'static str {
         match self {
-            Route::Topic(_) | Route::Plugin(_) | Route::Subscription(_) => "GET, PUT",
+            Route::Topic(_) | Route::Plugin(_) => "GET, PUT",
+            Route::Subscription(_) => "GET, PUT, DELETE",
             Route::Publish(_) | Route::Pause(_) | Route::Resume(_) | Route::Redrive(_) => "POST",
             Route::DeadLetters(_) | Route::DeadLetter(..) => "GET, DELETE",
             _ => "GET",
@@ -136,6 +137,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Plugin(name) => plugins::get(&ctx, name),
         Route::Subscriptions => subscriptions::list(&ctx),
         Route::Subscription(name) if is_put => subscriptions::put(&ctx, name, req).await,
+        Route::Subscription(name) if is_delete => subscriptions::delete(&ctx, name).await,
         Route::Subscription(name) => subscriptions::get(&ctx, name),
         Route::DeadLetters(name) if is_delete => subscriptions::purge(&ctx, name, None).await,
         Route::DeadLetters(name) => subscriptions::dead_letters(&ctx, name, query).await,
@@ -221,5 +223,7 @@ mod tests {
         assert!(!accepts(Route::Topics, Method::PUT));
         assert!(!accepts(Route::Health, Method::HEAD));
         assert_eq!(Route::Plugin("p").allow(), "GET, PUT");
+        assert!(accepts(Route::Subscription("s"), Method::DELETE));
+        assert!(!accepts(Route::Topic("t"), Method::DELETE));
     }
 }

@@ -1,4 +1,5 @@
 //! Subscriptions: `PUT /v1/subscriptions/{name}` (create or update),
+//! `DELETE /v1/subscriptions/{name}`,
 //! `GET /v1/subscriptions`, `GET /v1/subscriptions/{name}` (with stats) and
 //! `GET /v1/subscriptions/{name}/dead-letters?limit=`,
 //! `GET|DELETE /v1/subscriptions/{name}/dead-letters/{id}`,
@@ -150,4 +151,15 @@ pub async fn ledger(ctx: &Ctx, name: &str, id: &str) -> Result<Reply, ApiError> 
         ctx.format,
         &LedgerOut::new(id.to_owned(), entry),
     )
+}
+
+#[derive(Serialize)]
+struct Deleted<'a> {
+    deleted: &'a str,
+}
+
+/// Delete a subscription with its progress, ledger and dead letters.
+pub async fn delete(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    ctx.broker.delete_subscription(name).await?;
+    body::reply(StatusCode::OK, ctx.format, &Deleted { deleted: name })
 }

@@ -238,6 +238,12 @@ impl Broker {
         self.inner.subscriptions.info(name)
     }
 
+    /// Delete a subscription with its progress, ledger and dead letters.
+    /// Recreating it later starts afresh (per its `start` setting).
+    pub async fn delete_subscription(&self, name: &str) -> Result<(), BrokerError> {
+        self.inner.subscriptions.delete(name).await
+    }
+
     /// Pause a subscription (no new deliveries; in-flight attempts finish) or
     /// resume it. Survives restarts.
     pub async fn set_paused(

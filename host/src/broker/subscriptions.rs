@@ -87,6 +87,15 @@ impl Shared {
         }
     }
 
+    /// Report totals whose progress is written (monotonic: a late report of
+    /// an earlier batch never lowers them).
+    pub(crate) fn publish_counters(&self, c: &crate::store::Counters) {
+        self.acked.fetch_max(c.acked, Ordering::Relaxed);
+        self.retried.fetch_max(c.retried, Ordering::Relaxed);
+        self.dead_lettered
+            .fetch_max(c.dead_lettered, Ordering::Relaxed);
+    }
+
     /// Start reporting watermarks for a topic (all 0 until the runner reports).
     pub(crate) fn track_topic(&self, topic: &Topic) {
         let mut marks = self.watermarks.write().expect("watermarks lock");
@@ -385,6 +394,26 @@ impl Subscriptions {
     ) -> Result<Vec<DeadLetter>, BrokerError> {
         self.info(name)?;
         Ok(self.store.list_dead_letters(name, limit)?)
+    }
+
+    /// Stop a subscription and delete it with its progress, ledger and dead
+    /// letters. In-flight attempts finish first.
+    pub(crate) async fn delete(&self, name: &str) -> Result<(), BrokerError> {
+        let _guard = self.changes.lock().await;
+        self.info(name)?;
+        self.stop(name).await;
+        self.store.delete_meta(META_SUBSCRIPTION, name)?;
+        self.store.delete_meta(META_PAUSED, name)?;
+        self.store
+            .submit(
+                vec![Op::ForgetSubscription {
+                    subscription: name.to_string(),
+                }],
+                Durability::Synced,
+            )
+            .await?;
+        tracing::info!(subscription = name, "subscription deleted");
+        Ok(())
     }
 
     /// One dead letter by message id.

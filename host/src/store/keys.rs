@@ -45,6 +45,28 @@ fn tagged(tag: u8, subscription: &str) -> Vec<u8> {
     k
 }
 
+/// Key ranges `[from, to)` holding everything of a subscription in the
+/// progress column family (every tag, the ledger included).
+pub(super) fn subscription_ranges(subscription: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    [WATERMARK, DONE, RETRY, REDRIVE, COUNTERS, LEDGER]
+        .iter()
+        .map(|tag| {
+            let from = tagged(*tag, subscription);
+            let mut to = from.clone();
+            *to.last_mut().expect("tagged keys end in NUL") = 1;
+            (from, to)
+        })
+        .collect()
+}
+
+/// Key range `[from, to)` of a subscription's dead letters.
+pub(super) fn dead_range(subscription: &str) -> (Vec<u8>, Vec<u8>) {
+    let from = dead_prefix(subscription);
+    let mut to = from.clone();
+    *to.last_mut().expect("dead prefix ends in NUL") = 1;
+    (from, to)
+}
+
 pub(super) fn progress_prefixes(subscription: &str) -> [(u8, Vec<u8>); 5] {
     [WATERMARK, DONE, RETRY, REDRIVE, COUNTERS].map(|tag| (tag, tagged(tag, subscription)))
 }
@@ -162,6 +184,21 @@ mod tests {
         );
         assert_eq!(trailing_u64(&log("t", 1, 42)), 42);
         assert!(log("t", 1, u64::MAX) < log("t", 2, 0));
+    }
+
+    #[test]
+    fn subscription_ranges_cover_only_that_subscription() {
+        let (from, to) = subscription_ranges("s1")[0].clone();
+        let inside = progress_at(WATERMARK, "s1", "t", 0, 9);
+        let other = progress_at(WATERMARK, "s10", "t", 0, 9);
+        assert!(from <= inside && inside < to);
+        assert!(
+            !(from <= other && other < to),
+            "s10 is another subscription"
+        );
+        let (from, to) = dead_range("s1");
+        assert!(from <= dead("s1", "t", 3, 4) && dead("s1", "t", 3, 4) < to);
+        assert!(!(from <= dead("s10", "t", 3, 4) && dead("s10", "t", 3, 4) < to));
     }
 
     #[test]

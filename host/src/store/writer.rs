@@ -31,6 +31,11 @@ pub enum Op {
         offset: u64,
         message: StoredMessage,
     },
+    /// Delete everything stored for a subscription: progress, retry and
+    /// redrive records, counters, ledger and dead letters.
+    ForgetSubscription {
+        subscription: String,
+    },
     /// Delete a partition's messages below offset `below` (retention).
     TrimLog {
         topic: String,
@@ -151,6 +156,13 @@ impl Op {
                 keys::log(&topic, partition, offset),
                 encode(&message),
             ),
+            Op::ForgetSubscription { subscription } => {
+                for (from, to) in keys::subscription_ranges(&subscription) {
+                    batch.delete_range_cf(cf(CF_PROGRESS), from, to);
+                }
+                let (from, to) = keys::dead_range(&subscription);
+                batch.delete_range_cf(cf(CF_DEAD), from, to);
+            }
             Op::TrimLog {
                 topic,
                 partition,

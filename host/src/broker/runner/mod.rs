@@ -26,7 +26,9 @@ use crate::broker::spec::{DeliveryGuarantee, Ordering, SubscriptionSpec};
 use crate::broker::subscriptions::Shared;
 use crate::broker::worker::{self, Job, JobDone, WorkerSettings};
 use crate::runtime::Delivery;
-use crate::store::{AttemptRecord, Durability, Op, Redrive, RetryState, Store, StoredMessage};
+use crate::store::{
+    AttemptRecord, Counters, Durability, Op, Redrive, RetryState, Store, StoredMessage,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -94,6 +96,8 @@ pub(crate) struct Runner {
     lanes: HashMap<LaneKey, Lane>,
     ready: VecDeque<LaneKey>,
     timers: BinaryHeap<Reverse<(u64, LaneKey)>>,
+    /// Totals, as persisted with each progress batch.
+    counters: Counters,
     /// Retry states loaded at start, consumed as their messages are read.
     restored: HashMap<(usize, u64), RetryState>,
     buffered: usize,
@@ -154,13 +158,11 @@ impl Runner {
             let finished = done.iter().filter(|(j, _)| *j == i).map(|(_, o)| *o);
             source.restore(mark, finished);
         }
-        let c = progress.counters;
-        shared.delivered.store(c.delivered, AtomicOrdering::Relaxed);
-        shared.acked.store(c.acked, AtomicOrdering::Relaxed);
-        shared.retried.store(c.retried, AtomicOrdering::Relaxed);
+        let counters = progress.counters;
         shared
-            .dead_lettered
-            .store(c.dead_lettered, AtomicOrdering::Relaxed);
+            .delivered
+            .store(counters.delivered, AtomicOrdering::Relaxed);
+        shared.publish_counters(&counters);
 
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
@@ -191,6 +193,7 @@ impl Runner {
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             restored,
+            counters,
             buffered: 0,
             in_flight: 0,
             ops: Vec::new(),
@@ -273,8 +276,11 @@ impl Runner {
         }
         let mut ops = self.collect_ops();
         ops.push(self.counters_op());
-        if let Err(e) = self.store.submit(ops, Durability::Buffered).await {
-            tracing::error!(error = %e, subscription = %self.shared.name, "final progress commit failed");
+        match self.store.submit(ops, Durability::Buffered).await {
+            Ok(()) => self.shared.publish_counters(&self.counters),
+            Err(e) => {
+                tracing::error!(error = %e, subscription = %self.shared.name, "final progress commit failed")
+            }
         }
         for topic in &self.topics {
             topic.unwatch(&self.notify);
@@ -520,6 +526,7 @@ impl Runner {
             }
         }
         self.in_flight += batch.len();
+        self.counters.delivered += batch.len() as u64;
         self.shared
             .delivered
             .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
@@ -537,15 +544,9 @@ impl Runner {
     }
 
     fn counters_op(&self) -> Op {
-        let s = &self.shared;
         Op::PutCounters {
-            subscription: s.name.clone(),
-            counters: crate::store::Counters {
-                delivered: s.delivered.load(AtomicOrdering::Relaxed),
-                acked: s.acked.load(AtomicOrdering::Relaxed),
-                retried: s.retried.load(AtomicOrdering::Relaxed),
-                dead_lettered: s.dead_lettered.load(AtomicOrdering::Relaxed),
-            },
+            subscription: self.shared.name.clone(),
+            counters: self.counters,
         }
     }
 
@@ -571,10 +572,16 @@ impl Runner {
             return;
         }
         let write = self.store.submit(ops, Durability::Buffered);
-        let name = self.shared.name.clone();
+        let (shared, counters) = (self.shared.clone(), self.counters);
+        // The reported counters follow what is written: once `acked` or
+        // `dead_lettered` shows a message, its progress and dead letter are
+        // readable.
         tokio::spawn(async move {
-            if let Err(e) = write.await {
-                tracing::error!(error = %e, subscription = %name, "committing progress failed");
+            match write.await {
+                Ok(()) => shared.publish_counters(&counters),
+                Err(e) => {
+                    tracing::error!(error = %e, subscription = %shared.name, "committing progress failed")
+                }
             }
         });
     }

@@ -103,7 +103,7 @@ impl Runner {
                     id: head.message.id.clone(),
                     entry,
                 });
-                self.shared.retried.fetch_add(1, AtomicOrdering::Relaxed);
+                self.counters.retried += 1;
                 let due = head.due_ms;
                 self.schedule(done.lane, due);
                 return;
@@ -161,16 +161,14 @@ impl Runner {
         }
         match verdict {
             Verdict::Acked => {
-                self.shared.acked.fetch_add(1, AtomicOrdering::Relaxed);
+                self.counters.acked += 1;
             }
             Verdict::Dropped(reason) => {
                 self.shared.failed.fetch_add(1, AtomicOrdering::Relaxed);
                 tracing::warn!(subscription = %name, topic = %topic, partition, offset = head.offset, reason = %reason, "at-most-once delivery failed; message dropped");
             }
             Verdict::Dead(reason) => {
-                self.shared
-                    .dead_lettered
-                    .fetch_add(1, AtomicOrdering::Relaxed);
+                self.counters.dead_lettered += 1;
                 tracing::info!(subscription = %name, topic = %topic, partition, offset = head.offset, reason = %reason, "message dead-lettered");
                 self.ops.push(Op::PutDeadLetter {
                     subscription: name,
