@@ -103,6 +103,20 @@ fn flaky_message_succeeds_on_its_third_attempt() {
         Body::None,
     );
     assert_eq!(status, 404);
+    // The same counters in Prometheus form.
+    let (status, metrics) = s.get_text("/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        r#"switchyard_subscription_acked_total{subscription="flaky"} 1"#,
+        r#"switchyard_subscription_retried_total{subscription="flaky"} 2"#,
+        r#"switchyard_subscription_lag{subscription="flaky"} 0"#,
+        r#"switchyard_partition_next_offset{topic="jobs",partition="0"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in:\n{metrics}"
+        );
+    }
 }
 
 /// delivery.md: dead letters — after the last attempt, or at once on

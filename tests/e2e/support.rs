@@ -227,6 +227,17 @@ impl Server {
         (status, value)
     }
 
+    /// A GET without a token; returns the status and the body as text.
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let mut resp = self
+            .agent
+            .get(&format!("{}{}", self.base, path))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (resp.status().as_u16(), text)
+    }
+
     /// A request that must succeed (2xx); returns the JSON body.
     pub fn ok(&self, method: &str, path: &str, body: Body) -> Value {
         let (status, value) = self.call(method, path, None, body);

@@ -28,6 +28,7 @@ mod body;
 mod error;
 mod health;
 mod messages;
+mod metrics;
 mod plugins;
 mod query;
 mod router;

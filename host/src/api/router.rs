@@ -15,6 +15,7 @@ use hyper::{Method, Request};
 pub enum Route<'a> {
     Health,
     Ready,
+    Metrics,
     Topics,
     Topic(&'a str),
     Publish(&'a str),
@@ -42,6 +43,7 @@ impl<'a> Route<'a> {
         Some(match segments.as_slice() {
             ["healthz"] => Route::Health,
             ["readyz"] => Route::Ready,
+            ["metrics"] => Route::Metrics,
             ["v1", "topics"] => Route::Topics,
             ["v1", "topics", t] => Route::Topic(t),
             ["v1", "topics", t, "messages"] => Route::Publish(t),
@@ -77,7 +79,7 @@ impl<'a> Route<'a> {
 
     /// Health endpoints answer without a token.
     fn is_public(self) -> bool {
-        matches!(self, Route::Health | Route::Ready)
+        matches!(self, Route::Health | Route::Ready | Route::Metrics)
     }
 }
 
@@ -120,6 +122,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
     let is_delete = req.method() == Method::DELETE;
     let ctx = match route {
         Route::Health => return health::healthz(),
+        Route::Metrics => return super::metrics::render(&state.broker().await?),
         Route::Ready => return health::readyz(state),
         _ => Ctx {
             broker: state.broker().await?,
@@ -149,7 +152,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Ledger(name, id) => subscriptions::ledger(&ctx, name, id).await,
         Route::Pause(name) => subscriptions::set_paused(&ctx, name, true).await,
         Route::Resume(name) => subscriptions::set_paused(&ctx, name, false).await,
-        Route::Health | Route::Ready => Err(ApiError::internal("health routes are answered above")),
+        Route::Health | Route::Ready | Route::Metrics => {
+            Err(ApiError::internal("public routes are answered above"))
+        }
     }
 }
 
@@ -164,6 +169,7 @@ mod tests {
     #[test]
     fn paths_map_to_routes() {
         check("/healthz", Some(Route::Health));
+        check("/metrics", Some(Route::Metrics));
         check("/readyz", Some(Route::Ready));
         check("/v1/topics", Some(Route::Topics));
         check("/v1/topics/orders", Some(Route::Topic("orders")));

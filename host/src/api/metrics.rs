@@ -1,0 +1,115 @@
+//! `GET /metrics`: Prometheus text exposition of topics and subscriptions,
+//! rendered from the broker's state at scrape time (no token needed, like the
+//! health endpoints).
+
+use super::body::Reply;
+use super::error::ApiError;
+use crate::broker::Broker;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label of per-subscription metrics.
+type BySubscription = Vec<(&'static str, String)>;
+
+/// The Prometheus text format's content type.
+const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
+    let mut registry = Registry::with_prefix("switchyard");
+    let next_offset = Family::<Vec<(&'static str, String)>, Gauge>::default();
+    registry.register(
+        "partition_next_offset",
+        "Offset the next message of a partition gets (messages ever stored)",
+        next_offset.clone(),
+    );
+    for topic in broker.topics() {
+        for (p, offset) in topic.offsets.iter().enumerate() {
+            let labels = vec![("topic", topic.name.clone()), ("partition", p.to_string())];
+            next_offset.get_or_create(&labels).set(*offset as i64);
+        }
+    }
+    let counters: [(&str, &str, Family<BySubscription, Counter>); 6] = [
+        (
+            "subscription_delivered",
+            "Attempts started",
+            Family::default(),
+        ),
+        (
+            "subscription_acked",
+            "Messages acknowledged by the plugin",
+            Family::default(),
+        ),
+        (
+            "subscription_retried",
+            "Failed attempts scheduled for another try",
+            Family::default(),
+        ),
+        (
+            "subscription_dead_lettered",
+            "Messages moved to the dead letters",
+            Family::default(),
+        ),
+        (
+            "subscription_failed",
+            "At-most-once deliveries that failed",
+            Family::default(),
+        ),
+        (
+            "subscription_filtered",
+            "Messages skipped by the subscription's filter",
+            Family::default(),
+        ),
+    ];
+    let gauges: [(&str, &str, Family<BySubscription, Gauge>); 2] = [
+        (
+            "subscription_lag",
+            "Durable messages not yet finished",
+            Family::default(),
+        ),
+        (
+            "subscription_in_flight",
+            "Attempts running now",
+            Family::default(),
+        ),
+    ];
+    for (name, help, family) in &counters {
+        registry.register(*name, *help, family.clone());
+    }
+    for (name, help, family) in &gauges {
+        registry.register(*name, *help, family.clone());
+    }
+    for sub in broker.subscriptions() {
+        let labels = vec![("subscription", sub.name.clone())];
+        let st = &sub.stats;
+        let values = [
+            st.delivered,
+            st.acked,
+            st.retried,
+            st.dead_lettered,
+            st.failed,
+            st.filtered,
+        ];
+        for ((_, _, family), value) in counters.iter().zip(values) {
+            family.get_or_create(&labels).inc_by(value);
+        }
+        for ((_, _, family), value) in gauges.iter().zip([st.lag, st.in_flight]) {
+            family.get_or_create(&labels).set(value as i64);
+        }
+    }
+    let mut text = String::new();
+    encode(&mut text, &registry)
+        .map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT));
+    Ok(response)
+}
