@@ -287,7 +287,9 @@ impl Log {
         let mut remembered = Vec::new();
         let mut appender = topic.next.lock().expect("offsets lock");
         for m in messages {
-            if let Some(id) = m.id.as_ref().filter(|_| window > 0) {
+            // Producer-given ids are deduplicated unless the window is 0.
+            let dedup_id = m.id.as_ref().filter(|_| window > 0);
+            if let Some(id) = dedup_id {
                 if let Some((partition, offset)) = self.seen(&topic, &appender, id, now)? {
                     results.push(Published {
                         id: id.clone(),
@@ -308,7 +310,7 @@ impl Log {
             let offset = appender.offsets[partition as usize];
             appender.offsets[partition as usize] += 1;
             ends[partition as usize] = Some(offset + 1);
-            if let Some(id) = m.id.as_ref().filter(|_| window > 0) {
+            if let Some(id) = dedup_id {
                 appender.pending_ids.insert(id.clone(), (partition, offset));
                 remembered.push(id.clone());
                 ops.push(Op::RememberId {

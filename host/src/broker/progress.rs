@@ -45,12 +45,16 @@ impl Source {
         }
     }
 
-    /// Resume from persisted progress.
-    pub(crate) fn restore(&mut self, watermark: u64, done: impl IntoIterator<Item = u64>) {
+    /// Resume from a persisted watermark (before [`Source::restore_done`]).
+    pub(crate) fn restore_watermark(&mut self, watermark: u64) {
         self.watermark = watermark;
         self.persisted_mark = watermark;
         self.read_to = watermark;
-        for offset in done.into_iter().filter(|o| *o >= watermark) {
+    }
+
+    /// Resume a persisted done marker.
+    pub(crate) fn restore_done(&mut self, offset: u64) {
+        if offset >= self.watermark {
             self.done_above.insert(offset);
             self.persisted_done.insert(offset);
         }

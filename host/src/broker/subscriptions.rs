@@ -204,11 +204,7 @@ impl Subscriptions {
             topics,
             control_rx,
         )?;
-        let is_paused = self
-            .store
-            .list_meta::<bool>(META_PAUSED)?
-            .iter()
-            .any(|(n, p)| n == name && *p);
+        let is_paused = self.store.get_meta::<bool>(META_PAUSED, name)? == Some(true);
         let (stop, stop_rx) = watch::channel(false);
         let (paused, paused_rx) = watch::channel(is_paused);
         let task = tokio::spawn(runner.run(stop_rx, paused_rx));

@@ -103,6 +103,28 @@ impl Plugin {
         self.runtime.inner.config.memory_limit_bytes
     }
 
+    /// A new instance in its own store. A failed instantiation (a trap in the
+    /// component's start functions, the memory limit, a full pool) comes back
+    /// as the failed attempt's invocation.
+    fn instantiate(
+        &self,
+        label: String,
+        env: Option<Arc<dyn HostEnv>>,
+        timeout: Duration,
+    ) -> Result<(Store<HostState>, Consumer), Invocation> {
+        let started = Instant::now();
+        let mut store = self.new_store(label, env);
+        // Instantiation runs the component's start functions: bound them too.
+        store.set_epoch_deadline(super::deadline_ticks(timeout));
+        match self.pre.instantiate(&mut store) {
+            Ok(consumer) => Ok((store, consumer)),
+            Err(err) => {
+                let outcome = call::classify(store.data(), &err, timeout, self.memory_limit());
+                Err(call::finish(&mut store, outcome, started))
+            }
+        }
+    }
+
     /// Call `handle` on a fresh instance (full isolation between messages).
     /// `label` tags the plugin's log lines (e.g. "billing@3 msg=…").
     pub fn invoke(
@@ -112,12 +134,8 @@ impl Plugin {
         env: Arc<dyn HostEnv>,
         label: String,
     ) -> Invocation {
-        let started = Instant::now();
-        let mut store = self.new_store(label, Some(env));
-        // Instantiation runs the component's start functions: bound them too.
-        store.set_epoch_deadline(super::deadline_ticks(timeout));
-        match self.pre.instantiate(&mut store) {
-            Ok(consumer) => call::run(
+        match self.instantiate(label, Some(env), timeout) {
+            Ok((mut store, consumer)) => call::run(
                 &mut store,
                 &consumer,
                 delivery,
@@ -125,10 +143,7 @@ impl Plugin {
                 self.memory_limit(),
                 &mut (0, 0),
             ),
-            Err(err) => {
-                let outcome = call::classify(store.data(), &err, timeout, self.memory_limit());
-                call::finish(&mut store, outcome, started)
-            }
+            Err(failed) => failed,
         }
     }
 
@@ -167,26 +182,18 @@ impl PluginWorker {
         env: Arc<dyn HostEnv>,
         label: String,
     ) -> Invocation {
-        let started = Instant::now();
         let memory_limit = self.plugin.memory_limit();
         let mut live = match self.live.take() {
             Some(live) => live,
-            None => {
-                let mut store = self.plugin.new_store(String::new(), None);
-                store.set_epoch_deadline(super::deadline_ticks(timeout));
-                match self.plugin.pre.instantiate(&mut store) {
-                    Ok(consumer) => Live {
-                        store,
-                        consumer,
-                        calls: 0,
-                        stdio_seen: (0, 0),
-                    },
-                    Err(err) => {
-                        let outcome = call::classify(store.data(), &err, timeout, memory_limit);
-                        return call::finish(&mut store, outcome, started);
-                    }
-                }
-            }
+            None => match self.plugin.instantiate(String::new(), None, timeout) {
+                Ok((store, consumer)) => Live {
+                    store,
+                    consumer,
+                    calls: 0,
+                    stdio_seen: (0, 0),
+                },
+                Err(failed) => return failed,
+            },
         };
         {
             let state = live.store.data_mut();

@@ -174,18 +174,8 @@ impl Store {
 
     /// The oldest offset still stored in a partition (`None` when empty).
     pub fn first_offset(&self, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
-        let prefix = keys::log_prefix(topic, partition);
-        let mut iter = self.db.iterator_cf(
-            self.cf(CF_LOG),
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        match iter.next() {
-            Some(item) => {
-                let (key, _) = item?;
-                Ok(key.starts_with(&prefix).then(|| keys::trailing_u64(&key)))
-            }
-            None => Ok(None),
-        }
+        let start = keys::log_prefix(topic, partition);
+        self.edge_offset(topic, partition, &start, Direction::Forward)
     }
 
     /// Reclaim the space of a partition's messages below `below` (after a
@@ -211,21 +201,28 @@ impl Store {
     /// The offset the next message of a partition gets (0 when empty).
     pub fn next_offset(&self, topic: &str, partition: u32) -> Result<u64, StoreError> {
         let end = keys::log(topic, partition, u64::MAX);
+        let last = self.edge_offset(topic, partition, &end, Direction::Reverse)?;
+        Ok(last.map_or(0, |offset| offset + 1))
+    }
+
+    /// The first offset of a partition met iterating from `from` in `direction`.
+    fn edge_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: &[u8],
+        direction: Direction,
+    ) -> Result<Option<u64>, StoreError> {
         let prefix = keys::log_prefix(topic, partition);
-        let mut iter = self.db.iterator_cf(
-            self.cf(CF_LOG),
-            IteratorMode::From(&end, Direction::Reverse),
-        );
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(CF_LOG), IteratorMode::From(from, direction));
         match iter.next() {
             Some(item) => {
                 let (key, _) = item?;
-                if key.starts_with(&prefix) {
-                    Ok(keys::trailing_u64(&key) + 1)
-                } else {
-                    Ok(0)
-                }
+                Ok(key.starts_with(&prefix).then(|| keys::trailing_u64(&key)))
             }
-            None => Ok(0),
+            None => Ok(None),
         }
     }
 
@@ -347,6 +344,19 @@ impl Store {
         self.db
             .delete_cf_opt(self.cf(CF_META), keys::meta(kind, name), &opts)?;
         Ok(())
+    }
+
+    /// One metadata record, if present.
+    pub fn get_meta<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let key = keys::meta(kind, name);
+        match self.db.get_pinned_cf(self.cf(CF_META), &key)? {
+            Some(value) => Ok(Some(decode(&key, &value)?)),
+            None => Ok(None),
+        }
     }
 
     /// All metadata records of one kind, by name.

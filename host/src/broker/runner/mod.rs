@@ -134,29 +134,22 @@ impl Runner {
                 sources.push(Source::new(topic.clone(), partition, index));
             }
         }
-        let index = |t: &str, p: u32| sources_index(&sources, t, p);
-        let mut marks = Vec::new();
+        // Watermarks first: done markers below them are stale.
         for (t, p, mark) in &progress.watermarks {
-            if let Some(i) = index(t, *p) {
-                marks.push((i, *mark));
+            if let Some(i) = sources_index(&sources, t, *p) {
+                sources[i].restore_watermark(*mark);
             }
         }
-        let mut done = Vec::new();
         for (t, p, offset) in &progress.done {
-            if let Some(i) = index(t, *p) {
-                done.push((i, *offset));
+            if let Some(i) = sources_index(&sources, t, *p) {
+                sources[i].restore_done(*offset);
             }
         }
         let mut restored = HashMap::new();
-        for (t, p, offset, state) in progress.retries.iter().cloned() {
-            if let Some(i) = index(&t, p) {
+        for (t, p, offset, state) in progress.retries {
+            if let Some(i) = sources_index(&sources, &t, p) {
                 restored.insert((i, offset), state);
             }
-        }
-        for (i, source) in sources.iter_mut().enumerate() {
-            let mark = marks.iter().find(|(j, _)| *j == i).map_or(0, |(_, m)| *m);
-            let finished = done.iter().filter(|(j, _)| *j == i).map(|(_, o)| *o);
-            source.restore(mark, finished);
         }
         let counters = progress.counters;
         shared
