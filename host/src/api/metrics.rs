@@ -35,7 +35,7 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
             next_offset.get_or_create(&labels).set(*offset as i64);
         }
     }
-    let counters: [(&str, &str, Family<BySubscription, Counter>); 6] = [
+    let counters: [(&str, &str, Family<BySubscription, Counter>); 7] = [
         (
             "subscription_delivered",
             "Attempts started",
@@ -64,6 +64,11 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
         (
             "subscription_filtered",
             "Messages skipped by the subscription's filter",
+            Family::default(),
+        ),
+        (
+            "subscription_kv_conflicts",
+            "Attempts run again because a kv key they read changed meanwhile",
             Family::default(),
         ),
     ];
@@ -95,6 +100,7 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
             st.dead_lettered,
             st.failed,
             st.filtered,
+            st.kv_conflicts,
         ];
         for ((_, _, family), value) in counters.iter().zip(values) {
             family.get_or_create(&labels).inc_by(value);

@@ -1,26 +1,21 @@
-//! Query-string parameters. Only numeric parameters exist so far, so no
-//! percent-decoding is needed; unknown or repeated parameters are refused
-//! rather than silently ignored, so a typo (`?form=10`) is not mistaken for
-//! the default.
+//! Query-string parameters, percent-decoded. Unknown or repeated parameters
+//! are refused rather than silently ignored, so a typo (`?form=10`) is not
+//! mistaken for the default.
 
 use super::error::ApiError;
 
 /// The parameters of one request, checked against the names a route knows.
 #[derive(Debug)]
-pub struct Query<'a> {
-    pairs: Vec<(&'a str, &'a str)>,
+pub struct Query {
+    pairs: Vec<(String, String)>,
 }
 
-impl<'a> Query<'a> {
-    pub fn parse(query: Option<&'a str>, known: &[&str]) -> Result<Self, ApiError> {
-        let mut pairs: Vec<(&str, &str)> = Vec::new();
-        for part in query
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (name, value) = part.split_once('=').unwrap_or((part, ""));
-            if !known.contains(&name) {
+impl Query {
+    pub fn parse(query: Option<&str>, known: &[&str]) -> Result<Self, ApiError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let (name, value) = (name.into_owned(), value.into_owned());
+            if !known.contains(&name.as_str()) {
                 let known = known.join(", ");
                 return Err(ApiError::invalid(format!(
                     "unknown query parameter {name:?}; this call takes: {known}"
@@ -34,6 +29,14 @@ impl<'a> Query<'a> {
             pairs.push((name, value));
         }
         Ok(Self { pairs })
+    }
+
+    /// The text parameter `name`, if given.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The integer parameter `name`, `default` when absent; must lie in `range`.
@@ -90,5 +93,14 @@ mod tests {
         check(Some("from="), Err("from must be an integer"));
         check(Some("form=3"), Err("unknown query parameter \"form\""));
         check(Some("from=1&from=2"), Err("repeated"));
+    }
+
+    #[test]
+    fn text_parameters_are_percent_decoded() {
+        let q =
+            Query::parse(Some("prefix=seen%2Fa+b&after="), &["prefix", "after"]).expect("parse");
+        assert_eq!(q.text("prefix"), Some("seen/a b"));
+        assert_eq!(q.text("after"), Some(""));
+        assert_eq!(q.text("limit"), None);
     }
 }

@@ -30,6 +30,7 @@ pub enum Route<'a> {
     DeadLetter(&'a str, &'a str),
     Redrive(&'a str),
     Ledger(&'a str, &'a str),
+    Kv(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -56,6 +57,7 @@ impl<'a> Route<'a> {
             ["v1", "subscriptions", n, "dead-letters", "redrive"] => Route::Redrive(n),
             ["v1", "subscriptions", n, "dead-letters", id] => Route::DeadLetter(n, id),
             ["v1", "subscriptions", n, "messages", id] => Route::Ledger(n, id),
+            ["v1", "subscriptions", n, "kv"] => Route::Kv(n),
             ["v1", "subscriptions", n, "pause"] => Route::Pause(n),
             ["v1", "subscriptions", n, "resume"] => Route::Resume(n),
             _ => return None,
@@ -150,6 +152,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::DeadLetter(name, id) => subscriptions::dead_letter(&ctx, name, id).await,
         Route::Redrive(name) => subscriptions::redrive(&ctx, name, req).await,
         Route::Ledger(name, id) => subscriptions::ledger(&ctx, name, id).await,
+        Route::Kv(name) => subscriptions::kv(&ctx, name, query).await,
         Route::Pause(name) => subscriptions::set_paused(&ctx, name, true).await,
         Route::Resume(name) => subscriptions::set_paused(&ctx, name, false).await,
         Route::Health | Route::Ready | Route::Metrics => {
@@ -183,6 +186,7 @@ mod tests {
         check("/v1/subscriptions", Some(Route::Subscriptions));
         check("/v1/subscriptions/s", Some(Route::Subscription("s")));
         check("/v1/subscriptions/s/pause", Some(Route::Pause("s")));
+        check("/v1/subscriptions/s/kv", Some(Route::Kv("s")));
         check(
             "/v1/subscriptions/s/messages/m-1",
             Some(Route::Ledger("s", "m-1")),

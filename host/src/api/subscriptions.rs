@@ -5,12 +5,13 @@
 //! `GET|DELETE /v1/subscriptions/{name}/dead-letters/{id}`,
 //! `DELETE /v1/subscriptions/{name}/dead-letters` (purge),
 //! `POST /v1/subscriptions/{name}/dead-letters/redrive` (`{"ids": [...]}` or
-//! empty for all), `POST /v1/subscriptions/{name}/pause` and `.../resume`.
+//! empty for all), `POST /v1/subscriptions/{name}/pause` and `.../resume`,
+//! `GET /v1/subscriptions/{name}/kv?prefix=&after=&limit=` (the plugin's state).
 
 use super::body::{self, Format, Reply};
 use super::error::ApiError;
 use super::query::Query;
-use super::wire::{DeadLetterOut, DeadLettersOut, LedgerOut};
+use super::wire::{DeadLetterOut, DeadLettersOut, KvOut, LedgerOut};
 use super::{blocking, Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{SubscriptionInfo, SubscriptionSpec};
 use hyper::body::Incoming;
@@ -73,6 +74,28 @@ pub async fn dead_letters(ctx: &Ctx, name: &str, query: Option<&str>) -> Result<
         StatusCode::OK,
         ctx.format,
         &DeadLettersOut::new(letters, ctx.format),
+    )
+}
+
+/// Kv entries listed when `limit` is not given.
+const DEFAULT_KV_LIMIT: u64 = 100;
+/// Most kv entries one call lists; clients page with `after=<next>`.
+const MAX_KV_LIMIT: u64 = 1000;
+
+/// `{"entries": [{"key", "value" | "value_base64"}], "next": <last key> | null}`:
+/// the subscription's kv state, in key order; `next` is set when the page is full.
+pub async fn kv(ctx: &Ctx, name: &str, query: Option<&str>) -> Result<Reply, ApiError> {
+    let query = Query::parse(query, &["prefix", "after", "limit"])?;
+    let limit = query.number("limit", DEFAULT_KV_LIMIT, 1..=MAX_KV_LIMIT)? as usize;
+    let prefix = query.text("prefix").unwrap_or_default().to_owned();
+    let after = query.text("after").map(str::to_owned);
+    let (broker, name) = (ctx.broker.clone(), name.to_owned());
+    let entries =
+        blocking(move || broker.kv_entries(&name, &prefix, after.as_deref(), limit)).await?;
+    body::reply(
+        StatusCode::OK,
+        ctx.format,
+        &KvOut::new(entries, limit, ctx.format),
     )
 }
 

@@ -3,7 +3,6 @@
 
 use super::spec::{validate_topic_name, TopicSpec};
 use super::{now_ms, BrokerError, TopicInfo};
-use crate::runtime::HostEnv;
 use crate::store::{Durability, Op, Store, StoredMessage};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -127,15 +126,37 @@ struct Appender {
     pending_ids: HashMap<String, (u32, u64)>,
 }
 
-/// A publish whose write is queued.
-struct Prepared<W> {
+/// Messages assigned to one topic's partitions, whose write is queued.
+struct Appended {
     topic: Arc<Topic>,
-    results: Vec<Published>,
     /// Per partition: the new head once the write is durable.
     ends: Vec<Option<u64>>,
     /// Ids to drop from the pending set once the write is done.
     remembered: Vec<String>,
-    write: W,
+}
+
+impl Appended {
+    /// The write is done: forget the pending ids and, if it succeeded, make
+    /// the messages visible and wake the topic's readers.
+    fn settle(&self, written: bool) {
+        if !self.remembered.is_empty() {
+            let mut appender = self.topic.next.lock().expect("offsets lock");
+            for id in &self.remembered {
+                appender.pending_ids.remove(id);
+            }
+        }
+        if !written {
+            return;
+        }
+        for (partition, end) in self.ends.iter().enumerate() {
+            if let Some(end) = end {
+                self.topic.heads[partition].fetch_max(*end, Ordering::AcqRel);
+            }
+        }
+        for watcher in self.topic.watchers.lock().expect("watchers lock").iter() {
+            watcher.notify_one();
+        }
+    }
 }
 
 /// All topics, and the store they live in.
@@ -222,43 +243,27 @@ impl Log {
     {
         let prepared = self.prepare(topic_name, messages);
         async move {
-            let Prepared {
-                topic,
-                results,
-                ends,
-                remembered,
-                write,
-            } = prepared?;
+            let (results, appended, write) = prepared?;
             let written = write.await;
-            if !remembered.is_empty() {
-                let mut appender = topic.next.lock().expect("offsets lock");
-                for id in &remembered {
-                    appender.pending_ids.remove(id);
-                }
-            }
+            appended.settle(written.is_ok());
             written?;
-            for (partition, end) in ends.iter().enumerate() {
-                if let Some(end) = end {
-                    topic.heads[partition].fetch_max(*end, Ordering::AcqRel);
-                }
-            }
-            for watcher in topic.watchers.lock().expect("watchers lock").iter() {
-                watcher.notify_one();
-            }
             Ok(results)
         }
     }
 
     /// Validate, deduplicate, assign partitions and offsets, and queue the
     /// durable write.
+    #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
         topic_name: &str,
         messages: Vec<NewMessage>,
     ) -> Result<
-        Prepared<
+        (
+            Vec<Published>,
+            Appended,
             impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
-        >,
+        ),
         BrokerError,
     > {
         let topic = self.require(topic_name)?;
@@ -278,19 +283,94 @@ impl Log {
                 )));
             }
         }
-        let partitions = topic.partitions();
-        let now = now_ms();
         let mut ops = Vec::with_capacity(messages.len());
+        let mut appender = topic.next.lock().expect("offsets lock");
+        let (results, appended) =
+            self.assign(&topic, &mut appender, messages, now_ms(), &mut ops, true)?;
+        // Queue while holding the offsets lock: batches reach the writer in
+        // offset order. An all-duplicate batch still queues (an empty write):
+        // its answer then waits until the originals are durable.
+        let write = self.store.submit(ops, Durability::Synced);
+        drop(appender);
+        Ok((results, appended, write))
+    }
+
+    /// Queue plugin outputs (by topic, each with its id) and `ops` as one
+    /// atomic write: the commit of an exactly-once attempt. Outputs whose id
+    /// is already stored on their topic within its dedup window are left
+    /// out. Resolves once the write is done and the outputs are visible.
+    pub(crate) fn commit(
+        &self,
+        outputs: BTreeMap<String, Vec<NewMessage>>,
+        mut ops: Vec<Op>,
+        durability: Durability,
+    ) -> impl std::future::Future<Output = Result<(), BrokerError>> + Send + 'static {
+        let (topics, batches): (Vec<Arc<Topic>>, Vec<Vec<NewMessage>>) = outputs
+            .into_iter()
+            .filter_map(|(name, messages)| match self.get(&name) {
+                Some(topic) => Some((topic, messages)),
+                None => {
+                    tracing::error!(topic = %name, dropped = messages.len(), "a plugin's output topic no longer exists");
+                    None
+                }
+            })
+            .unzip();
+        // Lock every output topic, in name order (publishers take one lock
+        // at a time, so this cannot deadlock), so each topic's batches reach
+        // the writer in offset order.
+        let mut guards: Vec<_> = topics
+            .iter()
+            .map(|topic| topic.next.lock().expect("offsets lock"))
+            .collect();
+        let now = now_ms();
+        let mut writes = Vec::new();
+        let mut appended = Vec::with_capacity(topics.len());
+        for ((topic, messages), appender) in topics.iter().zip(batches).zip(guards.iter_mut()) {
+            let assigned = self.assign(topic, appender, messages, now, &mut writes, false);
+            appended.push(assigned.expect("lenient assignment does not fail").1);
+        }
+        writes.append(&mut ops);
+        let write = self.store.submit(writes, durability);
+        drop(guards);
+        async move {
+            let written = write.await;
+            for a in &appended {
+                a.settle(written.is_ok());
+            }
+            Ok(written?)
+        }
+    }
+
+    /// Deduplicate and assign partitions and offsets to `messages`, adding
+    /// their writes to `ops`. `strict`: a failed dedup lookup is an error;
+    /// otherwise it is logged and the message treated as new.
+    fn assign(
+        &self,
+        topic: &Arc<Topic>,
+        appender: &mut Appender,
+        messages: Vec<NewMessage>,
+        now: u64,
+        ops: &mut Vec<Op>,
+        strict: bool,
+    ) -> Result<(Vec<Published>, Appended), BrokerError> {
+        let partitions = topic.partitions();
         let mut results = Vec::with_capacity(messages.len());
         let mut ends = vec![None; partitions as usize];
         let window = topic.spec.dedup_window_ms;
         let mut remembered = Vec::new();
-        let mut appender = topic.next.lock().expect("offsets lock");
         for m in messages {
-            // Producer-given ids are deduplicated unless the window is 0.
+            // Given ids are deduplicated unless the window is 0.
             let dedup_id = m.id.as_ref().filter(|_| window > 0);
             if let Some(id) = dedup_id {
-                if let Some((partition, offset)) = self.seen(&topic, &appender, id, now)? {
+                let seen = match self.seen(topic, appender, id, now) {
+                    Ok(seen) => seen,
+                    Err(e) if !strict => {
+                        tracing::warn!(error = %e, topic = %topic.name, id = %id, "dedup lookup failed; storing the message");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some((partition, offset)) = seen {
                     results.push(Published {
                         id: id.clone(),
                         partition,
@@ -343,18 +423,12 @@ impl Log {
                 },
             });
         }
-        // Queue while holding the offsets lock: batches reach the writer in
-        // offset order. An all-duplicate batch still queues (an empty write):
-        // its answer then waits until the originals are durable.
-        let write = self.store.submit(ops, Durability::Synced);
-        drop(appender);
-        Ok(Prepared {
+        let appended = Appended {
             topic: topic.clone(),
-            results,
             ends,
             remembered,
-            write,
-        })
+        };
+        Ok((results, appended))
     }
 
     /// Where a message with this producer-given id was stored within the
@@ -426,8 +500,9 @@ fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, Broke
     })
 }
 
-impl HostEnv for Log {
-    fn check_publish(&self, topic: &str) -> Result<(), String> {
+impl Log {
+    /// May a plugin publish to `topic`? `Err` carries the reason it is given.
+    pub(crate) fn check_publish(&self, topic: &str) -> Result<(), String> {
         match self.get(topic) {
             Some(_) => Ok(()),
             None => Err(format!("topic {topic:?} does not exist")),

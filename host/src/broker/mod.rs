@@ -9,6 +9,7 @@
 //! API boundary: [`Broker`] and the plain data types re-exported here.
 
 mod backoff;
+mod kv;
 mod log;
 mod plugins;
 mod progress;
@@ -284,6 +285,21 @@ impl Broker {
         ids: Option<Vec<String>>,
     ) -> Result<usize, BrokerError> {
         self.inner.subscriptions.redrive(name, ids.as_deref()).await
+    }
+
+    /// A subscription's kv entries whose keys start with `prefix`, after the
+    /// key `after` when given, in key order, at most `limit`. Shows what is
+    /// written to the store (an ack's kv writes appear once its batch is).
+    pub fn kv_entries(
+        &self,
+        name: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, BrokerError> {
+        self.inner
+            .subscriptions
+            .kv_entries(name, prefix, after, limit)
     }
 
     /// A subscription's dead letters, at most `limit`.

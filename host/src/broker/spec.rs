@@ -163,6 +163,10 @@ pub enum DeliveryGuarantee {
     /// Progress is committed after `ack`; a crash redelivers.
     #[default]
     AtLeastOnce,
+    /// The plugin's effects (publications, kv writes) are committed in the
+    /// same atomic write as the ack; a crash re-runs the attempt and the
+    /// effects still appear once.
+    ExactlyOnce,
 }
 
 /// Which messages of a subscription must be handled one at a time, in order.

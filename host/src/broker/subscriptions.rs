@@ -37,6 +37,9 @@ pub struct SubscriptionStats {
     pub filtered: u64,
     /// At-most-once deliveries that failed (not retried), since the host started.
     pub failed: u64,
+    /// Acked attempts run again, uncounted, because a kv key they read was
+    /// changed by another attempt meanwhile, since the host started.
+    pub kv_conflicts: u64,
     /// Durable messages not yet finished (acked or dead-lettered).
     pub lag: u64,
     /// Attempts running now.
@@ -63,6 +66,7 @@ pub(crate) struct Shared {
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) kv_conflicts: AtomicU64,
     pub(crate) filtered: AtomicU64,
     pub(crate) lag: AtomicU64,
     pub(crate) in_flight: AtomicU64,
@@ -81,6 +85,7 @@ impl Shared {
             retried: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            kv_conflicts: AtomicU64::new(0),
             filtered: AtomicU64::new(0),
             lag: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -143,6 +148,7 @@ impl Shared {
                 retried: get(&self.retried),
                 dead_lettered: get(&self.dead_lettered),
                 failed: get(&self.failed),
+                kv_conflicts: get(&self.kv_conflicts),
                 filtered: get(&self.filtered),
                 lag: get(&self.lag),
                 in_flight: get(&self.in_flight),
@@ -381,6 +387,17 @@ impl Subscriptions {
         }
         tracing::info!(subscription = name, paused, "subscription state changed");
         self.info(name)
+    }
+
+    pub(crate) fn kv_entries(
+        &self,
+        name: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, BrokerError> {
+        self.info(name)?;
+        Ok(self.store.kv_list(name, prefix, after, limit)?)
     }
 
     pub(crate) fn dead_letters(

@@ -1,5 +1,6 @@
 //! Worker threads of one subscription: each takes a job, runs the plugin in
-//! its sandbox, makes the plugin's publications durable if it acknowledged,
+//! its sandbox, makes the plugin's publications durable if it acknowledged
+//! (except under exactly-once, where the runner commits them with the ack),
 //! and reports back to the subscription's runner.
 //!
 //! Plain OS threads, not async tasks: a plugin call is CPU-bound and may run
@@ -39,6 +40,9 @@ pub(crate) struct WorkerSettings {
     pub(crate) isolation: Isolation,
     pub(crate) recycle_after: u32,
     pub(crate) subscription: String,
+    /// Publish an acked call's messages here, before reporting the ack.
+    /// False under exactly-once: the runner commits them with the ack.
+    pub(crate) publish_outputs: bool,
 }
 
 /// Start `count` workers; they exit when the job channel closes.
@@ -47,22 +51,24 @@ pub(crate) fn spawn<L: Send + 'static>(
     settings: WorkerSettings,
     jobs: crossbeam_channel::Receiver<Vec<Job<L>>>,
     results: UnboundedSender<Vec<JobDone<L>>>,
+    env: Arc<dyn HostEnv>,
     log: Arc<Log>,
     runtime: tokio::runtime::Handle,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::with_capacity(count as usize);
     for i in 0..count {
-        let (settings, jobs, results, log, runtime) = (
+        let (settings, jobs, results, env, log, runtime) = (
             settings.clone(),
             jobs.clone(),
             results.clone(),
+            env.clone(),
             log.clone(),
             runtime.clone(),
         );
         let name = settings.subscription.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sub-{}-{i}", settings.subscription))
-            .spawn(move || work(&settings, &jobs, &results, &log, &runtime));
+            .spawn(move || work(&settings, &jobs, &results, &env, &log, &runtime));
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(e) => {
@@ -77,10 +83,10 @@ fn work<L>(
     settings: &WorkerSettings,
     jobs: &crossbeam_channel::Receiver<Vec<Job<L>>>,
     results: &UnboundedSender<Vec<JobDone<L>>>,
+    env: &Arc<dyn HostEnv>,
     log: &Arc<Log>,
     runtime: &tokio::runtime::Handle,
 ) {
-    let env: Arc<dyn HostEnv> = log.clone();
     // Under worker isolation: the reused instance and the plugin version it runs.
     let mut reused: Option<(String, PluginWorker)> = None;
     // Jobs arrive in small chunks and results leave in chunks: one thread
@@ -88,7 +94,7 @@ fn work<L>(
     while let Ok(chunk) = jobs.recv() {
         let mut done = Vec::with_capacity(chunk.len());
         for job in chunk {
-            let result = run_job(settings, job, &env, &mut reused, log, runtime);
+            let result = run_job(settings, job, env, &mut reused, log, runtime);
             let slow = result.invocation.duration > SLOW_CALL;
             done.push(result);
             // Don't hold finished results back behind a slow call.
@@ -127,7 +133,10 @@ fn run_job<L>(
             worker.invoke(&job.delivery, settings.timeout, env.clone(), tag)
         }
     };
-    if invocation.outcome == Outcome::Ack && !invocation.published.is_empty() {
+    if settings.publish_outputs
+        && invocation.outcome == Outcome::Ack
+        && !invocation.published.is_empty()
+    {
         let publications = std::mem::take(&mut invocation.published);
         if let Err(reason) = runtime.block_on(publish_all(log, publications)) {
             invocation.outcome = Outcome::Retry {

@@ -3,6 +3,7 @@
 
 use super::bindings::{Consumer, Message, Outcome as WitOutcome};
 use super::host::HostState;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use wasmtime::Store;
 
@@ -85,6 +86,17 @@ pub struct Publication {
     pub headers: Vec<(String, String)>,
 }
 
+/// A call's use of the subscription's kv state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KvEffects {
+    /// Keys read from committed state, with the version token of the first read.
+    pub reads: BTreeMap<String, u64>,
+    /// Buffered writes: `Some` sets, `None` deletes. Discarded unless the call acks.
+    pub writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// Bytes of values written (for the per-call limit).
+    pub bytes: usize,
+}
+
 /// Severity of a plugin log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -107,6 +119,8 @@ pub struct LogLine {
 pub struct Invocation {
     pub outcome: Outcome,
     pub published: Vec<Publication>,
+    /// Kv reads and writes (the writes only if the call acked).
+    pub kv: KvEffects,
     pub logs: Vec<LogLine>,
     pub duration: Duration,
 }
@@ -187,7 +201,8 @@ pub(crate) fn classify(
     Outcome::Trap(text)
 }
 
-/// Collect a call's effects. A failed call's publications are discarded.
+/// Collect a call's effects. A failed call's publications and kv writes are
+/// discarded.
 pub(crate) fn finish(
     store: &mut Store<HostState>,
     outcome: Outcome,
@@ -195,8 +210,10 @@ pub(crate) fn finish(
 ) -> Invocation {
     let state = store.data_mut();
     let mut published = std::mem::take(&mut state.published);
+    let mut kv = std::mem::take(&mut state.kv);
     if outcome != Outcome::Ack {
         published.clear();
+        kv.writes.clear();
     }
     let mut logs = std::mem::take(&mut state.logs);
     if state.logs_dropped > 0 {
@@ -209,6 +226,7 @@ pub(crate) fn finish(
     Invocation {
         outcome,
         published,
+        kv,
         logs,
         duration: started.elapsed(),
     }

@@ -2,7 +2,7 @@
 //! call, and the linker that provides them (plus WASI p2 with nothing granted).
 
 use super::bindings::{self, HostImports, LogLevel, TypesHost};
-use super::call::{LogLine, Publication};
+use super::call::{KvEffects, LogLine, Publication};
 use super::limits::MemoryLimiter;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
@@ -17,6 +17,14 @@ pub(crate) const MAX_PUBLISH_PAYLOAD: usize = 1 << 20;
 const MAX_LOG_LINE: usize = 4096;
 /// Log lines kept per call; further lines are counted but dropped.
 const MAX_LOG_LINES: usize = 100;
+/// Longest kv key, in bytes.
+pub(crate) const MAX_KV_KEY: usize = 1024;
+/// Largest kv value.
+pub(crate) const MAX_KV_VALUE: usize = 1 << 20;
+/// Most distinct kv keys one call may write (set or delete).
+pub(crate) const MAX_KV_WRITES: usize = 1000;
+/// Most bytes of kv values one call may write.
+pub(crate) const MAX_KV_BYTES: usize = 16 << 20;
 /// Bytes of stdout and of stderr kept per instance.
 pub(crate) const STDIO_CAPACITY: usize = 64 * 1024;
 
@@ -24,6 +32,14 @@ pub(crate) const STDIO_CAPACITY: usize = 64 * 1024;
 pub trait HostEnv: Send + Sync {
     /// May the plugin publish to `topic`? `Err` carries the reason given to the plugin.
     fn check_publish(&self, topic: &str) -> Result<(), String>;
+
+    /// The committed value of `key` in the subscription's kv state, and a
+    /// version token the embedding uses to detect that a later commit changed
+    /// the key before this call's own commit. `Err` traps the call.
+    fn kv_get(&self, key: &str) -> Result<(Option<Vec<u8>>, u64), String>;
+
+    /// The subscription's plugin configuration value `name`.
+    fn config(&self, name: &str) -> Option<String>;
 }
 
 /// Everything a store holds for one plugin instance.
@@ -33,6 +49,7 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) env: Option<Arc<dyn HostEnv>>,
     pub(crate) published: Vec<Publication>,
+    pub(crate) kv: KvEffects,
     pub(crate) logs: Vec<LogLine>,
     pub(crate) logs_dropped: usize,
     pub(crate) stdout: MemoryOutputPipe,
@@ -64,6 +81,7 @@ impl HostState {
             limiter: MemoryLimiter::new(memory_limit),
             env: None,
             published: Vec::new(),
+            kv: KvEffects::default(),
             logs: Vec::new(),
             logs_dropped: 0,
             stdout,
@@ -168,9 +186,70 @@ impl HostImports for HostState {
         Ok(())
     }
 
+    fn kv_get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        check_kv_key(&key)?;
+        if let Some(value) = self.kv.writes.get(&key) {
+            return Ok(value.clone());
+        }
+        let Some(env) = &self.env else {
+            return Ok(None);
+        };
+        let (value, version) = env
+            .kv_get(&key)
+            .map_err(|e| wasmtime::format_err!("kv-get {key:?} failed: {e}"))?;
+        // The first read of a key is the one a conflict check compares with.
+        self.kv.reads.entry(key).or_insert(version);
+        Ok(value)
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        check_kv_key(&key)?;
+        if value.len() > MAX_KV_VALUE {
+            wasmtime::bail!(
+                "kv-set {key:?}: a value of {} bytes is over the limit of {MAX_KV_VALUE}",
+                value.len()
+            );
+        }
+        self.buffer_kv_write(key, Some(value))
+    }
+
+    fn kv_delete(&mut self, key: String) -> wasmtime::Result<()> {
+        check_kv_key(&key)?;
+        self.buffer_kv_write(key, None)
+    }
+
+    fn config(&mut self, name: String) -> Option<String> {
+        self.env.as_ref().and_then(|env| env.config(&name))
+    }
+
     fn log(&mut self, level: LogLevel, message: String) {
         self.push_log(level.into(), message);
     }
+}
+
+impl HostState {
+    fn buffer_kv_write(&mut self, key: String, value: Option<Vec<u8>>) -> wasmtime::Result<()> {
+        let size = value.as_ref().map_or(0, Vec::len);
+        if !self.kv.writes.contains_key(&key) && self.kv.writes.len() >= MAX_KV_WRITES {
+            wasmtime::bail!("kv: more than {MAX_KV_WRITES} keys written in one call");
+        }
+        if self.kv.bytes + size > MAX_KV_BYTES {
+            wasmtime::bail!("kv: more than {MAX_KV_BYTES} bytes of values written in one call");
+        }
+        self.kv.bytes += size;
+        self.kv.writes.insert(key, value);
+        Ok(())
+    }
+}
+
+fn check_kv_key(key: &str) -> wasmtime::Result<()> {
+    if key.is_empty() || key.len() > MAX_KV_KEY {
+        wasmtime::bail!(
+            "kv: a key must be 1 to {MAX_KV_KEY} bytes (got {})",
+            key.len()
+        );
+    }
+    Ok(())
 }
 
 impl From<LogLevel> for super::LogLevel {

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use call::{Delivery, Invocation, LogLevel, LogLine, Outcome, Publication};
+pub use call::{Delivery, Invocation, KvEffects, LogLevel, LogLine, Outcome, Publication};
 pub use host::HostEnv;
 pub use plugin::{Plugin, PluginError, PluginWorker};
 

@@ -111,7 +111,7 @@ impl Plugin {
         label: String,
         env: Option<Arc<dyn HostEnv>>,
         timeout: Duration,
-    ) -> Result<(Store<HostState>, Consumer), Invocation> {
+    ) -> Result<(Store<HostState>, Consumer), Box<Invocation>> {
         let started = Instant::now();
         let mut store = self.new_store(label, env);
         // Instantiation runs the component's start functions: bound them too.
@@ -120,7 +120,7 @@ impl Plugin {
             Ok(consumer) => Ok((store, consumer)),
             Err(err) => {
                 let outcome = call::classify(store.data(), &err, timeout, self.memory_limit());
-                Err(call::finish(&mut store, outcome, started))
+                Err(Box::new(call::finish(&mut store, outcome, started)))
             }
         }
     }
@@ -143,7 +143,7 @@ impl Plugin {
                 self.memory_limit(),
                 &mut (0, 0),
             ),
-            Err(failed) => failed,
+            Err(failed) => *failed,
         }
     }
 
@@ -192,7 +192,7 @@ impl PluginWorker {
                     calls: 0,
                     stdio_seen: (0, 0),
                 },
-                Err(failed) => return failed,
+                Err(failed) => return *failed,
             },
         };
         {

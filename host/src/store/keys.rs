@@ -6,6 +6,7 @@
 //!   (tag `w` watermark, `d` done marker, `r` retry state, `q` redriven
 //!   message, `c` counters)
 //! - progress: `l` subscription NUL message-id → ledger entry
+//! - progress: `k` subscription NUL kv-key → a plugin's kv value (raw bytes)
 //! - dead:     subscription NUL topic NUL partition:u32 offset:u64
 //! - meta:     kind NUL name
 //! - dedup:    topic NUL id → expires_at:u64 partition:u32 offset:u64
@@ -17,6 +18,8 @@ pub(super) const COUNTERS: u8 = b'c';
 pub(super) const REDRIVE: u8 = b'q';
 /// Per-message delivery ledger, keyed by message id (not part of progress).
 pub(super) const LEDGER: u8 = b'l';
+/// A plugin's key-value state, scoped to the subscription.
+pub(super) const KV: u8 = b'k';
 
 pub(super) fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 13);
@@ -48,7 +51,7 @@ fn tagged(tag: u8, subscription: &str) -> Vec<u8> {
 /// Key ranges `[from, to)` holding everything of a subscription in the
 /// progress column family (every tag, the ledger included).
 pub(super) fn subscription_ranges(subscription: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-    [WATERMARK, DONE, RETRY, REDRIVE, COUNTERS, LEDGER]
+    [WATERMARK, DONE, RETRY, REDRIVE, COUNTERS, LEDGER, KV]
         .iter()
         .map(|tag| {
             let from = tagged(*tag, subscription);
@@ -92,6 +95,12 @@ pub(super) fn progress_at(
 pub(super) fn ledger(subscription: &str, id: &str) -> Vec<u8> {
     let mut k = tagged(LEDGER, subscription);
     k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub(super) fn kv(subscription: &str, key: &str) -> Vec<u8> {
+    let mut k = tagged(KV, subscription);
+    k.extend_from_slice(key.as_bytes());
     k
 }
 

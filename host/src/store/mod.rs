@@ -1,9 +1,9 @@
 //! Durable storage on RocksDB: the message log, subscription progress, retry
-//! timers, dead letters, metadata and plugin blobs.
+//! timers, dead letters, plugin kv state, metadata and plugin blobs.
 //!
 //! This is the only module that names RocksDB. It offers the broker a small
-//! storage API — append, read, commit progress, timers, dead letters, metadata
-//! and blobs — in its own types, so that another engine can stand behind it.
+//! storage API — append, read, commit progress, timers, dead letters, plugin
+//! kv state, metadata and blobs — in its own types, so that another engine can stand behind it.
 //! It knows nothing of wasm or HTTP.
 //!
 //! Architecture invariant: every multi-key change the broker makes goes through
@@ -247,6 +247,49 @@ impl Store {
             Some(value) => Ok(Some(decode(&key, &value)?)),
             None => Ok(None),
         }
+    }
+
+    /// The value of `key` in a subscription's kv state.
+    pub fn kv_get(&self, subscription: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_PROGRESS), keys::kv(subscription, key))?)
+    }
+
+    /// A subscription's kv entries with keys starting with `prefix`, after
+    /// `after` (exclusive) when given, in key order, at most `limit`.
+    pub fn kv_list(
+        &self,
+        subscription: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let base = keys::kv(subscription, "");
+        let wanted = keys::kv(subscription, prefix);
+        let start = match after {
+            // The smallest key after `after`.
+            Some(after) => {
+                let mut k = keys::kv(subscription, after);
+                k.push(0);
+                k.max(wanted.clone())
+            }
+            None => wanted.clone(),
+        };
+        let iter = self.db.iterator_cf(
+            self.cf(CF_PROGRESS),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&wanted) || out.len() >= limit {
+                break;
+            }
+            let name = String::from_utf8_lossy(&key[base.len()..]).into_owned();
+            out.push((name, value.into_vec()));
+        }
+        Ok(out)
     }
 
     /// Everything persisted about a subscription's progress.

@@ -108,6 +108,12 @@ pub enum Op {
         subscription: String,
         id: String,
     },
+    /// Set (`Some`) or delete (`None`) a key of a subscription's kv state.
+    PutKv {
+        subscription: String,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
     /// A producer-given id was stored at this position; remember it until
     /// `expires_at_ms` for deduplication.
     RememberId {
@@ -272,6 +278,17 @@ impl Op {
                 keys::ledger(&subscription, &id),
                 encode(&entry),
             ),
+            Op::PutKv {
+                subscription,
+                key,
+                value,
+            } => {
+                let key = keys::kv(&subscription, &key);
+                match value {
+                    Some(value) => batch.put_cf(cf(CF_PROGRESS), key, value),
+                    None => batch.delete_cf(cf(CF_PROGRESS), key),
+                }
+            }
             Op::DeleteLedger { subscription, id } => {
                 batch.delete_cf(cf(CF_PROGRESS), keys::ledger(&subscription, &id))
             }

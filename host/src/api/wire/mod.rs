@@ -8,7 +8,7 @@
 mod output;
 mod publish;
 
-pub use output::{DeadLetterOut, DeadLettersOut, LedgerOut, MessagesOut, PublishedOut};
+pub use output::{DeadLetterOut, DeadLettersOut, KvOut, LedgerOut, MessagesOut, PublishedOut};
 pub use publish::{PublishBody, MAX_BATCH};
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};

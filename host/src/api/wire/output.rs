@@ -196,6 +196,44 @@ impl DeadLettersOut {
     }
 }
 
+/// One entry of a subscription's kv state; the value renders like a payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KvEntryOut {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<PayloadOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+}
+
+/// `GET /v1/subscriptions/{name}/kv`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KvOut {
+    entries: Vec<KvEntryOut>,
+    /// The last key listed when the page is full (pass as `after`), else null.
+    next: Option<String>,
+}
+
+impl KvOut {
+    pub fn new(entries: Vec<(String, Vec<u8>)>, limit: usize, format: Format) -> Self {
+        let next = (entries.len() >= limit)
+            .then(|| entries.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let entries = entries
+            .into_iter()
+            .map(|(key, value)| {
+                let (value, value_base64) = payload_fields(value, format);
+                KvEntryOut {
+                    key,
+                    value,
+                    value_base64,
+                }
+            })
+            .collect();
+        Self { entries, next }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,22 +15,28 @@
 //! resumes at the watermark, skipping marked offsets; retry timers resume with
 //! their attempt counts and due times; anything in flight at a crash is
 //! delivered again (at-least-once).
+//!
+//! The runner is also the single commit point of the subscription's kv state
+//! and, under exactly-once, of its plugin's publications: an acked attempt's
+//! effects join the batch that records the ack (see [`crate::broker::kv`]).
 
 mod outcome;
 
-use crate::broker::log::{Log, Topic};
+use crate::broker::kv::{KvState, SubscriptionEnv};
+use crate::broker::log::{Log, NewMessage, Topic};
 use crate::broker::now_ms;
 use crate::broker::plugins::Registry;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, Ordering, SubscriptionSpec};
 use crate::broker::subscriptions::Shared;
 use crate::broker::worker::{self, Job, JobDone, WorkerSettings};
+use crate::broker::BrokerError;
 use crate::runtime::Delivery;
 use crate::store::{
     AttemptRecord, Counters, Durability, Op, Redrive, RetryState, Store, StoredMessage,
 };
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +73,8 @@ struct Pending {
     /// A dead letter sent back: its progress lives in a redrive record, not
     /// in the partition's watermark (its offset is already finished).
     redriven: bool,
+    /// The kv commit count when the current attempt was dispatched.
+    kv_start: u64,
 }
 
 /// A redriven message and its original position (topic, partition, offset).
@@ -91,6 +99,15 @@ pub(crate) struct Runner {
     shared: Arc<Shared>,
     spec: SubscriptionSpec,
     store: Store,
+    log: Arc<Log>,
+    kv: Arc<KvState>,
+    /// Exactly-once: acked attempts' publications, by topic, to commit with
+    /// the next batch.
+    outputs: BTreeMap<String, Vec<NewMessage>>,
+    /// The last kv commit in the next batch.
+    kv_commit: Option<u64>,
+    /// Attempts in flight by their `kv_start` (a multiset).
+    kv_starts: BTreeMap<u64, usize>,
     plugins: Arc<Registry>,
     sources: Vec<Source>,
     lanes: HashMap<LaneKey, Lane>,
@@ -157,6 +174,12 @@ impl Runner {
             .store(counters.delivered, AtomicOrdering::Relaxed);
         shared.publish_counters(&counters);
 
+        let kv = Arc::new(KvState::new(store.clone(), &shared.name));
+        let env = Arc::new(SubscriptionEnv {
+            log: log.clone(),
+            kv: kv.clone(),
+            config: spec.config.clone(),
+        });
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let workers = worker::spawn(
@@ -166,10 +189,12 @@ impl Runner {
                 isolation: spec.isolation,
                 recycle_after: spec.recycle_after,
                 subscription: shared.name.clone(),
+                publish_outputs: spec.delivery != DeliveryGuarantee::ExactlyOnce,
             },
             jobs_rx,
             results_tx,
-            log,
+            env,
+            log.clone(),
             tokio::runtime::Handle::current(),
         );
         let notify = Arc::new(Notify::new());
@@ -180,6 +205,11 @@ impl Runner {
             shared,
             spec,
             store,
+            log,
+            kv,
+            outputs: BTreeMap::new(),
+            kv_commit: None,
+            kv_starts: BTreeMap::new(),
             plugins,
             sources,
             lanes: HashMap::new(),
@@ -267,13 +297,10 @@ impl Runner {
         if !matches!(joined.await, Ok(true)) {
             tracing::error!(subscription = %self.shared.name, "a worker thread panicked");
         }
-        let mut ops = self.collect_ops();
-        ops.push(self.counters_op());
-        match self.store.submit(ops, Durability::Buffered).await {
-            Ok(()) => self.shared.publish_counters(&self.counters),
-            Err(e) => {
-                tracing::error!(error = %e, subscription = %self.shared.name, "final progress commit failed")
-            }
+        let last = self.counters_op();
+        self.ops.push(last);
+        if let Some(write) = self.commit() {
+            write.await;
         }
         for topic in &self.topics {
             topic.unwatch(&self.notify);
@@ -381,6 +408,7 @@ impl Runner {
             due_ms,
             persisted_retry: restored.is_some(),
             redriven: false,
+            kv_start: 0,
             history: restored.map(|r| r.history).unwrap_or_default(),
         };
         self.push(key, pending);
@@ -402,6 +430,7 @@ impl Runner {
             due_ms: redrive.due_ms,
             persisted_retry: false,
             redriven: true,
+            kv_start: 0,
             history: redrive.history,
         };
         self.push(key, pending);
@@ -468,6 +497,8 @@ impl Runner {
                 continue;
             };
             head.attempts += 1;
+            head.kv_start = self.kv.seq();
+            *self.kv_starts.entry(head.kv_start).or_default() += 1;
             let source = &self.sources[head.source];
             let message = &head.message;
             let delivery = Delivery {
@@ -556,27 +587,53 @@ impl Runner {
         ops
     }
 
-    /// Queue the collected progress changes as one batch. Not waited for: the
-    /// writer applies batches in order, and at-least-once tolerates losing the
-    /// tail of progress in a crash (those messages are delivered again).
+    /// Queue the collected changes as one batch, not waited for: the writer
+    /// applies batches in order, and losing the tail of progress in a crash
+    /// only means delivering those messages again (with their effects, which
+    /// are in the same batches).
     fn flush(&mut self) {
-        let ops = self.collect_ops();
-        if ops.is_empty() {
-            return;
+        if let Some(write) = self.commit() {
+            tokio::spawn(write);
         }
-        let write = self.store.submit(ops, Durability::Buffered);
-        let (shared, counters) = (self.shared.clone(), self.counters);
-        // The reported counters follow what is written: once `acked` or
-        // `dead_lettered` shows a message, its progress and dead letter are
-        // readable.
-        tokio::spawn(async move {
+    }
+
+    /// Queue the collected changes — progress, kv writes and (exactly-once)
+    /// publications — as one atomic batch. The returned future resolves once
+    /// it is written; then the counters recording it are reported (once
+    /// `acked` or `dead_lettered` shows a message, its progress and dead
+    /// letter are readable) and its kv writes are read from the store.
+    fn commit(&mut self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let ops = self.collect_ops();
+        let outputs = std::mem::take(&mut self.outputs);
+        if ops.is_empty() && outputs.is_empty() {
+            return None;
+        }
+        let write: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), BrokerError>> + Send>,
+        > = if outputs.is_empty() {
+            let write = self.store.submit(ops, Durability::Buffered);
+            Box::pin(async move { Ok(write.await?) })
+        } else {
+            // Publications are synced before they become visible, as a
+            // producer's publish is.
+            Box::pin(self.log.commit(outputs, ops, Durability::Synced))
+        };
+        let kv_commit = self.kv_commit.take();
+        self.kv.prune(self.kv_starts.keys().next().copied());
+        let (shared, counters, kv) = (self.shared.clone(), self.counters, self.kv.clone());
+        Some(async move {
             match write.await {
-                Ok(()) => shared.publish_counters(&counters),
+                Ok(()) => {
+                    shared.publish_counters(&counters);
+                    if let Some(seq) = kv_commit {
+                        kv.written(seq);
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, subscription = %shared.name, "committing progress failed")
                 }
             }
-        });
+        })
     }
 
     fn publish_stats(&self) {

@@ -3,11 +3,12 @@
 
 use super::{LaneKey, Pending, Runner};
 use crate::broker::backoff;
+use crate::broker::log::NewMessage;
 use crate::broker::now_ms;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, LedgerMode};
 use crate::broker::worker::JobDone;
-use crate::runtime::Outcome;
+use crate::runtime::{Invocation, Outcome, Publication};
 use crate::store::{AttemptRecord, DeadLetter, LedgerEntry, Op, Redrive, RetryState};
 use std::sync::atomic::Ordering as AtomicOrdering;
 
@@ -23,7 +24,13 @@ impl Runner {
     pub(super) fn complete(&mut self, done: JobDone<LaneKey>) {
         self.in_flight -= 1;
         let now = now_ms();
-        let outcome = done.invocation.outcome;
+        let Invocation {
+            outcome,
+            published,
+            kv,
+            duration,
+            ..
+        } = done.invocation;
         let Some(lane) = self.lanes.get_mut(&done.lane) else {
             return;
         };
@@ -31,10 +38,26 @@ impl Runner {
             return;
         };
         debug_assert_eq!(head.offset, done.offset);
+        if let Some(n) = self.kv_starts.get_mut(&head.kv_start) {
+            *n -= 1;
+            if *n == 0 {
+                self.kv_starts.remove(&head.kv_start);
+            }
+        }
+        if outcome == Outcome::Ack && self.kv.conflicts(&kv.reads) {
+            // Another attempt changed a key this one read: its writes were
+            // computed from a stale value. Run it again, uncounted.
+            head.attempts -= 1;
+            self.shared
+                .kv_conflicts
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            self.ready.push_back(done.lane);
+            return;
+        }
         head.history.push(AttemptRecord {
             attempt: head.attempts,
             started_ms: done.started_ms,
-            duration_us: done.invocation.duration.as_micros() as u64,
+            duration_us: duration.as_micros() as u64,
             outcome: outcome.kind().to_string(),
             error: (outcome != Outcome::Ack).then(|| outcome.describe()),
             plugin: Some(done.label.clone()),
@@ -115,6 +138,14 @@ impl Runner {
         if next_due.is_none() {
             self.lanes.remove(&done.lane);
         }
+        if matches!(verdict, Verdict::Acked) {
+            if let Some(seq) = self.kv.commit(kv.writes, &mut self.ops) {
+                self.kv_commit = Some(seq);
+            }
+            if !published.is_empty() {
+                self.stage_outputs(&head, published);
+            }
+        }
         self.finish(head, verdict, now);
         if let Some(due) = next_due {
             self.schedule(done.lane, due);
@@ -183,6 +214,26 @@ impl Runner {
                     },
                 });
             }
+        }
+    }
+}
+
+impl Runner {
+    /// Exactly-once: queue an acked attempt's publications for the batch
+    /// that records the ack, with ids derived from the source message
+    /// (`{subscription}/{topic}/{source id}/{index}`), so that a re-run
+    /// cannot add them twice and fan-out subscriptions do not collide.
+    fn stage_outputs(&mut self, head: &Pending, published: Vec<Publication>) {
+        let topic = &self.sources[head.source].topic.name;
+        for (index, p) in published.into_iter().enumerate() {
+            let id = format!("{}/{topic}/{}/{index}", self.shared.name, head.message.id);
+            self.outputs.entry(p.topic).or_default().push(NewMessage {
+                id: Some(id),
+                key: p.key,
+                payload: p.payload,
+                headers: p.headers,
+                delay_ms: None,
+            });
         }
     }
 }
