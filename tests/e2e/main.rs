@@ -7,6 +7,7 @@ mod support;
 mod api_errors;
 mod core_path;
 mod crash;
+mod exactly_once;
 mod examples;
 mod model;
 mod semantics;

@@ -1,8 +1,10 @@
 //! A property test of the delivery engine against a reference model: random
 //! keys, random per-attempt plugin outcomes (ack / retry / dead-letter / trap),
-//! random concurrency and attempt limits, for each ordering mode. Checked:
-//! every message ends acked or dead-lettered exactly as the model says, none
-//! is acknowledged twice, and per-key / per-partition order holds.
+//! random concurrency and attempt limits, for each ordering mode, under
+//! at-least-once and exactly-once delivery. Checked: every message ends acked
+//! or dead-lettered exactly as the model says, none is acknowledged twice (its
+//! acknowledgement is the plugin's publication, committed with the ack), and
+//! per-key / per-partition order holds.
 
 use crate::support::Server;
 use proptest::prelude::*;
@@ -16,6 +18,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 const PARTITIONS: u32 = 3;
 const ORDERINGS: [&str; 3] = ["key", "partition", "none"];
 const STEPS: [&str; 4] = ["a", "r", "d", "t"];
+const DELIVERIES: [&str; 2] = ["at-least-once", "exactly-once"];
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -24,6 +27,7 @@ struct Case {
     max_attempts: u32,
     concurrency: u32,
     ordering: usize,
+    delivery: usize,
 }
 
 #[derive(Debug, PartialEq)]
@@ -54,23 +58,28 @@ fn cases() -> impl Strategy<Value = Case> {
         1u32..=4,
         1u32..=8,
         0usize..3,
+        0usize..2,
     )
-        .prop_map(|(messages, max_attempts, concurrency, ordering)| Case {
-            messages,
-            max_attempts,
-            concurrency,
-            ordering,
-        })
+        .prop_map(
+            |(messages, max_attempts, concurrency, ordering, delivery)| Case {
+                messages,
+                max_attempts,
+                concurrency,
+                ordering,
+                delivery,
+            },
+        )
 }
 
 fn check_case(s: &Server, n: usize, case: &Case) -> Result<(), TestCaseError> {
     let topic = format!("model{n}");
     let ordering = ORDERINGS[case.ordering];
+    let delivery = DELIVERIES[case.delivery];
     s.topic(&topic, PARTITIONS);
     s.topic(&format!("{topic}.trace"), PARTITIONS);
     s.subscribe(
         &topic,
-        json!({"topic": topic, "plugin": "scripted", "ordering": ordering,
+        json!({"topic": topic, "plugin": "scripted", "ordering": ordering, "delivery": delivery,
                "concurrency": case.concurrency,
                "retry": {"max_attempts": case.max_attempts, "initial_ms": 1, "max_ms": 4}}),
     );
@@ -116,6 +125,11 @@ fn check_case(s: &Server, n: usize, case: &Case) -> Result<(), TestCaseError> {
             let text = m["payload"].as_str().unwrap_or_default();
             let (tag, attempt) = text.split_once('|').unwrap();
             let index: usize = tag[1..].parse().unwrap();
+            if delivery == "exactly-once" {
+                let source = placed[index]["id"].as_str().unwrap();
+                let derived = format!("{topic}/{topic}/{source}/0");
+                prop_assert_eq!(m["id"].as_str(), Some(derived.as_str()), "derived id");
+            }
             let attempt: u32 = attempt.parse().unwrap();
             prop_assert!(
                 seen.insert(index, attempt).is_none(),
@@ -178,7 +192,7 @@ fn check_case(s: &Server, n: usize, case: &Case) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// delivery.md D2, D3, D4, D5, D6, D10: the engine agrees with the model.
+/// delivery.md D2, D3, D4, D5, D6, D10, D18: the engine agrees with the model.
 #[test]
 fn delivery_engine_agrees_with_the_model() {
     let s = Server::start();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Test plugins, built once per test run.
-pub const PLUGINS: [&str; 7] = [
+pub const PLUGINS: [&str; 8] = [
     "noop",
     "forwarder",
     "flaky",
@@ -17,6 +17,7 @@ pub const PLUGINS: [&str; 7] = [
     "spin",
     "hog",
     "scripted",
+    "counter",
 ];
 
 /// The workspace root.
@@ -314,6 +315,38 @@ impl Server {
             .as_array()
             .expect("dead_letters array")
             .clone()
+    }
+
+    /// A subscription's kv entries under `prefix`, as (key, text value).
+    pub fn kv(&self, subscription: &str, prefix: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path =
+                format!("/v1/subscriptions/{subscription}/kv?limit=1000&prefix={prefix}");
+            if let Some(after) = &after {
+                path.push_str(&format!("&after={after}"));
+            }
+            let v = self.ok("GET", &path, Body::None);
+            for e in v["entries"].as_array().expect("entries array") {
+                let value = e["value"].as_str().expect("text value").to_string();
+                out.push((e["key"].as_str().unwrap().to_string(), value));
+            }
+            match v["next"].as_str() {
+                Some(next) => after = Some(next.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Every message of every partition of a topic.
+    pub fn read_all(&self, topic: &str) -> Vec<Value> {
+        let partitions = self.ok("GET", &format!("/v1/topics/{topic}"), Body::None)["partitions"]
+            .as_u64()
+            .expect("partition count");
+        (0..partitions as u32)
+            .flat_map(|p| self.read_partition(topic, p))
+            .collect()
     }
 
     /// Every message of one partition.
