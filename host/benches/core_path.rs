@@ -7,11 +7,14 @@
 //! lists them. Every scenario is bounded in messages and time, and the server is
 //! killed when the scenario ends, also on a panic.
 //!
-//! # Throughput (plugin `noop`)
+//! # Throughput (plugin `noop`, or `forwarder` with `--plugin forwarder`)
 //!
-//! For each isolation mode (`message`: a fresh instance per message; `worker`:
-//! one instance reused per worker) and each subscription concurrency: a topic
-//! with 4 partitions and one subscription, then N messages of exactly 256 bytes
+//! For each delivery guarantee (`--delivery`), each isolation mode (`message`:
+//! a fresh instance per message; `worker`: one instance reused per worker) and
+//! each subscription concurrency: a topic
+//! with 4 partitions and one subscription (`forwarder` republishes every
+//! message to a second topic, so exactly-once commits a publication with each
+//! ack), then N messages of exactly 256 bytes
 //! with 64 keys, published in batches from a few client threads as fast as the
 //! server answers. The request bodies are built before the clock starts.
 //!
@@ -28,8 +31,9 @@
 //!
 //! # Latency (plugin `stamp`)
 //!
-//! Topics `lat` and `lat.stamps` (4 partitions each) and a subscription of `lat`
-//! with the `stamp` plugin, which republishes each message to `lat.stamps` with
+//! For each delivery guarantee and isolation mode: topics `lat` and
+//! `lat.stamps` (4 partitions each) and a subscription of `lat` with the
+//! `stamp` plugin, which republishes each message to `lat.stamps` with
 //! its own wall-clock time appended. A paced client publishes single messages at
 //! a fixed rate on an absolute schedule (message i is due at start + i ÷ rate,
 //! so a slow request does not shift later ones), from several sender threads so
@@ -97,6 +101,9 @@ core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS
   --clients N         concurrent publishing threads (throughput)  [4]
   --concurrency LIST  subscription concurrencies to try           [2,4,16]
   --isolation LIST    isolation modes to run                      [message,worker]
+  --delivery LIST     delivery guarantees to run                  [at-least-once]
+                      (at-most-once, at-least-once, exactly-once)
+  --plugin NAME       throughput plugin: noop or forwarder        [noop]
   --rate N            latency scenario publish rate, msg/s        [2000]
   --seconds N         latency scenario duration                   [10]
   --senders N         latency scenario sender threads             [16]
@@ -128,6 +135,8 @@ struct Options {
     clients: usize,
     concurrency: Vec<u32>,
     isolation: Vec<&'static str>,
+    delivery: Vec<&'static str>,
+    plugin: &'static str,
     rate: u64,
     seconds: u64,
     senders: usize,
@@ -143,6 +152,8 @@ impl Options {
             clients: 4,
             concurrency: vec![2, 4, 16],
             isolation: vec!["message", "worker"],
+            delivery: vec!["at-least-once"],
+            plugin: "noop",
             rate: 2000,
             seconds: 10,
             senders: 16,
@@ -178,6 +189,24 @@ impl Options {
                             other => Err(format!("--isolation: unknown mode {other:?}")),
                         })
                         .collect::<Result<_, _>>()?;
+                }
+                "--delivery" => {
+                    o.delivery = value()?
+                        .split(',')
+                        .map(|v| match v.trim() {
+                            "at-most-once" => Ok("at-most-once"),
+                            "at-least-once" => Ok("at-least-once"),
+                            "exactly-once" => Ok("exactly-once"),
+                            other => Err(format!("--delivery: unknown guarantee {other:?}")),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "--plugin" => {
+                    o.plugin = match value()?.as_str() {
+                        "noop" => "noop",
+                        "forwarder" => "forwarder",
+                        other => return Err(format!("--plugin: unknown {other:?}\n\n{USAGE}")),
+                    }
                 }
                 "--only" => match value()?.as_str() {
                     "throughput" => o.latency = false,
@@ -218,7 +247,7 @@ impl PluginDir {
             .nth(3)
             .expect("bench binary lives in <target>/<profile>/deps");
         let dir = target.join("wasm-plugins/wasm32-wasip2/release");
-        for name in ["noop", "stamp"] {
+        for name in ["noop", "forwarder", "stamp"] {
             let path = dir.join(format!("{name}.wasm"));
             if !path.is_file() {
                 eprintln!(
@@ -639,6 +668,7 @@ const THROUGHPUT_TOPIC: &str = "bench";
 const THROUGHPUT_SUB: &str = "tp";
 
 struct ThroughputRun {
+    delivery: &'static str,
     isolation: &'static str,
     concurrency: u32,
     publish: Duration,
@@ -653,12 +683,13 @@ struct ThroughputRun {
 
 fn run_throughput(options: &Options, plugins: &PluginDir) {
     println!(
-        "\n## Throughput: plugin noop, {} messages of {PAYLOAD_BYTES} B, {KEYS} keys, {PARTITIONS} partitions, \
+        "\n## Throughput: plugin {}, {} messages of {PAYLOAD_BYTES} B, {KEYS} keys, {PARTITIONS} partitions, \
          batches of {}, {} client threads",
-        options.messages, options.batch, options.clients
+        options.plugin, options.messages, options.batch, options.clients
     );
     println!(
-        "\n{:<9} {:>4} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>6} {:>8}",
+        "\n{:<13} {:<9} {:>4} {:>10} {:>10} {:>9} {:>9} {:>10} {:>7} {:>6} {:>8}",
+        "delivery",
         "isolation",
         "conc",
         "publish/s",
@@ -671,17 +702,20 @@ fn run_throughput(options: &Options, plugins: &PluginDir) {
         "machine"
     );
     let mut runs = Vec::new();
-    for &isolation in &options.isolation {
-        for &concurrency in &options.concurrency {
-            let run = throughput_run(options, plugins, isolation, concurrency);
-            print_throughput_row(options, &run);
-            runs.push(run);
+    for &delivery in &options.delivery {
+        for &isolation in &options.isolation {
+            for &concurrency in &options.concurrency {
+                let run = throughput_run(options, plugins, delivery, isolation, concurrency);
+                print_throughput_row(options, &run);
+                runs.push(run);
+            }
         }
     }
     println!();
     for run in &runs {
         println!(
-            "{} c{}: server threads (cores): {}",
+            "{} {} c{}: server threads (cores): {}",
+            run.delivery,
             run.isolation,
             run.concurrency,
             run.cpu.busiest_threads(5)
@@ -693,16 +727,19 @@ fn run_throughput(options: &Options, plugins: &PluginDir) {
 fn throughput_run(
     options: &Options,
     plugins: &PluginDir,
+    delivery: &'static str,
     isolation: &'static str,
     concurrency: u32,
 ) -> ThroughputRun {
     let server = Server::start();
     let client = &server.client;
     client.create_topic(THROUGHPUT_TOPIC);
-    client.deploy("noop", &plugins.bytes("noop"));
+    client.create_topic(&format!("{THROUGHPUT_TOPIC}.out"));
+    client.deploy(options.plugin, &plugins.bytes(options.plugin));
     client.subscribe(
         THROUGHPUT_SUB,
-        json!({ "topic": THROUGHPUT_TOPIC, "plugin": "noop", "isolation": isolation, "concurrency": concurrency }),
+        json!({ "topic": THROUGHPUT_TOPIC, "plugin": options.plugin, "delivery": delivery,
+                "isolation": isolation, "concurrency": concurrency }),
     );
     let bodies = batch_bodies(options.messages, options.batch);
     let before = CpuSample::take(server.pid());
@@ -714,11 +751,12 @@ fn throughput_run(
     let cpu = CpuSample::take(server.pid()).since(&before);
     if done.is_none() {
         eprintln!(
-            "throughput {isolation} c{concurrency}: STALLED at {acked} acked; server log:\n{}",
+            "throughput {delivery} {isolation} c{concurrency}: STALLED at {acked} acked; server log:\n{}",
             server.log_tail()
         );
     }
     ThroughputRun {
+        delivery,
         isolation,
         concurrency,
         publish,
@@ -774,7 +812,8 @@ fn print_throughput_row(options: &Options, run: &ThroughputRun) {
         .total
         .map_or("-".to_string(), |t| format!("{:.2}s", t.as_secs_f64()));
     println!(
-        "{:<9} {:>4} {:>10.0} {:>10} {:>8.2}s {:>9} {:>10} {:>7.2} {:>6.2} {:>8.2}",
+        "{:<13} {:<9} {:>4} {:>10.0} {:>10} {:>8.2}s {:>9} {:>10} {:>7.2} {:>6.2} {:>8.2}",
+        run.delivery,
         run.isolation,
         run.concurrency,
         per_second(options.messages, run.publish),
@@ -795,17 +834,21 @@ fn print_throughput_row(options: &Options, run: &ThroughputRun) {
 }
 
 fn print_best(options: &Options, runs: &[ThroughputRun]) {
-    for &isolation in &options.isolation {
+    for (&delivery, &isolation) in options
+        .delivery
+        .iter()
+        .flat_map(|d| options.isolation.iter().map(move |i| (d, i)))
+    {
         let best = runs
             .iter()
-            .filter(|r| r.isolation == isolation)
+            .filter(|r| r.isolation == isolation && r.delivery == delivery)
             .filter_map(|r| {
                 r.total
                     .map(|t| (r.concurrency, per_second(options.messages, t)))
             })
             .max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((concurrency, rate)) = best {
-            println!("best end-to-end, {isolation} isolation: concurrency {concurrency}, {rate:.0} msg/s");
+            println!("best end-to-end, {delivery}, {isolation} isolation: concurrency {concurrency}, {rate:.0} msg/s");
         }
     }
 }
@@ -827,7 +870,8 @@ struct Sent {
 }
 
 struct LatencyRun {
-    isolation: &'static str,
+    /// `isolation/delivery`.
+    mode: String,
     sent: u64,
     send_rate: f64,
     late: usize,
@@ -850,16 +894,17 @@ fn run_latency(options: &Options, plugins: &PluginDir) {
         options.rate, options.seconds, options.senders
     );
     println!(
-        "\n{:<9} {:<15} {:>9} {:>9} {:>9} {:>9}",
-        "isolation", "latency (ms)", "p50", "p90", "p99", "max"
+        "\n{:<23} {:<15} {:>9} {:>9} {:>9} {:>9}",
+        "isolation/delivery", "latency (ms)", "p50", "p90", "p99", "max"
     );
     let runs: Vec<LatencyRun> = options
-        .isolation
+        .delivery
         .iter()
-        .map(|&isolation| {
-            let run = latency_run(options, plugins, isolation);
-            print_percentiles(run.isolation, "publish", &run.publish);
-            print_percentiles(run.isolation, "publish→handle", &run.handle);
+        .flat_map(|d| options.isolation.iter().map(move |i| (*d, *i)))
+        .map(|(delivery, isolation)| {
+            let run = latency_run(options, plugins, delivery, isolation);
+            print_percentiles(&run.mode, "publish", &run.publish);
+            print_percentiles(&run.mode, "publish→handle", &run.handle);
             run
         })
         .collect();
@@ -869,7 +914,13 @@ fn run_latency(options: &Options, plugins: &PluginDir) {
     }
 }
 
-fn latency_run(options: &Options, plugins: &PluginDir, isolation: &'static str) -> LatencyRun {
+fn latency_run(
+    options: &Options,
+    plugins: &PluginDir,
+    delivery: &'static str,
+    isolation: &'static str,
+) -> LatencyRun {
+    let mode = format!("{isolation}/{delivery}");
     let total = options.rate * options.seconds;
     let server = Server::start();
     let client = &server.client;
@@ -878,7 +929,8 @@ fn latency_run(options: &Options, plugins: &PluginDir, isolation: &'static str) 
     client.deploy("stamp", &plugins.bytes("stamp"));
     client.subscribe(
         LATENCY_SUB,
-        json!({ "topic": LATENCY_TOPIC, "plugin": "stamp", "isolation": isolation, "concurrency": LATENCY_CONCURRENCY }),
+        json!({ "topic": LATENCY_TOPIC, "plugin": "stamp", "delivery": delivery,
+                "isolation": isolation, "concurrency": LATENCY_CONCURRENCY }),
     );
     let before = CpuSample::take(server.pid());
     let start = Instant::now() + PACING_LEAD;
@@ -887,7 +939,7 @@ fn latency_run(options: &Options, plugins: &PluginDir, isolation: &'static str) 
     let (acked, done) = wait_acked(client, LATENCY_SUB, total);
     if done.is_none() {
         eprintln!(
-            "latency {isolation}: STALLED at {acked} acked; server log:\n{}",
+            "latency {mode}: STALLED at {acked} acked; server log:\n{}",
             server.log_tail()
         );
     }
@@ -900,7 +952,7 @@ fn latency_run(options: &Options, plugins: &PluginDir, isolation: &'static str) 
         .filter(|l| *l > LATE_AFTER)
         .collect();
     LatencyRun {
-        isolation,
+        mode,
         sent: total,
         send_rate: per_second(total, last_done.saturating_duration_since(start)),
         late: late.len(),
@@ -1011,7 +1063,7 @@ fn print_latency_facts(run: &LatencyRun) {
         "{}: sent {} at {:.0} msg/s ({} late by > {} ms, worst {:.1} ms; {} answered 503); \
          {} acked, {} stamps ({} duplicates); server {:.2} cores, bench {:.2}, machine {:.2}; \
          server logged {} warnings, {} errors",
-        run.isolation,
+        run.mode,
         run.sent,
         run.send_rate,
         run.late,
@@ -1059,13 +1111,13 @@ impl Percentiles {
     }
 }
 
-fn print_percentiles(isolation: &str, what: &str, p: &Option<Percentiles>) {
+fn print_percentiles(mode: &str, what: &str, p: &Option<Percentiles>) {
     match p {
         Some(p) => println!(
-            "{isolation:<9} {what:<15} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            "{mode:<23} {what:<15} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             p.p50, p.p90, p.p99, p.max
         ),
-        None => println!("{isolation:<9} {what:<15} {:>9}", "no data"),
+        None => println!("{mode:<23} {what:<15} {:>9}", "no data"),
     }
 }
 
@@ -1089,13 +1141,20 @@ fn print_header(options: &Options) {
         filesystem_of(&tmp).unwrap_or_else(|| "unknown filesystem".into())
     );
     println!(
-        "settings: --messages {} --batch {} --clients {} --concurrency {} --isolation {} --rate {} \
-         --seconds {} --senders {}",
+        "settings: --messages {} --batch {} --clients {} --concurrency {} --isolation {} \
+         --delivery {} --plugin {} --rate {} --seconds {} --senders {}",
         options.messages,
         options.batch,
         options.clients,
-        options.concurrency.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        options
+            .concurrency
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         options.isolation.join(","),
+        options.delivery.join(","),
+        options.plugin,
         options.rate,
         options.seconds,
         options.senders

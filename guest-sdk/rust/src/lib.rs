@@ -44,11 +44,9 @@
 //! An attempt's effects are buffered and take effect only if the attempt acks; a
 //! failed attempt's publishes and key-value writes are discarded.
 //!
-//! * Publishes: under at-least-once delivery they are made durable just before the
-//!   ack is committed (a crash in between delivers the message again and publishes
-//!   again); under exactly-once they are committed in the same atomic write as the
-//!   ack, with ids derived from the source message
-//!   (`{subscription}/{topic}/{source id}/{index}`), so they appear once.
+//! * Publishes: committed in the same atomic write as the ack, under every delivery
+//!   guarantee. Under exactly-once they get ids derived from the source message
+//!   (`{subscription}/{topic}/{source id}/{index}`), registered for deduplication.
 //! * Key-value writes ([`kv::set`], [`kv::delete`]): committed in the same atomic
 //!   write as the ack, under every delivery guarantee. An attempt that read a key
 //!   another attempt changed meanwhile is run again (not counted as an attempt), so
@@ -120,12 +118,10 @@ macro_rules! export_plugin {
 /// kept in the given order.
 ///
 /// Publishes are buffered per attempt: they take effect only if the attempt acks,
-/// and a failed attempt's publishes (retry, dead letter, trap) are discarded. Under
-/// at-least-once delivery they are made durable just before the ack is committed (a
-/// crash in between delivers the message again and publishes again); under
-/// exactly-once they are committed in the same atomic write as the ack, with ids
-/// derived from the source message (`{subscription}/{topic}/{source id}/{index}`),
-/// so they appear once.
+/// and a failed attempt's publishes (retry, dead letter, trap) are discarded. They
+/// are committed in the same atomic write as the ack. Under exactly-once delivery
+/// they get ids derived from the source message
+/// (`{subscription}/{topic}/{source id}/{index}`), registered for deduplication.
 ///
 /// Errors, as text: the topic does not exist, the payload is over 1 MiB, or the
 /// attempt has already published 1,000 messages.

@@ -1,16 +1,14 @@
 //! Worker threads of one subscription: each takes a job, runs the plugin in
-//! its sandbox, makes the plugin's publications durable if it acknowledged
-//! (except under exactly-once, where the runner commits them with the ack),
-//! and reports back to the subscription's runner.
+//! its sandbox and reports the outcome, with the effects the plugin asked for
+//! (publications, kv writes), back to the subscription's runner, which
+//! commits them with the ack.
 //!
 //! Plain OS threads, not async tasks: a plugin call is CPU-bound and may run
 //! until its timeout, and must never stall the async executor.
 
-use super::log::{Log, NewMessage};
 use super::now_ms;
 use super::spec::Isolation;
-use crate::runtime::{Delivery, HostEnv, Invocation, Outcome, Plugin, PluginWorker, Publication};
-use std::collections::BTreeMap;
+use crate::runtime::{Delivery, HostEnv, Invocation, Plugin, PluginWorker};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -40,9 +38,6 @@ pub(crate) struct WorkerSettings {
     pub(crate) isolation: Isolation,
     pub(crate) recycle_after: u32,
     pub(crate) subscription: String,
-    /// Publish an acked call's messages here, before reporting the ack.
-    /// False under exactly-once: the runner commits them with the ack.
-    pub(crate) publish_outputs: bool,
 }
 
 /// Start `count` workers; they exit when the job channel closes.
@@ -52,23 +47,15 @@ pub(crate) fn spawn<L: Send + 'static>(
     jobs: crossbeam_channel::Receiver<Vec<Job<L>>>,
     results: UnboundedSender<Vec<JobDone<L>>>,
     env: Arc<dyn HostEnv>,
-    log: Arc<Log>,
-    runtime: tokio::runtime::Handle,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let mut threads = Vec::with_capacity(count as usize);
     for i in 0..count {
-        let (settings, jobs, results, env, log, runtime) = (
-            settings.clone(),
-            jobs.clone(),
-            results.clone(),
-            env.clone(),
-            log.clone(),
-            runtime.clone(),
-        );
+        let (settings, jobs, results, env) =
+            (settings.clone(), jobs.clone(), results.clone(), env.clone());
         let name = settings.subscription.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sub-{}-{i}", settings.subscription))
-            .spawn(move || work(&settings, &jobs, &results, &env, &log, &runtime));
+            .spawn(move || work(&settings, &jobs, &results, &env));
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(e) => {
@@ -84,8 +71,6 @@ fn work<L>(
     jobs: &crossbeam_channel::Receiver<Vec<Job<L>>>,
     results: &UnboundedSender<Vec<JobDone<L>>>,
     env: &Arc<dyn HostEnv>,
-    log: &Arc<Log>,
-    runtime: &tokio::runtime::Handle,
 ) {
     // Under worker isolation: the reused instance and the plugin version it runs.
     let mut reused: Option<(String, PluginWorker)> = None;
@@ -94,7 +79,7 @@ fn work<L>(
     while let Ok(chunk) = jobs.recv() {
         let mut done = Vec::with_capacity(chunk.len());
         for job in chunk {
-            let result = run_job(settings, job, env, &mut reused, log, runtime);
+            let result = run_job(settings, job, env, &mut reused);
             let slow = result.invocation.duration > SLOW_CALL;
             done.push(result);
             // Don't hold finished results back behind a slow call.
@@ -116,12 +101,10 @@ fn run_job<L>(
     job: Job<L>,
     env: &Arc<dyn HostEnv>,
     reused: &mut Option<(String, PluginWorker)>,
-    log: &Log,
-    runtime: &tokio::runtime::Handle,
 ) -> JobDone<L> {
     let started_ms = now_ms();
     let tag = format!("{} msg={}", job.label, job.delivery.id);
-    let mut invocation = match settings.isolation {
+    let invocation = match settings.isolation {
         Isolation::Message => job
             .plugin
             .invoke(&job.delivery, settings.timeout, env.clone(), tag),
@@ -133,18 +116,6 @@ fn run_job<L>(
             worker.invoke(&job.delivery, settings.timeout, env.clone(), tag)
         }
     };
-    if settings.publish_outputs
-        && invocation.outcome == Outcome::Ack
-        && !invocation.published.is_empty()
-    {
-        let publications = std::mem::take(&mut invocation.published);
-        if let Err(reason) = runtime.block_on(publish_all(log, publications)) {
-            invocation.outcome = Outcome::Retry {
-                reason: format!("publishing the plugin's messages failed: {reason}"),
-                delay_ms: None,
-            };
-        }
-    }
     JobDone {
         lane: job.lane,
         offset: job.delivery.offset,
@@ -152,24 +123,4 @@ fn run_job<L>(
         started_ms,
         invocation,
     }
-}
-
-/// Publish a call's messages, one durable batch per topic, in call order per topic.
-async fn publish_all(log: &Log, publications: Vec<Publication>) -> Result<(), String> {
-    let mut by_topic: BTreeMap<String, Vec<NewMessage>> = BTreeMap::new();
-    for p in publications {
-        by_topic.entry(p.topic).or_default().push(NewMessage {
-            id: None,
-            key: p.key,
-            payload: p.payload,
-            headers: p.headers,
-            delay_ms: None,
-        });
-    }
-    for (topic, messages) in by_topic {
-        log.publish(&topic, messages)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }

@@ -16,9 +16,10 @@
 //! their attempt counts and due times; anything in flight at a crash is
 //! delivered again (at-least-once).
 //!
-//! The runner is also the single commit point of the subscription's kv state
-//! and, under exactly-once, of its plugin's publications: an acked attempt's
-//! effects join the batch that records the ack (see [`crate::broker::kv`]).
+//! The runner is also the single commit point of its plugin's effects: an
+//! acked attempt's publications and kv writes join the batch that records
+//! the ack (see [`crate::broker::kv`]); under exactly-once its publications
+//! get ids derived from the source message.
 
 mod outcome;
 
@@ -101,8 +102,7 @@ pub(crate) struct Runner {
     store: Store,
     log: Arc<Log>,
     kv: Arc<KvState>,
-    /// Exactly-once: acked attempts' publications, by topic, to commit with
-    /// the next batch.
+    /// Acked attempts' publications, by topic, to commit with the next batch.
     outputs: BTreeMap<String, Vec<NewMessage>>,
     /// The last kv commit in the next batch.
     kv_commit: Option<u64>,
@@ -115,6 +115,8 @@ pub(crate) struct Runner {
     timers: BinaryHeap<Reverse<(u64, LaneKey)>>,
     /// Totals, as persisted with each progress batch.
     counters: Counters,
+    /// The totals last queued for writing.
+    queued_counters: Counters,
     /// Retry states loaded at start, consumed as their messages are read.
     restored: HashMap<(usize, u64), RetryState>,
     buffered: usize,
@@ -189,13 +191,10 @@ impl Runner {
                 isolation: spec.isolation,
                 recycle_after: spec.recycle_after,
                 subscription: shared.name.clone(),
-                publish_outputs: spec.delivery != DeliveryGuarantee::ExactlyOnce,
             },
             jobs_rx,
             results_tx,
             env,
-            log.clone(),
-            tokio::runtime::Handle::current(),
         );
         let notify = Arc::new(Notify::new());
         for topic in &topics {
@@ -217,6 +216,7 @@ impl Runner {
             timers: BinaryHeap::new(),
             restored,
             counters,
+            queued_counters: counters,
             buffered: 0,
             in_flight: 0,
             ops: Vec::new(),
@@ -581,8 +581,11 @@ impl Runner {
         for source in &mut self.sources {
             source.persist(&self.shared.name, &mut ops);
         }
-        if !ops.is_empty() {
+        // Counters can change alone (an at-most-once ack: its progress was
+        // committed at dispatch).
+        if !ops.is_empty() || self.counters != self.queued_counters {
             ops.push(self.counters_op());
+            self.queued_counters = self.counters;
         }
         ops
     }

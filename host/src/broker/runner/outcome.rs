@@ -219,16 +219,19 @@ impl Runner {
 }
 
 impl Runner {
-    /// Exactly-once: queue an acked attempt's publications for the batch
-    /// that records the ack, with ids derived from the source message
-    /// (`{subscription}/{topic}/{source id}/{index}`), so that a re-run
-    /// cannot add them twice and fan-out subscriptions do not collide.
+    /// Queue an acked attempt's publications for the batch that records the
+    /// ack. Under exactly-once they get ids derived from the source message
+    /// (`{subscription}/{topic}/{source id}/{index}`), registered for
+    /// deduplication, so that no replay of the source can add them twice and
+    /// fan-out subscriptions do not collide; otherwise the host assigns ids.
     fn stage_outputs(&mut self, head: &Pending, published: Vec<Publication>) {
         let topic = &self.sources[head.source].topic.name;
+        let derive = self.spec.delivery == DeliveryGuarantee::ExactlyOnce;
         for (index, p) in published.into_iter().enumerate() {
-            let id = format!("{}/{topic}/{}/{index}", self.shared.name, head.message.id);
+            let id =
+                derive.then(|| format!("{}/{topic}/{}/{index}", self.shared.name, head.message.id));
             self.outputs.entry(p.topic).or_default().push(NewMessage {
-                id: Some(id),
+                id,
                 key: p.key,
                 payload: p.payload,
                 headers: p.headers,
