@@ -96,6 +96,13 @@ fn flaky_message_succeeds_on_its_third_attempt() {
         .unwrap()
         .contains("flaky: attempt 1"));
     assert!(attempts.iter().all(|a| a["plugin"] == "flaky@1"));
+    // Each attempt's log lines and stdout are kept with it.
+    assert_eq!(attempts[0]["logs"], json!(["debug: flaky: attempt 1 of 3"]));
+    assert_eq!(attempts[1]["logs"], json!(["debug: flaky: attempt 2 of 3"]));
+    assert_eq!(
+        attempts[2]["logs"],
+        json!(["info: flaky: acknowledged on attempt 3"])
+    );
     let (status, _) = s.call(
         "GET",
         "/v1/subscriptions/flaky/messages/nope",

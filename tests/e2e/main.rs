@@ -11,3 +11,4 @@ mod exactly_once;
 mod examples;
 mod model;
 mod semantics;
+mod versions;

@@ -1,5 +1,6 @@
 //! Plugins: `PUT /v1/plugins/{name}` (the raw `.wasm` component as the body),
-//! `GET /v1/plugins`, `GET /v1/plugins/{name}`.
+//! `GET /v1/plugins`, `GET /v1/plugins/{name}`, `DELETE /v1/plugins/{name}`
+//! (every version) and `DELETE /v1/plugins/{name}@{N}` (one version).
 
 use super::body::{self, Reply};
 use super::error::ApiError;
@@ -35,6 +36,18 @@ struct PluginList {
 pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
     let plugins = ctx.broker.plugins();
     body::reply(StatusCode::OK, ctx.format, &PluginList { plugins })
+}
+
+#[derive(Serialize)]
+struct Deleted<'a> {
+    deleted: &'a str,
+}
+
+/// 409 while a subscription pins the version, or follows the plugin and the
+/// latest version would go.
+pub async fn delete(ctx: &Ctx, reference: &str) -> Result<Reply, ApiError> {
+    ctx.broker.delete_plugin(reference).await?;
+    body::reply(StatusCode::OK, ctx.format, &Deleted { deleted: reference })
 }
 
 pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {

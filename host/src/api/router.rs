@@ -67,8 +67,8 @@ impl<'a> Route<'a> {
     /// The methods the resource accepts, as sent in `Allow`.
     pub fn allow(self) -> &'static str {
         match self {
-            Route::Topic(_) | Route::Plugin(_) => "GET, PUT",
-            Route::Subscription(_) => "GET, PUT, DELETE",
+            Route::Topic(_) => "GET, PUT",
+            Route::Subscription(_) | Route::Plugin(_) => "GET, PUT, DELETE",
             Route::Publish(_) | Route::Pause(_) | Route::Resume(_) | Route::Redrive(_) => "POST",
             Route::DeadLetters(_) | Route::DeadLetter(..) => "GET, DELETE",
             _ => "GET",
@@ -139,6 +139,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Partition(topic, p) => messages::read(&ctx, topic, p, query).await,
         Route::Plugins => plugins::list(&ctx),
         Route::Plugin(name) if is_put => plugins::put(&ctx, name, req).await,
+        Route::Plugin(name) if is_delete => plugins::delete(&ctx, name).await,
         Route::Plugin(name) => plugins::get(&ctx, name),
         Route::Subscriptions => subscriptions::list(&ctx),
         Route::Subscription(name) if is_put => subscriptions::put(&ctx, name, req).await,

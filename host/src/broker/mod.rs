@@ -214,6 +214,19 @@ impl Broker {
         self.inner.plugins.put(name, wasm).await
     }
 
+    /// Delete a plugin version (`name@N`) or the whole plugin (`name`);
+    /// refused with [`BrokerError::Conflict`] while a subscription uses it.
+    pub async fn delete_plugin(&self, reference: &str) -> Result<(), BrokerError> {
+        let users: Vec<(String, String)> = self
+            .inner
+            .subscriptions
+            .list()
+            .into_iter()
+            .map(|s| (s.name, s.spec.plugin))
+            .collect();
+        self.inner.plugins.delete(reference, &users).await
+    }
+
     pub fn plugins(&self) -> Vec<PluginInfo> {
         self.inner.plugins.list()
     }

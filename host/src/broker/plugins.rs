@@ -156,6 +156,88 @@ impl Registry {
         Ok((info, true))
     }
 
+    /// Delete one version (`name@N`) or every version (`name`) of a plugin.
+    /// Refused (409) while a subscription in `users` (name, plugin reference)
+    /// pins a deleted version or follows `name` and the latest version would
+    /// go. Attempts already running keep their compiled plugin to the end.
+    pub(crate) async fn delete(
+        &self,
+        reference: &str,
+        users: &[(String, String)],
+    ) -> Result<(), BrokerError> {
+        let (name, pinned) = parse_plugin_ref(reference)?;
+        let _guard = self.uploads.lock().await;
+        let info = self.info(name)?;
+        let doomed: Vec<u32> = match pinned {
+            Some(v) if info.versions.iter().any(|i| i.version == v) => vec![v],
+            Some(_) => {
+                return Err(BrokerError::NotFound(format!(
+                    "plugin {reference:?} has no such version"
+                )))
+            }
+            None => info.versions.iter().map(|v| v.version).collect(),
+        };
+        for (subscription, used) in users {
+            let (used_name, used_version) = parse_plugin_ref(used)?;
+            if used_name != name {
+                continue;
+            }
+            let conflict = match used_version {
+                Some(v) => doomed.contains(&v).then(|| format!("pins {name}@{v}")),
+                None => doomed.contains(&info.latest).then(|| {
+                    format!(
+                        "follows the latest version of {name} ({name}@{})",
+                        info.latest
+                    )
+                }),
+            };
+            if let Some(why) = conflict {
+                return Err(BrokerError::Conflict(format!(
+                    "plugin {reference:?} is in use: subscription {subscription:?} {why}; \
+                     change or delete the subscription first"
+                )));
+            }
+        }
+        let mut record = self
+            .entries
+            .read()
+            .expect("plugins lock")
+            .get(name)
+            .map(|e| e.record.clone())
+            .unwrap_or_default();
+        let removed: Vec<PluginVersionInfo> = record
+            .versions
+            .iter()
+            .filter(|v| doomed.contains(&v.version))
+            .cloned()
+            .collect();
+        record.versions.retain(|v| !doomed.contains(&v.version));
+        if record.versions.is_empty() {
+            self.store.delete_meta(META_PLUGIN, name)?;
+        } else {
+            self.store.put_meta(META_PLUGIN, name, &record)?;
+        }
+        let mut entries = self.entries.write().expect("plugins lock");
+        if record.versions.is_empty() {
+            entries.remove(name);
+        } else if let Some(entry) = entries.get_mut(name) {
+            entry.record = record;
+            entry.compiled.retain(|v, _| !doomed.contains(v));
+        }
+        // A blob goes once no version of any plugin has its digest.
+        for gone in removed {
+            let shared = entries
+                .values()
+                .any(|e| e.record.versions.iter().any(|v| v.digest == gone.digest));
+            if !shared {
+                self.store.delete_blob(&wasm_blob(&gone.digest))?;
+                self.store.delete_blob(&code_blob(&gone.digest))?;
+            }
+        }
+        tracing::info!(plugin = reference, "plugin deleted");
+        Ok(())
+    }
+
     pub(crate) fn list(&self) -> Vec<PluginInfo> {
         let entries = self.entries.read().expect("plugins lock");
         let mut out: Vec<_> = entries.iter().map(|(n, e)| to_info(n, &e.record)).collect();

@@ -107,6 +107,19 @@ pub enum LogLevel {
     Error,
 }
 
+impl LogLevel {
+    /// The level's name, as in the WIT.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
 /// A line a plugin logged, or wrote to stdout (info) or stderr (warn).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {

@@ -432,6 +432,14 @@ impl Store {
         Ok(())
     }
 
+    /// Delete a blob, synced.
+    pub fn delete_blob(&self, name: &str) -> Result<(), StoreError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.delete_cf_opt(self.cf(CF_BLOBS), name, &opts)?;
+        Ok(())
+    }
+
     /// A blob by name.
     pub fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_BLOBS), name)?)

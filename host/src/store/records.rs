@@ -30,6 +30,10 @@ pub struct AttemptRecord {
     /// The plugin version that ran (`name@version`).
     #[serde(default)]
     pub plugin: Option<String>,
+    /// What the plugin logged (and wrote to stdout/stderr) during the
+    /// attempt, as `level: text` lines, bounded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
 }
 
 /// A message waiting for its next attempt.

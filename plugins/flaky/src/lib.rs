@@ -1,5 +1,6 @@
 //! Retries ("flaky: attempt N") until the attempt number reaches the `succeed-on`
 //! header (default 3), then acknowledges. A `retry-delay-ms` header sets the retry delay.
+//! Logs each retry at debug level, and prints to stdout when it acknowledges.
 
 use switchyard_sdk::{Message, Outcome, Plugin};
 
@@ -12,6 +13,7 @@ impl Plugin for Flaky {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(3);
         if msg.attempt >= succeed_on {
+            println!("flaky: acknowledged on attempt {}", msg.attempt);
             return Outcome::Ack;
         }
         let reason = format!("flaky: attempt {}", msg.attempt);

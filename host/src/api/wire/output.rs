@@ -101,6 +101,9 @@ struct AttemptOut {
     error: Option<String>,
     /// The plugin version that ran (`name@version`).
     plugin: Option<String>,
+    /// What the plugin logged during the attempt (`level: text`, bounded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    logs: Vec<String>,
 }
 
 impl From<AttemptRecord> for AttemptOut {
@@ -112,6 +115,7 @@ impl From<AttemptRecord> for AttemptOut {
             outcome: a.outcome,
             error: a.error,
             plugin: a.plugin,
+            logs: a.logs,
         }
     }
 }
@@ -313,6 +317,7 @@ mod tests {
                 outcome: "trap".into(),
                 error: Some("boom".into()),
                 plugin: Some("p@2".into()),
+                logs: vec!["warn: low on coffee".into()],
             }],
         };
         check(
@@ -322,7 +327,8 @@ mod tests {
                 "payload": "p", "headers": {}, "timestamp_ms": 10, "reason": "boom",
                 "dead_at_ms": 20,
                 "attempts": [{"attempt": 1, "started_ms": 11, "duration_us": 7,
-                              "outcome": "trap", "error": "boom", "plugin": "p@2"}],
+                              "outcome": "trap", "error": "boom", "plugin": "p@2",
+                              "logs": ["warn: low on coffee"]}],
             }]}),
         );
     }

@@ -8,7 +8,7 @@ use crate::broker::now_ms;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, LedgerMode};
 use crate::broker::worker::JobDone;
-use crate::runtime::{Invocation, Outcome, Publication};
+use crate::runtime::{Invocation, LogLine, Outcome, Publication};
 use crate::store::{AttemptRecord, DeadLetter, LedgerEntry, Op, Redrive, RetryState};
 use std::sync::atomic::Ordering as AtomicOrdering;
 
@@ -29,7 +29,7 @@ impl Runner {
             published,
             kv,
             duration,
-            ..
+            logs,
         } = done.invocation;
         let Some(lane) = self.lanes.get_mut(&done.lane) else {
             return;
@@ -61,6 +61,7 @@ impl Runner {
             outcome: outcome.kind().to_string(),
             error: (outcome != Outcome::Ack).then(|| outcome.describe()),
             plugin: Some(done.label.clone()),
+            logs: ledger_logs(logs),
         });
         let name = &self.shared.name;
         if outcome.is_failure() {
@@ -160,7 +161,11 @@ impl Runner {
             Verdict::Dead(_) => "dead-lettered",
             Verdict::Dropped(_) => "failed",
         };
-        let clean = matches!(verdict, Verdict::Acked) && head.history.len() == 1;
+        // A message that needed more than one attempt, failed, or logged
+        // something gets a ledger entry; with `ledger: all` every one does.
+        let clean = matches!(verdict, Verdict::Acked)
+            && head.history.len() == 1
+            && head.history[0].logs.is_empty();
         if self.spec.ledger == LedgerMode::All || !clean {
             self.ops.push(Op::PutLedger {
                 subscription: name.clone(),
@@ -239,6 +244,38 @@ impl Runner {
             });
         }
     }
+}
+
+/// Log lines kept per attempt in the ledger, and the longest line kept.
+const LEDGER_LOG_LINES: usize = 20;
+const LEDGER_LOG_LINE: usize = 1024;
+
+/// An attempt's log lines as the ledger keeps them: `level: text`, at most
+/// [`LEDGER_LOG_LINES`] lines of [`LEDGER_LOG_LINE`] bytes.
+fn ledger_logs(logs: Vec<LogLine>) -> Vec<String> {
+    let total = logs.len();
+    let mut kept: Vec<String> = logs
+        .into_iter()
+        .take(LEDGER_LOG_LINES)
+        .map(|line| {
+            let mut text = format!("{}: {}", line.level.as_str(), line.message);
+            if text.len() > LEDGER_LOG_LINE {
+                let mut cut = LEDGER_LOG_LINE;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+            }
+            text
+        })
+        .collect();
+    if total > LEDGER_LOG_LINES {
+        kept.push(format!(
+            "… {} more lines not kept",
+            total - LEDGER_LOG_LINES
+        ));
+    }
+    kept
 }
 
 fn ledger_entry(source: &Source, head: &Pending, state: &str) -> LedgerEntry {
