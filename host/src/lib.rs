@@ -23,6 +23,8 @@ pub mod config;
 pub mod runtime;
 pub mod store;
 
+pub use broker::harness;
+
 use broker::{Broker, BrokerConfig, BrokerError};
 use std::future::Future;
 use tokio::net::TcpListener;

@@ -2,7 +2,7 @@
 //! offsets, group-committed durable appends) and reads.
 
 use super::spec::{validate_topic_name, TopicSpec};
-use super::{now_ms, BrokerError, TopicInfo};
+use super::{BrokerError, Clock, TopicInfo};
 use crate::store::{Durability, Op, Store, StoredMessage};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +24,40 @@ pub struct NewMessage {
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
     pub delay_ms: Option<u64>,
+}
+
+impl NewMessage {
+    /// A message with this payload (and no id, key, headers or delay).
+    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+        Self {
+            payload: payload.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The producer-given idempotency id.
+    pub fn id(mut self, id: &str) -> Self {
+        self.id = Some(id.to_string());
+        self
+    }
+
+    /// The ordering key.
+    pub fn key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_string());
+        self
+    }
+
+    /// A header (kept in the order added).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Deliver no sooner than `delay_ms` after publishing.
+    pub fn delay_ms(mut self, delay_ms: u64) -> Self {
+        self.delay_ms = Some(delay_ms);
+        self
+    }
 }
 
 /// Where a published message was stored.
@@ -162,11 +196,14 @@ impl Appended {
 /// All topics, and the store they live in.
 pub(crate) struct Log {
     store: Store,
+    clock: Clock,
+    /// Create a topic a plugin publishes to if it does not exist (harness).
+    auto_create: bool,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
 }
 
 impl Log {
-    pub(crate) fn load(store: Store) -> Result<Self, BrokerError> {
+    pub(crate) fn load(store: Store, clock: Clock, auto_create: bool) -> Result<Self, BrokerError> {
         let mut topics = BTreeMap::new();
         for (name, spec) in store.list_meta::<TopicSpec>(META_TOPIC)? {
             let topic = open_topic(&store, &name, spec)?;
@@ -174,12 +211,18 @@ impl Log {
         }
         Ok(Self {
             store,
+            clock,
+            auto_create,
             topics: RwLock::new(topics),
         })
     }
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Topic>> {
@@ -285,8 +328,14 @@ impl Log {
         }
         let mut ops = Vec::with_capacity(messages.len());
         let mut appender = topic.next.lock().expect("offsets lock");
-        let (results, appended) =
-            self.assign(&topic, &mut appender, messages, now_ms(), &mut ops, true)?;
+        let (results, appended) = self.assign(
+            &topic,
+            &mut appender,
+            messages,
+            self.clock.now_ms(),
+            &mut ops,
+            true,
+        )?;
         // Queue while holding the offsets lock: batches reach the writer in
         // offset order. An all-duplicate batch still queues (an empty write):
         // its answer then waits until the originals are durable.
@@ -322,7 +371,7 @@ impl Log {
             .iter()
             .map(|topic| topic.next.lock().expect("offsets lock"))
             .collect();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut writes = Vec::new();
         let mut appended = Vec::with_capacity(topics.len());
         for ((topic, messages), appender) in topics.iter().zip(batches).zip(guards.iter_mut()) {
@@ -505,6 +554,10 @@ impl Log {
     pub(crate) fn check_publish(&self, topic: &str) -> Result<(), String> {
         match self.get(topic) {
             Some(_) => Ok(()),
+            None if self.auto_create => self
+                .create_topic(topic, TopicSpec::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             None => Err(format!("topic {topic:?} does not exist")),
         }
     }

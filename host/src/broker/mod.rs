@@ -9,6 +9,8 @@
 //! API boundary: [`Broker`] and the plain data types re-exported here.
 
 mod backoff;
+mod clock;
+pub mod harness;
 mod kv;
 mod log;
 mod plugins;
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::store::{AttemptRecord, DeadLetter, LedgerEntry, StoredMessage};
+pub use clock::Clock;
 pub use log::{
     partition_for_key, LogEntry, NewMessage, Published, MAX_DELAY_MS, MAX_PAYLOAD_BYTES,
 };
@@ -141,7 +144,7 @@ impl Broker {
         let store = Store::open(&config.data_dir, config.fsync_interval)?;
         let runtime = Runtime::new(config.runtime.clone())
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let log = Arc::new(log::Log::load(store.clone())?);
+        let log = Arc::new(log::Log::load(store.clone(), Clock::system(), false)?);
         let plugins = Arc::new(
             plugins::Registry::load(store.clone(), runtime, config.compile_timeout).await?,
         );
@@ -337,10 +340,7 @@ impl Broker {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, by the system clock.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    Clock::system().now_ms()
 }

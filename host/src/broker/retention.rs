@@ -6,7 +6,6 @@
 //! reclaimed, keeping the data directory bounded under steady load.
 
 use super::log::{Log, Topic};
-use super::now_ms;
 use super::subscriptions::Subscriptions;
 use crate::store::{Durability, Op};
 use std::sync::Arc;
@@ -53,7 +52,7 @@ async fn sweep(
     if first >= limit {
         return Ok(());
     }
-    let cutoff = now_ms().saturating_sub(topic.spec.retention_ms);
+    let cutoff = log.clock().now_ms().saturating_sub(topic.spec.retention_ms);
     let store = log.store().clone();
     // Timestamps grow along a partition: if the oldest message is too young,
     // so is everything after it.

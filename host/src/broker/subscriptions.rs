@@ -75,7 +75,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new(name: &str, spec: SubscriptionSpec) -> Self {
+    pub(crate) fn new(name: &str, spec: SubscriptionSpec) -> Self {
         Self {
             watermarks: RwLock::new(HashMap::new()),
             name: name.to_string(),

@@ -6,8 +6,8 @@
 //! Plain OS threads, not async tasks: a plugin call is CPU-bound and may run
 //! until its timeout, and must never stall the async executor.
 
-use super::now_ms;
 use super::spec::Isolation;
+use super::Clock;
 use crate::runtime::{Delivery, HostEnv, Invocation, Plugin, PluginWorker};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// One delivery attempt to run.
 pub(crate) struct Job<L> {
+    /// Dispatch order, for completing a round's attempts in that order.
+    pub(crate) seq: u64,
     pub(crate) lane: L,
     pub(crate) delivery: Delivery,
     pub(crate) plugin: Plugin,
@@ -24,6 +26,7 @@ pub(crate) struct Job<L> {
 
 /// The result of a job.
 pub(crate) struct JobDone<L> {
+    pub(crate) seq: u64,
     pub(crate) lane: L,
     pub(crate) offset: u64,
     pub(crate) label: String,
@@ -38,6 +41,7 @@ pub(crate) struct WorkerSettings {
     pub(crate) isolation: Isolation,
     pub(crate) recycle_after: u32,
     pub(crate) subscription: String,
+    pub(crate) clock: Clock,
 }
 
 /// Start `count` workers; they exit when the job channel closes.
@@ -102,7 +106,7 @@ fn run_job<L>(
     env: &Arc<dyn HostEnv>,
     reused: &mut Option<(String, PluginWorker)>,
 ) -> JobDone<L> {
-    let started_ms = now_ms();
+    let started_ms = settings.clock.now_ms();
     let tag = format!("{} msg={}", job.label, job.delivery.id);
     let invocation = match settings.isolation {
         Isolation::Message => job
@@ -117,6 +121,7 @@ fn run_job<L>(
         }
     };
     JobDone {
+        seq: job.seq,
         lane: job.lane,
         offset: job.delivery.offset,
         label: job.label,

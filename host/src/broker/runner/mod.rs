@@ -23,9 +23,10 @@
 
 mod outcome;
 
+pub(crate) use outcome::Traced;
+
 use crate::broker::kv::{KvState, SubscriptionEnv};
 use crate::broker::log::{Log, NewMessage, Topic};
-use crate::broker::now_ms;
 use crate::broker::plugins::Registry;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, Ordering, SubscriptionSpec};
@@ -108,6 +109,12 @@ pub(crate) struct Runner {
     kv_commit: Option<u64>,
     /// Attempts in flight by their `kv_start` (a multiset).
     kv_starts: BTreeMap<u64, usize>,
+    /// Backoff jitter: seeded under a manual clock, so runs repeat exactly.
+    rng: rand::rngs::StdRng,
+    /// Jobs dispatched so far (each job's `seq`).
+    dispatched: u64,
+    /// Finished attempts, when recording them (the harness).
+    pub(crate) trace: Option<Vec<Traced>>,
     plugins: Arc<Registry>,
     sources: Vec<Source>,
     lanes: HashMap<LaneKey, Lane>,
@@ -191,11 +198,17 @@ impl Runner {
                 isolation: spec.isolation,
                 recycle_after: spec.recycle_after,
                 subscription: shared.name.clone(),
+                clock: log.clock().clone(),
             },
             jobs_rx,
             results_tx,
             env,
         );
+        let rng = if log.clock().is_manual() {
+            rand::SeedableRng::seed_from_u64(0)
+        } else {
+            rand::SeedableRng::from_os_rng()
+        };
         let notify = Arc::new(Notify::new());
         for topic in &topics {
             topic.watch(notify.clone());
@@ -209,6 +222,9 @@ impl Runner {
             outputs: BTreeMap::new(),
             kv_commit: None,
             kv_starts: BTreeMap::new(),
+            rng,
+            dispatched: 0,
+            trace: None,
             plugins,
             sources,
             lanes: HashMap::new(),
@@ -251,17 +267,18 @@ impl Runner {
                 self.fill();
                 // Filtered messages finish without a delivery: persist that too.
                 self.flush();
-                self.fire_timers(now_ms());
+                self.fire_timers(self.now_ms());
                 if !is_paused {
                     self.dispatch().await;
                 }
             }
             self.publish_stats();
             let next_timer = self.timers.peek().map(|Reverse((due, _))| *due);
+            let clock = self.log.clock().clone();
             let sleep = async {
                 match next_timer {
                     Some(due) => {
-                        let wait = due.saturating_sub(now_ms());
+                        let wait = due.saturating_sub(clock.now_ms());
                         tokio::time::sleep(Duration::from_millis(wait)).await
                     }
                     None => std::future::pending().await,
@@ -449,7 +466,7 @@ impl Runner {
 
     /// Make a lane's head runnable now or at `due`. The lane must be busy.
     fn schedule(&mut self, key: LaneKey, due: u64) {
-        if due <= now_ms() {
+        if due <= self.now_ms() {
             self.ready.push_back(key);
         } else {
             self.timers.push(Reverse((due, key)));
@@ -478,7 +495,7 @@ impl Runner {
             Err(e) => {
                 // The plugin is gone: hold the runnable lanes and look again later.
                 tracing::warn!(error = %e, subscription = %self.shared.name, "plugin unavailable");
-                let later = now_ms() + PLUGIN_RECHECK_MS;
+                let later = self.now_ms() + PLUGIN_RECHECK_MS;
                 for key in self.ready.drain(..) {
                     self.timers.push(Reverse((later, key)));
                 }
@@ -512,7 +529,9 @@ impl Runner {
                 timestamp_ms: message.timestamp_ms,
                 attempt: head.attempts,
             };
+            self.dispatched += 1;
             batch.push(Job {
+                seq: self.dispatched,
                 lane: key,
                 delivery,
                 plugin: plugin.clone(),
@@ -565,6 +584,54 @@ impl Runner {
                 tracing::error!(subscription = %self.shared.name, "workers are gone");
             }
         }
+    }
+
+    /// Deliver everything runnable at the clock's current time, round by
+    /// round, until nothing is (retries due later wait for the clock): the
+    /// harness's way to run the engine. Each round's attempts run on the
+    /// worker threads at once and are completed in dispatch order, and each
+    /// round's changes are written before the next starts, so a run on a
+    /// manual clock repeats exactly.
+    pub(crate) async fn settle(&mut self) {
+        loop {
+            self.fill();
+            self.fire_timers(self.now_ms());
+            if !self.ready.is_empty() {
+                self.dispatch().await;
+            }
+            if self.in_flight == 0 {
+                if let Some(write) = self.commit() {
+                    write.await;
+                }
+                self.fill();
+                self.fire_timers(self.now_ms());
+                if self.ready.is_empty() {
+                    return;
+                }
+                continue;
+            }
+            let mut round = Vec::with_capacity(self.in_flight);
+            while round.len() < self.in_flight {
+                match self.results.recv().await {
+                    Some(done) => round.extend(done),
+                    None => return,
+                }
+            }
+            round.sort_by_key(|d| d.seq);
+            round.into_iter().for_each(|d| self.complete(d));
+            if let Some(write) = self.commit() {
+                write.await;
+            }
+        }
+    }
+
+    /// When the next retry or delayed message is due, if any is waiting.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((due, _))| *due)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.log.clock().now_ms()
     }
 
     fn counters_op(&self) -> Op {

@@ -4,13 +4,15 @@
 use super::{LaneKey, Pending, Runner};
 use crate::broker::backoff;
 use crate::broker::log::NewMessage;
-use crate::broker::now_ms;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, LedgerMode};
 use crate::broker::worker::JobDone;
 use crate::runtime::{Invocation, LogLine, Outcome, Publication};
-use crate::store::{AttemptRecord, DeadLetter, LedgerEntry, Op, Redrive, RetryState};
+use crate::store::{
+    AttemptRecord, DeadLetter, LedgerEntry, Op, Redrive, RetryState, StoredMessage,
+};
 use std::sync::atomic::Ordering as AtomicOrdering;
+use std::sync::Arc;
 
 pub(super) enum Verdict {
     Acked,
@@ -19,11 +21,59 @@ pub(super) enum Verdict {
     Dropped(String),
 }
 
+impl Verdict {
+    /// The message's final state, as the ledger names it.
+    fn state(&self) -> &'static str {
+        match self {
+            Verdict::Acked => "acked",
+            Verdict::Dead(_) => "dead-lettered",
+            Verdict::Dropped(_) => "failed",
+        }
+    }
+}
+
+/// One attempt as the harness reports it: the message, the attempt, what
+/// became of the message after it, and (if it acked) what it published.
+#[derive(Debug, Clone)]
+pub(crate) struct Traced {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) message: Arc<StoredMessage>,
+    pub(crate) attempt: AttemptRecord,
+    /// `retrying`, `acked`, `dead-lettered`, `failed` or `kv-conflict`.
+    pub(crate) state: &'static str,
+    pub(crate) published: Vec<Publication>,
+}
+
+impl Traced {
+    fn of(
+        source: &Source,
+        head: &Pending,
+        state: &'static str,
+        published: Vec<Publication>,
+    ) -> Self {
+        Self {
+            topic: source.topic.name.clone(),
+            partition: source.partition,
+            offset: head.offset,
+            message: head.message.clone(),
+            attempt: head
+                .history
+                .last()
+                .cloned()
+                .expect("an attempt was recorded"),
+            state,
+            published,
+        }
+    }
+}
+
 impl Runner {
     /// Apply one attempt's outcome.
     pub(super) fn complete(&mut self, done: JobDone<LaneKey>) {
         self.in_flight -= 1;
-        let now = now_ms();
+        let now = self.now_ms();
         let Invocation {
             outcome,
             published,
@@ -47,6 +97,28 @@ impl Runner {
         if outcome == Outcome::Ack && self.kv.conflicts(&kv.reads) {
             // Another attempt changed a key this one read: its writes were
             // computed from a stale value. Run it again, uncounted.
+            if let Some(trace) = &mut self.trace {
+                let source = &self.sources[head.source];
+                trace.push(Traced {
+                    topic: source.topic.name.clone(),
+                    partition: source.partition,
+                    offset: head.offset,
+                    message: head.message.clone(),
+                    attempt: AttemptRecord {
+                        attempt: head.attempts,
+                        started_ms: done.started_ms,
+                        duration_us: duration.as_micros() as u64,
+                        outcome: "kv-conflict".into(),
+                        error: Some(
+                            "a kv key it read was changed by another attempt; run again".into(),
+                        ),
+                        plugin: Some(done.label.clone()),
+                        logs: ledger_logs(logs),
+                    },
+                    state: "kv-conflict",
+                    published: Vec::new(),
+                });
+            }
             head.attempts -= 1;
             self.shared
                 .kv_conflicts
@@ -82,7 +154,10 @@ impl Runner {
                     Outcome::Retry {
                         delay_ms: Some(d), ..
                     } => *d,
-                    _ => backoff::delay_ms(&self.spec.retry, head.attempts, rand::random::<f64>()),
+                    _ => {
+                        let roll = rand::Rng::random::<f64>(&mut self.rng);
+                        backoff::delay_ms(&self.spec.retry, head.attempts, roll)
+                    }
                 };
                 head.due_ms = now + delay;
                 let source = &self.sources[head.source];
@@ -128,6 +203,14 @@ impl Runner {
                     entry,
                 });
                 self.counters.retried += 1;
+                if let Some(trace) = &mut self.trace {
+                    trace.push(Traced::of(
+                        &self.sources[head.source],
+                        head,
+                        "retrying",
+                        Vec::new(),
+                    ));
+                }
                 let due = head.due_ms;
                 self.schedule(done.lane, due);
                 return;
@@ -138,6 +221,18 @@ impl Runner {
         let next_due = lane.queue.front().map(|p| p.due_ms);
         if next_due.is_none() {
             self.lanes.remove(&done.lane);
+        }
+        if let Some(trace) = &mut self.trace {
+            let outputs = match verdict {
+                Verdict::Acked => published.clone(),
+                _ => Vec::new(),
+            };
+            trace.push(Traced::of(
+                &self.sources[head.source],
+                &head,
+                verdict.state(),
+                outputs,
+            ));
         }
         if matches!(verdict, Verdict::Acked) {
             if let Some(seq) = self.kv.commit(kv.writes, &mut self.ops) {
@@ -156,11 +251,7 @@ impl Runner {
     /// Record that a message is finished: progress, ledger, dead letter, counters.
     fn finish(&mut self, head: Pending, verdict: Verdict, now: u64) {
         let name = self.shared.name.clone();
-        let state = match verdict {
-            Verdict::Acked => "acked",
-            Verdict::Dead(_) => "dead-lettered",
-            Verdict::Dropped(_) => "failed",
-        };
+        let state = verdict.state();
         // A message that needed more than one attempt, failed, or logged
         // something gets a ledger entry; with `ledger: all` every one does.
         let clean = matches!(verdict, Verdict::Acked)
