@@ -3,18 +3,37 @@
 use anyhow::Context as _;
 use clap::Parser;
 use std::io::IsTerminal as _;
-use switchyard::cli::{Cli, Command, ServeArgs};
+use switchyard::cli::{Cli, Command, ServeArgs, TestArgs};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Test(args) = &cli.command {
+        test(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Test(_) => unreachable!("handled above"),
+    }
+}
+
+/// `switchyard test`: print the report; exit 0 if every expectation held,
+/// 1 if one did not, 2 if the run could not happen.
+fn test(args: &TestArgs) -> ! {
+    match args.run() {
+        Ok(report) => {
+            print!("{}", report.text);
+            std::process::exit(if report.passed { 0 } else { 1 })
+        }
+        Err(message) => {
+            eprintln!("switchyard test: {message}");
+            std::process::exit(2)
+        }
     }
 }
 

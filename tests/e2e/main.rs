@@ -5,6 +5,7 @@
 mod support;
 
 mod api_errors;
+mod cli_test;
 mod core_path;
 mod crash;
 mod exactly_once;

@@ -41,7 +41,7 @@ pub use auth::{Auth, Role};
 pub use body::MAX_REQUEST_BYTES;
 pub use error::ApiError;
 pub use server::{Server, DRAIN_TIMEOUT};
-pub use wire::MAX_BATCH;
+pub use wire::{decode_message, MAX_BATCH};
 
 use crate::broker::{Broker, BrokerError};
 use body::Format;

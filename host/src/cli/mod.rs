@@ -1,14 +1,17 @@
 //! The `switchyard` command line (clap derive).
 //!
-//! `serve` runs the host. Client commands that call the HTTP API (publish,
-//! topics, plugins, …) will be further [`Command`] variants beside it, each in
-//! its own file; they reach the host only over HTTP, never through the broker.
+//! `serve` runs the host; `test` runs a plugin on the harness (the host's
+//! delivery engine on virtual time, no server). Client commands that call the
+//! HTTP API (publish, topics, plugins, …) will be further [`Command`] variants
+//! beside them, each in its own file; they reach the host only over HTTP.
 
 mod serve;
+mod test;
 
 use clap::{Parser, Subcommand};
 
 pub use serve::ServeArgs;
+pub use test::{TestArgs, TestReport};
 
 /// A single-binary event router: durable messages delivered to sandboxed
 /// WebAssembly consumers.
@@ -23,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the host: the HTTP API and message delivery.
     Serve(ServeArgs),
+    /// Run a plugin on the host's delivery engine with virtual time, against
+    /// messages from a file, and print what happened to each (exit status 1
+    /// if an --expect expectation is not met, 2 on a usage error).
+    Test(TestArgs),
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod output;
 mod publish;
 
 pub use output::{DeadLetterOut, DeadLettersOut, KvOut, LedgerOut, MessagesOut, PublishedOut};
-pub use publish::{PublishBody, MAX_BATCH};
+pub use publish::{decode_message, PublishBody, MAX_BATCH};
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};

@@ -93,6 +93,14 @@ impl MessageIn {
     }
 }
 
+/// One message in the JSON shape of a single-message publish (a line of a
+/// JSON Lines file, as `switchyard test --input` reads).
+pub fn decode_message(json: &[u8]) -> Result<NewMessage, ApiError> {
+    let body: MessageIn = serde_json::from_slice(json)
+        .map_err(|e| ApiError::invalid(format!("not a message: {e}")))?;
+    body.into_new_message("")
+}
+
 impl PublishBody {
     /// The messages to publish, and whether the body was a batch (which
     /// decides the response shape).
