@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use std::io::IsTerminal as _;
-use switchyard::cli::{Cli, Command, ServeArgs, TestArgs};
+use switchyard::cli::{Cli, Command, NewArgs, PluginToolsArgs, ServeArgs, TestArgs};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -12,6 +12,12 @@ fn main() -> anyhow::Result<()> {
     if let Command::Test(args) = &cli.command {
         test(args);
     }
+    if let Command::PluginTools(args) = &cli.command {
+        plugin_tools(args);
+    }
+    if let Command::New(args) = &cli.command {
+        new(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -19,6 +25,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Test(_) => unreachable!("handled above"),
+        Command::PluginTools(_) | Command::New(_) => unreachable!("handled above"),
     }
 }
 
@@ -32,6 +39,37 @@ fn test(args: &TestArgs) -> ! {
         }
         Err(message) => {
             eprintln!("switchyard test: {message}");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// `switchyard plugin-tools`: print the one-line summary; exit 2 on failure.
+/// `switchyard new`: say what was created and how to go on; exit 2 on failure.
+fn new(args: &NewArgs) -> ! {
+    match args.run() {
+        Ok(dir) => {
+            println!(
+                "created {}: ./build.sh builds it, ./test.sh runs it on the harness",
+                dir.display()
+            );
+            std::process::exit(0)
+        }
+        Err(error) => {
+            eprintln!("switchyard new: {error}");
+            std::process::exit(2)
+        }
+    }
+}
+
+fn plugin_tools(args: &PluginToolsArgs) -> ! {
+    match args.run() {
+        Ok(summary) => {
+            println!("{summary}");
+            std::process::exit(0)
+        }
+        Err(error) => {
+            eprintln!("switchyard plugin-tools: {error}");
             std::process::exit(2)
         }
     }

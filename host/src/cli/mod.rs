@@ -5,11 +5,15 @@
 //! HTTP API (publish, topics, plugins, …) will be further [`Command`] variants
 //! beside them, each in its own file; they reach the host only over HTTP.
 
+mod new;
+mod plugin_tools;
 mod serve;
 mod test;
 
 use clap::{Parser, Subcommand};
 
+pub use new::{Lang, NewArgs};
+pub use plugin_tools::PluginToolsArgs;
 pub use serve::ServeArgs;
 pub use test::{TestArgs, TestReport};
 
@@ -30,6 +34,12 @@ pub enum Command {
     /// messages from a file, and print what happened to each (exit status 1
     /// if an --expect expectation is not met, 2 on a usage error).
     Test(TestArgs),
+    /// Tools for plugin authors outside Rust: C bindings from the plugin WIT,
+    /// and componentizing a core wasm module (exit status 2 on failure).
+    PluginTools(PluginToolsArgs),
+    /// Create a plugin project (Rust, C, Python or JavaScript) that builds
+    /// and passes its harness test out of the box.
+    New(NewArgs),
 }
 
 #[cfg(test)]

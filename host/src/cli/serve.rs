@@ -69,7 +69,9 @@ mod tests {
 
     fn serve(args: &[&str]) -> super::ServeArgs {
         let cli = Cli::try_parse_from(["switchyard", "serve"].iter().chain(args)).expect("parses");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
         args
     }
 

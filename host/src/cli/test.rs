@@ -81,6 +81,7 @@ pub enum OrderingArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+#[allow(clippy::enum_variant_names)]
 pub enum DeliveryArg {
     AtMostOnce,
     AtLeastOnce,
