@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 # One target directory outside the clone, so fresh clones reuse earlier builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}"
 PLUGIN_DIR="$CARGO_TARGET_DIR/wasm-plugins"
-PLUGINS=(noop forwarder flaky poison spin hog stamp scripted counter)
+PLUGINS=(noop forwarder flaky poison spin hog stamp scripted counter example-rust)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -35,6 +35,13 @@ build_plugins() {
   local args=()
   for p in "${PLUGINS[@]}"; do args+=(-p "$p"); done
   cargo build --release --target wasm32-wasip2 --target-dir "$PLUGIN_DIR" "${args[@]}"
+  # The example plugin in C, Python and JavaScript, each built from source by
+  # its own script (which installs its toolchain on first use and skips the
+  # build when nothing changed). The C build uses the host's plugin-tools.
+  cargo build --release -p switchyard
+  for script in plugins/example-*/build.sh; do
+    SWITCHYARD_BIN="$CARGO_TARGET_DIR/release/switchyard" "$script" "$PLUGIN_DIR/wasm32-wasip2/release"
+  done
   echo "dev.sh: plugins in $PLUGIN_DIR/wasm32-wasip2/release/" >&2
 }
 

@@ -11,5 +11,6 @@ mod crash;
 mod exactly_once;
 mod examples;
 mod model;
+mod new_project;
 mod semantics;
 mod versions;

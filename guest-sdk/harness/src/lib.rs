@@ -36,7 +36,10 @@ use std::process::Command;
 /// is set, else to `target/wasm-plugins` under the crate, so it never waits on
 /// the lock of the `cargo test` that called it.
 pub fn build_component(manifest_dir: &str) -> Result<Vec<u8>, String> {
-    let dir = Path::new(manifest_dir);
+    let dir = Path::new(manifest_dir)
+        .canonicalize()
+        .map_err(|e| format!("{manifest_dir}: {e}"))?;
+    let dir = dir.as_path();
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(t) => PathBuf::from(t).join("wasm-plugins"),
         None => dir.join("target").join("wasm-plugins"),

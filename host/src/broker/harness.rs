@@ -236,11 +236,14 @@ impl Harness {
         })
         .map_err(|e| setup(&e))?;
         let input = spec.topic.clone();
+        let cache = CodeCache::new(&b.wasm);
+        cache.seed(&store);
         let runner = rt.block_on(async {
             let plugins = Arc::new(
                 Registry::load(store.clone(), runtime, super::DEFAULT_COMPILE_TIMEOUT).await?,
             );
             plugins.put(SUBSCRIPTION, b.wasm).await?;
+            cache.keep(&store);
             let topics = vec![log.get(&input).expect("created above")];
             let shared = Arc::new(Shared::new(SUBSCRIPTION, spec));
             let (_control, control_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -373,6 +376,62 @@ impl Harness {
         self.store
             .kv_list(SUBSCRIPTION, prefix, None, usize::MAX)
             .unwrap_or_default()
+    }
+}
+
+/// Machine code of compiled components, kept on disk between harness runs
+/// (`$SWITCHYARD_CACHE_DIR`, else `~/.cache/switchyard/compiled`), one file
+/// per component digest. Only code this host produced is stored there; code
+/// from another engine version is ignored (and replaced) when loaded.
+/// Compiling a Python or JavaScript component takes tens of seconds on a
+/// small machine; loading its cached code takes milliseconds.
+struct CodeCache {
+    file: Option<std::path::PathBuf>,
+    blob: String,
+}
+
+impl CodeCache {
+    fn new(wasm: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = format!("sha256:{:x}", Sha256::digest(wasm));
+        let dir = std::env::var_os("SWITCHYARD_CACHE_DIR")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|home| std::path::PathBuf::from(home).join(".cache/switchyard/compiled"))
+            });
+        let name = digest.trim_start_matches("sha256:").to_string();
+        Self {
+            file: dir.map(|d| d.join(format!("{name}.cwasm"))),
+            blob: super::plugins::code_blob(&digest),
+        }
+    }
+
+    /// Put cached code into the store, where the registry looks before compiling.
+    fn seed(&self, store: &Store) {
+        let Some(file) = &self.file else { return };
+        if let Ok(code) = std::fs::read(file) {
+            let _ = store.put_blob(&self.blob, &code);
+        }
+    }
+
+    /// Save the store's code for next time (best effort: a cache).
+    fn keep(&self, store: &Store) {
+        let (Some(file), Ok(Some(code))) = (&self.file, store.get_blob(&self.blob)) else {
+            return;
+        };
+        if std::fs::read(file).is_ok_and(|old| old == code) {
+            return;
+        }
+        let Some(dir) = file.parent() else { return };
+        let saved = std::fs::create_dir_all(dir).and_then(|()| {
+            let tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::fs::write(tmp.path(), &code)?;
+            tmp.persist(file).map(|_| ()).map_err(|e| e.error)
+        });
+        if let Err(e) = saved {
+            tracing::debug!(error = %e, path = %file.display(), "cannot cache compiled code");
+        }
     }
 }
 
