@@ -233,7 +233,9 @@ mod tests {
         assert!(!accepts(Route::Publish("t"), Method::GET));
         assert!(!accepts(Route::Topics, Method::PUT));
         assert!(!accepts(Route::Health, Method::HEAD));
-        assert_eq!(Route::Plugin("p").allow(), "GET, PUT");
+        assert_eq!(Route::Plugin("p").allow(), "GET, PUT, DELETE");
+        assert!(accepts(Route::Kv("s"), Method::GET));
+        assert!(!accepts(Route::Kv("s"), Method::PUT));
         assert!(accepts(Route::Subscription("s"), Method::DELETE));
         assert!(!accepts(Route::Topic("t"), Method::DELETE));
     }
