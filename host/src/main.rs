@@ -44,32 +44,31 @@ fn test(args: &TestArgs) -> ! {
     }
 }
 
-/// `switchyard plugin-tools`: print the one-line summary; exit 2 on failure.
 /// `switchyard new`: say what was created and how to go on; exit 2 on failure.
 fn new(args: &NewArgs) -> ! {
-    match args.run() {
-        Ok(dir) => {
-            println!(
-                "created {}: ./build.sh builds it, ./test.sh runs it on the harness",
-                dir.display()
-            );
-            std::process::exit(0)
-        }
-        Err(error) => {
-            eprintln!("switchyard new: {error}");
-            std::process::exit(2)
-        }
-    }
+    let created = args.run().map(|dir| {
+        format!(
+            "created {}: ./build.sh builds it, ./test.sh runs it on the harness",
+            dir.display()
+        )
+    });
+    finish("new", created)
 }
 
+/// `switchyard plugin-tools`: print the one-line summary; exit 2 on failure.
 fn plugin_tools(args: &PluginToolsArgs) -> ! {
-    match args.run() {
+    finish("plugin-tools", args.run().map_err(|e| e.to_string()))
+}
+
+/// Print a command's summary and exit 0, or its error and exit 2.
+fn finish(command: &str, result: Result<String, String>) -> ! {
+    match result {
         Ok(summary) => {
             println!("{summary}");
             std::process::exit(0)
         }
         Err(error) => {
-            eprintln!("switchyard plugin-tools: {error}");
+            eprintln!("switchyard {command}: {error}");
             std::process::exit(2)
         }
     }

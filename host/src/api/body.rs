@@ -195,6 +195,12 @@ pub fn reply<T: Serialize>(
 }
 
 /// 201 if something was created, else 200.
+/// The answer to a successful DELETE: `{"deleted": "<name>"}`.
+#[derive(Serialize)]
+pub struct Deleted<'a> {
+    pub deleted: &'a str,
+}
+
 pub fn created_or_ok(created: bool) -> StatusCode {
     if created {
         StatusCode::CREATED

@@ -38,16 +38,15 @@ pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
     body::reply(StatusCode::OK, ctx.format, &PluginList { plugins })
 }
 
-#[derive(Serialize)]
-struct Deleted<'a> {
-    deleted: &'a str,
-}
-
 /// 409 while a subscription pins the version, or follows the plugin and the
 /// latest version would go.
 pub async fn delete(ctx: &Ctx, reference: &str) -> Result<Reply, ApiError> {
     ctx.broker.delete_plugin(reference).await?;
-    body::reply(StatusCode::OK, ctx.format, &Deleted { deleted: reference })
+    body::reply(
+        StatusCode::OK,
+        ctx.format,
+        &body::Deleted { deleted: reference },
+    )
 }
 
 pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {

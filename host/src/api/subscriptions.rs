@@ -176,13 +176,8 @@ pub async fn ledger(ctx: &Ctx, name: &str, id: &str) -> Result<Reply, ApiError> 
     )
 }
 
-#[derive(Serialize)]
-struct Deleted<'a> {
-    deleted: &'a str,
-}
-
 /// Delete a subscription with its progress, ledger and dead letters.
 pub async fn delete(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     ctx.broker.delete_subscription(name).await?;
-    body::reply(StatusCode::OK, ctx.format, &Deleted { deleted: name })
+    body::reply(StatusCode::OK, ctx.format, &body::Deleted { deleted: name })
 }

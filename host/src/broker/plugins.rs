@@ -135,13 +135,7 @@ impl Registry {
         if let Some(code) = plugin.machine_code() {
             self.store.put_blob(&code_blob(&digest), &code)?;
         }
-        let mut record = self
-            .entries
-            .read()
-            .expect("plugins lock")
-            .get(name)
-            .map(|e| e.record.clone())
-            .unwrap_or_default();
+        let mut record = self.record(name);
         let version = record.versions.last().map_or(1, |v| v.version + 1);
         record.versions.push(PluginVersionInfo {
             version,
@@ -204,13 +198,7 @@ impl Registry {
                 )));
             }
         }
-        let mut record = self
-            .entries
-            .read()
-            .expect("plugins lock")
-            .get(name)
-            .map(|e| e.record.clone())
-            .unwrap_or_default();
+        let mut record = self.record(name);
         let removed: Vec<PluginVersionInfo> = record
             .versions
             .iter()
@@ -242,6 +230,16 @@ impl Registry {
         }
         tracing::info!(plugin = reference, "plugin deleted");
         Ok(())
+    }
+
+    /// A copy of a plugin's stored record (empty if it has none).
+    fn record(&self, name: &str) -> PluginRecord {
+        self.entries
+            .read()
+            .expect("plugins lock")
+            .get(name)
+            .map(|e| e.record.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn list(&self) -> Vec<PluginInfo> {
