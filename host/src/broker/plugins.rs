@@ -65,18 +65,40 @@ impl Registry {
         runtime: Runtime,
         compile_timeout: Duration,
     ) -> Result<Self, BrokerError> {
-        let mut entries = HashMap::new();
+        // Every version loads at once, on the blocking pool: loading cached
+        // machine code is mostly copying, so startup takes about as long as
+        // the largest plugin rather than the sum of all.
+        let started = std::time::Instant::now();
+        let mut loading = Vec::new();
         for (name, record) in store.list_meta::<PluginRecord>(META_PLUGIN)? {
+            let versions = record
+                .versions
+                .iter()
+                .map(|v| {
+                    let (s, r, digest) = (store.clone(), runtime.clone(), v.digest.clone());
+                    let task = tokio::task::spawn_blocking(move || load_version(&s, &r, &digest));
+                    (v.version, task)
+                })
+                .collect::<Vec<_>>();
+            loading.push((name, record, versions));
+        }
+        let mut entries = HashMap::new();
+        for (name, record, versions) in loading {
             let mut compiled = BTreeMap::new();
-            for v in &record.versions {
-                let (s, r) = (store.clone(), runtime.clone());
-                let digest = v.digest.clone();
-                let plugin = tokio::task::spawn_blocking(move || load_version(&s, &r, &digest))
+            for (version, task) in versions {
+                let plugin = task
                     .await
                     .map_err(|e| BrokerError::Unavailable(e.to_string()))??;
-                compiled.insert(v.version, plugin);
+                compiled.insert(version, plugin);
             }
             entries.insert(name, Entry { record, compiled });
+        }
+        if !entries.is_empty() {
+            tracing::info!(
+                plugins = entries.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "plugins loaded"
+            );
         }
         Ok(Self {
             store,
