@@ -167,6 +167,17 @@ fn bad_input_gets_clear_errors() {
     );
     let message = v["error"]["message"].as_str().unwrap();
     assert!(message.contains("switchyard:plugin/consumer"), "{message}");
+    // A consumer that also imports what the host does not provide is refused,
+    // naming the import.
+    let (status, v) = s.call(
+        "PUT",
+        "/v1/plugins/greedy",
+        None,
+        raw("application/wasm", &consumer_importing_more()),
+    );
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("my:evil/net"), "{message}");
     // Nothing acknowledged was lost along the way, and the host still serves.
     assert_eq!(
         s.publish("t", vec![json!({"payload": "after errors"})])
@@ -174,6 +185,41 @@ fn bad_input_gets_clear_errors() {
         1
     );
     check(&s, vec![case("GET", "/healthz", Body::None, 200, "")]);
+}
+
+/// A component of the `consumer` world plus an import of `my:evil/net`
+/// (its code is a stub: it is never run).
+fn consumer_importing_more() -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    resolve
+        .push_dir(crate::support::workspace().join("guest-sdk/wit"))
+        .expect("the plugin WIT parses");
+    let evil = resolve
+        .push_str(
+            "evil.wit",
+            "package my:evil;
+             interface net { connect: func(host: string) -> u32; }
+             world greedy { include switchyard:plugin/consumer@0.1.0; import net; }",
+        )
+        .expect("the test WIT parses");
+    let world = resolve
+        .select_world(&[evil], Some("greedy"))
+        .expect("the world exists");
+    let mut module =
+        wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embeds");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("a module")
+        .validate(true)
+        .encode()
+        .expect("encodes")
 }
 
 #[test]
