@@ -33,6 +33,12 @@ impl Clock {
         }
     }
 
+    /// A manual clock's counter, to share with the runtime (plugins then
+    /// read virtual time too). `None` for the system clock.
+    pub fn shared_ms(&self) -> Option<Arc<AtomicU64>> {
+        self.0.clone()
+    }
+
     /// Move a manual clock to `ms` (never backwards). No effect on the system clock.
     pub fn set(&self, ms: u64) {
         if let Some(now) = &self.0 {

@@ -232,6 +232,7 @@ impl Harness {
         log.create_topic(&spec.topic, topic)?;
         let runtime = Runtime::new(RuntimeConfig {
             max_instances: MAX_INSTANCES,
+            virtual_time: clock.shared_ms(),
             ..RuntimeConfig::default()
         })
         .map_err(|e| setup(&e))?;

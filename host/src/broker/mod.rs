@@ -220,14 +220,7 @@ impl Broker {
     /// Delete a plugin version (`name@N`) or the whole plugin (`name`);
     /// refused with [`BrokerError::Conflict`] while a subscription uses it.
     pub async fn delete_plugin(&self, reference: &str) -> Result<(), BrokerError> {
-        let users: Vec<(String, String)> = self
-            .inner
-            .subscriptions
-            .list()
-            .into_iter()
-            .map(|s| (s.name, s.spec.plugin))
-            .collect();
-        self.inner.plugins.delete(reference, &users).await
+        self.inner.subscriptions.delete_plugin(reference).await
     }
 
     pub fn plugins(&self) -> Vec<PluginInfo> {

@@ -37,6 +37,10 @@ pub struct PluginInfo {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PluginRecord {
     versions: Vec<PluginVersionInfo>,
+    /// The highest version number ever given, so a deleted version's number
+    /// is never given again (ledgers and dead letters name versions).
+    #[serde(default)]
+    last_version: u32,
 }
 
 struct Entry {
@@ -158,7 +162,13 @@ impl Registry {
             self.store.put_blob(&code_blob(&digest), &code)?;
         }
         let mut record = self.record(name);
-        let version = record.versions.last().map_or(1, |v| v.version + 1);
+        let version = record
+            .versions
+            .last()
+            .map_or(0, |v| v.version)
+            .max(record.last_version)
+            + 1;
+        record.last_version = version;
         record.versions.push(PluginVersionInfo {
             version,
             digest,

@@ -52,7 +52,8 @@ pub struct SubscriptionInfo {
     pub name: String,
     #[serde(flatten)]
     pub spec: SubscriptionSpec,
-    /// `running` or `paused`.
+    /// `running`, `paused`, or `halted` (a progress write failed; it
+    /// delivers again once the host restarts).
     pub state: &'static str,
     pub stats: SubscriptionStats,
 }
@@ -67,6 +68,9 @@ pub(crate) struct Shared {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) kv_conflicts: AtomicU64,
+    /// A write of this subscription's progress failed: it stopped delivering
+    /// (later progress would cover the lost batch) until the host restarts.
+    pub(crate) halted: std::sync::atomic::AtomicBool,
     pub(crate) filtered: AtomicU64,
     pub(crate) lag: AtomicU64,
     pub(crate) in_flight: AtomicU64,
@@ -86,6 +90,7 @@ impl Shared {
             dead_lettered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             kv_conflicts: AtomicU64::new(0),
+            halted: std::sync::atomic::AtomicBool::new(false),
             filtered: AtomicU64::new(0),
             lag: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -141,7 +146,13 @@ impl Shared {
         SubscriptionInfo {
             name: self.name.clone(),
             spec: self.spec.clone(),
-            state: if paused { "paused" } else { "running" },
+            state: if self.halted.load(Ordering::Relaxed) {
+                "halted"
+            } else if paused {
+                "paused"
+            } else {
+                "running"
+            },
             stats: SubscriptionStats {
                 delivered: get(&self.delivered),
                 acked: get(&self.acked),
@@ -242,6 +253,19 @@ impl Subscriptions {
         }
     }
 
+    /// Delete a plugin version (or a whole plugin) unless a subscription
+    /// uses it; under the change lock, so no subscription starts using it
+    /// meanwhile.
+    pub(crate) async fn delete_plugin(&self, reference: &str) -> Result<(), BrokerError> {
+        let _guard = self.changes.lock().await;
+        let users: Vec<(String, String)> = self
+            .list()
+            .into_iter()
+            .map(|s| (s.name, s.spec.plugin))
+            .collect();
+        self.plugins.delete(reference, &users).await
+    }
+
     pub(crate) async fn put(
         &self,
         name: &str,
@@ -250,8 +274,9 @@ impl Subscriptions {
         validate_resource_name("subscription", name)?;
         spec.validate()?;
         let topics = self.matching_topics(&spec)?;
-        self.plugins.resolve(&spec.plugin)?;
         let _guard = self.changes.lock().await;
+        // Under the lock: a plugin version cannot be deleted in between.
+        self.plugins.resolve(&spec.plugin)?;
         let existing = self
             .running
             .lock()

@@ -4,10 +4,11 @@
 use super::bindings::{self, HostImports, LogLevel, TypesHost};
 use super::call::{KvEffects, LogLine, Publication};
 use super::limits::MemoryLimiter;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 /// Most messages one call may publish.
 pub(crate) const MAX_PUBLISHES_PER_CALL: usize = 1000;
@@ -59,22 +60,60 @@ pub(crate) struct HostState {
     pub(crate) stderr_tail: String,
 }
 
+/// A clock that reads a shared millisecond counter (the harness's virtual
+/// time) for WASI's wall and monotonic clocks.
+struct VirtualClock(Arc<AtomicU64>);
+
+impl VirtualClock {
+    fn ms(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl HostWallClock for VirtualClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ms())
+    }
+}
+
+impl HostMonotonicClock for VirtualClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.ms().saturating_mul(1_000_000)
+    }
+}
+
 /// How much of a call's stderr is kept to explain a trap.
 const STDERR_TAIL: usize = 1024;
 
 impl HostState {
-    pub(crate) fn new(memory_limit: usize) -> Self {
+    pub(crate) fn new(memory_limit: usize, virtual_time: Option<Arc<AtomicU64>>) -> Self {
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // Nothing granted: no preopens, no env, no args, no network; only
         // clocks and random, and stdio captured into bounded buffers.
-        let wasi = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if let Some(ms) = virtual_time {
+            use wasi_rand::SeedableRng;
+            builder
+                .wall_clock(VirtualClock(ms.clone()))
+                .monotonic_clock(VirtualClock(ms))
+                .secure_random(wasi_rand::rngs::StdRng::seed_from_u64(1))
+                .insecure_random(wasi_rand::rngs::StdRng::seed_from_u64(2))
+                .insecure_random_seed(3);
+        }
+        let wasi = builder.build();
         Self {
             wasi,
             table: ResourceTable::new(),

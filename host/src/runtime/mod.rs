@@ -37,6 +37,10 @@ pub struct RuntimeConfig {
     pub memory_limit_bytes: usize,
     /// How many plugin instances may exist at once across all subscriptions.
     pub max_instances: u32,
+    /// Plugins see this time (milliseconds since the Unix epoch) on WASI's
+    /// wall and monotonic clocks, and seeded random numbers, instead of the
+    /// real ones: the harness's virtual clock, so runs repeat exactly.
+    pub virtual_time: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for RuntimeConfig {
@@ -44,6 +48,7 @@ impl Default for RuntimeConfig {
         Self {
             memory_limit_bytes: 64 << 20,
             max_instances: 1000,
+            virtual_time: None,
         }
     }
 }

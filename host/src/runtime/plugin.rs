@@ -90,7 +90,8 @@ impl Plugin {
     }
 
     fn new_store(&self, label: String, env: Option<Arc<dyn HostEnv>>) -> Store<HostState> {
-        let mut state = HostState::new(self.runtime.inner.config.memory_limit_bytes);
+        let config = &self.runtime.inner.config;
+        let mut state = HostState::new(config.memory_limit_bytes, config.virtual_time.clone());
         state.label = label;
         state.env = env;
         let mut store = Store::new(&self.runtime.inner.engine, state);

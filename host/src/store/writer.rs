@@ -407,8 +407,13 @@ fn spawn_syncer(db: Arc<DB>, every: Duration, stopped: Arc<AtomicBool>) {
 
 /// `sync_on_request`: honour [`Durability::Synced`] by syncing the write;
 /// when false a periodic syncer covers it.
+///
+/// After a write fails, every later one fails too without being applied: what
+/// is on disk is always a prefix of what was submitted, so no later batch
+/// (progress, say) can cover one that was lost. A restart starts afresh.
 fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
     let mut stopping = false;
+    let mut failed: Option<String> = None;
     while !stopping {
         let Ok(Message::Write(first)) = rx.recv() else {
             return;
@@ -438,11 +443,19 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
             }
             waiters.push(request.done);
         }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
-        let result = db.write_opt(merged, &opts).map_err(StoreError::from);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store write failed");
+        let result = match &failed {
+            Some(first) => Err(StoreError::Engine(format!(
+                "an earlier write failed ({first}); restart the host"
+            ))),
+            None => {
+                let mut opts = WriteOptions::default();
+                opts.set_sync(sync);
+                db.write_opt(merged, &opts).map_err(StoreError::from)
+            }
+        };
+        if let (Err(e), None) = (&result, &failed) {
+            tracing::error!(error = %e, "store write failed; refusing every later write");
+            failed = Some(e.to_string());
         }
         for waiter in waiters {
             let _ = waiter.send(match &result {

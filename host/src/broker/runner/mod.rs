@@ -262,6 +262,9 @@ impl Runner {
             if stopping && self.in_flight == 0 {
                 break;
             }
+            if self.shared.halted.load(AtomicOrdering::Acquire) {
+                break;
+            }
             let is_paused = *paused.borrow_and_update();
             if !stopping {
                 self.fill();
@@ -314,10 +317,15 @@ impl Runner {
         if !matches!(joined.await, Ok(true)) {
             tracing::error!(subscription = %self.shared.name, "a worker thread panicked");
         }
-        let last = self.counters_op();
-        self.ops.push(last);
-        if let Some(write) = self.commit() {
-            write.await;
+        if self.shared.halted.load(AtomicOrdering::Acquire) {
+            // Writing more progress now would cover the batch that failed.
+            tracing::error!(subscription = %self.shared.name, "subscription halted after a failed write; restart the host to resume it");
+        } else {
+            let last = self.counters_op();
+            self.ops.push(last);
+            if let Some(write) = self.commit() {
+                write.await;
+            }
         }
         for topic in &self.topics {
             topic.unwatch(&self.notify);
@@ -565,7 +573,10 @@ impl Runner {
                 source.persist(&self.shared.name, &mut ops);
             }
             if let Err(e) = self.store.submit(ops, Durability::Buffered).await {
-                tracing::error!(error = %e, subscription = %self.shared.name, "committing progress failed");
+                // Not committed: running the plugin could deliver these twice.
+                self.shared.halted.store(true, AtomicOrdering::Release);
+                tracing::error!(error = %e, subscription = %self.shared.name, "committing progress failed; halting the subscription");
+                return;
             }
         }
         self.in_flight += batch.len();
@@ -594,6 +605,9 @@ impl Runner {
     /// manual clock repeats exactly.
     pub(crate) async fn settle(&mut self) {
         loop {
+            if self.shared.halted.load(AtomicOrdering::Acquire) {
+                return;
+            }
             self.fill();
             self.fire_timers(self.now_ms());
             if !self.ready.is_empty() {
@@ -700,7 +714,11 @@ impl Runner {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, subscription = %shared.name, "committing progress failed")
+                    // Later batches would record progress past this one's
+                    // messages, whose effects are lost: stop delivering. A
+                    // restart resumes from what is on disk.
+                    shared.halted.store(true, AtomicOrdering::Release);
+                    tracing::error!(error = %e, subscription = %shared.name, "committing progress failed; halting the subscription")
                 }
             }
         })

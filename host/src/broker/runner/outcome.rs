@@ -94,7 +94,22 @@ impl Runner {
                 self.kv_starts.remove(&head.kv_start);
             }
         }
-        if outcome == Outcome::Ack && self.kv.conflicts(&kv.reads) {
+        let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
+        let conflict = outcome == Outcome::Ack && self.kv.conflicts(&kv.reads);
+        // At-most-once never runs a plugin twice for a message: a conflict
+        // fails the attempt (its writes are dropped) instead of re-running it.
+        let outcome = if conflict && at_most_once {
+            self.shared
+                .kv_conflicts
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            Outcome::Retry {
+                reason: "kv conflict: a key it read was changed by another attempt".into(),
+                delay_ms: None,
+            }
+        } else {
+            outcome
+        };
+        if conflict && !at_most_once {
             // Another attempt changed a key this one read: its writes were
             // computed from a stale value. Run it again, uncounted.
             if let Some(trace) = &mut self.trace {
@@ -139,7 +154,6 @@ impl Runner {
         if outcome.is_failure() {
             tracing::debug!(subscription = %name, plugin = %done.label, offset = done.offset, attempt = head.attempts, outcome = %outcome.describe(), "attempt failed");
         }
-        let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
         let verdict = match &outcome {
             Outcome::Ack => Verdict::Acked,
             Outcome::DeadLetter(reason) => Verdict::Dead(reason.clone()),
