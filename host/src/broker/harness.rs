@@ -24,7 +24,6 @@
 //! ```
 
 use super::clock::Clock;
-use super::kv::KvState;
 use super::log::Log;
 pub use super::log::{NewMessage, Published};
 use super::plugins::Registry;
@@ -238,13 +237,13 @@ impl Harness {
         .map_err(|e| setup(&e))?;
         let input = spec.topic.clone();
         let cache = CodeCache::new(&b.wasm);
-        cache.seed(&store);
+        let seeded = cache.seed(&store);
         let runner = rt.block_on(async {
             let plugins = Arc::new(
                 Registry::load(store.clone(), runtime, super::DEFAULT_COMPILE_TIMEOUT).await?,
             );
             plugins.put(SUBSCRIPTION, b.wasm).await?;
-            cache.keep(&store);
+            cache.keep(&store, seeded.as_deref());
             let topics = vec![log.get(&input).expect("created above")];
             let shared = Arc::new(Shared::new(SUBSCRIPTION, spec));
             let (_control, control_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -366,10 +365,7 @@ impl Harness {
 
     /// The plugin's committed kv value under `key`.
     pub fn kv(&self, key: &str) -> Option<Vec<u8>> {
-        KvState::new(self.store.clone(), SUBSCRIPTION)
-            .get(key)
-            .ok()
-            .and_then(|(value, _)| value)
+        self.store.kv_get(SUBSCRIPTION, key).ok().flatten()
     }
 
     /// The plugin's committed kv entries whose keys start with `prefix`.
@@ -408,20 +404,22 @@ impl CodeCache {
         }
     }
 
-    /// Put cached code into the store, where the registry looks before compiling.
-    fn seed(&self, store: &Store) {
-        let Some(file) = &self.file else { return };
-        if let Ok(code) = std::fs::read(file) {
-            let _ = store.put_blob(&self.blob, &code);
-        }
+    /// Put cached code into the store, where the registry looks before
+    /// compiling. Returns the code put there.
+    fn seed(&self, store: &Store) -> Option<Vec<u8>> {
+        let code = std::fs::read(self.file.as_ref()?).ok()?;
+        store.put_blob(&self.blob, &code).ok()?;
+        Some(code)
     }
 
-    /// Save the store's code for next time (best effort: a cache).
-    fn keep(&self, store: &Store) {
+    /// Save the store's code for next time (best effort: a cache), unless it
+    /// is what [`CodeCache::seed`] put there (the registry replaces code that
+    /// no longer fits the engine).
+    fn keep(&self, store: &Store, seeded: Option<&[u8]>) {
         let (Some(file), Ok(Some(code))) = (&self.file, store.get_blob(&self.blob)) else {
             return;
         };
-        if std::fs::read(file).is_ok_and(|old| old == code) {
+        if seeded == Some(code.as_slice()) {
             return;
         }
         let Some(dir) = file.parent() else { return };

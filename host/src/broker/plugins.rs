@@ -141,12 +141,14 @@ impl Registry {
         let cached = self.store.get_blob(&code_blob(&digest))?;
         let compile = tokio::task::spawn_blocking(move || {
             if let Some(plugin) = cached.and_then(|code| runtime.load_precompiled(&code)) {
-                return Ok((plugin, wasm));
+                return Ok((plugin, wasm, false));
             }
             let plugin = runtime.compile(&wasm)?;
-            Ok::<_, crate::runtime::PluginError>((plugin, wasm))
+            Ok::<_, crate::runtime::PluginError>((plugin, wasm, true))
         });
-        let (plugin, wasm) = match tokio::time::timeout(self.compile_timeout, compile).await {
+        let (plugin, wasm, compiled) = match tokio::time::timeout(self.compile_timeout, compile)
+            .await
+        {
             Err(_) => {
                 return Err(BrokerError::Unavailable(format!(
                     "compiling the plugin took longer than {} s",
@@ -158,8 +160,8 @@ impl Registry {
             Ok(Ok(Ok(done))) => done,
         };
         self.store.put_blob(&wasm_blob(&digest), &wasm)?;
-        if let Some(code) = plugin.machine_code() {
-            self.store.put_blob(&code_blob(&digest), &code)?;
+        if compiled {
+            keep_code(&self.store, &digest, &plugin)?;
         }
         let mut record = self.record(name);
         let version = record
@@ -330,8 +332,14 @@ fn load_version(store: &Store, runtime: &Runtime, digest: &str) -> Result<Plugin
     let plugin = runtime
         .compile(&wasm)
         .map_err(|e| BrokerError::Store(format!("stored plugin {digest} no longer loads: {e}")))?;
+    keep_code(store, digest, &plugin)?;
+    Ok(plugin)
+}
+
+/// Store a freshly compiled plugin's machine code for the next load.
+fn keep_code(store: &Store, digest: &str, plugin: &Plugin) -> Result<(), BrokerError> {
     if let Some(code) = plugin.machine_code() {
         store.put_blob(&code_blob(digest), &code)?;
     }
-    Ok(plugin)
+    Ok(())
 }

@@ -96,12 +96,14 @@ impl Runner {
         }
         let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
         let conflict = outcome == Outcome::Ack && self.kv.conflicts(&kv.reads);
-        // At-most-once never runs a plugin twice for a message: a conflict
-        // fails the attempt (its writes are dropped) instead of re-running it.
-        let outcome = if conflict && at_most_once {
+        if conflict {
             self.shared
                 .kv_conflicts
                 .fetch_add(1, AtomicOrdering::Relaxed);
+        }
+        // At-most-once never runs a plugin twice for a message: a conflict
+        // fails the attempt (its writes are dropped) instead of re-running it.
+        let outcome = if conflict && at_most_once {
             Outcome::Retry {
                 reason: "kv conflict: a key it read was changed by another attempt".into(),
                 delay_ms: None,
@@ -135,9 +137,6 @@ impl Runner {
                 });
             }
             head.attempts -= 1;
-            self.shared
-                .kv_conflicts
-                .fetch_add(1, AtomicOrdering::Relaxed);
             self.ready.push_back(done.lane);
             return;
         }
