@@ -21,8 +21,14 @@ pub const ENV_TOKEN: &str = "SWITCHYARD_TOKEN";
 pub const ENV_PUBLISH_TOKEN: &str = "SWITCHYARD_PUBLISH_TOKEN";
 /// Environment variable for [`Tokens::read`].
 pub const ENV_READ_TOKEN: &str = "SWITCHYARD_READ_TOKEN";
+/// Environment variable for [`Tokens::consume`].
+pub const ENV_CONSUME_TOKEN: &str = "SWITCHYARD_CONSUME_TOKEN";
 /// Environment variable for [`Config::fsync_interval_ms`].
 pub const ENV_FSYNC_INTERVAL_MS: &str = "SWITCHYARD_FSYNC_INTERVAL_MS";
+/// Environment variable for [`Config::egress_allow_cidr`] (comma-separated).
+pub const ENV_EGRESS_ALLOW_CIDR: &str = "SWITCHYARD_EGRESS_ALLOW_CIDR";
+/// Environment variable for [`Config::egress_ca_file`].
+pub const ENV_EGRESS_CA_FILE: &str = "SWITCHYARD_EGRESS_CA_FILE";
 /// Environment variable for the log filter (falls back to `RUST_LOG`).
 pub const ENV_LOG: &str = "SWITCHYARD_LOG";
 
@@ -70,6 +76,17 @@ pub struct Config {
     /// acknowledged messages. Trades durability for publish latency.
     #[serde(default)]
     pub fsync_interval_ms: Option<u64>,
+    /// Address ranges (CIDR, e.g. `127.0.0.0/8`, `10.1.0.0/16`) that
+    /// plugins' outbound HTTP requests may reach although they are not
+    /// public. By default only public addresses are: loopback, private
+    /// networks, link-local (the cloud metadata address) and the like are
+    /// refused whatever a subscription's `egress.allow` says.
+    #[serde(default)]
+    pub egress_allow_cidr: Vec<String>,
+    /// A PEM file of extra root certificates that outbound HTTPS trusts,
+    /// besides the webpki (Mozilla) roots: an internal CA.
+    #[serde(default)]
+    pub egress_ca_file: Option<PathBuf>,
 }
 
 /// Bearer tokens, one per role. Clients send `Authorization: Bearer <token>`.
@@ -86,12 +103,19 @@ pub struct Tokens {
     pub publish: Option<Secret>,
     /// Read token: GET calls only. Requires an admin token.
     pub read: Option<Secret>,
+    /// Consume token: may lease and settle messages of pull subscriptions
+    /// and make GET calls. Requires an admin token.
+    #[serde(default)]
+    pub consume: Option<Secret>,
 }
 
 impl Tokens {
     /// Whether any token is configured (and so `/v1` calls need one).
     pub fn any(&self) -> bool {
-        self.admin.is_some() || self.publish.is_some() || self.read.is_some()
+        self.admin.is_some()
+            || self.publish.is_some()
+            || self.read.is_some()
+            || self.consume.is_some()
     }
 }
 
@@ -132,6 +156,8 @@ pub enum ConfigError {
     RoleTokenWithoutAdmin(&'static str),
     #[error("the {0} and {1} tokens are the same; give each role its own token")]
     SharedToken(&'static str, &'static str),
+    #[error("invalid --egress-allow-cidr {0:?}: use a CIDR range such as 127.0.0.0/8")]
+    BadCidr(String),
 }
 
 impl Config {
@@ -142,6 +168,8 @@ impl Config {
             data_dir: data_dir.into(),
             tokens: Tokens::default(),
             fsync_interval_ms: None,
+            egress_allow_cidr: Vec::new(),
+            egress_ca_file: None,
         }
     }
 
@@ -152,6 +180,7 @@ impl Config {
             ("admin", &self.tokens.admin),
             ("publish", &self.tokens.publish),
             ("read", &self.tokens.read),
+            ("consume", &self.tokens.consume),
         ];
         for (role, token) in roles {
             if token.as_ref().is_some_and(|t| t.expose().is_empty()) {
@@ -173,7 +202,21 @@ impl Config {
         if !self.listen.ip().is_loopback() && !self.tokens.any() {
             return Err(ConfigError::PublicWithoutToken(self.listen));
         }
+        self.egress_ranges()?;
         Ok(())
+    }
+
+    /// [`Config::egress_allow_cidr`], parsed.
+    pub fn egress_ranges(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.egress_allow_cidr
+            .iter()
+            .map(|c| {
+                c.trim()
+                    .parse::<ipnet::IpNet>()
+                    .map(|n| n.trunc())
+                    .map_err(|_| ConfigError::BadCidr(c.clone()))
+            })
+            .collect()
     }
 }
 
@@ -191,10 +234,13 @@ mod tests {
             listen: listen.parse().expect("test address"),
             data_dir: "data".into(),
             fsync_interval_ms: None,
+            egress_allow_cidr: Vec::new(),
+            egress_ca_file: None,
             tokens: Tokens {
                 admin: admin.map(Secret::new),
                 publish: publish.map(Secret::new),
                 read: read.map(Secret::new),
+                consume: None,
             },
         }
     }

@@ -37,6 +37,11 @@ pub enum RunError {
     Config(#[from] config::ConfigError),
     #[error("cannot open the broker")]
     Broker(#[from] BrokerError),
+    #[error("cannot read the egress CA file {}: {error}", path.display())]
+    EgressCa {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Serve the HTTP API on `listener` until `shutdown` resolves.
@@ -52,13 +57,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     config.validate()?;
-    let (broker_tx, broker_rx) = watch::channel(None);
-    let server = api::Server::start(listener, api::Auth::new(&config.tokens), broker_rx);
-
     let mut broker_config = BrokerConfig::new(&config.data_dir);
     broker_config.fsync_interval = config
         .fsync_interval_ms
         .map(std::time::Duration::from_millis);
+    broker_config.runtime.egress.allow_cidrs = config.egress_ranges()?;
+    if let Some(file) = &config.egress_ca_file {
+        let pem = std::fs::read(file).map_err(|error| RunError::EgressCa {
+            path: file.clone(),
+            error,
+        })?;
+        broker_config.runtime.egress.ca_pem = Some(pem);
+    }
+    let (broker_tx, broker_rx) = watch::channel(None);
+    let server = api::Server::start(listener, api::Auth::new(&config.tokens), broker_rx);
+
     let opening = Broker::open(broker_config);
     tokio::pin!(opening, shutdown);
     let (opened, stop_now) = tokio::select! {

@@ -19,6 +19,14 @@ CPY_VERSION=0.25.1
 NAME=${PLUGIN_NAME:-example_python}
 APP_MODULE=app
 WORLD=consumer
+# Stable module names for the imported interfaces: componentize-py would
+# otherwise qualify both `types` interfaces (the plugin's and wasi:http's).
+MODULE_NAMES=(
+    --import-interface-name "switchyard:plugin/types@0.1.0=types"
+    --import-interface-name "switchyard:plugin/host@0.1.0=host"
+    --import-interface-name "wasi:http/types@0.2.12=http_types"
+    --import-interface-name "wasi:http/outgoing-handler@0.2.12=outgoing_handler"
+)
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 
@@ -48,7 +56,7 @@ sources() {
 
 fingerprint() {
     {
-        echo "componentize-py $CPY_VERSION world $WORLD module $APP_MODULE"
+        echo "componentize-py $CPY_VERSION world $WORLD module $APP_MODULE names ${MODULE_NAMES[*]}"
         sources | while IFS= read -r f; do
             printf 'src %s %s\n' "$f" "$(sha256sum < "$HERE/$f" | cut -d' ' -f1)"
         done
@@ -103,7 +111,7 @@ done
 
 start=$(date +%s.%N)
 if ! (cd "$WORK" && env -u VIRTUAL_ENV PYTHONDONTWRITEBYTECODE=1 RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 \
-        "$CPY" --quiet -d "$WIT_DIR" -w "$WORLD" \
+        "$CPY" --quiet -d "$WIT_DIR" -w "$WORLD" "${MODULE_NAMES[@]}" \
         componentize -p "$WORK/src" "$APP_MODULE" -o "$WORK/$NAME.wasm" > "$WORK/log" 2>&1); then
     cat "$WORK/log" >&2
     die "componentize-py failed"

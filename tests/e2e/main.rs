@@ -2,15 +2,19 @@
 //! with a temporary data directory and real wasm plugins, and talks HTTP to it.
 //! See tests/README.md for the test tiers.
 
+mod origin;
 mod support;
 
 mod api_errors;
 mod cli_test;
 mod core_path;
 mod crash;
+mod egress;
 mod exactly_once;
 mod examples;
 mod model;
 mod new_project;
+mod pull;
 mod semantics;
+mod streams;
 mod versions;

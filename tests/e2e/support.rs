@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Test plugins, built once per test run.
-pub const PLUGINS: [&str; 8] = [
+pub const PLUGINS: [&str; 9] = [
     "noop",
     "forwarder",
     "flaky",
@@ -18,6 +18,7 @@ pub const PLUGINS: [&str; 8] = [
     "hog",
     "scripted",
     "counter",
+    "webhook",
 ];
 
 /// The workspace root.
@@ -77,8 +78,13 @@ pub struct Options {
     pub token: Option<String>,
     pub read_token: Option<String>,
     pub publish_token: Option<String>,
+    pub consume_token: Option<String>,
     /// `--fsync-interval-ms`: sync the WAL periodically instead of per publish.
     pub fsync_interval_ms: Option<u64>,
+    /// `--egress-allow-cidr`: non-public ranges outbound requests may reach.
+    pub egress_allow_cidr: Vec<String>,
+    /// `--egress-ca-file`: extra trusted roots for outbound HTTPS.
+    pub egress_ca_file: Option<PathBuf>,
 }
 
 /// A running `switchyard serve` process.
@@ -106,6 +112,8 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
             .env_remove("SWITCHYARD_TOKEN")
+            .env_remove("SWITCHYARD_EGRESS_ALLOW_CIDR")
+            .env_remove("SWITCHYARD_EGRESS_CA_FILE")
             .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -118,8 +126,17 @@ impl Server {
         if let Some(t) = &options.publish_token {
             cmd.args(["--publish-token", t]);
         }
+        if let Some(t) = &options.consume_token {
+            cmd.args(["--consume-token", t]);
+        }
         if let Some(ms) = options.fsync_interval_ms {
             cmd.args(["--fsync-interval-ms", &ms.to_string()]);
+        }
+        for cidr in &options.egress_allow_cidr {
+            cmd.args(["--egress-allow-cidr", cidr]);
+        }
+        if let Some(file) = &options.egress_ca_file {
+            cmd.arg("--egress-ca-file").arg(file);
         }
         let mut child = cmd.spawn().expect("starting switchyard");
         let stderr = child.stderr.take().expect("piped stderr");

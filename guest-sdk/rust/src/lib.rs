@@ -3,7 +3,8 @@
 //! A plugin is a WebAssembly component that Switchyard calls once per message. It
 //! says what became of the message by returning an [`Outcome`], and while it runs it
 //! may [`publish`] new messages, read and write its subscription's key-value state
-//! ([`kv`]), read its subscription's [`config`] and write to the host's [`log`].
+//! ([`kv`]), read its subscription's [`config`], make outbound [`http`] requests
+//! (where the subscription's `egress` allows them) and write to the host's [`log`].
 //!
 //! A complete plugin:
 //!
@@ -72,13 +73,19 @@ pub mod bindings {
         world: "consumer",
         ownership: Borrowing { duplicate_if_necessary: false },
         additional_derives: [PartialEq, Eq],
+        // WASI types that hold resources cannot derive them.
+        additional_derives_ignore: ["stream-error", "error-code"],
         pub_export_macro: true,
         default_bindings_module: "switchyard_sdk::bindings",
         export_macro_name: "__export_consumer",
+        // The world imports wasi:http (and through it wasi:io and wasi:clocks).
+        generate_all,
     });
 }
 
 pub use bindings::switchyard::plugin::types::{LogLevel, Message, Outcome, RetryInfo};
+
+pub mod http;
 
 /// A consumer plugin: implement this and name the type in [`export_plugin!`].
 pub trait Plugin {

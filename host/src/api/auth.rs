@@ -1,7 +1,8 @@
 //! Bearer-token authentication and role checks.
 //!
-//! Roles are ordered: `read` (GET calls) < `publish` (also publish messages)
-//! < `admin` (everything: topics, plugins, subscriptions). With no token
+//! Roles: `read` (GET calls); `publish` (also publish messages); `consume`
+//! (also lease and settle messages of pull subscriptions); `admin`
+//! (everything: topics, plugins, subscriptions). With no token
 //! configured every caller is admin — [`crate::config`] only allows that on a
 //! loopback address. Health endpoints never reach this module.
 
@@ -11,10 +12,11 @@ use hyper::header::AUTHORIZATION;
 use hyper::{HeaderMap, Method};
 
 /// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Read,
     Publish,
+    Consume,
     Admin,
 }
 
@@ -23,19 +25,30 @@ impl Role {
         match self {
             Role::Read => "read",
             Role::Publish => "publish",
+            Role::Consume => "consume",
             Role::Admin => "admin",
         }
     }
 
-    /// The least role a call needs: GETs need `read`, publishing needs
-    /// `publish`, every other change needs `admin`.
-    pub fn required(method: &Method, is_publish: bool) -> Role {
+    /// The role a call needs: GETs need `read`; a POST to a route of the
+    /// `publish` or `consume` role (`route`) needs that role; every other
+    /// change needs `admin`.
+    pub fn required(method: &Method, route: Option<Role>) -> Role {
         if method == Method::GET {
             Role::Read
-        } else if is_publish && method == Method::POST {
-            Role::Publish
+        } else if let (Some(role), true) = (route, method == Method::POST) {
+            role
         } else {
             Role::Admin
+        }
+    }
+
+    /// Whether a token of this role may make a call that needs `needed`.
+    fn permits(self, needed: Role) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Read => needed == Role::Read,
+            Role::Publish | Role::Consume => needed == Role::Read || needed == self,
         }
     }
 }
@@ -51,6 +64,7 @@ impl Auth {
         let roles = [
             (&tokens.admin, Role::Admin),
             (&tokens.publish, Role::Publish),
+            (&tokens.consume, Role::Consume),
             (&tokens.read, Role::Read),
         ];
         let tokens = roles
@@ -75,7 +89,7 @@ impl Auth {
             }
         }
         let role = role.ok_or_else(|| ApiError::unauthorized("unknown bearer token"))?;
-        if role < needed {
+        if !role.permits(needed) {
             return Err(ApiError::forbidden(format!(
                 "this call needs the {} role; the token has the {} role",
                 needed.name(),
@@ -115,6 +129,7 @@ mod tests {
             admin: admin.map(Secret::new),
             publish: publish.map(Secret::new),
             read: read.map(Secret::new),
+            consume: admin.map(|_| Secret::new("con")),
         })
     }
 
@@ -157,15 +172,25 @@ mod tests {
         check(&a, Some("Bearer rd"), Role::Publish, Err(403));
         check(&a, Some("Bearer rd"), Role::Admin, Err(403));
         check(&a, Some("Bearer adm"), Role::Publish, Ok(Role::Admin));
+        check(&a, Some("Bearer con"), Role::Consume, Ok(Role::Consume));
+        check(&a, Some("Bearer con"), Role::Read, Ok(Role::Consume));
+        check(&a, Some("Bearer con"), Role::Publish, Err(403));
+        check(&a, Some("Bearer pub"), Role::Consume, Err(403));
+        check(&a, Some("Bearer adm"), Role::Consume, Ok(Role::Admin));
     }
 
     #[test]
     fn required_role_follows_the_method() {
-        assert_eq!(Role::required(&Method::GET, false), Role::Read);
-        assert_eq!(Role::required(&Method::GET, true), Role::Read);
-        assert_eq!(Role::required(&Method::POST, true), Role::Publish);
-        assert_eq!(Role::required(&Method::POST, false), Role::Admin);
-        assert_eq!(Role::required(&Method::PUT, false), Role::Admin);
-        assert_eq!(Role::required(&Method::DELETE, false), Role::Admin);
+        let publish = Some(Role::Publish);
+        assert_eq!(Role::required(&Method::GET, None), Role::Read);
+        assert_eq!(Role::required(&Method::GET, publish), Role::Read);
+        assert_eq!(Role::required(&Method::POST, publish), Role::Publish);
+        assert_eq!(
+            Role::required(&Method::POST, Some(Role::Consume)),
+            Role::Consume
+        );
+        assert_eq!(Role::required(&Method::POST, None), Role::Admin);
+        assert_eq!(Role::required(&Method::PUT, None), Role::Admin);
+        assert_eq!(Role::required(&Method::DELETE, None), Role::Admin);
     }
 }

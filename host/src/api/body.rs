@@ -8,17 +8,26 @@
 
 use super::error::ApiError;
 use bytes::{Bytes, BytesMut};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{HeaderMap, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::convert::Infallible;
 use std::fmt::Display;
 use std::time::Duration;
 
-/// A complete response.
-pub type Reply = Response<Full<Bytes>>;
+/// A response body: complete, or streamed (server-sent events).
+pub type ReplyBody = UnsyncBoxBody<Bytes, Infallible>;
+/// A response.
+pub type Reply = Response<ReplyBody>;
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> ReplyBody {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 /// Largest request body the API reads: 64 MiB, room for a full batch of
 /// messages (payloads are capped separately) without letting one request
@@ -185,7 +194,7 @@ pub fn reply<T: Serialize>(
         Format::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
     }
     .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(full(bytes));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

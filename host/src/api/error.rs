@@ -5,8 +5,6 @@
 //! read them. [`BrokerError`]s map to statuses here and nowhere else.
 
 use crate::broker::BrokerError;
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -97,7 +95,7 @@ impl ApiError {
     }
 
     /// The JSON response for this error.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> super::body::Reply {
         #[derive(Serialize)]
         struct Body<'a> {
             error: Inner<'a>,
@@ -115,7 +113,7 @@ impl ApiError {
         };
         // Serializing two strings cannot fail; keep a fallback anyway.
         let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = Response::new(Full::new(Bytes::from(bytes)));
+        let mut response = Response::new(super::body::full(bytes));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -5,14 +5,15 @@
 use super::body::Reply;
 use super::error::ApiError;
 use crate::broker::Broker;
-use bytes::Bytes;
-use http_body_util::Full;
+use crate::runtime::egress::EgressSnapshot;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Label of per-subscription metrics.
@@ -20,6 +21,25 @@ type BySubscription = Vec<(&'static str, String)>;
 
 /// The Prometheus text format's content type.
 const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A histogram read from the broker's counters at scrape time.
+#[derive(Debug, Default)]
+struct Latency(std::sync::Mutex<EgressSnapshot>);
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.lock().expect("latency lock");
+        encoder.encode_histogram::<NoLabelSet>(s.sum_seconds, s.count, &s.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
     let mut registry = Registry::with_prefix("switchyard");
@@ -90,8 +110,35 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
     for (name, help, family) in &gauges {
         registry.register(*name, *help, family.clone());
     }
+    let egress_requests = Family::<Vec<(&'static str, String)>, Counter>::default();
+    registry.register(
+        "egress_requests",
+        "Outbound HTTP requests of plugins, by outcome (status class, denied, prohibited, timeout, error)",
+        egress_requests.clone(),
+    );
+    let egress_latency = Family::<BySubscription, Latency>::default();
+    registry.register(
+        "egress_request_duration_seconds",
+        "Time from an outbound HTTP request to its response headers (or failure)",
+        egress_latency.clone(),
+    );
     for sub in broker.subscriptions() {
         let labels = vec![("subscription", sub.name.clone())];
+        let egress = &sub.stats.egress;
+        for (outcome, n) in &egress.outcomes {
+            let labels = vec![
+                ("subscription", sub.name.clone()),
+                ("outcome", outcome.to_string()),
+            ];
+            egress_requests.get_or_create(&labels).inc_by(*n);
+        }
+        if egress.count > 0 {
+            *egress_latency
+                .get_or_create(&labels)
+                .0
+                .lock()
+                .expect("latency lock") = egress.clone();
+        }
         let st = &sub.stats;
         let values = [
             st.delivered,
@@ -112,7 +159,7 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
     let mut text = String::new();
     encode(&mut text, &registry)
         .map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(super::body::full(text));
     *response.status_mut() = StatusCode::OK;
     response
         .headers_mut()

@@ -21,18 +21,24 @@
 //! GET  /v1/plugins                                PUT|GET /v1/plugins/{name}
 //! GET  /v1/subscriptions                          PUT|GET /v1/subscriptions/{name}
 //! GET  /v1/subscriptions/{name}/dead-letters?limit=
+//! POST /v1/subscriptions/{name}/lease             consume role (pull subscriptions)
+//! POST /v1/subscriptions/{name}/settle            consume role
+//! GET  /v1/topics/{topic}/tail?from=latest|earliest   server-sent events
+//! GET  /v1/subscriptions/{name}/events            server-sent events
 //! ```
 
 mod auth;
 mod body;
 mod error;
 mod health;
+mod leases;
 mod messages;
 mod metrics;
 mod plugins;
 mod query;
 mod router;
 mod server;
+mod streams;
 mod subscriptions;
 mod topics;
 mod wire;
@@ -54,6 +60,8 @@ const MAX_SETTINGS_BYTES: usize = 1 << 20;
 struct Ctx {
     broker: Broker,
     format: Format,
+    /// Turns true when the server starts shutting down (event streams end).
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Run a synchronous broker call (which may touch the disk) off the async

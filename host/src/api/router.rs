@@ -6,7 +6,7 @@ use super::auth::Role;
 use super::body::{Format, Reply};
 use super::error::ApiError;
 use super::server::State;
-use super::{health, messages, plugins, subscriptions, topics, Ctx};
+use super::{health, leases, messages, plugins, streams, subscriptions, topics, Ctx};
 use hyper::body::Incoming;
 use hyper::{Method, Request};
 
@@ -31,6 +31,10 @@ pub enum Route<'a> {
     Redrive(&'a str),
     Ledger(&'a str, &'a str),
     Kv(&'a str),
+    Lease(&'a str),
+    Settle(&'a str),
+    Tail(&'a str),
+    Events(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -48,6 +52,7 @@ impl<'a> Route<'a> {
             ["v1", "topics"] => Route::Topics,
             ["v1", "topics", t] => Route::Topic(t),
             ["v1", "topics", t, "messages"] => Route::Publish(t),
+            ["v1", "topics", t, "tail"] => Route::Tail(t),
             ["v1", "topics", t, "partitions", p, "messages"] => Route::Partition(t, p),
             ["v1", "plugins"] => Route::Plugins,
             ["v1", "plugins", n] => Route::Plugin(n),
@@ -58,6 +63,9 @@ impl<'a> Route<'a> {
             ["v1", "subscriptions", n, "dead-letters", id] => Route::DeadLetter(n, id),
             ["v1", "subscriptions", n, "messages", id] => Route::Ledger(n, id),
             ["v1", "subscriptions", n, "kv"] => Route::Kv(n),
+            ["v1", "subscriptions", n, "lease"] => Route::Lease(n),
+            ["v1", "subscriptions", n, "settle"] => Route::Settle(n),
+            ["v1", "subscriptions", n, "events"] => Route::Events(n),
             ["v1", "subscriptions", n, "pause"] => Route::Pause(n),
             ["v1", "subscriptions", n, "resume"] => Route::Resume(n),
             _ => return None,
@@ -69,7 +77,12 @@ impl<'a> Route<'a> {
         match self {
             Route::Topic(_) => "GET, PUT",
             Route::Subscription(_) | Route::Plugin(_) => "GET, PUT, DELETE",
-            Route::Publish(_) | Route::Pause(_) | Route::Resume(_) | Route::Redrive(_) => "POST",
+            Route::Publish(_)
+            | Route::Pause(_)
+            | Route::Resume(_)
+            | Route::Redrive(_)
+            | Route::Lease(_)
+            | Route::Settle(_) => "POST",
             Route::DeadLetters(_) | Route::DeadLetter(..) => "GET, DELETE",
             _ => "GET",
         }
@@ -117,7 +130,12 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         return Err(ApiError::method_not_allowed(route.allow()));
     }
     if !route.is_public() {
-        let needed = Role::required(req.method(), matches!(route, Route::Publish(_)));
+        let special = match route {
+            Route::Publish(_) => Some(Role::Publish),
+            Route::Lease(_) | Route::Settle(_) => Some(Role::Consume),
+            _ => None,
+        };
+        let needed = Role::required(req.method(), special);
         state.auth.check(req.headers(), needed)?;
     }
     let is_put = req.method() == Method::PUT;
@@ -129,6 +147,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         _ => Ctx {
             broker: state.broker().await?,
             format: Format::for_response(req.headers()),
+            closing: state.closing.clone(),
         },
     };
     match route {
@@ -156,6 +175,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Kv(name) => subscriptions::kv(&ctx, name, query).await,
         Route::Pause(name) => subscriptions::set_paused(&ctx, name, true).await,
         Route::Resume(name) => subscriptions::set_paused(&ctx, name, false).await,
+        Route::Lease(name) => leases::lease(&ctx, name, req).await,
+        Route::Tail(topic) => streams::tail(&ctx, topic, query, req.headers()).await,
+        Route::Events(name) => streams::events(&ctx, name),
+        Route::Settle(name) => leases::settle(&ctx, name, req).await,
         Route::Health | Route::Ready | Route::Metrics => {
             Err(ApiError::internal("public routes are answered above"))
         }
@@ -201,6 +224,10 @@ mod tests {
             Some(Route::DeadLetter("s", "m-1")),
         );
         check("/v1/subscriptions/s/resume", Some(Route::Resume("s")));
+        check("/v1/subscriptions/s/lease", Some(Route::Lease("s")));
+        check("/v1/subscriptions/s/settle", Some(Route::Settle("s")));
+        check("/v1/subscriptions/s/events", Some(Route::Events("s")));
+        check("/v1/topics/t/tail", Some(Route::Tail("t")));
         check(
             "/v1/subscriptions/s/dead-letters",
             Some(Route::DeadLetters("s")),

@@ -38,6 +38,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct State {
     pub auth: Auth,
     broker: watch::Receiver<Option<Broker>>,
+    /// Turns true when shutdown starts, so that endless responses (event
+    /// streams) end and connections can drain.
+    pub closing: watch::Receiver<bool>,
 }
 
 impl State {
@@ -73,9 +76,14 @@ impl Server {
         auth: Auth,
         broker: watch::Receiver<Option<Broker>>,
     ) -> Self {
-        let state = Arc::new(State { auth, broker });
+        let (closing_tx, closing) = watch::channel(false);
+        let state = Arc::new(State {
+            auth,
+            broker,
+            closing,
+        });
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, state, stopped));
+        let task = tokio::spawn(accept_loop(listener, state, stopped, closing_tx));
         Self { stop, task }
     }
 
@@ -89,7 +97,12 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: oneshot::Receiver<()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stop: oneshot::Receiver<()>,
+    closing: watch::Sender<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -123,6 +136,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: oneshot
         });
     }
     drop(listener);
+    closing.send_replace(true);
     tracing::debug!(connections = graceful.count(), "draining HTTP connections");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await

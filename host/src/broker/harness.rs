@@ -33,7 +33,9 @@ pub use super::spec::{Backoff, DeliveryGuarantee, Ordering, SubscriptionSpec};
 use super::subscriptions::Shared;
 use super::BrokerError;
 pub use super::DeadLetter;
-use crate::runtime::{Runtime, RuntimeConfig};
+pub use crate::runtime::egress::{HttpMock, MockResponse, MockRule};
+use crate::runtime::{EgressConfig, Runtime, RuntimeConfig};
+pub use crate::store::HttpRecord;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +66,7 @@ pub struct HarnessBuilder {
     wasm: Vec<u8>,
     spec: SubscriptionSpec,
     partitions: u32,
+    http_mock: Option<HttpMock>,
 }
 
 impl HarnessBuilder {
@@ -134,6 +137,13 @@ impl HarnessBuilder {
         self
     }
 
+    /// Answer the plugin's outbound HTTP requests from this script, at once
+    /// on virtual time (without a mock every request is denied).
+    pub fn http_mock(mut self, mock: HttpMock) -> Self {
+        self.http_mock = Some(mock);
+        self
+    }
+
     /// Compile the plugin and start the subscription.
     pub fn build(self) -> Result<Harness, HarnessError> {
         Harness::start(self)
@@ -163,6 +173,8 @@ pub struct Attempt {
     pub logs: Vec<String>,
     /// What the attempt published (committed only when it acked).
     pub published: Vec<Output>,
+    /// The outbound HTTP requests it made (answered by the HTTP mock).
+    pub http: Vec<HttpRecord>,
 }
 
 /// A message a plugin published.
@@ -201,6 +213,7 @@ impl Harness {
             wasm: wasm.to_vec(),
             spec,
             partitions: 1,
+            http_mock: None,
         }
     }
 
@@ -232,6 +245,15 @@ impl Harness {
         let runtime = Runtime::new(RuntimeConfig {
             max_instances: MAX_INSTANCES,
             virtual_time: clock.shared_ms(),
+            egress: EgressConfig {
+                // Denied unless the script answers: a harness never reaches
+                // the network.
+                mock: Some(Arc::new(match b.http_mock {
+                    Some(mock) => mock,
+                    None => HttpMock::new(Vec::new()).expect("an empty script is valid"),
+                })),
+                ..EgressConfig::default()
+            },
             ..RuntimeConfig::default()
         })
         .map_err(|e| setup(&e))?;
@@ -447,6 +469,7 @@ fn attempt(t: Traced) -> Attempt {
         error: t.attempt.error,
         state: t.state.to_string(),
         logs: t.attempt.logs,
+        http: t.attempt.http,
         published: t
             .published
             .into_iter()

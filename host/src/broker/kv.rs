@@ -14,7 +14,7 @@
 //! across plugin calls.
 
 use super::log::Log;
-use crate::runtime::HostEnv;
+use crate::runtime::{Egress, HostEnv};
 use crate::store::{Op, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -133,6 +133,7 @@ pub(crate) struct SubscriptionEnv {
     pub(crate) log: Arc<Log>,
     pub(crate) kv: Arc<KvState>,
     pub(crate) config: BTreeMap<String, String>,
+    pub(crate) egress: Arc<Egress>,
 }
 
 impl HostEnv for SubscriptionEnv {
@@ -146,6 +147,10 @@ impl HostEnv for SubscriptionEnv {
 
     fn config(&self, name: &str) -> Option<String> {
         self.config.get(name).cloned()
+    }
+
+    fn egress(&self) -> Option<Arc<Egress>> {
+        Some(self.egress.clone())
     }
 }
 

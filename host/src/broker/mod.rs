@@ -19,6 +19,7 @@ mod retention;
 mod runner;
 mod spec;
 mod subscriptions;
+mod watch;
 mod worker;
 
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -28,17 +29,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::store::{AttemptRecord, DeadLetter, LedgerEntry, StoredMessage};
+pub use crate::store::{AttemptRecord, DeadLetter, HttpRecord, LedgerEntry, StoredMessage};
 pub use clock::Clock;
 pub use log::{
     partition_for_key, LogEntry, NewMessage, Published, MAX_DELAY_MS, MAX_PAYLOAD_BYTES,
 };
 pub use plugins::{PluginInfo, PluginVersionInfo, MAX_PLUGIN_BYTES};
+pub use runner::{Lease, Settle, Settled, MAX_LEASE_BATCH, MAX_WAIT};
 pub use spec::{
     parse_plugin_ref, validate_resource_name, validate_topic_name, Backoff, DeliveryGuarantee,
-    Filter, Isolation, LedgerMode, Ordering, RetrySpec, Start, SubscriptionSpec, TopicSpec,
+    EgressSpec, Filter, Isolation, LedgerMode, Mode, Ordering, RetrySpec, Start, SubscriptionSpec,
+    TopicSpec, MAX_LEASE_MS,
 };
 pub use subscriptions::{SubscriptionInfo, SubscriptionStats};
+pub use watch::{DeliveryEvent, TopicWatch, EVENT_BUFFER};
 
 /// Errors the broker reports to its callers; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +250,55 @@ impl Broker {
 
     pub fn subscription(&self, name: &str) -> Result<SubscriptionInfo, BrokerError> {
         self.inner.subscriptions.info(name)
+    }
+
+    /// Lease up to `max` messages of a pull subscription for `lease` (its
+    /// `lease_ms` if `None`), waiting up to `wait` (at most 20 s) for the
+    /// first to be ready.
+    pub async fn lease(
+        &self,
+        name: &str,
+        max: usize,
+        lease: Option<Duration>,
+        wait: Duration,
+    ) -> Result<Vec<Lease>, BrokerError> {
+        let desk = self.inner.subscriptions.desk(name)?;
+        Ok(desk.lease(max, lease, wait).await)
+    }
+
+    /// Settle leases of a pull subscription: one answer per item, in order.
+    pub fn settle(
+        &self,
+        name: &str,
+        items: Vec<(String, Settle)>,
+    ) -> Result<Vec<Settled>, BrokerError> {
+        Ok(self.inner.subscriptions.desk(name)?.settle(items))
+    }
+
+    /// Hand leases back unused (their response could not be delivered): the
+    /// messages are leased again later, no attempt counted.
+    pub fn release(&self, name: &str, lease_ids: &[String]) {
+        if let Ok(desk) = self.inner.subscriptions.desk(name) {
+            desk.release(lease_ids);
+        }
+    }
+
+    /// Watch a topic for new durable messages (the API's live tail).
+    pub fn watch_topic(&self, name: &str) -> Result<TopicWatch, BrokerError> {
+        let topic = self
+            .inner
+            .log
+            .get(name)
+            .ok_or_else(|| BrokerError::NotFound(format!("topic {name:?} does not exist")))?;
+        Ok(TopicWatch::new(topic))
+    }
+
+    /// A subscription's attempts as they complete, from now on.
+    pub fn subscription_events(
+        &self,
+        name: &str,
+    ) -> Result<tokio::sync::broadcast::Receiver<DeliveryEvent>, BrokerError> {
+        self.inner.subscriptions.events(name)
     }
 
     /// Delete a subscription with its progress, ledger and dead letters.

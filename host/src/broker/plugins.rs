@@ -56,6 +56,13 @@ pub(crate) struct Registry {
     uploads: tokio::sync::Mutex<()>,
 }
 
+impl Registry {
+    /// The runtime plugins run in.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+}
+
 fn wasm_blob(digest: &str) -> String {
     format!("wasm/{digest}")
 }

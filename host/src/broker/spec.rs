@@ -3,6 +3,7 @@
 //! defaults and validation.
 
 use super::BrokerError;
+use crate::runtime::EgressRules;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -154,6 +155,29 @@ fn validate_name(kind: &str, name: &str, max: usize) -> Result<(), BrokerError> 
     }
 }
 
+/// How a subscription's messages reach their consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The host calls the subscription's plugin.
+    #[default]
+    Push,
+    /// Consumers outside the host lease messages (`POST .../lease`) and
+    /// settle them (`POST .../settle`).
+    Pull,
+}
+
+impl Mode {
+    fn is_push(&self) -> bool {
+        *self == Mode::Push
+    }
+}
+
+/// Default lease of a pull subscription: 30 s, as SQS's visibility timeout.
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+/// Longest lease: 12 hours, as SQS's.
+pub const MAX_LEASE_MS: u64 = 12 * 3600 * 1000;
+
 /// When progress is committed relative to the plugin call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -254,7 +278,18 @@ pub struct SubscriptionSpec {
     /// `orders.>` (any depth), including topics created later.
     pub topic: String,
     /// Plugin name (follows the latest version) or `name@N` (pinned).
+    /// Required unless `mode` is `pull`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub plugin: String,
+    /// `push` (default): the host calls the plugin. `pull`: consumers outside
+    /// the host lease messages over HTTP and settle them.
+    #[serde(default, skip_serializing_if = "Mode::is_push")]
+    pub mode: Mode,
+    /// Pull only: how long a leased message stays leased unless it is
+    /// settled or extended; then it comes back as a failed attempt. Default
+    /// 30,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
     #[serde(default)]
     pub delivery: DeliveryGuarantee,
     #[serde(default)]
@@ -287,6 +322,41 @@ pub struct SubscriptionSpec {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub start: Start,
+    /// Outbound HTTP the plugin may make. Absent: every request is denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressSpec>,
+}
+
+/// Where a subscription's plugin may send HTTP requests, and the limits of
+/// each attempt's requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSpec {
+    /// Allowed destinations, `scheme://host[:port]`: `https://api.example.com`,
+    /// `http://127.0.0.1:8080`, `https://*.example.org` (any subdomain),
+    /// port `*` for any port. A non-public address is reachable only if the
+    /// operator allowed its range (`--egress-allow-cidr`).
+    pub allow: Vec<String>,
+    /// Time limit of one request, to the end of its response body (also
+    /// bounded by the attempt's `timeout_ms`). Default 10,000.
+    #[serde(default = "default_egress_timeout")]
+    pub timeout_ms: u64,
+    /// Largest response body a plugin may read. Default 1 MiB.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    /// Most requests one attempt may make. Default 16.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: u32,
+}
+
+fn default_egress_timeout() -> u64 {
+    crate::runtime::egress::DEFAULT_TIMEOUT_MS
+}
+fn default_max_response_bytes() -> u64 {
+    crate::runtime::egress::DEFAULT_MAX_RESPONSE_BYTES
+}
+fn default_max_requests() -> u32 {
+    crate::runtime::egress::DEFAULT_MAX_REQUESTS
 }
 
 /// Which messages a subscription keeps a delivery record of.
@@ -331,9 +401,33 @@ fn default_recycle() -> u32 {
 impl SubscriptionSpec {
     pub(crate) fn validate(&self) -> Result<(), BrokerError> {
         validate_topic_pattern(&self.topic)?;
-        let (plugin, _) = parse_plugin_ref(&self.plugin)?;
-        validate_resource_name("plugin", plugin)?;
         let bad = |m: String| Err(BrokerError::Invalid(m));
+        match self.mode {
+            Mode::Push => {
+                if self.plugin.is_empty() {
+                    return bad("a subscription needs a plugin (or \"mode\": \"pull\")".into());
+                }
+                let (plugin, _) = parse_plugin_ref(&self.plugin)?;
+                validate_resource_name("plugin", plugin)?;
+                if self.lease_ms.is_some() {
+                    return bad("lease_ms is for pull subscriptions".into());
+                }
+            }
+            Mode::Pull => {
+                if !self.plugin.is_empty() {
+                    return bad("a pull subscription has no plugin".into());
+                }
+                if self.delivery != DeliveryGuarantee::AtLeastOnce {
+                    return bad("pull subscriptions are at-least-once".into());
+                }
+                if self.egress.is_some() {
+                    return bad("egress is for plugins; a pull subscription has none".into());
+                }
+                if self.lease_ms.is_some_and(|l| l == 0 || l > MAX_LEASE_MS) {
+                    return bad(format!("lease_ms must be between 1 and {MAX_LEASE_MS}"));
+                }
+            }
+        }
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
             return bad(format!(
                 "concurrency must be between 1 and {MAX_CONCURRENCY}"
@@ -357,7 +451,24 @@ impl SubscriptionSpec {
         if self.recycle_after == 0 {
             return bad("recycle_after must be at least 1".into());
         }
+        self.egress_rules()?;
         Ok(())
+    }
+
+    /// How long a pull subscription's lease lasts unless a lease call says.
+    pub(crate) fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ms.unwrap_or(DEFAULT_LEASE_MS))
+    }
+
+    /// The egress settings, checked (`None`: no outbound requests).
+    pub(crate) fn egress_rules(&self) -> Result<Option<EgressRules>, BrokerError> {
+        self.egress
+            .as_ref()
+            .map(|e| {
+                EgressRules::new(&e.allow, e.timeout_ms, e.max_response_bytes, e.max_requests)
+                    .map_err(BrokerError::Invalid)
+            })
+            .transpose()
     }
 }
 
@@ -443,6 +554,23 @@ mod tests {
         assert!(!f.matches(&h(&[("type", "order.created")])));
         assert!(!f.matches(&h(&[("type", "order.paid"), ("v", "2")])));
         assert!(Filter::default().matches(&[]));
+    }
+
+    #[test]
+    fn pull_subscriptions_have_no_plugin() {
+        let parse = |json: &str| serde_json::from_str::<SubscriptionSpec>(json).unwrap();
+        let pull = parse(r#"{"topic":"orders","mode":"pull","lease_ms":1000}"#);
+        pull.validate().unwrap();
+        assert_eq!(pull.lease(), std::time::Duration::from_secs(1));
+        for bad in [
+            r#"{"topic":"orders"}"#,
+            r#"{"topic":"orders","mode":"pull","plugin":"p"}"#,
+            r#"{"topic":"orders","mode":"pull","delivery":"exactly-once"}"#,
+            r#"{"topic":"orders","mode":"pull","lease_ms":0}"#,
+            r#"{"topic":"orders","plugin":"p","lease_ms":10}"#,
+        ] {
+            assert!(parse(bad).validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct SubscriptionStats {
     pub lag: u64,
     /// Attempts running now.
     pub in_flight: u64,
+    /// Outbound HTTP requests of its plugin, since the host started.
+    #[serde(skip)]
+    pub egress: crate::runtime::egress::EgressSnapshot,
 }
 
 /// A subscription as reported by the API.
@@ -74,6 +77,12 @@ pub(crate) struct Shared {
     pub(crate) filtered: AtomicU64,
     pub(crate) lag: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    /// Outbound HTTP requests of the plugin.
+    pub(crate) egress: Arc<crate::runtime::EgressStats>,
+    /// Completed attempts, for `GET .../events` watchers.
+    pub(crate) events: tokio::sync::broadcast::Sender<super::DeliveryEvent>,
+    /// A pull subscription's lease desk, once its runner started.
+    pub(crate) desk: std::sync::OnceLock<Arc<super::runner::LeaseDesk>>,
     /// Per consumed topic and partition: the runner's current watermark.
     watermarks: RwLock<HashMap<String, Vec<AtomicU64>>>,
 }
@@ -94,6 +103,9 @@ impl Shared {
             filtered: AtomicU64::new(0),
             lag: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            egress: Arc::default(),
+            desk: std::sync::OnceLock::new(),
+            events: tokio::sync::broadcast::Sender::new(super::EVENT_BUFFER),
         }
     }
 
@@ -163,6 +175,7 @@ impl Shared {
                 filtered: get(&self.filtered),
                 lag: get(&self.lag),
                 in_flight: get(&self.in_flight),
+                egress: self.egress.snapshot(),
             },
         }
     }
@@ -276,7 +289,9 @@ impl Subscriptions {
         let topics = self.matching_topics(&spec)?;
         let _guard = self.changes.lock().await;
         // Under the lock: a plugin version cannot be deleted in between.
-        self.plugins.resolve(&spec.plugin)?;
+        if spec.mode == super::spec::Mode::Push {
+            self.plugins.resolve(&spec.plugin)?;
+        }
         let existing = self
             .running
             .lock()
@@ -385,6 +400,31 @@ impl Subscriptions {
             .values()
             .map(|r| r.shared.info(*r.paused.borrow()))
             .collect()
+    }
+
+    /// Completed attempts of subscription `name`, from now on.
+    pub(crate) fn events(
+        &self,
+        name: &str,
+    ) -> Result<tokio::sync::broadcast::Receiver<super::DeliveryEvent>, BrokerError> {
+        let running = self.running.lock().expect("subscriptions lock");
+        let r = running.get(name).ok_or_else(|| {
+            BrokerError::NotFound(format!("subscription {name:?} does not exist"))
+        })?;
+        Ok(r.shared.events.subscribe())
+    }
+
+    /// The lease desk of pull subscription `name`.
+    pub(crate) fn desk(&self, name: &str) -> Result<Arc<super::runner::LeaseDesk>, BrokerError> {
+        let running = self.running.lock().expect("subscriptions lock");
+        let r = running.get(name).ok_or_else(|| {
+            BrokerError::NotFound(format!("subscription {name:?} does not exist"))
+        })?;
+        r.shared.desk.get().cloned().ok_or_else(|| {
+            BrokerError::Conflict(format!(
+                "subscription {name:?} delivers to a plugin; only pull subscriptions (\"mode\": \"pull\") are leased"
+            ))
+        })
     }
 
     pub(crate) fn info(&self, name: &str) -> Result<SubscriptionInfo, BrokerError> {

@@ -8,7 +8,7 @@
 
 use super::spec::Isolation;
 use super::Clock;
-use crate::runtime::{Delivery, HostEnv, Invocation, Plugin, PluginWorker};
+use crate::runtime::{Delivery, HostEnv, Invocation, Outcome, Plugin, PluginWorker};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -19,7 +19,8 @@ pub(crate) struct Job<L> {
     pub(crate) seq: u64,
     pub(crate) lane: L,
     pub(crate) delivery: Delivery,
-    pub(crate) plugin: Plugin,
+    /// `None` for a pull subscription's job, which a lease hands out.
+    pub(crate) plugin: Option<Plugin>,
     /// `name@version` of the plugin.
     pub(crate) label: String,
 }
@@ -32,6 +33,45 @@ pub(crate) struct JobDone<L> {
     pub(crate) label: String,
     pub(crate) started_ms: u64,
     pub(crate) invocation: Invocation,
+    /// The attempt never reached a consumer (a pull lease handed back
+    /// unused): the message is queued again and no attempt is counted.
+    pub(crate) released: bool,
+}
+
+impl<L> JobDone<L> {
+    /// A job handed back without an attempt.
+    pub(crate) fn released(job: Job<L>, started_ms: u64) -> Self {
+        Self::finished(
+            job,
+            started_ms,
+            Outcome::Retry {
+                reason: "released".into(),
+                delay_ms: None,
+            },
+            true,
+        )
+    }
+
+    /// A job that ended in `outcome` outside a plugin (a pull consumer's
+    /// settle, an expired lease).
+    pub(crate) fn finished(job: Job<L>, started_ms: u64, outcome: Outcome, released: bool) -> Self {
+        Self {
+            seq: job.seq,
+            lane: job.lane,
+            offset: job.delivery.offset,
+            label: job.label,
+            started_ms,
+            invocation: Invocation {
+                outcome,
+                published: Vec::new(),
+                kv: Default::default(),
+                logs: Vec::new(),
+                http: Vec::new(),
+                duration: Duration::ZERO,
+            },
+            released,
+        }
+    }
 }
 
 /// Settings every worker of a subscription shares.
@@ -108,13 +148,16 @@ fn run_job<L>(
 ) -> JobDone<L> {
     let started_ms = settings.clock.now_ms();
     let tag = format!("{} msg={}", job.label, job.delivery.id);
+    let Some(plugin) = &job.plugin else {
+        // Only a pull subscription's jobs lack a plugin, and they never
+        // reach a worker: hand it back uncounted.
+        return JobDone::released(job, started_ms);
+    };
     let invocation = match settings.isolation {
-        Isolation::Message => job
-            .plugin
-            .invoke(&job.delivery, settings.timeout, env.clone(), tag),
+        Isolation::Message => plugin.invoke(&job.delivery, settings.timeout, env.clone(), tag),
         Isolation::Worker => {
             if reused.as_ref().is_none_or(|(l, _)| l != &job.label) {
-                *reused = Some((job.label.clone(), job.plugin.worker(settings.recycle_after)));
+                *reused = Some((job.label.clone(), plugin.worker(settings.recycle_after)));
             }
             let (_, worker) = reused.as_mut().expect("set above");
             worker.invoke(&job.delivery, settings.timeout, env.clone(), tag)
@@ -127,5 +170,6 @@ fn run_job<L>(
         label: job.label,
         started_ms,
         invocation,
+        released: false,
     }
 }

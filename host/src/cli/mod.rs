@@ -5,6 +5,44 @@
 //! HTTP API (publish, topics, plugins, …) will be further [`Command`] variants
 //! beside them, each in its own file; they reach the host only over HTTP.
 
+/// The plugin ABI's WIT files (guest-sdk/wit, with the WASI packages it uses
+/// in deps/), embedded so the binary works anywhere; in dependency order. A
+/// test checks that this lists every file in that directory.
+pub(crate) const WIT_FILES: &[(&str, &str)] = &[
+    (
+        "deps/io.wit",
+        include_str!("../../../guest-sdk/wit/deps/io.wit"),
+    ),
+    (
+        "deps/clocks.wit",
+        include_str!("../../../guest-sdk/wit/deps/clocks.wit"),
+    ),
+    (
+        "deps/random.wit",
+        include_str!("../../../guest-sdk/wit/deps/random.wit"),
+    ),
+    (
+        "deps/filesystem.wit",
+        include_str!("../../../guest-sdk/wit/deps/filesystem.wit"),
+    ),
+    (
+        "deps/sockets.wit",
+        include_str!("../../../guest-sdk/wit/deps/sockets.wit"),
+    ),
+    (
+        "deps/cli.wit",
+        include_str!("../../../guest-sdk/wit/deps/cli.wit"),
+    ),
+    (
+        "deps/http.wit",
+        include_str!("../../../guest-sdk/wit/deps/http.wit"),
+    ),
+    (
+        "plugin.wit",
+        include_str!("../../../guest-sdk/wit/plugin.wit"),
+    ),
+];
+
 mod new;
 mod plugin_tools;
 mod serve;

@@ -40,8 +40,6 @@ pub enum Lang {
     Js,
 }
 
-const WIT: &str = include_str!("../../../guest-sdk/wit/plugin.wit");
-
 /// The sample messages: one of each behaviour of the example plugin.
 const MESSAGES: &str = r#"{"id": "fwd", "key": "k1", "payload": "hello", "headers": {"x": "y"}}
 {"id": "retry", "key": "k2", "payload": "again", "headers": {"action": "retry"}}
@@ -275,7 +273,9 @@ impl NewArgs {
                 .replace("__NAME__", &self.name)
                 .replace("__SRC__", &src.display().to_string());
         }
-        all.push(("wit/plugin.wit".into(), WIT.into()));
+        for (name, text) in super::WIT_FILES {
+            all.push((format!("wit/{name}"), text.to_string()));
+        }
         all.push(("messages.jsonl".into(), MESSAGES.into()));
         all.push(("expect.json".into(), EXPECT.into()));
         all.push(("test.sh".into(), fill(TEST_SH)));
@@ -318,6 +318,7 @@ mod tests {
                 "build.sh",
                 "test.sh",
                 "wit/plugin.wit",
+                "wit/deps/http.wit",
                 "messages.jsonl",
                 "expect.json",
             ] {

@@ -4,7 +4,7 @@
 //!
 //! - `c-bindings --out DIR` writes the C bindings of world `consumer`
 //!   (`consumer.h`, `consumer.c`, `consumer_component_type.o`), generated with
-//!   `wit-bindgen-c` from the WIT embedded below.
+//!   `wit-bindgen-c` from the embedded WIT (`cli::WIT_FILES`).
 //! - `componentize CORE.wasm -o OUT.wasm` turns a core module built for
 //!   wasm32-wasip1 (with the component type object linked in) into a component,
 //!   with `wit-component` and the WASI preview1 *reactor* adapter of wasmtime 48,
@@ -22,13 +22,6 @@ use wasi_preview1_component_adapter_provider::{
 use wit_bindgen_core::Files;
 use wit_component::{ComponentEncoder, DecodedWasm};
 use wit_parser::{Resolve, WorldKey};
-
-/// The plugin ABI's WIT files (guest-sdk/wit), embedded so the binary works
-/// anywhere. A test checks that this lists every file in that directory.
-const WIT_FILES: &[(&str, &str)] = &[(
-    "plugin.wit",
-    include_str!("../../../guest-sdk/wit/plugin.wit"),
-)];
 
 /// The world a consumer plugin targets.
 const WORLD: &str = "switchyard:plugin/consumer";
@@ -138,7 +131,7 @@ pub fn write_c_bindings(dir: &Path) -> Result<Vec<String>, PluginToolsError> {
 fn c_bindings() -> Result<Files, PluginToolsError> {
     let mut resolve = Resolve::default();
     let mut packages = Vec::new();
-    for (name, text) in WIT_FILES {
+    for (name, text) in super::WIT_FILES {
         let package = resolve
             .push_source(name, text)
             .map_err(|e| PluginToolsError::Wit(resolve.render_error(&e)))?;
@@ -230,19 +223,26 @@ mod tests {
 
     #[test]
     fn the_embedded_wit_is_every_file_of_guest_sdk_wit() {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).expect("guest-sdk/wit") {
+                let entry = entry.expect("entry");
+                let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                if entry.path().is_dir() {
+                    walk(&entry.path(), &format!("{name}/"), out);
+                } else {
+                    out.push(name);
+                }
+            }
+        }
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-            .expect("guest-sdk/wit")
-            .map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let mut on_disk = Vec::new();
+        walk(&dir, "", &mut on_disk);
         on_disk.sort();
-        let embedded: Vec<&str> = WIT_FILES.iter().map(|(name, _)| *name).collect();
+        let mut embedded: Vec<String> = super::super::WIT_FILES
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .collect();
+        embedded.sort();
         assert_eq!(on_disk, embedded);
     }
 

@@ -32,11 +32,28 @@ pub struct ServeArgs {
     #[arg(long, env = config::ENV_READ_TOKEN, hide_env_values = true)]
     pub read_token: Option<String>,
 
+    /// Consume bearer token: may lease and settle messages of pull
+    /// subscriptions, and make GET calls.
+    #[arg(long, env = config::ENV_CONSUME_TOKEN, hide_env_values = true)]
+    pub consume_token: Option<String>,
+
     /// Sync the WAL every this many milliseconds instead of before answering
     /// each publish. Acknowledged publishes then survive a process crash but
     /// a power loss may lose the last interval. Default: sync every publish.
     #[arg(long, env = config::ENV_FSYNC_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub fsync_interval_ms: Option<u64>,
+
+    /// An address range (CIDR) that plugins' outbound HTTP may reach
+    /// although it is not public, e.g. 127.0.0.0/8 or 10.1.0.0/16.
+    /// Repeatable; the variable takes a comma-separated list. Default: only
+    /// public addresses.
+    #[arg(long = "egress-allow-cidr", value_name = "CIDR", env = config::ENV_EGRESS_ALLOW_CIDR, value_delimiter = ',')]
+    pub egress_allow_cidr: Vec<String>,
+
+    /// A PEM file of extra root certificates outbound HTTPS trusts (an
+    /// internal CA), besides the webpki roots.
+    #[arg(long, value_name = "FILE", env = config::ENV_EGRESS_CA_FILE)]
+    pub egress_ca_file: Option<PathBuf>,
 
     /// Log filter, e.g. `info` or `switchyard=debug,info` (tracing
     /// EnvFilter syntax). Falls back to RUST_LOG, then `info`.
@@ -54,8 +71,11 @@ impl ServeArgs {
                 admin: self.token.clone().map(Secret::new),
                 publish: self.publish_token.clone().map(Secret::new),
                 read: self.read_token.clone().map(Secret::new),
+                consume: self.consume_token.clone().map(Secret::new),
             },
             fsync_interval_ms: self.fsync_interval_ms,
+            egress_allow_cidr: self.egress_allow_cidr.clone(),
+            egress_ca_file: self.egress_ca_file.clone(),
         };
         config.validate()?;
         Ok(config)
@@ -92,6 +112,29 @@ mod tests {
         assert_eq!(config.data_dir.to_str(), Some("/d"));
         assert_eq!(config.tokens.admin.as_ref().map(|s| s.expose()), Some("t"));
         assert_eq!(config.tokens.read.as_ref().map(|s| s.expose()), Some("r"));
+        assert!(config.egress_allow_cidr.is_empty());
+    }
+
+    #[test]
+    fn egress_ranges_are_repeatable_and_checked() {
+        let args = serve(&[
+            "--egress-allow-cidr",
+            "127.0.0.0/8",
+            "--egress-allow-cidr",
+            "10.1.2.3/16,::1/128",
+        ]);
+        let config = args.config().expect("valid");
+        let ranges: Vec<String> = config
+            .egress_ranges()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(ranges, ["127.0.0.0/8", "10.1.0.0/16", "::1/128"]);
+        let err = serve(&["--egress-allow-cidr", "localhost"])
+            .config()
+            .unwrap_err();
+        assert!(err.to_string().contains("egress-allow-cidr"), "{err}");
     }
 
     #[test]
@@ -102,7 +145,10 @@ mod tests {
             token: None,
             publish_token: None,
             read_token: None,
+            consume_token: None,
             fsync_interval_ms: None,
+            egress_allow_cidr: Vec::new(),
+            egress_ca_file: None,
             log: None,
         };
         let err = args.config().unwrap_err();

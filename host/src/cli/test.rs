@@ -3,7 +3,7 @@
 //! print a trace per message, and check an optional expectations file.
 
 use crate::broker::harness::{
-    Attempt, Backoff, DeliveryGuarantee, Harness, HarnessBuilder, Ordering,
+    Attempt, Backoff, DeliveryGuarantee, Harness, HarnessBuilder, HttpMock, Ordering,
 };
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -65,6 +65,17 @@ pub struct TestArgs {
     /// Partitions of the input topic `in`.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: u32,
+
+    /// Answer the plugin's outbound HTTP requests from this script (JSON),
+    /// at once on virtual time: [{"method": "POST", "url": "https://api.example.com/",
+    /// "responses": [{"status": 503}, {"status": 200, "body": "ok",
+    /// "headers": {"retry-after": "2"}}, {"error": "connection-refused"}]}].
+    /// A request takes the first rule whose method matches and whose URL
+    /// starts with `url`; each rule answers in turn, repeating its last
+    /// answer. A request no rule matches is denied. Without a script every
+    /// request is denied.
+    #[arg(long, value_name = "FILE")]
+    pub http_mock: Option<PathBuf>,
 
     /// A JSON file of expectations; exit status 1 if one is not met:
     /// {"messages": {"<id>": {"state": "acked" | "dead-lettered" | "failed",
@@ -133,7 +144,7 @@ pub struct TestReport {
 }
 
 impl TestArgs {
-    fn builder(&self, wasm: &[u8]) -> HarnessBuilder {
+    fn builder(&self, wasm: &[u8], mock: Option<HttpMock>) -> HarnessBuilder {
         let mut b = Harness::builder(wasm)
             .partitions(self.partitions)
             .max_attempts(self.max_attempts)
@@ -160,6 +171,9 @@ impl TestArgs {
             .timeout(Duration::from_millis(self.timeout_ms));
         for (name, value) in &self.config {
             b = b.config(name, value);
+        }
+        if let Some(mock) = mock {
+            b = b.http_mock(mock);
         }
         b
     }
@@ -188,9 +202,16 @@ impl TestArgs {
                 .map_err(|e| format!("{}: {e}", path.display()))?,
             None => Expectations::default(),
         };
+        let mock = match &self.http_mock {
+            Some(path) => {
+                let text = String::from_utf8_lossy(&read(path)?).into_owned();
+                Some(HttpMock::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+            }
+            None => None,
+        };
         let started = Instant::now();
         let mut h = self
-            .builder(&wasm)
+            .builder(&wasm, mock)
             .build()
             .map_err(|e| format!("{}: {e}", self.plugin.display()))?;
         let load_ms = started.elapsed().as_millis();
@@ -295,6 +316,14 @@ fn write_trace(text: &mut String, attempts: &[Attempt]) -> BTreeMap<String, (Str
             );
             for line in &a.logs {
                 let _ = writeln!(text, "        | {line}");
+            }
+            for call in &a.http {
+                let answer = match (&call.status, &call.error) {
+                    (_, Some(error)) => error.clone(),
+                    (Some(status), None) => status.to_string(),
+                    (None, None) => "no answer".to_string(),
+                };
+                let _ = writeln!(text, "        ⇄ {} {} → {answer}", call.method, call.target);
             }
             for p in &a.published {
                 let key = p

@@ -10,6 +10,13 @@ wasmtime::component::bindgen!({
         "switchyard:plugin/host.kv-set": trappable,
         "switchyard:plugin/host.kv-delete": trappable,
     },
+    // WASI (and `wasi:http`, which the world imports) comes from
+    // wasmtime-wasi and wasmtime-wasi-http; the linker adds them separately.
+    with: {
+        "wasi": wasmtime_wasi::p2::bindings::sync,
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+    },
+    require_store_data_send: true,
 });
 
 pub use switchyard::plugin::host::Host as HostImports;

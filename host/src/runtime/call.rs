@@ -135,6 +135,8 @@ pub struct Invocation {
     /// Kv reads and writes (the writes only if the call acked).
     pub kv: KvEffects,
     pub logs: Vec<LogLine>,
+    /// The outbound HTTP requests the call made, in order.
+    pub http: Vec<super::HttpCall>,
     pub duration: Duration,
 }
 
@@ -162,6 +164,9 @@ pub(crate) fn run(
         timestamp_ms: delivery.timestamp_ms,
         attempt: delivery.attempt,
     };
+    let egress = store.data().env.as_ref().and_then(|env| env.egress());
+    store.data_mut().egress =
+        super::egress::CallEgress::begin(egress, started + timeout, &delivery.id);
     let result = consumer.call_handle(&mut *store, &message);
     store.data_mut().drain_stdio(stdio_seen);
     let outcome = match result {
@@ -228,6 +233,7 @@ pub(crate) fn finish(
         published.clear();
         kv.writes.clear();
     }
+    let http = std::mem::take(&mut state.egress).calls();
     let mut logs = std::mem::take(&mut state.logs);
     if state.logs_dropped > 0 {
         logs.push(super::LogLine {
@@ -241,6 +247,7 @@ pub(crate) fn finish(
         published,
         kv,
         logs,
+        http,
         duration: started.elapsed(),
     }
 }

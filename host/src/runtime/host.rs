@@ -3,12 +3,14 @@
 
 use super::bindings::{self, HostImports, LogLevel, TypesHost};
 use super::call::{KvEffects, LogLine, Publication};
+use super::egress::{CallEgress, Egress};
 use super::limits::MemoryLimiter;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Most messages one call may publish.
 pub(crate) const MAX_PUBLISHES_PER_CALL: usize = 1000;
@@ -41,11 +43,19 @@ pub trait HostEnv: Send + Sync {
 
     /// The subscription's plugin configuration value `name`.
     fn config(&self, name: &str) -> Option<String>;
+
+    /// The subscription's way out to the network; `None` denies every request.
+    fn egress(&self) -> Option<Arc<Egress>> {
+        None
+    }
 }
 
 /// Everything a store holds for one plugin instance.
 pub(crate) struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    /// The gate of the current call's outbound requests.
+    pub(crate) egress: CallEgress,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) env: Option<Arc<dyn HostEnv>>,
@@ -95,8 +105,9 @@ impl HostState {
     pub(crate) fn new(memory_limit: usize, virtual_time: Option<Arc<AtomicU64>>) -> Self {
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
-        // Nothing granted: no preopens, no env, no args, no network; only
+        // Nothing granted: no preopens, no env, no args, no sockets; only
         // clocks and random, and stdio captured into bounded buffers.
+        // Outbound HTTP goes through `wasi:http` and its gate (`egress`).
         let mut builder = WasiCtx::builder();
         builder
             .stdout(stdout.clone())
@@ -116,6 +127,8 @@ impl HostState {
         let wasi = builder.build();
         Self {
             wasi,
+            http: WasiHttpCtx::new(),
+            egress: CallEgress::default(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(memory_limit),
             env: None,
@@ -188,6 +201,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.egress,
         }
     }
 }
@@ -304,10 +327,14 @@ impl From<LogLevel> for super::LogLevel {
 }
 
 /// The linker every plugin is instantiated with: WASI p2 (synchronous host
-/// implementations) and the `switchyard:plugin/host` interface.
+/// implementations), `wasi:http` (every request through [`CallEgress`]) and
+/// the `switchyard:plugin/host` interface.
 pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    bindings::Consumer::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+    // The world's own interfaces only: WASI and wasi:http are added above.
+    bindings::switchyard::plugin::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    bindings::switchyard::plugin::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
 }

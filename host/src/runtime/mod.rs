@@ -13,6 +13,7 @@
 
 mod bindings;
 mod call;
+pub mod egress;
 mod host;
 mod limits;
 mod plugin;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use call::{Delivery, Invocation, KvEffects, LogLevel, LogLine, Outcome, Publication};
+pub use egress::{Egress, EgressConfig, EgressRules, EgressStats, HttpCall};
 pub use host::HostEnv;
 pub use plugin::{Plugin, PluginError, PluginWorker};
 
@@ -41,6 +43,8 @@ pub struct RuntimeConfig {
     /// wall and monotonic clocks, and seeded random numbers, instead of the
     /// real ones: the harness's virtual clock, so runs repeat exactly.
     pub virtual_time: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The operator's outbound-HTTP settings.
+    pub egress: EgressConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -49,6 +53,7 @@ impl Default for RuntimeConfig {
             memory_limit_bytes: 64 << 20,
             max_instances: 1000,
             virtual_time: None,
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -58,6 +63,8 @@ impl Default for RuntimeConfig {
 pub enum RuntimeError {
     #[error("cannot configure the WebAssembly engine: {0}")]
     Engine(String),
+    #[error("cannot configure outbound HTTP: {0}")]
+    Egress(String),
 }
 
 /// The engine, the linker with the host's imports, and the epoch ticker.
@@ -71,6 +78,7 @@ struct Inner {
     engine: wasmtime::Engine,
     linker: wasmtime::component::Linker<host::HostState>,
     config: RuntimeConfig,
+    network: egress::Network,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -86,6 +94,7 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         let engine = limits::engine(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let linker = host::linker(&engine).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let network = egress::Network::new(&config.egress).map_err(RuntimeError::Egress)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), ticker_stop.clone());
         Ok(Self {
@@ -93,6 +102,7 @@ impl Runtime {
                 engine,
                 linker,
                 config,
+                network,
                 ticker_stop,
             }),
         })
@@ -102,6 +112,25 @@ impl Runtime {
     /// seconds): call it off the async executor.
     pub fn compile(&self, wasm: &[u8]) -> Result<Plugin, PluginError> {
         plugin::compile(self, wasm)
+    }
+
+    /// A subscription's way out to the network: its allow-list and limits
+    /// (`None`: every request is denied), a connection pool of up to
+    /// `pool_size` idle connections per destination, and its statistics.
+    pub fn egress(
+        &self,
+        subscription: &str,
+        rules: Option<EgressRules>,
+        stats: Arc<EgressStats>,
+        pool_size: usize,
+    ) -> Arc<Egress> {
+        Arc::new(Egress::new(
+            &self.inner.network,
+            subscription,
+            rules,
+            stats,
+            pool_size,
+        ))
     }
 
     /// Load machine code produced by [`Plugin::machine_code`] on this host.

@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use records::{
-    AttemptRecord, Counters, DeadLetter, LedgerEntry, Redrive, RetryState, StoredMessage,
+    AttemptRecord, Counters, DeadLetter, HttpRecord, LedgerEntry, Redrive, RetryState,
+    StoredMessage,
 };
 pub use writer::{Durability, Op};
 

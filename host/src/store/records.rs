@@ -34,6 +34,27 @@ pub struct AttemptRecord {
     /// attempt, as `level: text` lines, bounded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// The outbound HTTP requests the plugin made during the attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRecord>,
+}
+
+/// One outbound HTTP request of an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRecord {
+    pub method: String,
+    /// `scheme://host:port`.
+    pub target: String,
+    /// The response status, if a response came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The `wasi:http` error code and why, if the request failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// From the request to the response headers (or the failure).
+    pub duration_us: u64,
+    /// Response body bytes the plugin read.
+    pub response_bytes: u64,
 }
 
 /// A message waiting for its next attempt.

@@ -5,10 +5,15 @@
 //! (`payload_base64`) in JSON and binary in MessagePack; headers are an object
 //! of strings. Nothing here knows HTTP.
 
+mod lease;
 mod output;
 mod publish;
 
-pub use output::{DeadLetterOut, DeadLettersOut, KvOut, LedgerOut, MessagesOut, PublishedOut};
+pub use lease::{LeaseIn, LeasesOut, SettleIn, SettlesOut, DEFAULT_MAX as DEFAULT_LEASE_MAX};
+pub use output::{
+    AttemptOut, DeadLetterOut, DeadLettersOut, KvOut, LedgerOut, MessageOut, MessagesOut,
+    PublishedOut,
+};
 pub use publish::{decode_message, PublishBody, MAX_BATCH};
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};

@@ -3,7 +3,7 @@
 
 use super::{Headers, PayloadOut};
 use crate::api::body::Format;
-use crate::broker::{AttemptRecord, DeadLetter, LedgerEntry, LogEntry, Published};
+use crate::broker::{AttemptRecord, DeadLetter, HttpRecord, LedgerEntry, LogEntry, Published};
 use base64::Engine as _;
 use serde::Serialize;
 
@@ -31,7 +31,10 @@ impl From<Published> for PublishedOut {
 
 /// Split a payload into the `payload` / `payload_base64` pair: binary in
 /// MessagePack; in JSON text if it is valid UTF-8, else base64.
-fn payload_fields(payload: Vec<u8>, format: Format) -> (Option<PayloadOut>, Option<String>) {
+pub(super) fn payload_fields(
+    payload: Vec<u8>,
+    format: Format,
+) -> (Option<PayloadOut>, Option<String>) {
     match format {
         Format::MessagePack => (Some(PayloadOut::Binary(payload)), None),
         Format::Json => match String::from_utf8(payload) {
@@ -59,6 +62,22 @@ pub struct MessageOut {
     timestamp_ms: u64,
 }
 
+impl MessageOut {
+    pub fn of(e: LogEntry, format: Format) -> Self {
+        let (payload, payload_base64) = payload_fields(e.payload, format);
+        MessageOut {
+            id: e.id,
+            partition: e.partition,
+            offset: e.offset,
+            key: e.key,
+            payload,
+            payload_base64,
+            headers: Headers(e.headers),
+            timestamp_ms: e.timestamp_ms,
+        }
+    }
+}
+
 /// `GET .../partitions/{p}/messages`: the messages and the offset to ask for next.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessagesOut {
@@ -72,19 +91,7 @@ impl MessagesOut {
         let next = entries.last().map_or(from, |e| e.offset + 1);
         let messages = entries
             .into_iter()
-            .map(|e| {
-                let (payload, payload_base64) = payload_fields(e.payload, format);
-                MessageOut {
-                    id: e.id,
-                    partition: e.partition,
-                    offset: e.offset,
-                    key: e.key,
-                    payload,
-                    payload_base64,
-                    headers: Headers(e.headers),
-                    timestamp_ms: e.timestamp_ms,
-                }
-            })
+            .map(|e| MessageOut::of(e, format))
             .collect();
         Self { messages, next }
     }
@@ -92,7 +99,7 @@ impl MessagesOut {
 
 /// One delivery attempt of a dead letter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct AttemptOut {
+pub struct AttemptOut {
     attempt: u32,
     started_ms: u64,
     duration_us: u64,
@@ -104,6 +111,37 @@ struct AttemptOut {
     /// What the plugin logged during the attempt (`level: text`, bounded).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     logs: Vec<String>,
+    /// The outbound HTTP requests of the attempt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    http: Vec<HttpOut>,
+}
+
+/// One outbound HTTP request of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct HttpOut {
+    method: String,
+    /// `scheme://host:port`.
+    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    /// The `wasi:http` error code and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    duration_us: u64,
+    response_bytes: u64,
+}
+
+impl From<HttpRecord> for HttpOut {
+    fn from(h: HttpRecord) -> Self {
+        Self {
+            method: h.method,
+            target: h.target,
+            status: h.status,
+            error: h.error,
+            duration_us: h.duration_us,
+            response_bytes: h.response_bytes,
+        }
+    }
 }
 
 impl From<AttemptRecord> for AttemptOut {
@@ -116,6 +154,7 @@ impl From<AttemptRecord> for AttemptOut {
             error: a.error,
             plugin: a.plugin,
             logs: a.logs,
+            http: a.http.into_iter().map(HttpOut::from).collect(),
         }
     }
 }
@@ -318,6 +357,7 @@ mod tests {
                 error: Some("boom".into()),
                 plugin: Some("p@2".into()),
                 logs: vec!["warn: low on coffee".into()],
+                http: Vec::new(),
             }],
         };
         check(

@@ -21,15 +21,18 @@
 //! the ack (see [`crate::broker::kv`]); under exactly-once its publications
 //! get ids derived from the source message.
 
+mod lease;
 mod outcome;
 
+pub(crate) use lease::LeaseDesk;
+pub use lease::{Lease, Settle, Settled, MAX_LEASE_BATCH, MAX_WAIT};
 pub(crate) use outcome::Traced;
 
 use crate::broker::kv::{KvState, SubscriptionEnv};
 use crate::broker::log::{Log, NewMessage, Topic};
 use crate::broker::plugins::Registry;
 use crate::broker::progress::Source;
-use crate::broker::spec::{DeliveryGuarantee, Ordering, SubscriptionSpec};
+use crate::broker::spec::{DeliveryGuarantee, Mode, Ordering, SubscriptionSpec};
 use crate::broker::subscriptions::Shared;
 use crate::broker::worker::{self, Job, JobDone, WorkerSettings};
 use crate::broker::BrokerError;
@@ -54,6 +57,8 @@ const READ_CHUNK: usize = 512;
 const MAX_CHUNK: usize = 8;
 /// How long lanes wait before looking again for a plugin that is unavailable.
 const PLUGIN_RECHECK_MS: u64 = 1000;
+/// What the ledger names as the "plugin" of a pull subscription's attempts.
+const PULL_LABEL: &str = "pull";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum LaneKey {
@@ -131,6 +136,9 @@ pub(crate) struct Runner {
     ops: Vec<Op>,
     jobs: Option<crossbeam_channel::Sender<Vec<Job<LaneKey>>>>,
     workers: Vec<std::thread::JoinHandle<()>>,
+    /// A pull subscription's lease desk, which takes the jobs instead of
+    /// worker threads.
+    desk: Option<Arc<LeaseDesk>>,
     /// Cores available, for spreading jobs over worker threads.
     cores: usize,
     results: mpsc::UnboundedReceiver<Vec<JobDone<LaneKey>>>,
@@ -184,15 +192,33 @@ impl Runner {
         shared.publish_counters(&counters);
 
         let kv = Arc::new(KvState::new(store.clone(), &shared.name));
+        let egress = plugins.runtime().egress(
+            &shared.name,
+            spec.egress_rules()?,
+            shared.egress.clone(),
+            spec.concurrency as usize,
+        );
         let env = Arc::new(SubscriptionEnv {
             log: log.clone(),
             kv: kv.clone(),
             config: spec.config.clone(),
+            egress,
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let desk = (spec.mode == Mode::Pull).then(|| {
+            let desk = LeaseDesk::new(
+                &shared.name,
+                spec.lease(),
+                log.clock().clone(),
+                results_tx.clone(),
+            );
+            let _ = shared.desk.set(desk.clone());
+            desk
+        });
+        let threads = if desk.is_some() { 0 } else { spec.concurrency };
         let workers = worker::spawn(
-            spec.concurrency,
+            threads,
             WorkerSettings {
                 timeout: Duration::from_millis(spec.timeout_ms),
                 isolation: spec.isolation,
@@ -238,6 +264,7 @@ impl Runner {
             ops: Vec::new(),
             jobs: Some(jobs_tx),
             workers,
+            desk,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: results_rx,
             control,
@@ -258,7 +285,15 @@ impl Runner {
         mut paused: watch::Receiver<bool>,
     ) {
         let mut stopping = *stop.borrow();
+        let mut desk_closed = false;
         loop {
+            if stopping && !desk_closed {
+                // Leases out and jobs not leased yet come back uncounted.
+                if let Some(desk) = &self.desk {
+                    desk.close();
+                }
+                desk_closed = true;
+            }
             if stopping && self.in_flight == 0 {
                 break;
             }
@@ -301,7 +336,14 @@ impl Runner {
                 changed = stop.changed(), if !stopping => {
                     stopping = changed.is_err() || *stop.borrow();
                 }
-                _ = paused.changed(), if !stopping => {}
+                _ = paused.changed(), if !stopping => {
+                    if *paused.borrow() {
+                        if let Some(desk) = &self.desk {
+                            // Not leased yet: back to the lanes until resumed.
+                            desk.recall();
+                        }
+                    }
+                }
                 Some(control) = self.control.recv(), if !stopping => match control {
                     Control::Redrive(batch) => batch.into_iter().for_each(|r| self.enqueue_redriven(r)),
                     Control::Topic(topic) => self.add_topic(topic),
@@ -498,7 +540,14 @@ impl Runner {
         }
         // Resolved once per round: a new plugin version applies from the next
         // message on, never in the middle of one.
-        let (plugin, label) = match self.plugins.resolve(&self.spec.plugin) {
+        let resolved = match self.desk {
+            Some(_) => Ok((None, PULL_LABEL.to_string())),
+            None => self
+                .plugins
+                .resolve(&self.spec.plugin)
+                .map(|(plugin, label)| (Some(plugin), label)),
+        };
+        let (plugin, label) = match resolved {
             Ok(found) => found,
             Err(e) => {
                 // The plugin is gone: hold the runnable lanes and look again later.
@@ -586,6 +635,10 @@ impl Runner {
             .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
         // Spread the round over about one chunk per core, at most MAX_CHUNK
         // jobs each: few wake-ups under load, full parallelism when light.
+        if let Some(desk) = &self.desk {
+            desk.offer(batch);
+            return;
+        }
         let size = batch.len().div_ceil(self.cores).clamp(1, MAX_CHUNK);
         let jobs = self.jobs.as_ref().expect("jobs open while running");
         let mut batch = batch.into_iter().peekable();

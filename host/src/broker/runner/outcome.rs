@@ -6,10 +6,12 @@ use crate::broker::backoff;
 use crate::broker::log::NewMessage;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, LedgerMode};
+use crate::broker::subscriptions::Shared;
 use crate::broker::worker::JobDone;
-use crate::runtime::{Invocation, LogLine, Outcome, Publication};
+use crate::broker::DeliveryEvent;
+use crate::runtime::{HttpCall, Invocation, LogLine, Outcome, Publication};
 use crate::store::{
-    AttemptRecord, DeadLetter, LedgerEntry, Op, Redrive, RetryState, StoredMessage,
+    AttemptRecord, DeadLetter, HttpRecord, LedgerEntry, Op, Redrive, RetryState, StoredMessage,
 };
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
@@ -80,7 +82,9 @@ impl Runner {
             kv,
             duration,
             logs,
+            http,
         } = done.invocation;
+        let http = ledger_http(http);
         let Some(lane) = self.lanes.get_mut(&done.lane) else {
             return;
         };
@@ -93,6 +97,14 @@ impl Runner {
             if *n == 0 {
                 self.kv_starts.remove(&head.kv_start);
             }
+        }
+        if done.released {
+            // Never reached a consumer: queue it again, uncounted.
+            head.attempts -= 1;
+            self.counters.delivered -= 1;
+            self.shared.delivered.fetch_sub(1, AtomicOrdering::Relaxed);
+            self.ready.push_back(done.lane);
+            return;
         }
         let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
         let conflict = outcome == Outcome::Ack && self.kv.conflicts(&kv.reads);
@@ -131,6 +143,7 @@ impl Runner {
                         ),
                         plugin: Some(done.label.clone()),
                         logs: ledger_logs(logs),
+                        http,
                     },
                     state: "kv-conflict",
                     published: Vec::new(),
@@ -148,6 +161,7 @@ impl Runner {
             error: (outcome != Outcome::Ack).then(|| outcome.describe()),
             plugin: Some(done.label.clone()),
             logs: ledger_logs(logs),
+            http,
         });
         let name = &self.shared.name;
         if outcome.is_failure() {
@@ -216,6 +230,7 @@ impl Runner {
                     entry,
                 });
                 self.counters.retried += 1;
+                emit(&self.shared, &self.sources, head, "retrying");
                 if let Some(trace) = &mut self.trace {
                     trace.push(Traced::of(
                         &self.sources[head.source],
@@ -235,6 +250,7 @@ impl Runner {
         if next_due.is_none() {
             self.lanes.remove(&done.lane);
         }
+        emit(&self.shared, &self.sources, &head, verdict.state());
         if let Some(trace) = &mut self.trace {
             let outputs = match verdict {
                 Verdict::Acked => published.clone(),
@@ -265,11 +281,13 @@ impl Runner {
     fn finish(&mut self, head: Pending, verdict: Verdict, now: u64) {
         let name = self.shared.name.clone();
         let state = verdict.state();
-        // A message that needed more than one attempt, failed, or logged
-        // something gets a ledger entry; with `ledger: all` every one does.
+        // A message that needed more than one attempt, failed, logged
+        // something or made outbound requests gets a ledger entry; with
+        // `ledger: all` every one does.
         let clean = matches!(verdict, Verdict::Acked)
             && head.history.len() == 1
-            && head.history[0].logs.is_empty();
+            && head.history[0].logs.is_empty()
+            && head.history[0].http.is_empty();
         if self.spec.ledger == LedgerMode::All || !clean {
             self.ops.push(Op::PutLedger {
                 subscription: name.clone(),
@@ -350,6 +368,26 @@ impl Runner {
     }
 }
 
+/// Tell `GET .../events` watchers, if any, how an attempt ended.
+fn emit(shared: &Shared, sources: &[Source], head: &Pending, state: &'static str) {
+    if shared.events.receiver_count() == 0 {
+        return;
+    }
+    let Some(attempt) = head.history.last() else {
+        return;
+    };
+    let source = &sources[head.source];
+    let _ = shared.events.send(DeliveryEvent {
+        message_id: head.message.id.clone(),
+        topic: source.topic.name.clone(),
+        partition: source.partition,
+        offset: head.offset,
+        key: head.message.key.clone(),
+        state,
+        attempt: attempt.clone(),
+    });
+}
+
 /// Log lines kept per attempt in the ledger, and the longest line kept.
 const LEDGER_LOG_LINES: usize = 20;
 const LEDGER_LOG_LINE: usize = 1024;
@@ -380,6 +418,21 @@ fn ledger_logs(logs: Vec<LogLine>) -> Vec<String> {
         ));
     }
     kept
+}
+
+/// An attempt's outbound requests as the ledger keeps them.
+fn ledger_http(calls: Vec<HttpCall>) -> Vec<HttpRecord> {
+    calls
+        .into_iter()
+        .map(|c| HttpRecord {
+            method: c.method,
+            target: c.target,
+            status: c.status,
+            error: c.error,
+            duration_us: c.duration.as_micros() as u64,
+            response_bytes: c.response_bytes,
+        })
+        .collect()
 }
 
 fn ledger_entry(source: &Source, head: &Pending, state: &str) -> LedgerEntry {

@@ -1,0 +1,305 @@
+//! Server-sent event streams (read role): `GET /v1/topics/{t}/tail?from=latest|earliest`
+//! — each new durable message as `event: message` with the JSON of partition
+//! reads, its `id:` a cursor to resume from with `Last-Event-ID` — and
+//! `GET /v1/subscriptions/{s}/events`, each completed attempt as it happens
+//! (`event:` the message's state: `acked`, `retrying`, `dead-lettered`,
+//! `failed`). Neither touches any subscription's progress.
+//!
+//! Each client has a bounded buffer: a client that falls that far behind gets
+//! `event: lagged` and the stream ends (resume from the last `id:`). Comments
+//! keep idle connections open; every stream ends when the host shuts down.
+
+use super::body::Reply;
+use super::error::ApiError;
+use super::query::Query;
+use super::wire::{AttemptOut, MessageOut};
+use super::Ctx;
+use crate::broker::{Broker, DeliveryEvent, TopicWatch};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{HeaderMap, Response, StatusCode};
+use serde::Serialize;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// Events buffered per client before it counts as lagging.
+const CLIENT_BUFFER: usize = 1024;
+/// An idle stream gets a comment this often, so proxies keep it open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Messages read from a partition at a time.
+const READ_CHUNK: usize = 256;
+
+/// `GET /v1/topics/{t}/tail`.
+pub async fn tail(
+    ctx: &Ctx,
+    topic: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Reply, ApiError> {
+    let query = Query::parse(query, &["from"])?;
+    let earliest = match query.text("from").unwrap_or("latest") {
+        "latest" => false,
+        "earliest" => true,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "from must be latest or earliest, not {other:?}"
+            )))
+        }
+    };
+    let watch = ctx.broker.watch_topic(topic)?;
+    let cursor = match headers.get("last-event-id") {
+        Some(value) => parse_cursor(value.to_str().unwrap_or(""), watch.partitions())?,
+        None if earliest => watch.firsts(),
+        None => watch.heads(),
+    };
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let feed = TailFeed {
+        broker: ctx.broker.clone(),
+        topic: topic.to_string(),
+        watch,
+        cursor,
+        tx,
+        closing: ctx.closing.clone(),
+    };
+    tokio::spawn(feed.run());
+    Ok(stream(rx))
+}
+
+/// `GET /v1/subscriptions/{s}/events`.
+pub fn events(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    let events = ctx.broker.subscription_events(name)?;
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    tokio::spawn(feed_events(events, tx, ctx.closing.clone()));
+    Ok(stream(rx))
+}
+
+/// A cursor is the next offset of every partition, comma-separated.
+fn parse_cursor(text: &str, partitions: u32) -> Result<Vec<u64>, ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "Last-Event-ID {text:?} is not a cursor of this topic ({partitions} offsets, comma-separated)"
+        ))
+    };
+    let cursor: Vec<u64> = text
+        .split(',')
+        .map(|o| o.trim().parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    if cursor.len() != partitions as usize {
+        return Err(bad());
+    }
+    Ok(cursor)
+}
+
+fn cursor_text(cursor: &[u64]) -> String {
+    cursor
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One server-sent event.
+fn event(name: &str, id: Option<&str>, data: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+    let id = id.map_or(String::new(), |id| format!("id: {id}\n"));
+    Bytes::from(format!("{id}event: {name}\ndata: {json}\n\n"))
+}
+
+#[derive(Serialize)]
+struct Lagged {
+    /// Why the stream ends.
+    reason: &'static str,
+}
+
+const LAGGED: Lagged = Lagged {
+    reason: "the client fell too far behind; reconnect (with Last-Event-ID to resume)",
+};
+
+/// Queue an event unless the client's buffer is nearly full; then queue
+/// `event: lagged` in the last slot. `false`: the stream is over.
+fn offer(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> bool {
+    if tx.capacity() <= 1 {
+        let _ = tx.try_send(event("lagged", None, &LAGGED));
+        return false;
+    }
+    tx.try_send(bytes).is_ok()
+}
+
+struct TailFeed {
+    broker: Broker,
+    topic: String,
+    watch: TopicWatch,
+    cursor: Vec<u64>,
+    tx: mpsc::Sender<Bytes>,
+    closing: watch::Receiver<bool>,
+}
+
+impl TailFeed {
+    async fn run(mut self) {
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.reset();
+        loop {
+            match self.catch_up().await {
+                Some(true) => continue,
+                Some(false) => {}
+                None => return,
+            }
+            tokio::select! {
+                () = self.watch.changed() => {}
+                _ = keepalive.tick() => {
+                    if self.tx.try_send(Bytes::from_static(b": keep-alive\n\n")).is_err()
+                        && self.tx.is_closed()
+                    {
+                        return;
+                    }
+                }
+                _ = self.closing.wait_for(|c| *c) => return,
+                () = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Send what is new. `Some(true)`: sent some (look again), `Some(false)`:
+    /// nothing new, `None`: the stream is over.
+    async fn catch_up(&mut self) -> Option<bool> {
+        let heads = self.watch.heads();
+        let firsts = self.watch.firsts();
+        let mut sent = false;
+        for p in 0..heads.len() {
+            // Retention may have deleted what the cursor points at.
+            self.cursor[p] = self.cursor[p].max(firsts[p]);
+            if self.cursor[p] >= heads[p] {
+                continue;
+            }
+            let (broker, topic, from) = (self.broker.clone(), self.topic.clone(), self.cursor[p]);
+            let read = tokio::task::spawn_blocking(move || {
+                broker.read(&topic, p as u32, from, READ_CHUNK)
+            })
+            .await;
+            let Ok(Ok(entries)) = read else {
+                tracing::warn!(topic = %self.topic, partition = p, "tail: reading the log failed");
+                return None;
+            };
+            for entry in entries {
+                self.cursor[p] = entry.offset + 1;
+                let id = cursor_text(&self.cursor);
+                let data = MessageOut::of(entry, super::body::Format::Json);
+                if !offer(&self.tx, event("message", Some(&id), &data)) {
+                    return None;
+                }
+                sent = true;
+            }
+        }
+        Some(sent)
+    }
+}
+
+#[derive(Serialize)]
+struct EventOut {
+    message_id: String,
+    topic: String,
+    partition: u32,
+    offset: u64,
+    key: Option<String>,
+    state: &'static str,
+    attempt: AttemptOut,
+}
+
+async fn feed_events(
+    mut events: broadcast::Receiver<DeliveryEvent>,
+    tx: mpsc::Sender<Bytes>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    loop {
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(e) => {
+                    let name = e.state;
+                    let data = EventOut {
+                        message_id: e.message_id,
+                        topic: e.topic,
+                        partition: e.partition,
+                        offset: e.offset,
+                        key: e.key,
+                        state: e.state,
+                        attempt: e.attempt.into(),
+                    };
+                    if !offer(&tx, event(name, None, &data)) {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = tx.try_send(event("lagged", None, &LAGGED));
+                    return;
+                }
+                // The subscription was deleted or changed.
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = keepalive.tick() => {
+                if tx.try_send(Bytes::from_static(b": keep-alive\n\n")).is_err() && tx.is_closed() {
+                    return;
+                }
+            }
+            _ = closing.wait_for(|c| *c) => return,
+            () = tx.closed() => return,
+        }
+    }
+}
+
+/// A `text/event-stream` response fed by `rx`.
+fn stream(rx: mpsc::Receiver<Bytes>) -> Reply {
+    let mut response = Response::new(EventStream { rx }.boxed_unsync());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+struct EventStream {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_are_checked() {
+        assert_eq!(parse_cursor("3,0,12", 3).unwrap(), vec![3, 0, 12]);
+        assert_eq!(cursor_text(&[3, 0, 12]), "3,0,12");
+        assert!(parse_cursor("3,0", 3).is_err());
+        assert!(parse_cursor("a,b,c", 3).is_err());
+    }
+
+    #[test]
+    fn events_are_framed_for_event_source() {
+        let e = event("message", Some("1,2"), &serde_json::json!({"a": 1}));
+        assert_eq!(&e[..], b"id: 1,2\nevent: message\ndata: {\"a\":1}\n\n");
+    }
+}

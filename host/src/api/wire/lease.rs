@@ -1,0 +1,191 @@
+//! Bodies of pull consumers' calls: `POST .../lease` and `POST .../settle`.
+
+use super::output::payload_fields;
+use super::{Headers, PayloadOut};
+use crate::api::body::Format;
+use crate::broker::{Lease, Settle, Settled};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Messages one lease call returns when `max` is not given.
+pub const DEFAULT_MAX: usize = 10;
+
+/// `POST /v1/subscriptions/{s}/lease`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseIn {
+    /// Most messages to lease (1 to 1,000). Default 10.
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// How long the leases last; default the subscription's `lease_ms`.
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+    /// Wait up to this long (at most 20,000) for a message. Default 0.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// One leased message.
+#[derive(Debug, Serialize)]
+struct LeaseOut {
+    lease_id: String,
+    expires_ms: u64,
+    message: LeasedMessage,
+}
+
+/// A leased message: the shape of partition reads, plus its topic and attempt.
+#[derive(Debug, Serialize)]
+struct LeasedMessage {
+    id: String,
+    topic: String,
+    partition: u32,
+    offset: u64,
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<PayloadOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+    headers: Headers,
+    timestamp_ms: u64,
+    /// 1 on the first delivery.
+    attempt: u32,
+}
+
+/// The answer to a lease call.
+#[derive(Debug, Serialize)]
+pub struct LeasesOut {
+    leases: Vec<LeaseOut>,
+}
+
+impl LeasesOut {
+    pub fn new(leases: Vec<Lease>, format: Format) -> Self {
+        let leases = leases
+            .into_iter()
+            .map(|l| {
+                let m = l.message;
+                let (payload, payload_base64) = payload_fields(m.payload, format);
+                LeaseOut {
+                    lease_id: l.lease_id,
+                    expires_ms: l.expires_ms,
+                    message: LeasedMessage {
+                        id: m.id,
+                        topic: m.topic,
+                        partition: m.partition,
+                        offset: m.offset,
+                        key: m.key,
+                        payload,
+                        payload_base64,
+                        headers: Headers(m.headers),
+                        timestamp_ms: m.timestamp_ms,
+                        attempt: m.attempt,
+                    },
+                }
+            })
+            .collect();
+        Self { leases }
+    }
+
+    /// The lease ids handed out.
+    pub fn ids(&self) -> Vec<String> {
+        self.leases.iter().map(|l| l.lease_id.clone()).collect()
+    }
+}
+
+/// `POST /v1/subscriptions/{s}/settle`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleIn {
+    /// Lease ids of messages handled.
+    #[serde(default)]
+    pub ack: Vec<String>,
+    #[serde(default)]
+    pub retry: Vec<RetryIn>,
+    #[serde(default)]
+    pub dead_letter: Vec<DeadLetterIn>,
+    #[serde(default)]
+    pub extend: Vec<ExtendIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryIn {
+    pub lease_id: String,
+    /// Wait this long before the next attempt instead of the backoff.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterIn {
+    pub lease_id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendIn {
+    pub lease_id: String,
+    /// The lease now ends this long from now.
+    pub lease_ms: u64,
+}
+
+impl SettleIn {
+    /// Every item, in the order ack, retry, dead_letter, extend.
+    pub fn items(self) -> Vec<(String, Settle)> {
+        let mut items: Vec<(String, Settle)> =
+            self.ack.into_iter().map(|id| (id, Settle::Ack)).collect();
+        items.extend(self.retry.into_iter().map(|r| {
+            let reason = r.reason.unwrap_or_else(|| "retry requested".into());
+            (
+                r.lease_id,
+                Settle::Retry {
+                    reason,
+                    delay_ms: r.delay_ms,
+                },
+            )
+        }));
+        items.extend(self.dead_letter.into_iter().map(|d| {
+            let reason = d.reason.unwrap_or_else(|| "dead-letter requested".into());
+            (d.lease_id, Settle::DeadLetter(reason))
+        }));
+        items.extend(self.extend.into_iter().map(|e| {
+            (
+                e.lease_id,
+                Settle::Extend(Duration::from_millis(e.lease_ms)),
+            )
+        }));
+        items
+    }
+}
+
+/// One settle item's result.
+#[derive(Debug, Serialize)]
+struct SettledOut {
+    lease_id: String,
+    /// `acked`, `retried`, `dead_lettered`, `extended`, `expired` or `unknown`.
+    result: &'static str,
+}
+
+/// The answer to a settle call, one result per item in request order.
+#[derive(Debug, Serialize)]
+pub struct SettlesOut {
+    results: Vec<SettledOut>,
+}
+
+impl SettlesOut {
+    pub fn new(ids: Vec<String>, results: Vec<Settled>) -> Self {
+        let results = ids
+            .into_iter()
+            .zip(results)
+            .map(|(lease_id, r)| SettledOut {
+                lease_id,
+                result: r.as_str(),
+            })
+            .collect();
+        Self { results }
+    }
+}

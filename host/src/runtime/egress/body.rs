@@ -1,0 +1,119 @@
+//! A response body as the plugin reads it: counted against the cap, and
+//! bounded by the request's deadline and the guest's between-bytes timeout.
+
+use super::Slot;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
+use wasmtime_wasi_http::{Error as HttpError, WasiBody};
+
+pub(super) struct Limited {
+    inner: WasiBody,
+    read: u64,
+    max: u64,
+    deadline: Pin<Box<Sleep>>,
+    between_bytes: Option<(Duration, Pin<Box<Sleep>>)>,
+    slot: Slot,
+    done: bool,
+}
+
+impl Limited {
+    pub(super) fn new(
+        inner: WasiBody,
+        max: u64,
+        deadline: Instant,
+        between_bytes: Option<Duration>,
+        slot: Slot,
+    ) -> Self {
+        Self {
+            inner,
+            read: 0,
+            max,
+            deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
+            between_bytes: between_bytes.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+            slot,
+            done: false,
+        }
+    }
+
+    fn fail(
+        &mut self,
+        code: HttpError,
+        reason: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        self.done = true;
+        self.slot.fail(&code, &reason);
+        Poll::Ready(Some(Err(code)))
+    }
+}
+
+impl Body for Limited {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.read += data.len() as u64;
+                    let read = self.read;
+                    self.slot.update(|c| c.response_bytes = read);
+                    if read > self.max {
+                        let max = self.max;
+                        return self.fail(
+                            HttpError::HttpResponseBodySize(Some(read)),
+                            format!("the body is over egress.max_response_bytes ({max})"),
+                        );
+                    }
+                }
+                if let Some((d, sleep)) = &mut self.between_bytes {
+                    let next = tokio::time::Instant::now() + *d;
+                    sleep.as_mut().reset(next);
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let reason = e.to_string();
+                return self.fail(e, reason);
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return self.fail(
+                HttpError::ConnectionReadTimeout,
+                "the body did not end before the deadline".into(),
+            );
+        }
+        if let Some((_, sleep)) = &mut self.between_bytes {
+            if sleep.as_mut().poll(cx).is_ready() {
+                return self.fail(
+                    HttpError::ConnectionReadTimeout,
+                    "no body bytes within the between-bytes timeout".into(),
+                );
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
