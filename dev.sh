@@ -3,6 +3,7 @@
 #   ./dev.sh serve [serve options]   build the example plugins and start the router
 #   ./dev.sh test                    run the whole test suite (unit, integration, end-to-end)
 #   ./dev.sh bench [bench options]   run the core-path benchmark
+#   ./dev.sh bench-consumers         webhook deliveries, pull consumers, egress latency
 #   ./dev.sh plugins                 build the example plugins only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -63,12 +64,17 @@ case "$cmd" in
     build_plugins
     exec cargo bench -p switchyard --bench core_path -- "$@"
     ;;
+  bench-consumers)
+    setup
+    build_plugins
+    exec cargo bench -p switchyard --bench consumers -- "$@"
+    ;;
   plugins)
     setup
     build_plugins
     ;;
   *)
-    sed -n '2,6p' "$0"
+    sed -n '2,7p' "$0"
     exit 2
     ;;
 esac

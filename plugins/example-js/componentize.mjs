@@ -17,12 +17,13 @@ const SOURCE = 'plugin.js';
 const WIT_DIR = process.env.SWITCHYARD_WIT_DIR || resolve(HERE, '../../guest-sdk/wit');
 const WORLD = 'consumer';
 
-// The host links WASI p2 (nothing granted: no stdio, files or sockets) and
-// `switchyard:plugin/host`, but not `wasi:http`. So: no fetch() (`http`), no
-// `wasi:http/incoming-handler` export (`fetch-event`), and no console output
-// (`stdio`). Clocks (Date.now, setTimeout) and random (Math.random, crypto)
-// stay: the host provides wasi:clocks and wasi:random.
-const DISABLE_FEATURES = ['http', 'fetch-event', 'stdio'];
+// The host links WASI p2 (nothing granted: no stdio, files or sockets),
+// `wasi:http` (outbound requests, governed by the subscription's `egress`
+// settings) and `switchyard:plugin/host`. So fetch() (`http`) stays; the
+// `wasi:http/incoming-handler` export (`fetch-event`) and console output
+// (`stdio`) go. Clocks (Date.now, setTimeout) and random (Math.random,
+// crypto) work: the host provides wasi:clocks and wasi:random.
+const DISABLE_FEATURES = ['fetch-event', 'stdio'];
 
 function die(message) {
   console.error(`componentize.mjs: ${message}`);

@@ -9,6 +9,10 @@ Behaviour (identical to the Rust, C and JS "example" plugins):
   1. log info "handled <id> attempt <attempt>";
   2. header action=dead -> dead-letter "dead on request";
      header action=retry and attempt < 3 -> retry "try again" (no delay);
+     header action=call -> POST the payload to config "url" (outbound HTTP,
+     switchyard_http.py); a 2xx answer's body replaces the payload below,
+     another status -> retry "status <n>", no answer -> retry
+     "request failed: <kind>";
   3. kv "count/<key or ->" += 1 (ASCII decimal);
   4. publish to "<topic>.out": same key, payload = config "prefix" (or "")
      + payload, headers + ("lang", "python"); a publish error -> retry with it;
@@ -17,6 +21,7 @@ Behaviour (identical to the Rust, C and JS "example" plugins):
 
 from typing import Optional
 
+import switchyard_http as http
 import wit_world
 from wit_world.imports import host
 from wit_world.imports.types import (
@@ -49,6 +54,17 @@ class WitWorld(wit_world.WitWorld):
         if action == "retry" and msg.attempt < 3:
             return Outcome_Retry(RetryInfo(reason="try again", delay_ms=None))
 
+        payload = bytes(msg.payload)
+        if action == "call":
+            # Outbound HTTP: POST the payload to config `url`; forward the answer.
+            try:
+                r = http.post(host.config("url") or "", payload)
+            except http.HttpError as e:
+                return Outcome_Retry(RetryInfo(reason=f"request failed: {e.kind}", delay_ms=None))
+            if not r.ok:
+                return Outcome_Retry(RetryInfo(reason=f"status {r.status}", delay_ms=None))
+            payload = r.body
+
         key = "count/" + (msg.key if msg.key is not None else "-")
         stored = host.kv_get(key)
         n = int(stored.decode("ascii")) if stored is not None else 0
@@ -59,7 +75,7 @@ class WitWorld(wit_world.WitWorld):
             host.publish(
                 msg.topic + ".out",
                 msg.key,
-                prefix.encode("utf-8") + bytes(msg.payload),
+                prefix.encode("utf-8") + payload,
                 list(msg.headers) + [("lang", "python")],
             )
         except Err as e:

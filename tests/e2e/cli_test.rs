@@ -98,3 +98,54 @@ fn switchyard_test_traces_messages_and_checks_expectations() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot read /nonexistent.wasm"), "{err}");
 }
+
+/// E7: `--http-mock` answers a plugin's outbound requests from a script, on
+/// virtual time, and the trace shows each request.
+#[test]
+fn switchyard_test_answers_outbound_requests_from_a_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"id\": \"m1\", \"payload\": \"{}\"}\n").unwrap();
+    let mocks = dir.path().join("mocks.json");
+    std::fs::write(
+        &mocks,
+        r#"[{"method": "POST", "url": "https://hooks.example.com/",
+             "responses": [{"status": 503}, {"status": 429, "headers": {"retry-after": "2"}}, {"status": 200}]}]"#,
+    )
+    .unwrap();
+    let expect = dir.path().join("expect.json");
+    std::fs::write(
+        &expect,
+        r#"{"messages": {"m1": {"state": "acked", "attempts": 3}}}"#,
+    )
+    .unwrap();
+    let webhook = plugin_dir().join("webhook.wasm");
+    let args = [
+        webhook.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--config",
+        "url=https://hooks.example.com/in",
+        "--http-mock",
+        mocks.to_str().unwrap(),
+        "--no-jitter",
+        "--expect",
+        expect.to_str().unwrap(),
+    ];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "⇄ POST https://hooks.example.com:443 → 503",
+        "⇄ POST https://hooks.example.com:443 → 429",
+        // Retry-After: 2 s of virtual time after the second attempt at 100 ms.
+        "  #3   +2100 ms   ack",
+        "all expectations met",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // Without a script every request is denied, and the webhook dead-letters.
+    let (code, out, err) = run(&args[..5]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("HTTP-request-denied"), "{out}");
+    assert!(out.contains("dead-lettered after 1 attempt"), "{out}");
+}

@@ -296,3 +296,66 @@ fn https_works_with_an_operator_trust_root() {
     assert!(error.starts_with("TLS-certificate-error"), "{dead}");
     assert_eq!(origin.seen().len(), 1);
 }
+
+/// E1, E2: the example plugin in Rust, Python and JavaScript (the SDK's
+/// client, `switchyard_http.py`, and plain `fetch`) behaves the same against
+/// a real server: a 503 is retried with the same idempotency key, and the
+/// answer is forwarded.
+#[test]
+fn examples_in_three_languages_reach_a_local_server() {
+    let origin = Origin::start();
+    let s = Server::start_with(loopback());
+    let dir = crate::support::plugin_dir();
+    for lang in ["rust", "python", "js"] {
+        let path = dir.join(format!("example_{lang}.wasm"));
+        let wasm = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; `./dev.sh plugins` builds the examples",
+                path.display()
+            )
+        });
+        let (status, body) = s.call(
+            "PUT",
+            &format!("/v1/plugins/example-{lang}"),
+            None,
+            Body::Raw(Some("application/wasm"), wasm),
+        );
+        assert!(status == 200 || status == 201, "{lang}: {status} {body}");
+        let topic = format!("in-{lang}");
+        s.topic(&topic, 1);
+        s.topic(&format!("{topic}.out"), 1);
+        let url = origin.url("http", &format!("/flaky/1/{lang}"));
+        s.subscribe(
+            lang,
+            json!({"topic": topic, "plugin": format!("example-{lang}"),
+                   "config": {"url": url, "prefix": "got:"},
+                   "retry": {"initial_ms": 20, "max_ms": 20},
+                   "egress": {"allow": [origin.url("http", "")]}}),
+        );
+        s.publish(
+            &topic,
+            vec![json!({"id": "m1", "key": "k", "payload": "ping", "headers": {"action": "call"}})],
+        );
+    }
+    for lang in ["rust", "python", "js"] {
+        let st = s.wait_stats(lang, WAIT, |st| st["acked"] == 1);
+        assert_eq!(st["retried"], 1, "{lang}");
+        let seen: Vec<_> = origin
+            .seen()
+            .into_iter()
+            .filter(|r| r.path.ends_with(&format!("/{lang}")))
+            .collect();
+        assert_eq!(seen.len(), 2, "{lang}: {seen:?}");
+        for r in &seen {
+            assert_eq!(r.method, "POST", "{lang}");
+            assert_eq!(r.body, b"ping", "{lang}");
+            assert_eq!(r.headers["idempotency-key"], format!("{lang}/m1"), "{lang}");
+        }
+        let out = s.read_all(&format!("in-{lang}.out"));
+        assert_eq!(out.len(), 1, "{lang}");
+        assert_eq!(out[0]["payload"], "got:ok", "{lang}");
+        let entry = ledger(&s, lang, "m1");
+        assert_eq!(entry["attempts"][0]["error"], "retry: status 503", "{lang}");
+        assert_eq!(entry["attempts"][0]["http"][0]["status"], 503, "{lang}");
+    }
+}

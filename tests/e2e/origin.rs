@@ -1,7 +1,7 @@
 //! A local HTTP(S) server on 127.0.0.1 for outbound-request tests: it records
 //! every request and answers by path.
 //!
-//! * `/flaky/N`: 503 for the first N requests to that path, then 200.
+//! * `/flaky/N[/...]`: 503 for the first N requests to that path, then 200 `ok`.
 //! * `/hang`: never answers (the connection stays open).
 //! * `/big`: 200 with a 2 MiB body streamed in chunks, without a length.
 //! * `/big-length`: 200 with a 2 MiB body and its `content-length`.
@@ -148,7 +148,8 @@ async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Seen>>>) -> Result<Re
         *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
         r
     };
-    if let Some(n) = path.strip_prefix("/flaky/") {
+    if let Some(rest) = path.strip_prefix("/flaky/") {
+        let n = rest.split('/').next().unwrap_or_default();
         let failures: usize = n.parse().unwrap_or(0);
         return Ok(if earlier < failures {
             full(503, "try later")

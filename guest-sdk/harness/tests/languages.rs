@@ -1,11 +1,16 @@
 //! The example plugin in every supported language — Rust, C, Python and
 //! JavaScript, each built from source by `./dev.sh` (`plugins/example-*`) —
 //! passes the same behaviour test on the harness: forward, retry, dead
-//! letter, kv, config and logs.
+//! letter, kv, config and logs; and, except in C, outbound HTTP against a
+//! scripted server.
 
 use std::path::PathBuf;
 use std::time::Duration;
-use switchyard_harness::{build_component, Backoff, Harness, NewMessage};
+use switchyard_harness::{build_component, Backoff, Harness, HttpMock, NewMessage};
+
+/// The scripted server of the `action: call` message: busy once, then an echo.
+const ECHO: &str = r#"[{"method": "POST", "url": "https://api.example.com/echo",
+    "responses": [{"status": 503}, {"status": 200, "body": "pong"}]}]"#;
 
 /// Where `./dev.sh` puts the plugins: beside this test's target directory.
 fn plugin_dir() -> PathBuf {
@@ -31,10 +36,12 @@ fn component(lang: &str) -> Vec<u8> {
     })
 }
 
-fn check_example(lang: &str) {
+fn check_example(lang: &str, http: bool) {
     let wasm = component(lang);
     let mut h = Harness::builder(&wasm)
         .config("prefix", "p:")
+        .config("url", "https://api.example.com/echo")
+        .http_mock(HttpMock::from_json(ECHO).unwrap())
         .backoff(
             Backoff::Fixed,
             Duration::from_millis(10),
@@ -43,7 +50,7 @@ fn check_example(lang: &str) {
         .jitter(false)
         .build()
         .unwrap_or_else(|e| panic!("{lang}: {e}"));
-    h.publish_all(vec![
+    let mut messages = vec![
         NewMessage::new("hello")
             .id("fwd")
             .key("k1")
@@ -60,8 +67,16 @@ fn check_example(lang: &str) {
         NewMessage::new("two").id("c2").key("k4"),
         NewMessage::new("three").id("c3").key("k4"),
         NewMessage::new("keyless").id("nokey"),
-    ])
-    .unwrap();
+    ];
+    if http {
+        messages.push(
+            NewMessage::new("ping")
+                .id("call")
+                .key("k5")
+                .header("action", "call"),
+        );
+    }
+    h.publish_all(messages).unwrap();
     h.run();
     let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8(v).unwrap());
 
@@ -69,18 +84,19 @@ fn check_example(lang: &str) {
     let out = h.outputs("in.out");
     let mut payloads: Vec<&[u8]> = out.iter().map(|m| m.payload.as_slice()).collect();
     payloads.sort();
-    assert_eq!(
-        payloads,
-        [
-            &b"p:again"[..],
-            b"p:hello",
-            b"p:keyless",
-            b"p:one",
-            b"p:three",
-            b"p:two"
-        ],
-        "{lang}: outputs"
-    );
+    let mut expected: Vec<&[u8]> = vec![
+        b"p:again",
+        b"p:hello",
+        b"p:keyless",
+        b"p:one",
+        b"p:three",
+        b"p:two",
+    ];
+    if http {
+        expected.push(b"p:pong");
+        expected.sort();
+    }
+    assert_eq!(payloads, expected, "{lang}: outputs");
     let output = |payload: &[u8]| out.iter().find(|m| m.payload == payload).unwrap();
     let hello = output(b"p:hello");
     assert_eq!(hello.key.as_deref(), Some("k1"), "{lang}");
@@ -138,24 +154,43 @@ fn check_example(lang: &str) {
     assert_eq!(text(h.kv("count/k4")).as_deref(), Some("3"), "{lang}");
     assert_eq!(text(h.kv("count/k1")).as_deref(), Some("1"), "{lang}");
     assert_eq!(text(h.kv("count/-")).as_deref(), Some("1"), "{lang}");
+    if http {
+        // Outbound HTTP: a 503 is retried, the echo's body is forwarded.
+        let call = h.attempts_of("call");
+        let outcomes: Vec<(&str, Option<&str>)> = call
+            .iter()
+            .map(|a| (a.outcome.as_str(), a.error.as_deref()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [("retry", Some("retry: status 503")), ("ack", None)],
+            "{lang}"
+        );
+        assert_eq!(call[0].http.len(), 1, "{lang}");
+        assert_eq!(call[0].http[0].method, "POST", "{lang}");
+        assert_eq!(call[0].http[0].target, "https://api.example.com:443");
+        assert_eq!(call[0].http[0].status, Some(503), "{lang}");
+        assert_eq!(call[1].http[0].status, Some(200), "{lang}");
+        assert_eq!(text(h.kv("count/k5")).as_deref(), Some("1"), "{lang}");
+    }
 }
 
 #[test]
 fn rust_example_behaves() {
-    check_example("rust");
+    check_example("rust", true);
 }
 
 #[test]
 fn c_example_behaves() {
-    check_example("c");
+    check_example("c", false);
 }
 
 #[test]
 fn python_example_behaves() {
-    check_example("python");
+    check_example("python", true);
 }
 
 #[test]
 fn js_example_behaves() {
-    check_example("js");
+    check_example("js", true);
 }

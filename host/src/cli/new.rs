@@ -159,6 +159,10 @@ fn files(lang: Lang) -> Vec<File> {
                 include_str!("../../../plugins/example-python/app.py"),
             ),
             (
+                "switchyard_http.py",
+                include_str!("../../../plugins/example-python/switchyard_http.py"),
+            ),
+            (
                 "build.sh",
                 include_str!("../../../plugins/example-python/build.sh"),
             ),
