@@ -172,6 +172,21 @@ where
     });
 }
 
+/// Read a request's body (at most `limit` bytes) and decode it in the format
+/// its `Content-Type` names; `None` for an empty or all-blank body.
+pub async fn read_optional<T: DeserializeOwned>(
+    req: hyper::Request<hyper::body::Incoming>,
+    limit: usize,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    let (parts, incoming) = req.into_parts();
+    let bytes = read(incoming, &parts.headers, limit, what).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    decode(Format::of_request(&parts.headers)?, &bytes).map(Some)
+}
+
 /// Decode a request body in `format`; a decoding error is 400 `malformed` and
 /// says what is wrong.
 pub fn decode<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, ApiError> {

@@ -4,7 +4,7 @@
 //! (`{"ack": [ids], "retry": [...], "dead_letter": [...], "extend": [...]}` →
 //! a result per item).
 
-use super::body::{self, Format, Reply, ReplyBody};
+use super::body::{self, Reply, ReplyBody};
 use super::error::ApiError;
 use super::wire::{LeaseIn, LeasesOut, SettleIn, SettlesOut, DEFAULT_LEASE_MAX};
 use super::{Ctx, MAX_SETTINGS_BYTES};
@@ -21,20 +21,9 @@ use std::time::Duration;
 const MAX_SETTLE_BYTES: usize = 4 << 20;
 
 pub async fn lease(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let (parts, incoming) = req.into_parts();
-    let format = Format::of_request(&parts.headers)?;
-    let bytes = body::read(
-        incoming,
-        &parts.headers,
-        MAX_SETTINGS_BYTES,
-        "the lease body",
-    )
-    .await?;
-    let input: LeaseIn = if bytes.is_empty() {
-        LeaseIn::default()
-    } else {
-        body::decode(format, &bytes)?
-    };
+    let input: LeaseIn = body::read_optional(req, MAX_SETTINGS_BYTES, "the lease body")
+        .await?
+        .unwrap_or_default();
     let max = input.max.unwrap_or(DEFAULT_LEASE_MAX);
     if !(1..=MAX_LEASE_BATCH).contains(&max) {
         return Err(ApiError::invalid(format!(
@@ -71,16 +60,9 @@ pub async fn lease(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Repl
 }
 
 pub async fn settle(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let (parts, incoming) = req.into_parts();
-    let format = Format::of_request(&parts.headers)?;
-    let bytes = body::read(
-        incoming,
-        &parts.headers,
-        MAX_SETTLE_BYTES,
-        "the settle body",
-    )
-    .await?;
-    let input: SettleIn = body::decode(format, &bytes)?;
+    let input: SettleIn = body::read_optional(req, MAX_SETTLE_BYTES, "the settle body")
+        .await?
+        .unwrap_or_default();
     let max_lease = crate::broker::MAX_LEASE_MS;
     if input
         .extend

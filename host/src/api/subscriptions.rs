@@ -148,19 +148,9 @@ struct Redriven {
 
 /// Send dead letters back into this subscription only.
 pub async fn redrive(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let (parts, incoming) = req.into_parts();
-    let bytes = body::read(
-        incoming,
-        &parts.headers,
-        MAX_SETTINGS_BYTES,
-        "the redrive body",
-    )
-    .await?;
-    let request: RedriveBody = if bytes.is_empty() {
-        RedriveBody::default()
-    } else {
-        body::decode(Format::of_request(&parts.headers)?, &bytes)?
-    };
+    let request: RedriveBody = body::read_optional(req, MAX_SETTINGS_BYTES, "the redrive body")
+        .await?
+        .unwrap_or_default();
     let redriven = ctx.broker.redrive_dead_letters(name, request.ids).await?;
     body::reply(StatusCode::OK, ctx.format, &Redriven { redriven })
 }

@@ -13,19 +13,9 @@ use serde::Serialize;
 /// body takes the defaults. 201 if created, 200 if an identical topic exists,
 /// 409 if it exists with another partition count.
 pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
-    let (parts, incoming) = req.into_parts();
-    let bytes = body::read(
-        incoming,
-        &parts.headers,
-        MAX_SETTINGS_BYTES,
-        "the topic settings body",
-    )
-    .await?;
-    let spec = if bytes.iter().all(u8::is_ascii_whitespace) {
-        TopicSpec::default()
-    } else {
-        body::decode(body::Format::of_request(&parts.headers)?, &bytes)?
-    };
+    let spec: TopicSpec = body::read_optional(req, MAX_SETTINGS_BYTES, "the topic settings body")
+        .await?
+        .unwrap_or_default();
     let broker = ctx.broker.clone();
     let name = name.to_owned();
     let (info, created) = blocking(move || broker.create_topic(&name, spec)).await?;

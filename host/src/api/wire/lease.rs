@@ -1,9 +1,8 @@
 //! Bodies of pull consumers' calls: `POST .../lease` and `POST .../settle`.
 
-use super::output::payload_fields;
-use super::{Headers, PayloadOut};
+use super::output::MessageOut;
 use crate::api::body::Format;
-use crate::broker::{Lease, Settle, Settled};
+use crate::broker::{Lease, LogEntry, Settle, Settled};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -36,19 +35,11 @@ struct LeaseOut {
 /// A leased message: the shape of partition reads, plus its topic and attempt.
 #[derive(Debug, Serialize)]
 struct LeasedMessage {
-    id: String,
     topic: String,
-    partition: u32,
-    offset: u64,
-    key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<PayloadOut>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_base64: Option<String>,
-    headers: Headers,
-    timestamp_ms: u64,
     /// 1 on the first delivery.
     attempt: u32,
+    #[serde(flatten)]
+    message: MessageOut,
 }
 
 /// The answer to a lease call.
@@ -63,21 +54,22 @@ impl LeasesOut {
             .into_iter()
             .map(|l| {
                 let m = l.message;
-                let (payload, payload_base64) = payload_fields(m.payload, format);
+                let entry = LogEntry {
+                    id: m.id,
+                    partition: m.partition,
+                    offset: m.offset,
+                    key: m.key,
+                    payload: m.payload,
+                    headers: m.headers,
+                    timestamp_ms: m.timestamp_ms,
+                };
                 LeaseOut {
                     lease_id: l.lease_id,
                     expires_ms: l.expires_ms,
                     message: LeasedMessage {
-                        id: m.id,
                         topic: m.topic,
-                        partition: m.partition,
-                        offset: m.offset,
-                        key: m.key,
-                        payload,
-                        payload_base64,
-                        headers: Headers(m.headers),
-                        timestamp_ms: m.timestamp_ms,
                         attempt: m.attempt,
+                        message: MessageOut::of(entry, format),
                     },
                 }
             })
