@@ -43,3 +43,22 @@ c -X PUT "$URL/v1/subscriptions/jobs" -H "$J" \
 c -X POST "$URL/v1/topics/jobs/messages" -H "$J" -d '{"payload": "retry me"}'
 await "$URL/v1/subscriptions/jobs/dead-letters" '"retry me"'
 c "$URL/v1/subscriptions/jobs/dead-letters"
+
+# Webhook delivery with retries and dead letters, no plugin code: POST each
+# message of `orders` to a URL (HOOK_URL; any endpoint answering 2xx). The
+# subscription's egress allow-list must name it.
+HOOK="${HOOK_URL:-https://httpbin.org/post}"
+ORIGIN=$(printf '%s' "$HOOK" | sed -E 's#^(https?://[^/]+).*#\1#')
+c -X PUT "$URL/v1/plugins/webhook" --data-binary "@$P/webhook.wasm"
+c -X PUT "$URL/v1/subscriptions/hooks" -H "$J" -d "{\"topic\": \"orders\", \"plugin\": \"webhook\",
+  \"config\": {\"url\": \"$HOOK\"}, \"egress\": {\"allow\": [\"$ORIGIN\"]},
+  \"retry\": {\"max_attempts\": 8, \"initial_ms\": 500}}"
+await "$URL/v1/subscriptions/hooks" '"acked":1'
+c "$URL/v1/subscriptions/hooks"
+
+# A pull consumer outside the router: lease, then settle.
+c -X PUT "$URL/v1/subscriptions/shipping" -H "$J" -d '{"topic": "orders", "mode": "pull", "lease_ms": 30000}'
+LEASES=$(c -X POST "$URL/v1/subscriptions/shipping/lease" -H "$J" -d '{"max": 10, "wait_ms": 5000}')
+echo "$LEASES"
+LEASE_ID=$(printf '%s' "$LEASES" | sed -E 's/.*"lease_id":"([^"]+)".*/\1/')
+c -X POST "$URL/v1/subscriptions/shipping/settle" -H "$J" -d "{\"ack\": [\"$LEASE_ID\"]}"
