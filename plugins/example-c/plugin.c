@@ -4,7 +4,11 @@
 //
 // 1. Logs `handled <id> attempt <n>` at info level.
 // 2. Header `action: dead` -> dead letter, reason `dead on request`;
-//    `action: retry` -> retry (reason `try again`) until attempt 3.
+//    `action: retry` -> retry (reason `try again`) until attempt 3;
+//    `action: call` -> POST the payload to config `url` through the
+//    generated wasi:http bindings: a 2xx answer's body replaces the payload
+//    below, another status -> retry `status <n>`, no answer -> retry
+//    `request failed: <kind>`.
 // 3. Adds one to the kv counter `count/<key>` (`count/-` without a key).
 // 4. Publishes to `<topic>.out`, same key, payload prefixed with the
 //    subscription's `prefix` config value, headers plus `lang: c`;
@@ -55,6 +59,172 @@ static uint8_t *concat(const uint8_t *a, size_t a_len, const uint8_t *b,
     memcpy(out + a_len, b, b_len);
   }
   return out;
+}
+
+// A heap string holding `text` (for outcome reasons).
+static void reason_set(consumer_string_t *reason, const char *text) {
+  consumer_string_dup(reason, text);
+}
+
+// The example's name for a wasi:http error code.
+static const char *failure_kind(const wasi_http_types_error_code_t *code) {
+  switch (code->tag) {
+  case WASI_HTTP_TYPES_ERROR_CODE_HTTP_REQUEST_DENIED:
+    return "request failed: denied";
+  case WASI_HTTP_TYPES_ERROR_CODE_DESTINATION_IP_PROHIBITED:
+    return "request failed: prohibited";
+  case WASI_HTTP_TYPES_ERROR_CODE_CONNECTION_TIMEOUT:
+  case WASI_HTTP_TYPES_ERROR_CODE_CONNECTION_READ_TIMEOUT:
+  case WASI_HTTP_TYPES_ERROR_CODE_HTTP_RESPONSE_TIMEOUT:
+    return "request failed: timeout";
+  default:
+    return "request failed: other";
+  }
+}
+
+// Outbound HTTP: POST the payload to config `url` and read the answer. On a
+// 2xx answer returns true with its body in `body` (heap, the caller's);
+// otherwise false with the retry reason in `reason` (heap).
+static bool call_url(const consumer_message_t *msg, consumer_list_u8_t *body,
+                     consumer_string_t *reason) {
+  consumer_string_t name;
+  consumer_string_set(&name, "url");
+  consumer_string_t url;
+  if (!switchyard_plugin_host_config(&name, &url)) {
+    reason_set(reason, "request failed: invalid-url");
+    return false;
+  }
+  // http(s)://authority/path
+  const char *text = (const char *)url.ptr;
+  size_t at = 0;
+  bool https = url.len > 8 && memcmp(text, "https://", 8) == 0;
+  if (https) {
+    at = 8;
+  } else if (url.len > 7 && memcmp(text, "http://", 7) == 0) {
+    at = 7;
+  } else {
+    consumer_string_free(&url);
+    reason_set(reason, "request failed: invalid-url");
+    return false;
+  }
+  size_t slash = at;
+  while (slash < url.len && text[slash] != '/') {
+    slash++;
+  }
+  consumer_string_t authority = {url.ptr + at, slash - at};
+  consumer_string_t path = {(uint8_t *)"/", 1};
+  if (slash < url.len) {
+    path = (consumer_string_t){url.ptr + slash, url.len - slash};
+  }
+
+  wasi_http_types_own_outgoing_request_t request =
+      wasi_http_types_constructor_outgoing_request(
+          wasi_http_types_constructor_fields());
+  wasi_http_types_borrow_outgoing_request_t req =
+      wasi_http_types_borrow_outgoing_request(request);
+  wasi_http_types_method_t method = {.tag = WASI_HTTP_TYPES_METHOD_POST};
+  wasi_http_types_scheme_t scheme = {
+      .tag = https ? WASI_HTTP_TYPES_SCHEME_HTTPS : WASI_HTTP_TYPES_SCHEME_HTTP};
+  wasi_http_types_method_outgoing_request_set_method(req, &method);
+  wasi_http_types_method_outgoing_request_set_scheme(req, &scheme);
+  wasi_http_types_method_outgoing_request_set_authority(req, &authority);
+  wasi_http_types_method_outgoing_request_set_path_with_query(req, &path);
+  wasi_http_types_own_outgoing_body_t out_body;
+  wasi_http_types_method_outgoing_request_body(req, &out_body);
+
+  wasi_http_outgoing_handler_own_future_incoming_response_t future;
+  wasi_http_types_error_code_t code;
+  bool sent = wasi_http_outgoing_handler_handle(request, NULL, &future, &code);
+  consumer_string_free(&url);
+  if (!sent) {
+    reason_set(reason, failure_kind(&code));
+    wasi_http_types_error_code_free(&code);
+    wasi_http_types_outgoing_body_drop_own(out_body);
+    return false;
+  }
+  // Write the body while the host sends; if the host refused the request
+  // the write fails and the response below says why.
+  wasi_http_types_own_output_stream_t out;
+  if (wasi_http_types_method_outgoing_body_write(
+          wasi_http_types_borrow_outgoing_body(out_body), &out)) {
+    for (size_t i = 0; i < msg->payload.len; i += 4096) {
+      size_t n = msg->payload.len - i < 4096 ? msg->payload.len - i : 4096;
+      consumer_list_u8_t chunk = {msg->payload.ptr + i, n};
+      wasi_io_streams_stream_error_t error;
+      if (!wasi_io_streams_method_output_stream_blocking_write_and_flush(
+              wasi_io_streams_borrow_output_stream(out), &chunk, &error)) {
+        wasi_io_streams_stream_error_free(&error);
+        break;
+      }
+    }
+    wasi_io_streams_output_stream_drop_own(out);
+  }
+  if (!wasi_http_types_static_outgoing_body_finish(out_body, NULL, &code)) {
+    wasi_http_types_error_code_free(&code);
+  }
+
+  wasi_io_poll_own_pollable_t ready =
+      wasi_http_types_method_future_incoming_response_subscribe(
+          wasi_http_types_borrow_future_incoming_response(future));
+  wasi_io_poll_method_pollable_block(wasi_io_poll_borrow_pollable(ready));
+  wasi_io_poll_pollable_drop_own(ready);
+  wasi_http_types_result_result_own_incoming_response_error_code_void_t got;
+  bool some = wasi_http_types_method_future_incoming_response_get(
+      wasi_http_types_borrow_future_incoming_response(future), &got);
+  wasi_http_types_future_incoming_response_drop_own(future);
+  if (!some || got.is_err) {
+    reason_set(reason, "request failed: other");
+    return false;
+  }
+  if (got.val.ok.is_err) {
+    reason_set(reason, failure_kind(&got.val.ok.val.err));
+    wasi_http_types_error_code_free(&got.val.ok.val.err);
+    return false;
+  }
+  wasi_http_types_own_incoming_response_t response = got.val.ok.val.ok;
+  wasi_http_types_borrow_incoming_response_t resp =
+      wasi_http_types_borrow_incoming_response(response);
+  uint16_t status = wasi_http_types_method_incoming_response_status(resp);
+  if (status < 200 || status > 299) {
+    char text[32];
+    snprintf(text, sizeof text, "status %u", (unsigned)status);
+    reason_set(reason, text);
+    wasi_http_types_incoming_response_drop_own(response);
+    return false;
+  }
+  *body = (consumer_list_u8_t){NULL, 0};
+  wasi_http_types_own_incoming_body_t in_body;
+  bool ok = wasi_http_types_method_incoming_response_consume(resp, &in_body);
+  wasi_http_types_own_input_stream_t in;
+  if (ok && wasi_http_types_method_incoming_body_stream(
+                wasi_http_types_borrow_incoming_body(in_body), &in)) {
+    for (;;) {
+      consumer_list_u8_t chunk;
+      wasi_io_streams_stream_error_t error;
+      if (!wasi_io_streams_method_input_stream_blocking_read(
+              wasi_io_streams_borrow_input_stream(in), 65536, &chunk, &error)) {
+        ok = error.tag == WASI_IO_STREAMS_STREAM_ERROR_CLOSED;
+        wasi_io_streams_stream_error_free(&error);
+        break;
+      }
+      uint8_t *joined = concat(body->ptr, body->len, chunk.ptr, chunk.len);
+      free(body->ptr);
+      body->ptr = joined;
+      body->len += chunk.len;
+      consumer_list_u8_free(&chunk);
+    }
+    wasi_io_streams_input_stream_drop_own(in);
+  }
+  if (ok) {
+    wasi_http_types_future_trailers_drop_own(
+        wasi_http_types_static_incoming_body_finish(in_body));
+  }
+  wasi_http_types_incoming_response_drop_own(response);
+  if (!ok) {
+    free(body->ptr);
+    reason_set(reason, "request failed: other");
+  }
+  return ok;
 }
 
 static void log_handled(const consumer_message_t *msg) {
@@ -117,9 +287,10 @@ static void bump_counter(const consumer_message_t *msg) {
   free(name.ptr);
 }
 
-// Publish the message on to <topic>.out. On failure returns false and sets
-// `err` (owned by the caller).
-static bool forward(const consumer_message_t *msg, consumer_string_t *err) {
+// Publish the message on to <topic>.out with `body` as its payload (after
+// the prefix). On failure returns false and sets `err` (owned by the caller).
+static bool forward(const consumer_message_t *msg,
+                    const consumer_list_u8_t *body, consumer_string_t *err) {
   static const char suffix[] = ".out";
   consumer_string_t topic = {
       concat(msg->topic.ptr, msg->topic.len, (const uint8_t *)suffix,
@@ -135,8 +306,8 @@ static bool forward(const consumer_message_t *msg, consumer_string_t *err) {
     prefix = (consumer_string_t){NULL, 0};
   }
   consumer_list_u8_t payload = {
-      concat(prefix.ptr, prefix.len, msg->payload.ptr, msg->payload.len),
-      prefix.len + msg->payload.len};
+      concat(prefix.ptr, prefix.len, body->ptr, body->len),
+      prefix.len + body->len};
   if (has_prefix) {
     consumer_string_free(&prefix);
   }
@@ -187,10 +358,25 @@ static void decide(const consumer_message_t *msg, consumer_outcome_t *ret) {
     return;
   }
 
+  consumer_list_u8_t called = {NULL, 0};
+  const consumer_list_u8_t *body = &msg->payload;
+  if (action != NULL && string_is(action, "call")) {
+    consumer_string_t reason;
+    if (!call_url(msg, &called, &reason)) {
+      ret->tag = SWITCHYARD_PLUGIN_TYPES_OUTCOME_RETRY;
+      ret->val.retry.reason = reason;
+      ret->val.retry.delay_ms.is_some = false;
+      return;
+    }
+    body = &called;
+  }
+
   bump_counter(msg);
 
   consumer_string_t err;
-  if (!forward(msg, &err)) {
+  bool forwarded = forward(msg, body, &err);
+  free(called.ptr);
+  if (!forwarded) {
     // The error text is ours: hand it over to the outcome, whose strings the
     // bindings free once the host has read them.
     ret->tag = SWITCHYARD_PLUGIN_TYPES_OUTCOME_RETRY;

@@ -297,16 +297,17 @@ fn https_works_with_an_operator_trust_root() {
     assert_eq!(origin.seen().len(), 1);
 }
 
-/// E1, E2: the example plugin in Rust, Python and JavaScript (the SDK's
-/// client, `switchyard_http.py`, and plain `fetch`) behaves the same against
+/// E1, E2: the example plugin in Rust, C, Python and JavaScript (the SDK's
+/// client, the generated C bindings, `switchyard_http.py`, and plain
+/// `fetch`) behaves the same against
 /// a real server: a 503 is retried with the same idempotency key, and the
 /// answer is forwarded.
 #[test]
-fn examples_in_three_languages_reach_a_local_server() {
+fn examples_in_four_languages_reach_a_local_server() {
     let origin = Origin::start();
     let s = Server::start_with(loopback());
     let dir = crate::support::plugin_dir();
-    for lang in ["rust", "python", "js"] {
+    for lang in ["rust", "c", "python", "js"] {
         let path = dir.join(format!("example_{lang}.wasm"));
         let wasm = std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
@@ -337,7 +338,7 @@ fn examples_in_three_languages_reach_a_local_server() {
             vec![json!({"id": "m1", "key": "k", "payload": "ping", "headers": {"action": "call"}})],
         );
     }
-    for lang in ["rust", "python", "js"] {
+    for lang in ["rust", "c", "python", "js"] {
         let st = s.wait_stats(lang, WAIT, |st| st["acked"] == 1);
         assert_eq!(st["retried"], 1, "{lang}");
         let seen: Vec<_> = origin
