@@ -152,7 +152,11 @@ def request(
     body: bytes = b"",
     timeout_ms: Optional[int] = None,
 ) -> Response:
-    """Send a request and read the whole response; raises HttpError."""
+    """Send a request and read the whole response; raises HttpError.
+
+    `timeout_ms` bounds each phase — connecting, waiting for the answer, each
+    pause in the body — within the host's own limits.
+    """
     method = method.upper()
     https, authority, path = _split(url)
     entries = [(k, v.encode()) for k, v in headers]
@@ -196,14 +200,14 @@ def request(
             ready.block()
         got = future.get()
     if got is None or isinstance(got, Err):
+        if written is not None and type(written).__name__.startswith("StreamError"):
+            raise _stream_error(written)
         raise HttpError("other", "the response was already taken")
     if isinstance(got.value, Err):
         raise _error(got.value.value)
+    # A response came (perhaps early, before the whole body was taken): it is
+    # the answer, whatever became of the rest of the body (`written`).
     with got.value.value as incoming:
-        if written is not None:
-            if type(written).__name__.startswith("StreamError"):
-                raise _stream_error(written)
-            raise _error(written)
         status = incoming.status()
         with incoming.headers() as fields:
             headers_out = [(k.lower(), v.decode("latin-1")) for k, v in fields.entries()]

@@ -89,7 +89,9 @@ impl Request {
         self
     }
 
-    /// Give up after this long (the host's own limits may cut it shorter).
+    /// Give up when connecting, waiting for the answer, or waiting between
+    /// body chunks takes longer than this, each (the host's own limits —
+    /// the attempt's deadline, the egress `timeout_ms` — may cut it shorter).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -352,13 +354,17 @@ mod wasi {
             Some(Ok(Ok(response))) => response,
             Some(Ok(Err(code))) => return Err(error(code)),
             Some(Err(())) | None => {
+                // No response: the failed write, if any, says why.
+                written?;
                 return Err(Error::new(
                     ErrorKind::Other,
                     "the response was already taken",
-                ))
+                ));
             }
         };
-        written?;
+        // A response came (perhaps early, before the whole body was taken):
+        // it is the answer, whatever became of the rest of the body.
+        let _ = written;
         let status = incoming.status();
         let headers = incoming
             .headers()

@@ -8,7 +8,7 @@ use super::body::{self, Reply, ReplyBody};
 use super::error::ApiError;
 use super::wire::{LeaseIn, LeasesOut, SettleIn, SettlesOut, DEFAULT_LEASE_MAX};
 use super::{Ctx, MAX_SETTINGS_BYTES};
-use crate::broker::{Broker, MAX_LEASE_BATCH, MAX_WAIT};
+use crate::broker::{Broker, MAX_DELAY_MS, MAX_LEASE_BATCH, MAX_WAIT};
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::{Request, StatusCode};
@@ -38,10 +38,12 @@ pub async fn lease(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Repl
     }
     // Waits longer than 20 s are cut to 20 s, as SQS does.
     let wait = Duration::from_millis(input.wait_ms).min(MAX_WAIT);
-    let leases = ctx
-        .broker
-        .lease(name, max, input.lease_ms.map(Duration::from_millis), wait)
-        .await?;
+    // A shutdown ends the wait with nothing leased.
+    let mut closing = ctx.closing.clone();
+    let leases = tokio::select! {
+        leases = ctx.broker.lease(name, max, input.lease_ms.map(Duration::from_millis), wait) => leases?,
+        _ = closing.wait_for(|c| *c) => Vec::new(),
+    };
     let out = LeasesOut::new(leases, ctx.format);
     let ids = out.ids();
     let mut reply = body::reply(StatusCode::OK, ctx.format, &out)?;
@@ -63,6 +65,15 @@ pub async fn settle(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Rep
     let input: SettleIn = body::read_optional(req, MAX_SETTLE_BYTES, "the settle body")
         .await?
         .unwrap_or_default();
+    if input
+        .retry
+        .iter()
+        .any(|r| r.delay_ms.is_some_and(|d| d > MAX_DELAY_MS))
+    {
+        return Err(ApiError::invalid(format!(
+            "retry.delay_ms must be at most {MAX_DELAY_MS}"
+        )));
+    }
     let max_lease = crate::broker::MAX_LEASE_MS;
     if input
         .extend

@@ -5,9 +5,11 @@
 //! (`event:` the message's state: `acked`, `retrying`, `dead-lettered`,
 //! `failed`). Neither touches any subscription's progress.
 //!
-//! Each client has a bounded buffer: a client that falls that far behind gets
-//! `event: lagged` and the stream ends (resume from the last `id:`). Comments
-//! keep idle connections open; every stream ends when the host shuts down.
+//! Each client has a bounded buffer. A tail reads the log only as fast as its
+//! client takes events; a client that takes none for [`LAG_LIMIT`] (or, for
+//! subscription events, falls a buffer behind) gets `event: lagged` and the
+//! stream ends (resume from the last `id:`). Comments keep idle connections
+//! open; every stream ends when the host shuts down.
 
 use super::body::Reply;
 use super::error::ApiError;
@@ -27,8 +29,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
-/// Events buffered per client before it counts as lagging.
-const CLIENT_BUFFER: usize = 1024;
+/// Events buffered per client (the last slot is kept for `event: lagged`).
+/// A tail event is at most about 1.4 MiB (a 1 MiB payload as JSON), so a
+/// client's buffer stays far below the memory of a plugin instance.
+const CLIENT_BUFFER: usize = 32;
+/// Subscription events a watcher may fall behind before it lags.
+const EVENTS_BUFFER: usize = 1024;
+/// How long a tail waits for its client to take an event before it lags.
+const LAG_LIMIT: Duration = Duration::from_secs(10);
 /// An idle stream gets a comment this often, so proxies keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Messages read from a partition at a time.
@@ -73,7 +81,7 @@ pub async fn tail(
 /// `GET /v1/subscriptions/{s}/events`.
 pub fn events(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     let events = ctx.broker.subscription_events(name)?;
-    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let (tx, rx) = mpsc::channel(EVENTS_BUFFER);
     tokio::spawn(feed_events(events, tx, ctx.closing.clone()));
     Ok(stream(rx))
 }
@@ -121,7 +129,8 @@ const LAGGED: Lagged = Lagged {
 };
 
 /// Queue an event unless the client's buffer is nearly full; then queue
-/// `event: lagged` in the last slot. `false`: the stream is over.
+/// `event: lagged` in the last slot. `false`: the stream is over. (Live
+/// subscription events cannot wait for a slow client.)
 fn offer(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> bool {
     if tx.capacity() <= 1 {
         let _ = tx.try_send(event("lagged", None, &LAGGED));
@@ -164,6 +173,29 @@ impl TailFeed {
         }
     }
 
+    /// Queue an event once the client's buffer has room (keeping the last
+    /// slot for `event: lagged`). `false`: the stream is over — the client
+    /// left, lagged for [`LAG_LIMIT`], or the host is shutting down.
+    async fn deliver(&mut self, bytes: Bytes) -> bool {
+        let room = tokio::time::timeout(LAG_LIMIT, self.tx.reserve_many(2));
+        tokio::select! {
+            room = room => match room {
+                Ok(Ok(mut permits)) => {
+                    if let Some(permit) = permits.next() {
+                        permit.send(bytes);
+                    }
+                    true
+                }
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    let _ = self.tx.try_send(event("lagged", None, &LAGGED));
+                    false
+                }
+            },
+            _ = self.closing.wait_for(|c| *c) => false,
+        }
+    }
+
     /// Send what is new. `Some(true)`: sent some (look again), `Some(false)`:
     /// nothing new, `None`: the stream is over.
     async fn catch_up(&mut self) -> Option<bool> {
@@ -189,7 +221,7 @@ impl TailFeed {
                 self.cursor[p] = entry.offset + 1;
                 let id = cursor_text(&self.cursor);
                 let data = MessageOut::of(entry, super::body::Format::Json);
-                if !offer(&self.tx, event("message", Some(&id), &data)) {
+                if !self.deliver(event("message", Some(&id), &data)).await {
                     return None;
                 }
                 sent = true;

@@ -297,7 +297,9 @@ impl LeaseDesk {
     /// Stop: every job, leased or not, goes back uncounted, and waiting lease
     /// calls return empty.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let mut inner = self.lock();
         let now = self.clock.now_ms();
         let mut done: Vec<_> = inner

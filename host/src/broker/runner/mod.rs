@@ -301,6 +301,12 @@ impl Runner {
                 break;
             }
             let is_paused = *paused.borrow_and_update();
+            if is_paused {
+                if let Some(desk) = &self.desk {
+                    // Not leased yet: back to the lanes until resumed.
+                    desk.recall();
+                }
+            }
             if !stopping {
                 self.fill();
                 // Filtered messages finish without a delivery: persist that too.
@@ -336,14 +342,7 @@ impl Runner {
                 changed = stop.changed(), if !stopping => {
                     stopping = changed.is_err() || *stop.borrow();
                 }
-                _ = paused.changed(), if !stopping => {
-                    if *paused.borrow() {
-                        if let Some(desk) = &self.desk {
-                            // Not leased yet: back to the lanes until resumed.
-                            desk.recall();
-                        }
-                    }
-                }
+                _ = paused.changed(), if !stopping => {}
                 Some(control) = self.control.recv(), if !stopping => match control {
                     Control::Redrive(batch) => batch.into_iter().for_each(|r| self.enqueue_redriven(r)),
                     Control::Topic(topic) => self.add_topic(topic),
@@ -784,6 +783,16 @@ impl Runner {
         self.shared
             .in_flight
             .store(self.in_flight as u64, AtomicOrdering::Relaxed);
+    }
+}
+
+impl Drop for Runner {
+    /// However the runner ends (stopped, halted, or never run), its lease
+    /// desk stops handing out messages and its expiry task ends.
+    fn drop(&mut self) {
+        if let Some(desk) = &self.desk {
+            desk.close();
+        }
     }
 }
 

@@ -186,7 +186,7 @@ impl Runner {
                         backoff::delay_ms(&self.spec.retry, head.attempts, roll)
                     }
                 };
-                head.due_ms = now + delay;
+                head.due_ms = now.saturating_add(delay);
                 let source = &self.sources[head.source];
                 let (subscription, topic, partition, offset) = (
                     name.clone(),
@@ -420,10 +420,16 @@ fn ledger_logs(logs: Vec<LogLine>) -> Vec<String> {
     kept
 }
 
-/// An attempt's outbound requests as the ledger keeps them.
+/// Outbound requests kept per attempt in the ledger.
+const LEDGER_HTTP_CALLS: usize = 20;
+
+/// An attempt's outbound requests as the ledger keeps them: at most
+/// [`LEDGER_HTTP_CALLS`], then one entry counting the rest.
 fn ledger_http(calls: Vec<HttpCall>) -> Vec<HttpRecord> {
-    calls
+    let total = calls.len();
+    let mut kept: Vec<HttpRecord> = calls
         .into_iter()
+        .take(LEDGER_HTTP_CALLS)
         .map(|c| HttpRecord {
             method: c.method,
             target: c.target,
@@ -432,7 +438,21 @@ fn ledger_http(calls: Vec<HttpCall>) -> Vec<HttpRecord> {
             duration_us: c.duration.as_micros() as u64,
             response_bytes: c.response_bytes,
         })
-        .collect()
+        .collect();
+    if total > LEDGER_HTTP_CALLS {
+        kept.push(HttpRecord {
+            method: String::new(),
+            target: String::new(),
+            status: None,
+            error: Some(format!(
+                "… {} more requests not kept",
+                total - LEDGER_HTTP_CALLS
+            )),
+            duration_us: 0,
+            response_bytes: 0,
+        });
+    }
+    kept
 }
 
 fn ledger_entry(source: &Source, head: &Pending, state: &str) -> LedgerEntry {

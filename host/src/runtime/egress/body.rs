@@ -1,5 +1,8 @@
-//! A response body as the plugin reads it: counted against the cap, and
-//! bounded by the request's deadline and the guest's between-bytes timeout.
+//! Bodies of outbound requests: a response body as the plugin reads it
+//! (counted against the cap, bounded by the request's deadline and the
+//! guest's between-bytes timeout), and the plugin's request body, dropped at
+//! the deadline so that a plugin writing to a server that stopped reading is
+//! released.
 
 use super::Slot;
 use bytes::Bytes;
@@ -115,5 +118,58 @@ impl Body for Limited {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A request body (what the plugin writes) that ends at the deadline: then
+/// it is dropped — whether or not the client is polling it — so the plugin's
+/// blocked write fails instead of outliving its attempt.
+pub(super) struct Upload {
+    inner: std::sync::Arc<std::sync::Mutex<Option<WasiBody>>>,
+}
+
+impl Upload {
+    pub(super) fn new(inner: WasiBody, deadline: Instant) -> Self {
+        let inner = std::sync::Arc::new(std::sync::Mutex::new(Some(inner)));
+        let held = std::sync::Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            if let Some(held) = held.upgrade() {
+                held.lock().expect("upload lock").take();
+            }
+        });
+        Self { inner }
+    }
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let mut inner = self.inner.lock().expect("upload lock");
+        match inner.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(Some(Err(HttpError::ConnectionWriteTimeout))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .lock()
+            .expect("upload lock")
+            .as_ref()
+            .is_some_and(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .lock()
+            .expect("upload lock")
+            .as_ref()
+            .map_or_else(SizeHint::default, |b| b.size_hint())
     }
 }

@@ -120,7 +120,7 @@ impl Egress {
     }
 
     /// Decide whether a request may go out. `Err` is the refusal and its reason.
-    fn admit(&self, target: &Target, made: u32) -> Result<(), (HttpError, String)> {
+    fn admit(&self, target: &Target) -> Result<(), (HttpError, String)> {
         if let Transport::Mock(_) = self.transport {
             // Under a mock the script is the allow-list.
             return Ok(());
@@ -139,16 +139,14 @@ impl Egress {
                 format!("{target} is not in the subscription's egress.allow"),
             ));
         }
-        if made >= rules.max_requests {
-            return Err((
-                HttpError::HttpRequestDenied,
-                format!(
-                    "more than {} requests in one attempt (egress.max_requests)",
-                    rules.max_requests
-                ),
-            ));
-        }
         Ok(())
+    }
+
+    /// Requests one attempt may make (refused ones count too).
+    fn max_requests(&self) -> u32 {
+        self.rules
+            .as_ref()
+            .map_or(DEFAULT_MAX_REQUESTS, |r| r.max_requests)
     }
 
     fn max_response_bytes(&self) -> u64 {
@@ -264,6 +262,8 @@ pub(crate) struct CallEgress {
     deadline: Instant,
     idempotency_key: Option<HeaderValue>,
     made: u32,
+    /// Requests over the limit: refused and not recorded one by one.
+    over: u32,
     calls: Calls,
 }
 
@@ -274,6 +274,7 @@ impl Default for CallEgress {
             deadline: Instant::now(),
             idempotency_key: None,
             made: 0,
+            over: 0,
             calls: Calls::default(),
         }
     }
@@ -290,13 +291,28 @@ impl CallEgress {
             deadline,
             idempotency_key,
             made: 0,
+            over: 0,
             calls: Calls::default(),
         }
     }
 
-    /// The requests made so far.
+    /// The requests made so far; those over the limit as one entry.
     pub(crate) fn calls(&self) -> Vec<HttpCall> {
-        self.calls.lock().expect("egress calls lock").clone()
+        let mut calls = self.calls.lock().expect("egress calls lock").clone();
+        if self.over > 0 {
+            calls.push(HttpCall {
+                method: String::new(),
+                target: String::new(),
+                status: None,
+                error: Some(format!(
+                    "HTTP-request-denied: {} more requests over egress.max_requests, not recorded",
+                    self.over
+                )),
+                duration: Duration::ZERO,
+                response_bytes: 0,
+            });
+        }
+        calls
     }
 
     fn record(&self, call: HttpCall) -> usize {
@@ -315,6 +331,12 @@ type SendResult = Result<
 >;
 
 impl WasiHttpHooks for CallEgress {
+    /// The client derives `Host` from the parsed URI, not the raw authority
+    /// (which may carry userinfo).
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
     fn send_request(
         &mut self,
         mut request: http::Request<WasiBody>,
@@ -322,6 +344,20 @@ impl WasiHttpHooks for CallEgress {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let started = Instant::now();
+        self.made += 1;
+        let limit = self
+            .egress
+            .as_ref()
+            .map_or(DEFAULT_MAX_REQUESTS, |e| e.max_requests());
+        if self.made > limit {
+            // Refused without a record each: a plugin looping on refused
+            // requests must not grow the host's memory or its ledger entry.
+            self.over += 1;
+            if let Some(egress) = &self.egress {
+                egress.stats.observe("denied", Duration::ZERO);
+            }
+            return Box::new(std::future::ready(Err(HttpError::HttpRequestDenied)));
+        }
         let method = request.method().to_string();
         let target = Target::of(request.uri());
         let shown = target
@@ -336,7 +372,7 @@ impl WasiHttpHooks for CallEgress {
                 HttpError::HttpRequestDenied,
                 format!("outbound requests are off here: {target} is not allowed"),
             )),
-            (Some(egress), Some(target)) => egress.admit(target, self.made).err(),
+            (Some(egress), Some(target)) => egress.admit(target).err(),
         };
         let index = self.record(HttpCall {
             method,
@@ -367,7 +403,6 @@ impl WasiHttpHooks for CallEgress {
             (None, Some(egress)) => egress.clone(),
             (None, None) => unreachable!("no egress means a refusal"),
         };
-        self.made += 1;
         if let Some(key) = &self.idempotency_key {
             if !request.headers().contains_key(IDEMPOTENCY_HEADER) {
                 request
@@ -417,24 +452,31 @@ async fn send(
     deadline: Instant,
     slot: Slot,
 ) -> SendResult {
-    // A guest's own timeouts only ever shorten the wait.
+    // A guest's own timeouts only ever shorten the wait: connecting and the
+    // first byte together bound the wait for the headers (an unset one does
+    // not bound it).
     let headers_by = options
-        .and_then(|o| match (o.connect_timeout, o.first_byte_timeout) {
-            (None, None) => None,
-            (a, b) => {
-                Some(slot.started + a.unwrap_or(Duration::ZERO) + b.unwrap_or(Duration::ZERO))
-            }
-        })
+        .and_then(|o| Some(slot.started + o.connect_timeout? + o.first_byte_timeout?))
         .map_or(deadline, |t| t.min(deadline));
     let between_bytes = options.and_then(|o| o.between_bytes_timeout);
     let response = match &egress.transport {
         Transport::Mock(mock) => {
             // Take the whole request, as a server would, before answering.
             let (parts, body) = request.into_parts();
-            let _ = body.collect().await;
-            mock.answer(&http::Request::from_parts(parts, ()))
+            if tokio::time::timeout_at(deadline.into(), body.collect())
+                .await
+                .is_err()
+            {
+                Err((
+                    HttpError::HttpResponseTimeout,
+                    "the request body did not end before the deadline".to_string(),
+                ))
+            } else {
+                mock.answer(&http::Request::from_parts(parts, ()))
+            }
         }
         Transport::Network(client) => {
+            let request = request.map(|b| body::Upload::new(b, deadline).boxed_unsync());
             match tokio::time::timeout_at(headers_by.into(), client.request(request)).await {
                 Err(_) => Err((
                     HttpError::HttpResponseTimeout,
