@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 # One target directory outside the clone, so fresh clones reuse earlier builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}"
 PLUGIN_DIR="$CARGO_TARGET_DIR/wasm-plugins"
-PLUGINS=(noop forwarder flaky poison spin hog stamp scripted counter example-rust webhook)
+PLUGINS=(noop forwarder flaky poison spin hog stamp scripted counter example-rust webhook caller)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -360,3 +360,40 @@ fn examples_in_four_languages_reach_a_local_server() {
         assert_eq!(entry["attempts"][0]["http"][0]["status"], 503, "{lang}");
     }
 }
+
+/// E2: an attempt makes at most `egress.max_requests` requests; the refused
+/// rest are counted in one ledger line, not recorded one by one.
+#[test]
+fn an_attempt_makes_at_most_max_requests() {
+    let origin = Origin::start();
+    let s = Server::start_with(loopback());
+    s.deploy("caller", "caller");
+    s.topic("t", 1);
+    s.subscribe(
+        "calls",
+        json!({"topic": "t", "plugin": "caller",
+               "config": {"url": origin.url("http", "/ok"), "count": "500"},
+               "retry": {"max_attempts": 1},
+               "egress": {"allow": [origin.url("http", "")], "max_requests": 3}}),
+    );
+    s.publish("t", vec![json!({"id": "m1", "payload": "x"})]);
+    let dead = dead_letter(&s, "calls");
+    assert_eq!(origin.seen().len(), 3);
+    let error = dead["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.ends_with("2xx:3 denied:497"), "{error}");
+    let calls = dead["attempts"][0]["http"].as_array().unwrap();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert!(calls[..3].iter().all(|c| c["status"] == 200));
+    let last = calls[3]["error"].as_str().unwrap();
+    assert!(
+        last.contains("497 more requests over egress.max_requests"),
+        "{last}"
+    );
+    let (_, metrics) = s.get_text("/metrics");
+    assert!(
+        metrics.contains(
+            r#"switchyard_egress_requests_total{subscription="calls",outcome="denied"} 497"#
+        ),
+        "{metrics}"
+    );
+}

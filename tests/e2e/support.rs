@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Test plugins, built once per test run.
-pub const PLUGINS: [&str; 9] = [
+pub const PLUGINS: [&str; 10] = [
     "noop",
     "forwarder",
     "flaky",
@@ -19,6 +19,7 @@ pub const PLUGINS: [&str; 9] = [
     "scripted",
     "counter",
     "webhook",
+    "caller",
 ];
 
 /// The workspace root.
