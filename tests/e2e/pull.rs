@@ -174,6 +174,14 @@ fn leases_expire_and_settle_per_item() {
         .collect();
     assert!(history[0].contains("lease expired"), "{history:?}");
     assert!(history[1].contains("busy"), "{history:?}");
+    // A paused subscription leases nothing; resumed, it does.
+    s.ok("POST", "/v1/subscriptions/jobs/pause", Body::None);
+    s.publish("jobs", vec![msg("b", "two")]);
+    assert!(lease(&s, "jobs", json!({"wait_ms": 300})).is_empty());
+    s.ok("POST", "/v1/subscriptions/jobs/resume", Body::None);
+    let resumed = lease(&s, "jobs", json!({"wait_ms": 10000}));
+    assert_eq!(resumed[0]["message"]["payload"], "two");
+    assert_eq!(resumed[0]["message"]["attempt"], 1);
     // A push subscription is not leased.
     s.deploy("noop", "noop");
     s.subscribe("pushed", json!({"topic": "jobs", "plugin": "noop"}));

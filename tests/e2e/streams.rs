@@ -42,6 +42,12 @@ impl Stream {
         }
     }
 
+    /// Whether the server ended the stream (reads to the end).
+    fn ended(&mut self) -> bool {
+        let mut rest = String::new();
+        self.lines.read_to_string(&mut rest).is_ok()
+    }
+
     /// The next event (comments skipped).
     fn next(&mut self) -> Event {
         let (mut id, mut name, mut data) = (None, String::new(), String::new());
@@ -111,6 +117,15 @@ fn tail_streams_new_messages_and_resumes() {
     assert_eq!(status, 400);
     let (status, _) = s.call("GET", "/v1/topics/nope/tail", None, Body::None);
     assert_eq!(status, 404);
+    // Open streams end when the host shuts down, without holding it up.
+    let mut s = s;
+    s.terminate();
+    assert!(live.ended() && resumed.ended() && all.ended());
+    assert!(
+        !s.log().contains("gave up waiting for HTTP requests"),
+        "{}",
+        s.log()
+    );
 }
 
 /// T2: a subscription's attempts stream as they complete.
