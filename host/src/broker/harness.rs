@@ -24,6 +24,7 @@
 //! ```
 
 use super::clock::Clock;
+use super::code::CodeDir;
 use super::log::Log;
 pub use super::log::{NewMessage, Published};
 use super::plugins::Registry;
@@ -258,14 +259,17 @@ impl Harness {
         })
         .map_err(|e| setup(&e))?;
         let input = spec.topic.clone();
-        let cache = CodeCache::new(&b.wasm);
-        let seeded = cache.seed(&store);
         let runner = rt.block_on(async {
             let plugins = Arc::new(
-                Registry::load(store.clone(), runtime, super::DEFAULT_COMPILE_TIMEOUT).await?,
+                Registry::load(
+                    store.clone(),
+                    runtime,
+                    super::DEFAULT_COMPILE_TIMEOUT,
+                    code_dir(),
+                )
+                .await?,
             );
             plugins.put(SUBSCRIPTION, b.wasm).await?;
-            cache.keep(&store, seeded.as_deref());
             let topics = vec![log.get(&input).expect("created above")];
             let shared = Arc::new(Shared::new(SUBSCRIPTION, spec));
             let (_control, control_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -398,62 +402,19 @@ impl Harness {
     }
 }
 
-/// Machine code of compiled components, kept on disk between harness runs
-/// (`$SWITCHYARD_CACHE_DIR`, else `~/.cache/switchyard/compiled`), one file
-/// per component digest. Only code this host produced is stored there; code
-/// from another engine version is ignored (and replaced) when loaded.
-/// Compiling a Python or JavaScript component takes tens of seconds on a
-/// small machine; loading its cached code takes milliseconds.
-struct CodeCache {
-    file: Option<std::path::PathBuf>,
-    blob: String,
-}
-
-impl CodeCache {
-    fn new(wasm: &[u8]) -> Self {
-        use sha2::{Digest, Sha256};
-        let digest = format!("sha256:{:x}", Sha256::digest(wasm));
-        let dir = std::env::var_os("SWITCHYARD_CACHE_DIR")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|home| std::path::PathBuf::from(home).join(".cache/switchyard/compiled"))
-            });
-        let name = digest.trim_start_matches("sha256:").to_string();
-        Self {
-            file: dir.map(|d| d.join(format!("{name}.cwasm"))),
-            blob: super::plugins::code_blob(&digest),
-        }
-    }
-
-    /// Put cached code into the store, where the registry looks before
-    /// compiling. Returns the code put there.
-    fn seed(&self, store: &Store) -> Option<Vec<u8>> {
-        let code = std::fs::read(self.file.as_ref()?).ok()?;
-        store.put_blob(&self.blob, &code).ok()?;
-        Some(code)
-    }
-
-    /// Save the store's code for next time (best effort: a cache), unless it
-    /// is what [`CodeCache::seed`] put there (the registry replaces code that
-    /// no longer fits the engine).
-    fn keep(&self, store: &Store, seeded: Option<&[u8]>) {
-        let (Some(file), Ok(Some(code))) = (&self.file, store.get_blob(&self.blob)) else {
-            return;
-        };
-        if seeded == Some(code.as_slice()) {
-            return;
-        }
-        let Some(dir) = file.parent() else { return };
-        let saved = std::fs::create_dir_all(dir).and_then(|()| {
-            let tmp = tempfile::NamedTempFile::new_in(dir)?;
-            std::fs::write(tmp.path(), &code)?;
-            tmp.persist(file).map(|_| ()).map_err(|e| e.error)
-        });
-        if let Err(e) = saved {
-            tracing::debug!(error = %e, path = %file.display(), "cannot cache compiled code");
-        }
-    }
+/// Where the harness keeps compiled components between runs:
+/// `$SWITCHYARD_CACHE_DIR`, else `~/.cache/switchyard/compiled`. Compiling a
+/// Python or JavaScript component takes tens of seconds on a small machine;
+/// mapping its cached code takes milliseconds. The directory is trusted like
+/// a data directory: its files are machine code.
+fn code_dir() -> Option<CodeDir> {
+    std::env::var_os("SWITCHYARD_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| std::path::PathBuf::from(home).join(".cache/switchyard/compiled"))
+        })
+        .map(CodeDir::new)
 }
 
 fn attempt(t: Traced) -> Attempt {

@@ -10,6 +10,7 @@
 
 mod backoff;
 mod clock;
+mod code;
 pub mod harness;
 mod kv;
 mod log;
@@ -93,12 +94,16 @@ pub struct BrokerConfig {
     /// `None`: sync the WAL before answering each publish (group commit).
     /// `Some(d)`: answer once written to the WAL and sync every `d`.
     pub fsync_interval: Option<Duration>,
+    /// Where compiled plugins are kept between runs (`<data_dir>/code`).
+    pub code_dir: PathBuf,
 }
 
 impl BrokerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         Self {
-            data_dir: data_dir.into(),
+            code_dir: data_dir.join("code"),
+            data_dir,
             runtime: RuntimeConfig::default(),
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             fsync_interval: None,
@@ -150,7 +155,13 @@ impl Broker {
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         let log = Arc::new(log::Log::load(store.clone(), Clock::system(), false)?);
         let plugins = Arc::new(
-            plugins::Registry::load(store.clone(), runtime, config.compile_timeout).await?,
+            plugins::Registry::load(
+                store.clone(),
+                runtime,
+                config.compile_timeout,
+                Some(code::CodeDir::new(&config.code_dir)),
+            )
+            .await?,
         );
         let subscriptions = Arc::new(
             subscriptions::Subscriptions::load(store, log.clone(), plugins.clone()).await?,

@@ -2,6 +2,7 @@
 //! stored), versions per name, content-addressed blobs, and the compiled-code
 //! cache that makes restarts fast.
 
+use super::code::CodeDir;
 use super::spec::{parse_plugin_ref, validate_resource_name};
 use super::{now_ms, BrokerError};
 use crate::runtime::{Plugin, Runtime};
@@ -51,6 +52,8 @@ struct Entry {
 pub(crate) struct Registry {
     store: Store,
     runtime: Runtime,
+    /// Where compiled code is kept (else in the store's blobs).
+    code: Option<CodeDir>,
     compile_timeout: Duration,
     entries: RwLock<HashMap<String, Entry>>,
     uploads: tokio::sync::Mutex<()>,
@@ -66,7 +69,9 @@ impl Registry {
 fn wasm_blob(digest: &str) -> String {
     format!("wasm/{digest}")
 }
-pub(crate) fn code_blob(digest: &str) -> String {
+/// Where compiled code was kept before it moved to files (read once to
+/// migrate it).
+fn code_blob(digest: &str) -> String {
     format!("code/{digest}")
 }
 
@@ -75,6 +80,7 @@ impl Registry {
         store: Store,
         runtime: Runtime,
         compile_timeout: Duration,
+        code: Option<CodeDir>,
     ) -> Result<Self, BrokerError> {
         // Every version loads at once, on the blocking pool: loading cached
         // machine code is mostly copying, so startup takes about as long as
@@ -87,7 +93,10 @@ impl Registry {
                 .iter()
                 .map(|v| {
                     let (s, r, digest) = (store.clone(), runtime.clone(), v.digest.clone());
-                    let task = tokio::task::spawn_blocking(move || load_version(&s, &r, &digest));
+                    let c = code.clone();
+                    let task = tokio::task::spawn_blocking(move || {
+                        load_version(&s, &r, c.as_ref(), &digest)
+                    });
                     (v.version, task)
                 })
                 .collect::<Vec<_>>();
@@ -114,6 +123,7 @@ impl Registry {
         Ok(Self {
             store,
             runtime,
+            code,
             compile_timeout,
             entries: RwLock::new(entries),
             uploads: tokio::sync::Mutex::new(()),
@@ -144,10 +154,10 @@ impl Registry {
         let runtime = self.runtime.clone();
         let size = wasm.len() as u64;
         // Machine code this host compiled earlier from the same bytes (under
-        // another name, or seeded by the harness's cache) skips compiling.
-        let cached = self.store.get_blob(&code_blob(&digest))?;
+        // another name, or in an earlier harness run) skips compiling.
+        let (code, key) = (self.code.clone(), digest.clone());
         let compile = tokio::task::spawn_blocking(move || {
-            if let Some(plugin) = cached.and_then(|code| runtime.load_precompiled(&code)) {
+            if let Some(plugin) = code.and_then(|c| c.load(&runtime, &key)) {
                 return Ok((plugin, wasm, false));
             }
             let plugin = runtime.compile(&wasm)?;
@@ -168,7 +178,7 @@ impl Registry {
         };
         self.store.put_blob(&wasm_blob(&digest), &wasm)?;
         if compiled {
-            keep_code(&self.store, &digest, &plugin)?;
+            keep_code(&self.store, self.code.as_ref(), &digest, &plugin)?;
         }
         let mut record = self.record(name);
         let version = record
@@ -267,6 +277,9 @@ impl Registry {
             if !shared {
                 self.store.delete_blob(&wasm_blob(&gone.digest))?;
                 self.store.delete_blob(&code_blob(&gone.digest))?;
+                if let Some(code) = &self.code {
+                    code.remove(&gone.digest);
+                }
             }
         }
         tracing::info!(plugin = reference, "plugin deleted");
@@ -327,9 +340,23 @@ fn to_info(name: &str, record: &PluginRecord) -> PluginInfo {
 
 /// Load a stored version: from cached machine code when it fits this engine,
 /// else by compiling the stored component (and refreshing the cache).
-fn load_version(store: &Store, runtime: &Runtime, digest: &str) -> Result<Plugin, BrokerError> {
-    if let Some(code) = store.get_blob(&code_blob(digest))? {
-        if let Some(plugin) = runtime.load_precompiled(&code) {
+fn load_version(
+    store: &Store,
+    runtime: &Runtime,
+    code: Option<&CodeDir>,
+    digest: &str,
+) -> Result<Plugin, BrokerError> {
+    if let Some(plugin) = code.and_then(|c| c.load(runtime, digest)) {
+        return Ok(plugin);
+    }
+    // Code kept in the store by an earlier version of the host: moved to
+    // the code directory.
+    if let Some(bytes) = store.get_blob(&code_blob(digest))? {
+        if let Some(plugin) = runtime.load_precompiled(&bytes) {
+            if let Some(code) = code {
+                code.keep(digest, &plugin);
+                store.delete_blob(&code_blob(digest))?;
+            }
             return Ok(plugin);
         }
     }
@@ -339,14 +366,25 @@ fn load_version(store: &Store, runtime: &Runtime, digest: &str) -> Result<Plugin
     let plugin = runtime
         .compile(&wasm)
         .map_err(|e| BrokerError::Store(format!("stored plugin {digest} no longer loads: {e}")))?;
-    keep_code(store, digest, &plugin)?;
+    keep_code(store, code, digest, &plugin)?;
     Ok(plugin)
 }
 
-/// Store a freshly compiled plugin's machine code for the next load.
-fn keep_code(store: &Store, digest: &str, plugin: &Plugin) -> Result<(), BrokerError> {
-    if let Some(code) = plugin.machine_code() {
-        store.put_blob(&code_blob(digest), &code)?;
+/// Keep a freshly compiled plugin's machine code for the next load: in the
+/// code directory, else in the store.
+fn keep_code(
+    store: &Store,
+    code: Option<&CodeDir>,
+    digest: &str,
+    plugin: &Plugin,
+) -> Result<(), BrokerError> {
+    match code {
+        Some(code) => code.keep(digest, plugin),
+        None => {
+            if let Some(bytes) = plugin.machine_code() {
+                store.put_blob(&code_blob(digest), &bytes)?;
+            }
+        }
     }
     Ok(())
 }

@@ -133,6 +133,13 @@ impl Runtime {
         ))
     }
 
+    /// Map machine code that [`Plugin::machine_code`] produced on this host
+    /// and that was saved to `path` (no copy: the file is memory-mapped).
+    /// `None` as for [`Runtime::load_precompiled`], or if the file is missing.
+    pub fn load_precompiled_file(&self, path: &std::path::Path) -> Option<Plugin> {
+        plugin::load_precompiled_file(self, path)
+    }
+
     /// Load machine code produced by [`Plugin::machine_code`] on this host.
     /// Returns `None` when the bytes were made by another engine version or
     /// configuration (the caller recompiles from the component bytes).

@@ -83,6 +83,16 @@ pub(super) fn load_precompiled(runtime: &Runtime, code: &[u8]) -> Option<Plugin>
     link(runtime, component).ok()
 }
 
+pub(super) fn load_precompiled_file(runtime: &Runtime, path: &std::path::Path) -> Option<Plugin> {
+    let engine = &runtime.inner.engine;
+    wasmtime::Engine::detect_precompiled_file(path).ok()??;
+    // SAFETY: as for `load_precompiled`: the file is machine code this host
+    // wrote to its own cache directory (whole or not at all: written aside,
+    // synced, then renamed), and it is never rewritten in place while mapped.
+    let component = unsafe { Component::deserialize_file(engine, path) }.ok()?;
+    link(runtime, component).ok()
+}
+
 impl Plugin {
     /// This plugin's machine code, for [`Runtime::load_precompiled`] after a restart.
     pub fn machine_code(&self) -> Option<Vec<u8>> {
