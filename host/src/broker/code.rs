@@ -64,3 +64,86 @@ fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::plugins::Registry;
+    use crate::runtime::RuntimeConfig;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    /// A component of the `consumer` world whose code is a stub (never run).
+    fn component() -> Vec<u8> {
+        let mut resolve = wit_parser::Resolve::default();
+        let pkg = resolve
+            .push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit"))
+            .expect("the plugin WIT parses")
+            .0;
+        let world = resolve
+            .select_world(&[pkg], Some("consumer"))
+            .expect("the world exists");
+        let mut module =
+            wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .expect("embeds");
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .expect("a module")
+            .validate(true)
+            .encode()
+            .expect("encodes")
+    }
+
+    #[tokio::test]
+    async fn code_moves_from_the_store_to_files_and_a_bad_file_is_replaced() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), None).unwrap();
+        let runtime = Runtime::new(RuntimeConfig {
+            max_instances: 4,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let load = |code: Option<CodeDir>| {
+            Registry::load(
+                store.clone(),
+                runtime.clone(),
+                Duration::from_secs(60),
+                code,
+            )
+        };
+        // Without a code directory (an earlier host) the code goes to the store.
+        let registry = load(None).await.unwrap();
+        registry.put("p", component()).await.unwrap();
+        let digest = registry.info("p").unwrap().versions[0].digest.clone();
+        let blob = format!("code/{digest}");
+        assert!(store.get_blob(&blob).unwrap().is_some());
+        drop(registry);
+
+        // The next load moves it to a file, mapped from then on.
+        let dir = CodeDir::new(data.path().join("code"));
+        let registry = load(Some(dir.clone())).await.unwrap();
+        assert!(registry.resolve("p").is_ok());
+        assert!(
+            store.get_blob(&blob).unwrap().is_none(),
+            "moved out of the store"
+        );
+        let file = dir.file(&digest);
+        let good = std::fs::read(&file).expect("the code file");
+        assert!(dir.load(&runtime, &digest).is_some());
+        drop(registry);
+
+        // A file that is not this engine's code is compiled over.
+        std::fs::write(&file, b"not machine code").unwrap();
+        assert!(dir.load(&runtime, &digest).is_none());
+        let registry = load(Some(dir.clone())).await.unwrap();
+        assert!(registry.resolve("p").is_ok());
+        assert_eq!(std::fs::read(&file).unwrap().len(), good.len());
+        assert!(dir.load(&runtime, &digest).is_some());
+    }
+}
