@@ -194,7 +194,9 @@ static bool call_url(const consumer_message_t *msg, consumer_list_u8_t *body,
   }
   *body = (consumer_list_u8_t){NULL, 0};
   wasi_http_types_own_incoming_body_t in_body;
-  bool ok = wasi_http_types_method_incoming_response_consume(resp, &in_body);
+  bool consumed =
+      wasi_http_types_method_incoming_response_consume(resp, &in_body);
+  bool ok = consumed;
   wasi_http_types_own_input_stream_t in;
   if (ok && wasi_http_types_method_incoming_body_stream(
                 wasi_http_types_borrow_incoming_body(in_body), &in)) {
@@ -215,9 +217,12 @@ static bool call_url(const consumer_message_t *msg, consumer_list_u8_t *body,
     }
     wasi_io_streams_input_stream_drop_own(in);
   }
+  // The body is a handle of its own: end it whatever happened.
   if (ok) {
     wasi_http_types_future_trailers_drop_own(
         wasi_http_types_static_incoming_body_finish(in_body));
+  } else if (consumed) {
+    wasi_http_types_incoming_body_drop_own(in_body);
   }
   wasi_http_types_incoming_response_drop_own(response);
   if (!ok) {

@@ -30,8 +30,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// Events buffered per client (the last slot is kept for `event: lagged`).
-/// A tail event is at most about 1.4 MiB (a 1 MiB payload as JSON), so a
-/// client's buffer stays far below the memory of a plugin instance.
+/// A tail event is at most about 1.4 MiB (a 1 MiB payload as JSON): with the
+/// read chunk below, a slow tail client holds at most ~90 MiB, and typically
+/// a few KiB.
 const CLIENT_BUFFER: usize = 32;
 /// Subscription events a watcher may fall behind before it lags.
 const EVENTS_BUFFER: usize = 1024;
@@ -39,8 +40,9 @@ const EVENTS_BUFFER: usize = 1024;
 const LAG_LIMIT: Duration = Duration::from_secs(10);
 /// An idle stream gets a comment this often, so proxies keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
-/// Messages read from a partition at a time.
-const READ_CHUNK: usize = 256;
+/// Messages read from a partition at a time: no more than the client's
+/// buffer, so a slow client holds at most about two buffers of messages.
+const READ_CHUNK: usize = CLIENT_BUFFER;
 
 /// `GET /v1/topics/{t}/tail`.
 pub async fn tail(
@@ -139,6 +141,15 @@ fn offer(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> bool {
     tx.try_send(bytes).is_ok()
 }
 
+/// Queue a keep-alive comment if there is room beyond the slot kept for
+/// `event: lagged`. `false`: the client is gone.
+fn keep_alive(tx: &mpsc::Sender<Bytes>) -> bool {
+    if tx.capacity() > 1 {
+        let _ = tx.try_send(Bytes::from_static(b": keep-alive\n\n"));
+    }
+    !tx.is_closed()
+}
+
 struct TailFeed {
     broker: Broker,
     topic: String,
@@ -161,9 +172,7 @@ impl TailFeed {
             tokio::select! {
                 () = self.watch.changed() => {}
                 _ = keepalive.tick() => {
-                    if self.tx.try_send(Bytes::from_static(b": keep-alive\n\n")).is_err()
-                        && self.tx.is_closed()
-                    {
+                    if !keep_alive(&self.tx) {
                         return;
                     }
                 }
@@ -275,7 +284,7 @@ async fn feed_events(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = keepalive.tick() => {
-                if tx.try_send(Bytes::from_static(b": keep-alive\n\n")).is_err() && tx.is_closed() {
+                if !keep_alive(&tx) {
                     return;
                 }
             }

@@ -38,14 +38,15 @@ impl CodeDir {
         runtime.load_precompiled_file(&file)
     }
 
-    /// Save a freshly compiled plugin's code (best effort: it is a cache).
-    pub(crate) fn keep(&self, digest: &str, plugin: &Plugin) {
-        let Some(code) = plugin.machine_code() else {
-            return;
-        };
-        if let Err(e) = write_whole(&self.file(digest), &code) {
+    /// Save a freshly compiled plugin's code. Blocking (a sync of tens of
+    /// MB for an interpreted plugin): call it off the async threads.
+    pub(crate) fn keep(&self, digest: &str, plugin: &Plugin) -> std::io::Result<()> {
+        let code = plugin
+            .machine_code()
+            .ok_or_else(|| std::io::Error::other("the engine cannot serialize this plugin"))?;
+        write_whole(&self.file(digest), &code).inspect_err(|e| {
             tracing::warn!(error = %e, dir = %self.dir.display(), "cannot cache compiled code");
-        }
+        })
     }
 
     /// Forget the code of `digest`.
@@ -145,5 +146,8 @@ mod tests {
         assert!(registry.resolve("p").is_ok());
         assert_eq!(std::fs::read(&file).unwrap().len(), good.len());
         assert!(dir.load(&runtime, &digest).is_some());
+        // Stop the store's writer before the process exits.
+        drop(registry);
+        store.close().unwrap();
     }
 }

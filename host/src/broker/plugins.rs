@@ -157,10 +157,15 @@ impl Registry {
         // another name, or in an earlier harness run) skips compiling.
         let (code, key) = (self.code.clone(), digest.clone());
         let compile = tokio::task::spawn_blocking(move || {
-            if let Some(plugin) = code.and_then(|c| c.load(&runtime, &key)) {
+            if let Some(plugin) = code.as_ref().and_then(|c| c.load(&runtime, &key)) {
                 return Ok((plugin, wasm, false));
             }
             let plugin = runtime.compile(&wasm)?;
+            // Written here, off the async threads (a cache: a failure is
+            // logged, and the next load compiles again).
+            if let Some(code) = &code {
+                let _ = code.keep(&key, &plugin);
+            }
             Ok::<_, crate::runtime::PluginError>((plugin, wasm, true))
         });
         let (plugin, wasm, compiled) = match tokio::time::timeout(self.compile_timeout, compile)
@@ -177,8 +182,9 @@ impl Registry {
             Ok(Ok(Ok(done))) => done,
         };
         self.store.put_blob(&wasm_blob(&digest), &wasm)?;
-        if compiled {
-            keep_code(&self.store, self.code.as_ref(), &digest, &plugin)?;
+        if compiled && self.code.is_none() {
+            // No code directory (a harness without a cache): the store keeps it.
+            keep_code(&self.store, None, &digest, &plugin)?;
         }
         let mut record = self.record(name);
         let version = record
@@ -350,13 +356,17 @@ fn load_version(
         return Ok(plugin);
     }
     // Code kept in the store by an earlier version of the host: moved to
-    // the code directory.
+    // the code directory (it stays in the store if the file cannot be
+    // written; code that no longer fits the engine goes).
     if let Some(bytes) = store.get_blob(&code_blob(digest))? {
-        if let Some(plugin) = runtime.load_precompiled(&bytes) {
-            if let Some(code) = code {
-                code.keep(digest, &plugin);
+        let plugin = runtime.load_precompiled(&bytes);
+        if let Some(code) = code {
+            let moved = plugin.as_ref().is_none_or(|p| code.keep(digest, p).is_ok());
+            if moved {
                 store.delete_blob(&code_blob(digest))?;
             }
+        }
+        if let Some(plugin) = plugin {
             return Ok(plugin);
         }
     }
@@ -378,12 +388,15 @@ fn keep_code(
     digest: &str,
     plugin: &Plugin,
 ) -> Result<(), BrokerError> {
-    match code {
-        Some(code) => code.keep(digest, plugin),
-        None => {
-            if let Some(bytes) = plugin.machine_code() {
-                store.put_blob(&code_blob(digest), &bytes)?;
-            }
+    // A cache: if the file cannot be written, the next load compiles again.
+    if let Some(code) = code {
+        if code.keep(digest, plugin).is_ok() {
+            return Ok(());
+        }
+    }
+    if code.is_none() {
+        if let Some(bytes) = plugin.machine_code() {
+            store.put_blob(&code_blob(digest), &bytes)?;
         }
     }
     Ok(())

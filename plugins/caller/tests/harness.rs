@@ -20,11 +20,9 @@ fn requests_past_the_limit_are_denied() {
     h.publish(NewMessage::new("go").id("m1")).unwrap();
     let attempt = &h.attempts_of("m1")[0];
     assert_eq!(attempt.error.as_deref(), Some("retry: 2xx:16 denied:4"));
-    // 16 answered, then one line for the 4 refused.
+    // One line for the 4 refused, then the 16 answered.
     assert_eq!(attempt.http.len(), 17);
-    assert!(attempt.http[16]
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("4 more requests"));
+    let refused = attempt.http[0].error.as_deref().unwrap();
+    assert!(refused.contains("4 more requests"), "{refused}");
+    assert!(attempt.http[1..].iter().all(|c| c.status == Some(204)));
 }

@@ -125,17 +125,30 @@ impl Body for Limited {
 /// it is dropped — whether or not the client is polling it — so the plugin's
 /// blocked write fails instead of outliving its attempt.
 pub(super) struct Upload {
-    inner: std::sync::Arc<std::sync::Mutex<Option<WasiBody>>>,
+    inner: std::sync::Arc<std::sync::Mutex<UploadState>>,
+}
+
+struct UploadState {
+    body: Option<WasiBody>,
+    /// Who polled last, woken when the deadline drops the body.
+    waker: Option<std::task::Waker>,
 }
 
 impl Upload {
     pub(super) fn new(inner: WasiBody, deadline: Instant) -> Self {
-        let inner = std::sync::Arc::new(std::sync::Mutex::new(Some(inner)));
+        let inner = std::sync::Arc::new(std::sync::Mutex::new(UploadState {
+            body: Some(inner),
+            waker: None,
+        }));
         let held = std::sync::Arc::downgrade(&inner);
         tokio::spawn(async move {
             tokio::time::sleep_until(deadline.into()).await;
             if let Some(held) = held.upgrade() {
-                held.lock().expect("upload lock").take();
+                let mut state = held.lock().expect("upload lock");
+                state.body.take();
+                if let Some(waker) = state.waker.take() {
+                    waker.wake();
+                }
             }
         });
         Self { inner }
@@ -150,25 +163,26 @@ impl Body for Upload {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
-        let mut inner = self.inner.lock().expect("upload lock");
-        match inner.as_mut() {
+        let mut state = self.inner.lock().expect("upload lock");
+        let polled = match state.body.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(Some(Err(HttpError::ConnectionWriteTimeout))),
+            None => return Poll::Ready(Some(Err(HttpError::ConnectionWriteTimeout))),
+        };
+        if polled.is_pending() {
+            state.waker = Some(cx.waker().clone());
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner
-            .lock()
-            .expect("upload lock")
-            .as_ref()
-            .is_some_and(|b| b.is_end_stream())
+        let state = self.inner.lock().expect("upload lock");
+        state.body.as_ref().is_some_and(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .lock()
-            .expect("upload lock")
+        let state = self.inner.lock().expect("upload lock");
+        state
+            .body
             .as_ref()
             .map_or_else(SizeHint::default, |b| b.size_hint())
     }

@@ -296,9 +296,12 @@ impl CallEgress {
         }
     }
 
-    /// The requests made so far; those over the limit as one entry.
+    /// The requests made so far, after one entry counting those over the
+    /// limit (if any).
     pub(crate) fn calls(&self) -> Vec<HttpCall> {
-        let mut calls = self.calls.lock().expect("egress calls lock").clone();
+        let recorded = self.calls.lock().expect("egress calls lock").clone();
+        let mut calls = Vec::with_capacity(recorded.len() + 1);
+        // First, so that the ledger's cap on entries never hides it.
         if self.over > 0 {
             calls.push(HttpCall {
                 method: String::new(),
@@ -312,6 +315,7 @@ impl CallEgress {
                 response_bytes: 0,
             });
         }
+        calls.extend(recorded);
         calls
     }
 
