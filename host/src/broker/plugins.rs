@@ -155,22 +155,18 @@ impl Registry {
         let size = wasm.len() as u64;
         // Machine code this host compiled earlier from the same bytes (under
         // another name, or in an earlier harness run) skips compiling.
-        let (code, key) = (self.code.clone(), digest.clone());
+        let (code, key, store) = (self.code.clone(), digest.clone(), self.store.clone());
         let compile = tokio::task::spawn_blocking(move || {
             if let Some(plugin) = code.as_ref().and_then(|c| c.load(&runtime, &key)) {
-                return Ok((plugin, wasm, false));
+                return Ok((plugin, wasm, Ok(())));
             }
             let plugin = runtime.compile(&wasm)?;
-            // Written here, off the async threads (a cache: a failure is
-            // logged, and the next load compiles again).
-            if let Some(code) = &code {
-                let _ = code.keep(&key, &plugin);
-            }
-            Ok::<_, crate::runtime::PluginError>((plugin, wasm, true))
+            // Kept here, off the async threads (tens of MB for an
+            // interpreted plugin).
+            let kept = keep_code(&store, code.as_ref(), &key, &plugin);
+            Ok::<_, crate::runtime::PluginError>((plugin, wasm, kept))
         });
-        let (plugin, wasm, compiled) = match tokio::time::timeout(self.compile_timeout, compile)
-            .await
-        {
+        let (plugin, wasm, kept) = match tokio::time::timeout(self.compile_timeout, compile).await {
             Err(_) => {
                 return Err(BrokerError::Unavailable(format!(
                     "compiling the plugin took longer than {} s",
@@ -181,11 +177,8 @@ impl Registry {
             Ok(Ok(Err(rejected))) => return Err(BrokerError::PluginRejected(rejected.to_string())),
             Ok(Ok(Ok(done))) => done,
         };
+        kept?;
         self.store.put_blob(&wasm_blob(&digest), &wasm)?;
-        if compiled && self.code.is_none() {
-            // No code directory (a harness without a cache): the store keeps it.
-            keep_code(&self.store, None, &digest, &plugin)?;
-        }
         let mut record = self.record(name);
         let version = record
             .versions
@@ -388,15 +381,16 @@ fn keep_code(
     digest: &str,
     plugin: &Plugin,
 ) -> Result<(), BrokerError> {
-    // A cache: if the file cannot be written, the next load compiles again.
-    if let Some(code) = code {
-        if code.keep(digest, plugin).is_ok() {
-            return Ok(());
+    match code {
+        // A cache: if the file cannot be written (logged), the next load
+        // compiles again.
+        Some(code) => {
+            let _ = code.keep(digest, plugin);
         }
-    }
-    if code.is_none() {
-        if let Some(bytes) = plugin.machine_code() {
-            store.put_blob(&code_blob(digest), &bytes)?;
+        None => {
+            if let Some(bytes) = plugin.machine_code() {
+                store.put_blob(&code_blob(digest), &bytes)?;
+            }
         }
     }
     Ok(())

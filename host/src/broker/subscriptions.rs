@@ -402,25 +402,26 @@ impl Subscriptions {
             .collect()
     }
 
+    /// What the running subscription `name` shares.
+    fn shared(&self, name: &str) -> Result<Arc<Shared>, BrokerError> {
+        let running = self.running.lock().expect("subscriptions lock");
+        running
+            .get(name)
+            .map(|r| r.shared.clone())
+            .ok_or_else(|| BrokerError::NotFound(format!("subscription {name:?} does not exist")))
+    }
+
     /// Completed attempts of subscription `name`, from now on.
     pub(crate) fn events(
         &self,
         name: &str,
     ) -> Result<tokio::sync::broadcast::Receiver<super::DeliveryEvent>, BrokerError> {
-        let running = self.running.lock().expect("subscriptions lock");
-        let r = running.get(name).ok_or_else(|| {
-            BrokerError::NotFound(format!("subscription {name:?} does not exist"))
-        })?;
-        Ok(r.shared.events.subscribe())
+        Ok(self.shared(name)?.events.subscribe())
     }
 
     /// The lease desk of pull subscription `name`.
     pub(crate) fn desk(&self, name: &str) -> Result<Arc<super::runner::LeaseDesk>, BrokerError> {
-        let running = self.running.lock().expect("subscriptions lock");
-        let r = running.get(name).ok_or_else(|| {
-            BrokerError::NotFound(format!("subscription {name:?} does not exist"))
-        })?;
-        r.shared.desk.get().cloned().ok_or_else(|| {
+        self.shared(name)?.desk.get().cloned().ok_or_else(|| {
             BrokerError::Conflict(format!(
                 "subscription {name:?} delivers to a plugin; only pull subscriptions (\"mode\": \"pull\") are leased"
             ))

@@ -285,14 +285,13 @@ impl Runner {
         mut paused: watch::Receiver<bool>,
     ) {
         let mut stopping = *stop.borrow();
-        let mut desk_closed = false;
         loop {
-            if stopping && !desk_closed {
-                // Leases out and jobs not leased yet come back uncounted.
+            if stopping {
+                // Leases out and jobs not leased yet come back uncounted
+                // (closing again does nothing).
                 if let Some(desk) = &self.desk {
                     desk.close();
                 }
-                desk_closed = true;
             }
             if stopping && self.in_flight == 0 {
                 break;

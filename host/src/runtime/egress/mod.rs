@@ -358,7 +358,9 @@ impl WasiHttpHooks for CallEgress {
             // requests must not grow the host's memory or its ledger entry.
             self.over += 1;
             if let Some(egress) = &self.egress {
-                egress.stats.observe("denied", Duration::ZERO);
+                egress
+                    .stats
+                    .observe(failure_label(&HttpError::HttpRequestDenied), Duration::ZERO);
             }
             return Box::new(std::future::ready(Err(HttpError::HttpRequestDenied)));
         }
@@ -394,12 +396,7 @@ impl WasiHttpHooks for CallEgress {
         let egress = match (refusal, &self.egress) {
             (Some((code, reason)), egress) => {
                 if let Some(egress) = egress {
-                    let label = if matches!(code, HttpError::HttpRequestDenied) {
-                        "denied"
-                    } else {
-                        "error"
-                    };
-                    egress.stats.observe(label, Duration::ZERO);
+                    egress.stats.observe(failure_label(&code), Duration::ZERO);
                 }
                 slot.fail(&code, &reason);
                 return Box::new(std::future::ready(Err(code)));
@@ -519,16 +516,20 @@ async fn send(
             Ok((response, Box::new(async { Ok(()) })))
         }
         Err((code, reason)) => {
-            let label = match code {
-                HttpError::DestinationIpProhibited => "prohibited",
-                HttpError::HttpRequestDenied => "denied",
-                HttpError::HttpResponseTimeout | HttpError::ConnectionTimeout => "timeout",
-                _ => "error",
-            };
-            egress.stats.observe(label, elapsed);
+            egress.stats.observe(failure_label(&code), elapsed);
             slot.fail(&code, &reason);
             Err(code)
         }
+    }
+}
+
+/// The metrics' outcome label of a failed request.
+fn failure_label(code: &HttpError) -> &'static str {
+    match code {
+        HttpError::DestinationIpProhibited => "prohibited",
+        HttpError::HttpRequestDenied => "denied",
+        HttpError::HttpResponseTimeout | HttpError::ConnectionTimeout => "timeout",
+        _ => "error",
     }
 }
 
