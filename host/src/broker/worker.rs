@@ -13,23 +13,40 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// One delivery attempt to run.
+/// One delivery attempt to run, and possibly the next messages of its lane
+/// (a *run*).
 pub(crate) struct Job<L> {
     /// Dispatch order, for completing a round's attempts in that order.
     pub(crate) seq: u64,
     pub(crate) lane: L,
     pub(crate) delivery: Delivery,
+    /// The lane's next messages, in order: each is delivered only after the
+    /// one before it acked without touching kv, so the lane still runs one
+    /// message at a time. The rest of a run that stops early is not
+    /// delivered (see [`JobDone::unrun`]).
+    pub(crate) tail: Vec<Delivery>,
     /// `None` for a pull subscription's job, which a lease hands out.
     pub(crate) plugin: Option<Plugin>,
     /// `name@version` of the plugin.
     pub(crate) label: String,
+    /// The kv commit count when the job was dispatched: no attempt of the
+    /// run holds an older read token.
+    pub(crate) kv_start: u64,
 }
 
-/// The result of a job.
+/// The result of one attempt of a job.
 pub(crate) struct JobDone<L> {
     pub(crate) seq: u64,
     pub(crate) lane: L,
     pub(crate) offset: u64,
+    /// An attempt of the job's tail: counted when it comes back, not at
+    /// dispatch.
+    pub(crate) follows: bool,
+    /// The job's last result: its lane is free again.
+    pub(crate) last: bool,
+    /// On the last result: messages of the tail that were not delivered.
+    pub(crate) unrun: usize,
+    pub(crate) kv_start: u64,
     pub(crate) label: String,
     pub(crate) started_ms: u64,
     pub(crate) invocation: Invocation,
@@ -55,10 +72,15 @@ impl<L> JobDone<L> {
     /// A job that ended in `outcome` outside a plugin (a pull consumer's
     /// settle, an expired lease).
     pub(crate) fn finished(job: Job<L>, started_ms: u64, outcome: Outcome, released: bool) -> Self {
+        debug_assert!(job.tail.is_empty(), "a lease is one message");
         Self {
             seq: job.seq,
             lane: job.lane,
             offset: job.delivery.offset,
+            follows: false,
+            last: true,
+            unrun: job.tail.len(),
+            kv_start: job.kv_start,
             label: job.label,
             started_ms,
             invocation: Invocation {
@@ -85,7 +107,7 @@ pub(crate) struct WorkerSettings {
 }
 
 /// Start `count` workers; they exit when the job channel closes.
-pub(crate) fn spawn<L: Send + 'static>(
+pub(crate) fn spawn<L: Clone + Send + 'static>(
     count: u32,
     settings: WorkerSettings,
     jobs: crossbeam_channel::Receiver<Vec<Job<L>>>,
@@ -110,7 +132,7 @@ pub(crate) fn spawn<L: Send + 'static>(
     threads
 }
 
-fn work<L>(
+fn work<L: Clone>(
     settings: &WorkerSettings,
     jobs: &crossbeam_channel::Receiver<Vec<Job<L>>>,
     results: &UnboundedSender<Vec<JobDone<L>>>,
@@ -118,17 +140,49 @@ fn work<L>(
 ) {
     // Under worker isolation: the reused instance and the plugin version it runs.
     let mut reused: Option<(String, PluginWorker)> = None;
-    // Jobs arrive in small chunks and results leave in chunks: one thread
-    // wake-up per chunk instead of one per message.
+    // Jobs arrive in chunks and results leave in chunks: one thread wake-up
+    // per chunk instead of one per message.
     while let Ok(chunk) = jobs.recv() {
         let mut done = Vec::with_capacity(chunk.len());
         for job in chunk {
-            let result = run_job(settings, job, env, &mut reused);
-            let slow = result.invocation.duration > SLOW_CALL;
-            done.push(result);
-            // Don't hold finished results back behind a slow call.
-            if slow && results.send(std::mem::take(&mut done)).is_err() {
-                return;
+            let Some(plugin) = &job.plugin else {
+                // Only a pull subscription's jobs lack a plugin, and they
+                // never reach a worker: hand it back uncounted.
+                done.push(JobDone::released(job, settings.clock.now_ms()));
+                continue;
+            };
+            let plugin = plugin.clone();
+            let (seq, lane, kv_start, label) = (job.seq, job.lane, job.kv_start, job.label);
+            let mut deliveries = std::iter::once(job.delivery).chain(job.tail).peekable();
+            let mut follows = false;
+            while let Some(delivery) = deliveries.next() {
+                let started_ms = settings.clock.now_ms();
+                let invocation = run(settings, &plugin, &label, &delivery, env, &mut reused);
+                // The lane's next message may run only after this one is
+                // settled for good: acked, with no kv read to check.
+                let clean = invocation.outcome == Outcome::Ack
+                    && invocation.kv.reads.is_empty()
+                    && invocation.kv.writes.is_empty();
+                let last = !clean || deliveries.peek().is_none();
+                let slow = invocation.duration > SLOW_CALL;
+                done.push(JobDone {
+                    seq,
+                    lane: lane.clone(),
+                    offset: delivery.offset,
+                    follows,
+                    last,
+                    unrun: if last { deliveries.by_ref().count() } else { 0 },
+                    kv_start,
+                    label: label.clone(),
+                    started_ms,
+                    invocation,
+                    released: false,
+                });
+                follows = true;
+                // Don't hold finished results back behind a slow call.
+                if slow && results.send(std::mem::take(&mut done)).is_err() {
+                    return;
+                }
             }
         }
         if !done.is_empty() && results.send(done).is_err() {
@@ -140,36 +194,23 @@ fn work<L>(
 /// A call longer than this sends its chunk's results at once.
 const SLOW_CALL: Duration = Duration::from_millis(1);
 
-fn run_job<L>(
+fn run(
     settings: &WorkerSettings,
-    job: Job<L>,
+    plugin: &Plugin,
+    label: &str,
+    delivery: &Delivery,
     env: &Arc<dyn HostEnv>,
     reused: &mut Option<(String, PluginWorker)>,
-) -> JobDone<L> {
-    let started_ms = settings.clock.now_ms();
-    let tag = format!("{} msg={}", job.label, job.delivery.id);
-    let Some(plugin) = &job.plugin else {
-        // Only a pull subscription's jobs lack a plugin, and they never
-        // reach a worker: hand it back uncounted.
-        return JobDone::released(job, started_ms);
-    };
-    let invocation = match settings.isolation {
-        Isolation::Message => plugin.invoke(&job.delivery, settings.timeout, env.clone(), tag),
+) -> Invocation {
+    let tag = format!("{label} msg={}", delivery.id);
+    match settings.isolation {
+        Isolation::Message => plugin.invoke(delivery, settings.timeout, env.clone(), tag),
         Isolation::Worker => {
-            if reused.as_ref().is_none_or(|(l, _)| l != &job.label) {
-                *reused = Some((job.label.clone(), plugin.worker(settings.recycle_after)));
+            if reused.as_ref().is_none_or(|(l, _)| l != label) {
+                *reused = Some((label.to_string(), plugin.worker(settings.recycle_after)));
             }
             let (_, worker) = reused.as_mut().expect("set above");
-            worker.invoke(&job.delivery, settings.timeout, env.clone(), tag)
+            worker.invoke(delivery, settings.timeout, env.clone(), tag)
         }
-    };
-    JobDone {
-        seq: job.seq,
-        lane: job.lane,
-        offset: job.delivery.offset,
-        label: job.label,
-        started_ms,
-        invocation,
-        released: false,
     }
 }

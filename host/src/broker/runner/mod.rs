@@ -52,9 +52,13 @@ use tokio::sync::{mpsc, watch, Notify};
 const WINDOW: usize = 8192;
 /// Messages read from one partition per refill.
 const READ_CHUNK: usize = 512;
-/// Most jobs handed to one worker thread at once. A chunk runs sequentially,
-/// so this bounds how long a fast message can wait behind a slow one.
-const MAX_CHUNK: usize = 8;
+/// Most messages handed to one worker thread at once (in one chunk of jobs,
+/// or one lane's run). A chunk runs sequentially, so it is sized from the
+/// plugin's recent call times to take about [`CHUNK_BUDGET_US`]: a slow
+/// plugin gets one message per chunk, a fast one up to this many.
+const MAX_CHUNK: usize = 64;
+/// About how long one chunk should keep a worker thread busy.
+const CHUNK_BUDGET_US: f64 = 500.0;
 /// How long lanes wait before looking again for a plugin that is unavailable.
 const PLUGIN_RECHECK_MS: u64 = 1000;
 /// What the ledger names as the "plugin" of a pull subscription's attempts.
@@ -80,8 +84,6 @@ struct Pending {
     /// A dead letter sent back: its progress lives in a redrive record, not
     /// in the partition's watermark (its offset is already finished).
     redriven: bool,
-    /// The kv commit count when the current attempt was dispatched.
-    kv_start: u64,
 }
 
 /// A redriven message and its original position (topic, partition, offset).
@@ -132,7 +134,13 @@ pub(crate) struct Runner {
     /// Retry states loaded at start, consumed as their messages are read.
     restored: HashMap<(usize, u64), RetryState>,
     buffered: usize,
+    /// Jobs (lane runs) dispatched and not finished.
     in_flight: usize,
+    /// Messages in those jobs.
+    in_flight_messages: usize,
+    /// Recent plugin call time (an exponential moving average), for sizing
+    /// chunks.
+    call_us: f64,
     ops: Vec<Op>,
     jobs: Option<crossbeam_channel::Sender<Vec<Job<LaneKey>>>>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -261,6 +269,8 @@ impl Runner {
             queued_counters: counters,
             buffered: 0,
             in_flight: 0,
+            in_flight_messages: 0,
+            call_us: CHUNK_BUDGET_US,
             ops: Vec::new(),
             jobs: Some(jobs_tx),
             workers,
@@ -312,7 +322,7 @@ impl Runner {
                 self.flush();
                 self.fire_timers(self.now_ms());
                 if !is_paused {
-                    self.dispatch().await;
+                    self.dispatch(self.chunk()).await;
                 }
             }
             self.publish_stats();
@@ -473,7 +483,6 @@ impl Runner {
             due_ms,
             persisted_retry: restored.is_some(),
             redriven: false,
-            kv_start: 0,
             history: restored.map(|r| r.history).unwrap_or_default(),
         };
         self.push(key, pending);
@@ -495,7 +504,6 @@ impl Runner {
             due_ms: redrive.due_ms,
             persisted_retry: false,
             redriven: true,
-            kv_start: 0,
             history: redrive.history,
         };
         self.push(key, pending);
@@ -531,9 +539,22 @@ impl Runner {
         }
     }
 
-    async fn dispatch(&mut self) {
-        let limit = self.spec.concurrency as usize;
-        if self.ready.is_empty() || self.in_flight >= limit {
+    /// How many messages one chunk of jobs, or one lane's run, may hold.
+    fn chunk(&self) -> usize {
+        if self.desk.is_some() {
+            // A lease is one message.
+            return 1;
+        }
+        ((CHUNK_BUDGET_US / self.call_us.max(1.0)) as usize).clamp(1, MAX_CHUNK)
+    }
+
+    /// Hand runnable lanes to the workers: up to `concurrency` jobs when
+    /// calls are slow, up to `concurrency × chunk` messages when they are
+    /// fast. Only `concurrency` worker threads run them, so at most that many
+    /// attempts run at once either way.
+    async fn dispatch(&mut self, chunk: usize) {
+        let limit = self.spec.concurrency as usize * chunk;
+        if self.ready.is_empty() || self.in_flight_messages >= limit {
             return;
         }
         // Resolved once per round: a new plugin version applies from the next
@@ -557,8 +578,14 @@ impl Runner {
                 return;
             }
         };
+        // Under at-most-once each message's progress is committed before it
+        // runs, so a lane's later messages never ride along.
+        let runs = self.spec.delivery != DeliveryGuarantee::AtMostOnce;
+        let now = self.now_ms();
+        let kv_start = self.kv.seq();
         let mut batch = Vec::new();
-        while self.in_flight + batch.len() < limit {
+        let mut messages = 0;
+        while self.in_flight_messages + messages < limit {
             let Some(key) = self.ready.pop_front() else {
                 break;
             };
@@ -569,28 +596,30 @@ impl Runner {
                 continue;
             };
             head.attempts += 1;
-            head.kv_start = self.kv.seq();
-            *self.kv_starts.entry(head.kv_start).or_default() += 1;
-            let source = &self.sources[head.source];
-            let message = &head.message;
-            let delivery = Delivery {
-                id: message.id.clone(),
-                topic: source.topic.name.clone(),
-                partition: source.partition,
-                offset: head.offset,
-                key: message.key.clone(),
-                payload: message.payload.clone(),
-                headers: message.headers.clone(),
-                timestamp_ms: message.timestamp_ms,
-                attempt: head.attempts,
+            let delivery = delivery_of(&self.sources, head, head.attempts);
+            let room = (limit - self.in_flight_messages - messages).min(chunk) - 1;
+            let tail: Vec<Delivery> = if runs {
+                lane.queue
+                    .iter()
+                    .skip(1)
+                    .take(room)
+                    .take_while(|p| p.due_ms <= now)
+                    .map(|p| delivery_of(&self.sources, p, p.attempts + 1))
+                    .collect()
+            } else {
+                Vec::new()
             };
+            messages += 1 + tail.len();
+            *self.kv_starts.entry(kv_start).or_default() += 1;
             self.dispatched += 1;
             batch.push(Job {
                 seq: self.dispatched,
                 lane: key,
                 delivery,
+                tail,
                 plugin: plugin.clone(),
                 label: label.clone(),
+                kv_start,
             });
         }
         if batch.is_empty() {
@@ -627,24 +656,33 @@ impl Runner {
             }
         }
         self.in_flight += batch.len();
+        self.in_flight_messages += messages;
         self.counters.delivered += batch.len() as u64;
         self.shared
             .delivered
             .fetch_add(batch.len() as u64, AtomicOrdering::Relaxed);
-        // Spread the round over about one chunk per core, at most MAX_CHUNK
-        // jobs each: few wake-ups under load, full parallelism when light.
         if let Some(desk) = &self.desk {
             desk.offer(batch);
             return;
         }
-        let size = batch.len().div_ceil(self.cores).clamp(1, MAX_CHUNK);
+        // Spread the round over about one chunk per core, at most `chunk`
+        // messages each: few wake-ups under load, full parallelism when light.
+        let size = messages.div_ceil(self.cores).clamp(1, chunk);
         let jobs = self.jobs.as_ref().expect("jobs open while running");
-        let mut batch = batch.into_iter().peekable();
-        while batch.peek().is_some() {
-            let chunk: Vec<_> = batch.by_ref().take(size).collect();
-            if jobs.send(chunk).is_err() {
-                tracing::error!(subscription = %self.shared.name, "workers are gone");
+        let mut out = Vec::new();
+        let mut filled = 0;
+        for job in batch {
+            filled += 1 + job.tail.len();
+            out.push(job);
+            if filled >= size {
+                filled = 0;
+                if jobs.send(std::mem::take(&mut out)).is_err() {
+                    tracing::error!(subscription = %self.shared.name, "workers are gone");
+                }
             }
+        }
+        if !out.is_empty() && jobs.send(out).is_err() {
+            tracing::error!(subscription = %self.shared.name, "workers are gone");
         }
     }
 
@@ -662,7 +700,8 @@ impl Runner {
             self.fill();
             self.fire_timers(self.now_ms());
             if !self.ready.is_empty() {
-                self.dispatch().await;
+                // One message per job: rounds do not depend on call times.
+                self.dispatch(1).await;
             }
             if self.in_flight == 0 {
                 if let Some(write) = self.commit() {
@@ -675,10 +714,14 @@ impl Runner {
                 }
                 continue;
             }
-            let mut round = Vec::with_capacity(self.in_flight);
-            while round.len() < self.in_flight {
+            let mut round: Vec<JobDone<LaneKey>> = Vec::with_capacity(self.in_flight);
+            let mut finished = 0;
+            while finished < self.in_flight {
                 match self.results.recv().await {
-                    Some(done) => round.extend(done),
+                    Some(done) => {
+                        finished += done.iter().filter(|d| d.last).count();
+                        round.extend(done);
+                    }
                     None => return,
                 }
             }
@@ -792,6 +835,23 @@ impl Drop for Runner {
         if let Some(desk) = &self.desk {
             desk.close();
         }
+    }
+}
+
+/// What the plugin is given for a pending message's attempt `attempt`.
+fn delivery_of(sources: &[Source], pending: &Pending, attempt: u32) -> Delivery {
+    let source = &sources[pending.source];
+    let message = &pending.message;
+    Delivery {
+        id: message.id.clone(),
+        topic: source.topic.name.clone(),
+        partition: source.partition,
+        offset: pending.offset,
+        key: message.key.clone(),
+        payload: message.payload.clone(),
+        headers: message.headers.clone(),
+        timestamp_ms: message.timestamp_ms,
+        attempt,
     }
 }
 

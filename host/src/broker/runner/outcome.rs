@@ -74,7 +74,16 @@ impl Traced {
 impl Runner {
     /// Apply one attempt's outcome.
     pub(super) fn complete(&mut self, done: JobDone<LaneKey>) {
-        self.in_flight -= 1;
+        self.in_flight_messages -= 1 + done.unrun;
+        if done.last {
+            self.in_flight -= 1;
+            if let Some(n) = self.kv_starts.get_mut(&done.kv_start) {
+                *n -= 1;
+                if *n == 0 {
+                    self.kv_starts.remove(&done.kv_start);
+                }
+            }
+        }
         let now = self.now_ms();
         let Invocation {
             outcome,
@@ -84,6 +93,9 @@ impl Runner {
             logs,
             http,
         } = done.invocation;
+        if !done.released {
+            self.call_us = self.call_us * 0.9 + duration.as_micros() as f64 * 0.1;
+        }
         let http = ledger_http(http);
         let Some(lane) = self.lanes.get_mut(&done.lane) else {
             return;
@@ -92,11 +104,11 @@ impl Runner {
             return;
         };
         debug_assert_eq!(head.offset, done.offset);
-        if let Some(n) = self.kv_starts.get_mut(&head.kv_start) {
-            *n -= 1;
-            if *n == 0 {
-                self.kv_starts.remove(&head.kv_start);
-            }
+        if done.follows {
+            // A run's later attempt is counted once it has run.
+            head.attempts += 1;
+            self.counters.delivered += 1;
+            self.shared.delivered.fetch_add(1, AtomicOrdering::Relaxed);
         }
         if done.released {
             // Never reached a consumer: queue it again, uncounted.
@@ -250,6 +262,8 @@ impl Runner {
         if next_due.is_none() {
             self.lanes.remove(&done.lane);
         }
+        // Within a run the lane's next message is already with the worker.
+        let next_due = next_due.filter(|_| done.last);
         emit(&self.shared, &self.sources, &head, verdict.state());
         if let Some(trace) = &mut self.trace {
             let outputs = match verdict {
