@@ -7,6 +7,9 @@ use switchyard::cli::{Cli, Command, NewArgs, PluginToolsArgs, ServeArgs, TestArg
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::Test(args) = &cli.command {
