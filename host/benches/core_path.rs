@@ -107,7 +107,11 @@ core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS
   --rate N            latency scenario publish rate, msg/s        [2000]
   --seconds N         latency scenario duration                   [10]
   --senders N         latency scenario sender threads             [16]
-  --only WHAT         `throughput` or `latency`                   [both]";
+  --only WHAT         `throughput`, `latency` or `curves`         [throughput and latency]
+
+`--only curves` measures cost curves instead (noop plugin, worker isolation):
+against payload size (256 B to 1 MiB), subscriptions on one topic (fan-out
+1, 10, 100) and idle topics (1, 100, 10,000: memory and idle CPU).";
 
 fn main() {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -124,6 +128,9 @@ fn main() {
     }
     if options.latency {
         run_latency(&options, &plugins);
+    }
+    if options.curves {
+        run_curves(&options, &plugins);
     }
 }
 
@@ -142,6 +149,7 @@ struct Options {
     senders: usize,
     throughput: bool,
     latency: bool,
+    curves: bool,
 }
 
 impl Options {
@@ -159,6 +167,7 @@ impl Options {
             senders: 16,
             throughput: true,
             latency: true,
+            curves: false,
         };
         while let Some(flag) = args.next() {
             let mut value = || {
@@ -211,6 +220,7 @@ impl Options {
                 "--only" => match value()?.as_str() {
                     "throughput" => o.latency = false,
                     "latency" => o.throughput = false,
+                    "curves" => (o.throughput, o.latency, o.curves) = (false, false, true),
                     other => return Err(format!("--only: unknown {other:?}\n\n{USAGE}")),
                 },
                 "-h" | "--help" => return Err(USAGE.to_string()),
@@ -1182,4 +1192,166 @@ fn filesystem_of(path: &Path) -> Option<String> {
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, description)| description)
+}
+
+// ---------------------------------------------------------------- cost curves
+
+/// Bytes published per payload-size point (at most `--messages` messages).
+const CURVE_BYTES: u64 = 512 << 20;
+/// Bytes per publish request in the curves.
+const CURVE_BATCH_BYTES: u64 = 1 << 20;
+/// Idle time over which the idle topics' CPU is measured.
+const IDLE_FOR: Duration = Duration::from_secs(5);
+
+fn run_curves(options: &Options, plugins: &PluginDir) {
+    println!(
+        "\n## Cost curves: plugin noop, worker isolation, concurrency 16, {PARTITIONS} partitions"
+    );
+    println!("\n### Payload size (publish in batches of up to 1 MiB, then one subscription drains the backlog)");
+    println!(
+        "{:>9} {:>9} {:>11} {:>11} {:>11} {:>11} {:>9}",
+        "payload", "messages", "publish/s", "pub µs/msg", "deliver/s", "dlv µs/msg", "MB/s"
+    );
+    for size in [256u64, 4 << 10, 64 << 10, 1 << 20] {
+        let messages = options.messages.min(CURVE_BYTES / size).max(100);
+        let server = Server::start();
+        let client = &server.client;
+        client.create_topic(THROUGHPUT_TOPIC);
+        client.deploy("noop", &plugins.bytes("noop"));
+        let per_batch = (CURVE_BATCH_BYTES / size).clamp(1, options.batch);
+        let bodies = sized_bodies(messages, per_batch, size as usize);
+        let before = CpuSample::take(server.pid());
+        publish_all(client, &bodies, options.clients);
+        let published = CpuSample::take(server.pid());
+        subscribe_noop(client, THROUGHPUT_SUB);
+        let (acked, done) = wait_acked(client, THROUGHPUT_SUB, messages);
+        let drained = CpuSample::take(server.pid());
+        assert!(
+            done.is_some(),
+            "payload {size}: stalled at {acked} of {messages}"
+        );
+        let (publish, deliver) = (published.since(&before), drained.since(&published));
+        let secs = |a: &CpuSample, b: &CpuSample| a.at.duration_since(b.at).as_secs_f64();
+        let deliver_secs = secs(&drained, &published);
+        println!(
+            "{:>9} {:>9} {:>11.0} {:>11.1} {:>11.0} {:>11.1} {:>9.1}",
+            human_bytes(size),
+            messages,
+            messages as f64 / secs(&published, &before),
+            cpu_us_per(&publish, secs(&published, &before), messages),
+            messages as f64 / deliver_secs,
+            cpu_us_per(&deliver, deliver_secs, messages),
+            (messages * size) as f64 / deliver_secs / 1e6,
+        );
+    }
+
+    println!("\n### Fan-out: subscriptions on one topic, each delivering every message");
+    println!(
+        "{:>6} {:>9} {:>11} {:>12} {:>9}",
+        "subs", "messages", "delivery/s", "µs/delivery", "server"
+    );
+    for subs in [1u64, 10, 100] {
+        let messages = (options.messages / subs).clamp(1_000, 100_000);
+        let server = Server::start();
+        let client = &server.client;
+        client.create_topic(THROUGHPUT_TOPIC);
+        client.deploy("noop", &plugins.bytes("noop"));
+        publish_all(
+            client,
+            &batch_bodies(messages, options.batch),
+            options.clients,
+        );
+        let before = CpuSample::take(server.pid());
+        for i in 0..subs {
+            subscribe_noop(client, &format!("fan{i}"));
+        }
+        for i in 0..subs {
+            let (acked, done) = wait_acked(client, &format!("fan{i}"), messages);
+            assert!(done.is_some(), "fan-out {subs}: fan{i} stalled at {acked}");
+        }
+        let after = CpuSample::take(server.pid());
+        let cpu = after.since(&before);
+        let secs = after.at.duration_since(before.at).as_secs_f64();
+        let deliveries = messages * subs;
+        println!(
+            "{:>6} {:>9} {:>11.0} {:>12.1} {:>9.2}",
+            subs,
+            messages,
+            deliveries as f64 / secs,
+            cpu_us_per(&cpu, secs, deliveries),
+            cpu.server
+        );
+    }
+
+    println!(
+        "\n### Idle topics ({} partitions each, no messages)",
+        PARTITIONS
+    );
+    println!(
+        "{:>7} {:>10} {:>10} {:>12}",
+        "topics", "create/s", "RSS MiB", "idle cores"
+    );
+    for topics in [1u64, 100, 10_000] {
+        let server = Server::start();
+        let client = &server.client;
+        let started = Instant::now();
+        for i in 0..topics {
+            client.create_topic(&format!("idle{i}"));
+        }
+        let create = started.elapsed();
+        let before = CpuSample::take(server.pid());
+        thread::sleep(IDLE_FOR);
+        let idle = CpuSample::take(server.pid()).since(&before);
+        println!(
+            "{:>7} {:>10.0} {:>10.1} {:>12.4}",
+            topics,
+            topics as f64 / create.as_secs_f64(),
+            rss_mib(server.pid()),
+            idle.server
+        );
+    }
+}
+
+fn subscribe_noop(client: &Client, name: &str) {
+    client.subscribe(
+        name,
+        json!({ "topic": THROUGHPUT_TOPIC, "plugin": "noop", "isolation": "worker", "concurrency": 16 }),
+    );
+}
+
+/// Publish bodies of `messages` payloads of exactly `size` bytes.
+fn sized_bodies(messages: u64, batch: u64, size: usize) -> Vec<Vec<u8>> {
+    let payload = ".".repeat(size);
+    (0..messages)
+        .step_by(batch as usize)
+        .map(|first| {
+            let batch: Vec<Value> = (first..(first + batch).min(messages))
+                .map(|seq| json!({ "key": key(seq), "payload": payload }))
+                .collect();
+            serde_json::to_vec(&json!({ "messages": batch })).expect("encodes")
+        })
+        .collect()
+}
+
+/// Server CPU time per message, in µs, from cores over `secs`.
+fn cpu_us_per(cpu: &CpuUse, secs: f64, messages: u64) -> f64 {
+    cpu.server * secs * 1e6 / messages as f64
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
 }
