@@ -61,6 +61,22 @@ pub struct SubscriptionInfo {
     pub stats: SubscriptionStats,
 }
 
+/// The runtime subscription runners run on: threads of their own, apart
+/// from the API's. A runner completing a large round of results, or reading
+/// its backlog, then never holds up the answer to a publish: the operating
+/// system preempts it, where a task on the API's threads would wait its turn.
+fn delivery_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .thread_name("switchyard-delivery")
+            .enable_all()
+            .build()
+            .expect("starting the delivery runtime")
+    })
+}
+
 /// State a runner shares with the rest of the broker.
 pub(crate) struct Shared {
     pub(crate) name: String,
@@ -237,7 +253,7 @@ impl Subscriptions {
         let is_paused = self.store.get_meta::<bool>(META_PAUSED, name)? == Some(true);
         let (stop, stop_rx) = watch::channel(false);
         let (paused, paused_rx) = watch::channel(is_paused);
-        let task = tokio::spawn(runner.run(stop_rx, paused_rx));
+        let task = delivery_runtime().spawn(runner.run(stop_rx, paused_rx));
         running.insert(
             name.to_string(),
             Running {
