@@ -327,3 +327,64 @@ fn deleted_subscription_starts_afresh_when_recreated() {
         "old dead letters were deleted"
     );
 }
+
+/// delivery.md D3 with lane runs: a backlog of two keys on a fast plugin is
+/// handed to workers as runs of each key's messages; a retry, a trap or a dead
+/// letter in the middle of a run hands the rest back, and the key's order,
+/// each message's attempt count and exactly one acknowledgement hold, under
+/// at-least-once and exactly-once.
+#[test]
+fn runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters() {
+    const MESSAGES: usize = 2000;
+    let s = Server::start();
+    s.deploy("scripted", "scripted");
+    // Message i's script and the attempt it is acked at (None: dead-lettered).
+    let script = |i: usize| match i {
+        777 => ("d", None),
+        i if i % 211 == 50 => ("t,a", Some(2)),
+        i if i % 97 == 13 => ("r,a", Some(2)),
+        _ => ("a", Some(1)),
+    };
+    for delivery in ["at-least-once", "exactly-once"] {
+        let topic = format!("runs-{delivery}");
+        s.topic(&topic, 1);
+        s.topic(&format!("{topic}.trace"), 1);
+        // The backlog is stored before the subscription starts, so every
+        // lane is deep when delivery begins.
+        for first in (0..MESSAGES).step_by(500) {
+            let batch: Vec<Value> = (first..first + 500)
+                .map(|i| msg(&format!("k{}", i % 2), &format!("m{i}|{}", script(i).0)))
+                .collect();
+            s.publish(&topic, batch);
+        }
+        s.subscribe(
+            &topic,
+            json!({"topic": topic, "plugin": "scripted", "ordering": "key", "delivery": delivery,
+                   "isolation": "worker", "concurrency": 2,
+                   "retry": {"max_attempts": 3, "initial_ms": 1, "max_ms": 4}}),
+        );
+        let st = s.wait_stats(&topic, LIMIT, |st| {
+            st["acked"].as_u64().unwrap_or(0) + st["dead_lettered"].as_u64().unwrap_or(0)
+                >= MESSAGES as u64
+                && st["lag"] == 0
+        });
+        assert_eq!(st["acked"], (MESSAGES - 1) as u64, "{delivery}: {st}");
+        assert_eq!(st["dead_lettered"], 1, "{delivery}: {st}");
+        let mut last: BTreeMap<String, usize> = BTreeMap::new();
+        let mut acked = vec![None; MESSAGES];
+        for m in s.read_partition(&format!("{topic}.trace"), 0) {
+            let text = m["payload"].as_str().expect("text payload");
+            let (tag, attempt) = text.split_once('|').expect("TAG|ATTEMPT");
+            let i: usize = tag[1..].parse().expect("index");
+            let key = m["key"].as_str().expect("key").to_string();
+            if let Some(before) = last.insert(key.clone(), i) {
+                assert!(before < i, "{delivery}: {key} acked m{i} after m{before}");
+            }
+            assert!(acked[i].is_none(), "{delivery}: m{i} acked twice");
+            acked[i] = Some(attempt.parse::<u32>().expect("attempt"));
+        }
+        for (i, got) in acked.iter().enumerate() {
+            assert_eq!(*got, script(i).1, "{delivery}: m{i}'s acknowledged attempt");
+        }
+    }
+}
