@@ -527,6 +527,28 @@ impl Log {
     }
 }
 
+#[cfg(test)]
+impl Topic {
+    /// A topic whose partitions each hold offsets below `head`, for unit tests.
+    pub(crate) fn with_head(name: &str, partitions: u32, head: u64) -> Topic {
+        Topic {
+            name: name.to_string(),
+            heads: (0..partitions).map(|_| AtomicU64::new(head)).collect(),
+            firsts: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            next: Mutex::new(Appender {
+                offsets: vec![head; partitions as usize],
+                pending_ids: HashMap::new(),
+            }),
+            spec: TopicSpec {
+                partitions,
+                ..TopicSpec::default()
+            },
+            round_robin: AtomicU64::new(0),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
 fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, BrokerError> {
     let mut offsets = Vec::with_capacity(spec.partitions as usize);
     let mut firsts = Vec::with_capacity(spec.partitions as usize);

@@ -329,11 +329,12 @@ impl Subscriptions {
                     let ops = topics
                         .iter()
                         .flat_map(|topic| {
-                            (0..topic.partitions()).map(|p| Op::SetWatermark {
+                            (0..topic.partitions()).map(|p| Op::SetProgress {
                                 subscription: name.to_string(),
                                 topic: topic.name.clone(),
                                 partition: p,
-                                offset: topic.head(p),
+                                watermark: topic.head(p),
+                                done: Vec::new(),
                                 clear_done: Vec::new(),
                             })
                         })

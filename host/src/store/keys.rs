@@ -3,8 +3,10 @@
 //!
 //! - log:      topic NUL partition:u32 offset:u64
 //! - progress: tag subscription NUL topic NUL partition:u32 [offset:u64]
-//!   (tag `w` watermark, `d` done marker, `r` retry state, `q` redriven
-//!   message, `c` counters)
+//!   (tag `w` a partition's progress: watermark:u64 then the finished ranges
+//!   above it as LEB128 pairs (gap from the previous end, length); `d` a done
+//!   marker of an earlier host; `r` retry state, `q` redriven message, `c`
+//!   counters)
 //! - progress: `l` subscription NUL message-id → ledger entry
 //! - progress: `k` subscription NUL kv-key → a plugin's kv value (raw bytes)
 //! - dead:     subscription NUL topic NUL partition:u32 offset:u64
@@ -33,6 +35,61 @@ pub(super) fn log(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
     let mut k = log_prefix(topic, partition);
     k.extend_from_slice(&offset.to_be_bytes());
     k
+}
+
+/// A partition's progress record: the watermark, then each finished range
+/// above it as (gap from the previous range's end, length) in LEB128.
+pub(super) fn encode_progress(watermark: u64, done: &[(u64, u64)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + done.len() * 4);
+    v.extend_from_slice(&watermark.to_be_bytes());
+    let mut end = watermark;
+    for &(from, to) in done {
+        leb128(&mut v, from - end);
+        leb128(&mut v, to - from);
+        end = to;
+    }
+    v
+}
+
+/// The inverse of [`encode_progress`]; `None` if malformed. A bare 8-byte
+/// watermark (an earlier host's record) has no ranges.
+pub(super) fn decode_progress(value: &[u8]) -> Option<(u64, Vec<(u64, u64)>)> {
+    let (mark, mut rest) = value.split_first_chunk::<8>()?;
+    let watermark = u64::from_be_bytes(*mark);
+    let mut done = Vec::new();
+    let mut end = watermark;
+    while !rest.is_empty() {
+        let from = end.checked_add(read_leb128(&mut rest)?)?;
+        let to = from.checked_add(read_leb128(&mut rest)?)?;
+        done.push((from, to));
+        end = to;
+    }
+    Some((watermark, done))
+}
+
+fn leb128(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn read_leb128(input: &mut &[u8]) -> Option<u64> {
+    let mut n: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        n |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
 }
 
 pub(super) fn trailing_u64(key: &[u8]) -> u64 {
@@ -180,6 +237,26 @@ pub(super) fn id_expired(value: &[u8], now_ms: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_records_round_trip_and_read_a_bare_watermark() {
+        for (mark, done) in [
+            (0u64, vec![]),
+            (7, vec![(9u64, 10u64), (12, 300), (1 << 40, (1 << 40) + 1)]),
+            (u64::MAX - 5, vec![(u64::MAX - 3, u64::MAX)]),
+        ] {
+            let encoded = encode_progress(mark, &done);
+            assert_eq!(decode_progress(&encoded), Some((mark, done)));
+        }
+        assert_eq!(
+            decode_progress(&42u64.to_be_bytes()),
+            Some((42, Vec::new()))
+        );
+        assert_eq!(decode_progress(&[1, 2, 3]), None, "too short");
+        let mut cut = encode_progress(1, &[(3, 4)]);
+        cut.pop();
+        assert_eq!(decode_progress(&cut), None, "a range without its length");
+    }
 
     #[test]
     fn positions_round_trip_and_sort_numerically() {

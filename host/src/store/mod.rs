@@ -82,9 +82,10 @@ pub struct Store {
 /// Progress of one subscription, as persisted.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Per (topic, partition): every offset below this is finished.
-    pub watermarks: Vec<(String, u32, u64)>,
-    /// Offsets at or above their watermark that are finished.
+    /// Per (topic, partition): every offset below the watermark is
+    /// finished, and so are those in the ranges (start, end exclusive).
+    pub watermarks: Vec<(String, u32, u64, Vec<(u64, u64)>)>,
+    /// Finished offsets as an earlier host recorded them, one key each.
     pub done: Vec<(String, u32, u64)>,
     /// Messages waiting for another attempt.
     pub retries: Vec<(String, u32, u64, RetryState)>,
@@ -310,12 +311,9 @@ impl Store {
                 match tag {
                     keys::WATERMARK => {
                         let (topic, partition) = keys::split_topic_partition(rest);
-                        let mark = u64::from_be_bytes(
-                            value[..8]
-                                .try_into()
-                                .map_err(|_| corrupt(&key, "watermark is not 8 bytes"))?,
-                        );
-                        progress.watermarks.push((topic, partition, mark));
+                        let (mark, done) = keys::decode_progress(&value)
+                            .ok_or_else(|| corrupt(&key, "malformed progress record"))?;
+                        progress.watermarks.push((topic, partition, mark, done));
                     }
                     keys::DONE => {
                         let (topic, partition, offset) = keys::split_position(rest);

@@ -42,20 +42,16 @@ pub enum Op {
         partition: u32,
         below: u64,
     },
-    /// An offset at or past its watermark is finished.
-    MarkDone {
+    /// A partition's progress: every offset below `watermark` is finished,
+    /// and so are those in the `done` ranges (start, end exclusive) above
+    /// it. One record per partition, rewritten whole. The one-key-per-offset
+    /// done markers an earlier host wrote (`clear_done`) are removed.
+    SetProgress {
         subscription: String,
         topic: String,
         partition: u32,
-        offset: u64,
-    },
-    /// Every offset below `offset` is finished; the done markers it passed
-    /// (`clear_done`) are removed.
-    SetWatermark {
-        subscription: String,
-        topic: String,
-        partition: u32,
-        offset: u64,
+        watermark: u64,
+        done: Vec<(u64, u64)>,
         clear_done: Vec<u64>,
     },
     PutRetry {
@@ -178,32 +174,23 @@ impl Op {
                 keys::log(&topic, partition, 0),
                 keys::log(&topic, partition, below),
             ),
-            Op::MarkDone {
+            Op::SetProgress {
                 subscription,
                 topic,
                 partition,
-                offset,
-            } => batch.put_cf(
-                cf(CF_PROGRESS),
-                keys::progress_at(keys::DONE, &subscription, &topic, partition, offset),
-                Vec::new(),
-            ),
-            Op::SetWatermark {
-                subscription,
-                topic,
-                partition,
-                offset,
+                watermark,
+                done,
                 clear_done,
             } => {
                 batch.put_cf(
                     cf(CF_PROGRESS),
                     keys::progress(keys::WATERMARK, &subscription, &topic, partition),
-                    offset.to_be_bytes().to_vec(),
+                    keys::encode_progress(watermark, &done),
                 );
-                for done in clear_done {
+                for offset in clear_done {
                     batch.delete_cf(
                         cf(CF_PROGRESS),
-                        keys::progress_at(keys::DONE, &subscription, &topic, partition, done),
+                        keys::progress_at(keys::DONE, &subscription, &topic, partition, offset),
                     );
                 }
             }

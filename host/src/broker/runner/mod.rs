@@ -177,9 +177,9 @@ impl Runner {
             }
         }
         // Watermarks first: done markers below them are stale.
-        for (t, p, mark) in &progress.watermarks {
+        for (t, p, mark, done) in &progress.watermarks {
             if let Some(i) = sources_index(&sources, t, *p) {
-                sources[i].restore_watermark(*mark);
+                sources[i].restore(*mark, done);
             }
         }
         for (t, p, offset) in &progress.done {
