@@ -12,6 +12,10 @@ cd "$(dirname "$0")"
 # One target directory outside the clone, so fresh clones reuse earlier builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}"
 PLUGIN_DIR="$CARGO_TARGET_DIR/wasm-plugins"
+# The host build `serve` runs and the peer benchmark measures: the shipping
+# profile `dist` (LTO, one codegen unit; a cold build takes tens of minutes).
+# SWITCHYARD_PROFILE=release gives a quick incremental build while iterating.
+PROFILE="${SWITCHYARD_PROFILE:-dist}"
 PLUGINS=(noop forwarder flaky poison spin hog stamp scripted counter example-rust webhook caller)
 
 as_root() {
@@ -80,7 +84,7 @@ case "$cmd" in
   serve)
     setup
     build_plugins
-    exec cargo run --release --bin switchyard -- serve "$@"
+    exec cargo run --profile "$PROFILE" --bin switchyard -- serve "$@"
     ;;
   test)
     setup
