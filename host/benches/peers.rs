@@ -61,7 +61,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -969,6 +969,7 @@ impl PluginDir {
 /// A `switchyard serve` on a fresh data directory, with a JSON client.
 struct Switchyard {
     process: Process,
+    port: u16,
     base: String,
     agent: ureq::Agent,
 }
@@ -1001,6 +1002,7 @@ impl Switchyard {
             .into();
         Switchyard {
             process,
+            port,
             base: format!("http://127.0.0.1:{port}"),
             agent,
         }
@@ -1157,6 +1159,84 @@ impl Switchyard {
     }
 }
 
+/// A minimal HTTP/1.1 keep-alive connection for the paced single publishes:
+/// a request is written in one piece and the answer read by its
+/// Content-Length. ureq's own work per request would take a large share of
+/// the two cores the client shares with the server at 10,000 requests a
+/// second (as redis-rs and async-nats are lean clients of their protocols).
+struct RawHttp {
+    reader: BufReader<TcpStream>,
+    request: Vec<u8>,
+}
+
+impl RawHttp {
+    fn connect(port: u16) -> RawHttp {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting to switchyard");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        stream
+            .set_read_timeout(Some(REQUEST_LIMIT))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(REQUEST_LIMIT))
+            .expect("write timeout");
+        RawHttp {
+            reader: BufReader::new(stream),
+            request: Vec::with_capacity(1024),
+        }
+    }
+
+    /// POST a JSON body; (status, body) of the answer.
+    fn post(&mut self, path: &str, body: &[u8]) -> (u16, String) {
+        self.request.clear();
+        write!(
+            self.request,
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        )
+        .expect("formats");
+        self.request.extend_from_slice(body);
+        self.reader
+            .get_mut()
+            .write_all(&self.request)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let mut line = String::new();
+        let mut read_line = |line: &mut String| {
+            line.clear();
+            match self.reader.read_line(line) {
+                Ok(0) => panic!("POST {path}: connection closed"),
+                Ok(_) => {}
+                Err(e) => panic!("POST {path}: {e}"),
+            }
+        };
+        read_line(&mut line);
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("POST {path}: status line {line:?}"));
+        let mut length = None;
+        loop {
+            read_line(&mut line);
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let length = length.unwrap_or_else(|| panic!("POST {path}: no content-length"));
+        let mut answer = vec![0; length];
+        self.reader
+            .read_exact(&mut answer)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        (status, String::from_utf8_lossy(&answer).into_owned())
+    }
+}
+
 /// The Switchyard consumers of the produced backlog, in order: the first is
 /// the `consume` row, the others are Switchyard-only rows.
 const SWITCHYARD_CONSUMERS: [(&str, &str, &str, &str); 4] = [
@@ -1270,16 +1350,21 @@ fn switchyard_column(
         let meter = Meter::start(server.process.pid());
         let start = Instant::now() + PACING_LEAD;
         let path = format!("/v1/topics/{topic}/messages");
-        let sent = paced(total, rate, options.senders, start, |_, seq, payload| {
-            let body = json!({ "key": key(seq), "payload": payload });
-            let (status, text) = server.send(
-                "POST",
-                &path,
-                "application/json",
-                body.to_string().as_bytes(),
-            );
-            assert!(status == 200, "POST {path} -> {status}: {text}");
-        });
+        let connections: Vec<Mutex<Option<RawHttp>>> =
+            (0..options.senders).map(|_| Mutex::new(None)).collect();
+        let sent = paced(
+            total,
+            rate,
+            options.senders,
+            start,
+            |thread, seq, payload| {
+                let body = json!({ "key": key(seq), "payload": payload }).to_string();
+                let mut connection = connections[thread].lock().expect("connection");
+                let connection = connection.get_or_insert_with(|| RawHttp::connect(server.port));
+                let (status, text) = connection.post(&path, body.as_bytes());
+                assert!(status == 200, "POST {path} -> {status}: {text}");
+            },
+        );
         server.wait_acked(&topic, total);
         let phase = meter.stop(total);
         let mut received = Vec::new();
@@ -1668,9 +1753,14 @@ impl Nats {
         use async_nats::jetstream::consumer::PullConsumer;
         use futures_util::StreamExt;
         let mut consumer: PullConsumer = js.get_consumer_from_stream("c", &stream).await?;
+        // Pull requests expire after 1 s (the client's default is 30 s), so a
+        // pull the server lets lapse costs at most that: once, a drain here
+        // stood idle for half a minute.
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(CONSUMER_BATCH)
+            .expires(Duration::from_secs(1))
+            .heartbeat(Duration::from_millis(500))
             .messages()
             .await?;
         let mut count = 0;
