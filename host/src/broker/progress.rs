@@ -176,13 +176,14 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::DoneRanges;
 
     fn source(head: u64) -> Source {
         Source::new(Arc::new(Topic::with_head("t", 1, head)), 0, 0)
     }
 
     /// The record `persist` writes now: (watermark, ranges, legacy markers cleared).
-    fn record(source: &mut Source) -> Option<(u64, Vec<(u64, u64)>, Vec<u64>)> {
+    fn record(source: &mut Source) -> Option<(u64, DoneRanges, Vec<u64>)> {
         let mut ops = Vec::new();
         source.persist("s", &mut ops);
         assert!(ops.len() <= 1, "one record per partition");

@@ -79,12 +79,15 @@ pub struct Store {
     writer: writer::Writer,
 }
 
+/// Finished offset ranges above a watermark: (start, end exclusive).
+pub type DoneRanges = Vec<(u64, u64)>;
+
 /// Progress of one subscription, as persisted.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Per (topic, partition): every offset below the watermark is
     /// finished, and so are those in the ranges (start, end exclusive).
-    pub watermarks: Vec<(String, u32, u64, Vec<(u64, u64)>)>,
+    pub watermarks: Vec<(String, u32, u64, DoneRanges)>,
     /// Finished offsets as an earlier host recorded them, one key each.
     pub done: Vec<(String, u32, u64)>,
     /// Messages waiting for another attempt.
