@@ -117,6 +117,14 @@ impl Store {
         opts.set_max_manifest_file_size(MANIFEST_BYTES);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = opts.clone();
+            if *name == CF_DEDUP || *name == CF_PROGRESS {
+                // Point lookups of keys that are mostly absent (a publish id
+                // never seen, a kv key never written) skip files by their
+                // bloom filter instead of searching each.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                cf_opts.set_block_based_table_factory(&table);
+            }
             if *name == CF_DEDUP {
                 // Expired publish ids are dropped as compaction passes over them.
                 cf_opts.set_compaction_filter("expired-ids", |_level, _key, value| {
