@@ -122,6 +122,8 @@ peers: Switchyard, Redis and NATS JetStream on one workload (run it with ./dev.s
                              dist if <target>/dist/switchyard exists]
   --switchyard-fsync-interval-ms MS  also run each Switchyard binary with
                              --fsync-interval-ms MS (columns switchyard:LABEL:MSms)
+  --busy N                   run N busy-loop processes during each latency
+                             phase: the tail on a busy machine            [0]
   --json PATH                where to write the results    [$CARGO_TARGET_DIR/bench-peers.json]
 
 Peers: REDIS_SERVER and NATS_SERVER name the server binaries (else redis-server
@@ -195,6 +197,8 @@ struct Options {
     binaries: Vec<(String, PathBuf)>,
     /// Also run each binary with `--fsync-interval-ms` this.
     interval: Option<u64>,
+    /// Busy-loop processes running during each latency phase.
+    busy: usize,
     json: PathBuf,
 }
 
@@ -207,6 +211,7 @@ impl Options {
         let mut binaries = Vec::new();
         let mut json = None;
         let mut interval = None;
+        let mut busy = 0;
         while let Some(flag) = args.next() {
             let mut value = || {
                 args.next()
@@ -262,6 +267,7 @@ impl Options {
                 "--switchyard-fsync-interval-ms" => {
                     interval = Some(number(&flag, &value()?, 1..=60_000)?)
                 }
+                "--busy" => busy = number(&flag, &value()?, 0..=64)? as usize,
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
             }
@@ -289,6 +295,7 @@ impl Options {
             systems,
             binaries,
             interval,
+            busy,
             json: json.unwrap_or_else(|| target.join("bench-peers.json")),
         })
     }
@@ -731,10 +738,49 @@ struct Sent {
 /// from `senders` threads that each take the next message not yet taken. The
 /// payload of each carries its send time; `send(thread, seq, payload)` makes
 /// the request and returns once it is confirmed.
-fn paced<F>(total: u64, rate: u64, senders: usize, start: Instant, send: F) -> Vec<Sent>
+/// Busy-loop processes, killed (and waited for) on drop: a machine where
+/// other work wants every core.
+struct BusyLoops(Vec<Child>);
+
+impl BusyLoops {
+    fn start(n: usize) -> BusyLoops {
+        BusyLoops(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("starting a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for BusyLoops {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Send `total` messages at `rate` on an absolute schedule, with `busy`
+/// busy loops running meanwhile.
+fn paced<F>(
+    total: u64,
+    rate: u64,
+    (senders, busy): (usize, usize),
+    start: Instant,
+    send: F,
+) -> Vec<Sent>
 where
     F: Fn(usize, u64, String) + Sync,
 {
+    let _load = BusyLoops::start(busy);
     let next = AtomicU64::new(0);
     let sent = Mutex::new(Vec::with_capacity(total as usize));
     thread::scope(|scope| {
@@ -1355,7 +1401,7 @@ fn switchyard_column(
         let sent = paced(
             total,
             rate,
-            options.senders,
+            (options.senders, options.busy),
             start,
             |thread, seq, payload| {
                 let body = json!({ "key": key(seq), "payload": payload }).to_string();
@@ -1627,7 +1673,7 @@ fn redis_column(options: &Options, fsync: &str, result: &Mutex<ColumnResult>) {
             let sent = paced(
                 total,
                 rate,
-                options.senders,
+                (options.senders, options.busy),
                 start,
                 |thread, seq, payload| {
                     let mut con = senders[thread].lock().expect("connection");
@@ -1925,18 +1971,28 @@ fn nats_column(options: &Options, always: bool, result: &Mutex<ColumnResult>) {
                 start + Duration::from_secs_f64(total as f64 / rate as f64) + RECEIVE_LIMIT;
             let (nats, name) = (&nats, &name);
             let consumers = scope.spawn(move || nats.drain_all(name, total, deadline, true));
-            let sent = paced(total, rate, options.senders, start, |_, seq, payload| {
-                let subject = format!("{subject}.{}", partition(seq));
-                nats.runtime
-                    .block_on(async {
-                        nats.js
-                            .publish_with_headers(subject, nats_headers(seq), Bytes::from(payload))
-                            .await?
-                            .await?;
-                        Ok::<(), NatsError>(())
-                    })
-                    .unwrap_or_else(|e| panic!("publishing: {e}"));
-            });
+            let sent = paced(
+                total,
+                rate,
+                (options.senders, options.busy),
+                start,
+                |_, seq, payload| {
+                    let subject = format!("{subject}.{}", partition(seq));
+                    nats.runtime
+                        .block_on(async {
+                            nats.js
+                                .publish_with_headers(
+                                    subject,
+                                    nats_headers(seq),
+                                    Bytes::from(payload),
+                                )
+                                .await?
+                                .await?;
+                            Ok::<(), NatsError>(())
+                        })
+                        .unwrap_or_else(|e| panic!("publishing: {e}"));
+                },
+            );
             (sent, consumers.join().expect("consumers"))
         });
         let phase = meter.stop(total);
@@ -2192,7 +2248,7 @@ fn print_header(options: &Options, columns: &[Column]) {
     );
     println!(
         "workload: {} messages of {PAYLOAD_BYTES} B, {KEYS} keys, {PARTITIONS} partitions; produce in batches of {BATCH} \
-         from {PRODUCERS} clients; latency at {} msg/s for {} s each, {} sender threads{}",
+         from {PRODUCERS} clients; latency at {} msg/s for {} s each, {} sender threads{}{}",
         options.messages,
         options
             .rates
@@ -2202,7 +2258,11 @@ fn print_header(options: &Options, columns: &[Column]) {
             .join(", "),
         options.seconds,
         options.senders,
-        if options.short { " (--short)" } else { "" }
+        if options.short { " (--short)" } else { "" },
+        match options.busy {
+            0 => String::new(),
+            n => format!("; {n} busy-loop processes during each latency phase"),
+        }
     );
     for column in columns {
         if let Column::Switchyard {
