@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Switchyard developer entry point. Installs what the build needs, then:
 #   ./dev.sh serve [serve options]   build the example plugins and start the router
-#   ./dev.sh test                    run the whole test suite (unit, integration, end-to-end)
+#   ./dev.sh test                    run the whole test suite (unit, integration, end-to-end,
+#                                    and the peer benchmark's --short mode)
 #   ./dev.sh bench [bench options]   run the core-path benchmark
 #   ./dev.sh bench-consumers         webhook deliveries, pull consumers, egress latency
 #   ./dev.sh bench-peers [options]   the same workload on Switchyard, Redis and NATS JetStream
@@ -90,6 +91,9 @@ case "$cmd" in
     setup
     build_plugins
     cargo test --release --workspace
+    # The peer benchmark's quick mode: every system and phase, ~15 s.
+    install_peers
+    cargo bench -p switchyard --bench peers -- --short
     ;;
   bench)
     setup
@@ -112,7 +116,7 @@ case "$cmd" in
     build_plugins
     ;;
   *)
-    sed -n '2,8p' "$0"
+    sed -n '2,9p' "$0"
     exit 2
     ;;
 esac
