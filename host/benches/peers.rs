@@ -923,10 +923,17 @@ impl Process {
     }
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
+impl Process {
+    /// Kill the process; its state directory stays until the drop.
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -1316,7 +1323,7 @@ fn switchyard_column(
 ) {
     let n = options.messages;
     lock(result).server = format!("{} ({})", version_of(bin, &["--version"]), bin.display());
-    {
+    let mut throughput = {
         let server = Switchyard::start(bin, interval);
         server.create_topic("bench");
         server.create_topic("bench.out");
@@ -1376,7 +1383,12 @@ fn switchyard_column(
                 result.variants.push((what, phase));
             }
         }
-    }
+        server
+    };
+    // That server stops, but its files stay until the column ends, as the
+    // peers' do: deleting hundreds of megabytes now would load the disk
+    // during the latency runs.
+    throughput.process.stop();
 
     // Latency on a fresh server: `stamp` republishes each message with its
     // clock reading to `<topic>.stamps`.
