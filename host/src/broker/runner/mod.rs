@@ -21,6 +21,7 @@
 //! the ack (see [`crate::broker::kv`]); under exactly-once its publications
 //! get ids derived from the source message.
 
+mod lanes;
 mod lease;
 mod outcome;
 
@@ -40,8 +41,7 @@ use crate::runtime::Delivery;
 use crate::store::{
     AttemptRecord, Counters, Durability, Op, Redrive, RetryState, Store, StoredMessage,
 };
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,13 +97,6 @@ pub(crate) enum Control {
     Topic(Arc<Topic>),
 }
 
-#[derive(Default)]
-struct Lane {
-    queue: VecDeque<Pending>,
-    /// The head is in flight or waiting for its retry timer.
-    busy: bool,
-}
-
 pub(crate) struct Runner {
     shared: Arc<Shared>,
     spec: SubscriptionSpec,
@@ -124,16 +117,14 @@ pub(crate) struct Runner {
     pub(crate) trace: Option<Vec<Traced>>,
     plugins: Arc<Registry>,
     sources: Vec<Source>,
-    lanes: HashMap<LaneKey, Lane>,
-    ready: VecDeque<LaneKey>,
-    timers: BinaryHeap<Reverse<(u64, LaneKey)>>,
+    /// Lanes, runnable lanes and timers.
+    lanes: lanes::Lanes,
     /// Totals, as persisted with each progress batch.
     counters: Counters,
     /// The totals last queued for writing.
     queued_counters: Counters,
     /// Retry states loaded at start, consumed as their messages are read.
     restored: HashMap<(usize, u64), RetryState>,
-    buffered: usize,
     /// Jobs (lane runs) dispatched and not finished.
     in_flight: usize,
     /// Messages in those jobs.
@@ -261,13 +252,10 @@ impl Runner {
             trace: None,
             plugins,
             sources,
-            lanes: HashMap::new(),
-            ready: VecDeque::new(),
-            timers: BinaryHeap::new(),
+            lanes: lanes::Lanes::default(),
             restored,
             counters,
             queued_counters: counters,
-            buffered: 0,
             in_flight: 0,
             in_flight_messages: 0,
             call_us: CHUNK_BUDGET_US,
@@ -320,13 +308,14 @@ impl Runner {
                 self.fill();
                 // Filtered messages finish without a delivery: persist that too.
                 self.flush();
-                self.fire_timers(self.now_ms());
+                let now = self.now_ms();
+                self.lanes.fire_timers(now);
                 if !is_paused {
                     self.dispatch(self.chunk()).await;
                 }
             }
             self.publish_stats();
-            let next_timer = self.timers.peek().map(|Reverse((due, _))| *due);
+            let next_timer = self.lanes.next_due();
             let clock = self.log.clock().clone();
             let sleep = async {
                 match next_timer {
@@ -412,7 +401,7 @@ impl Runner {
     /// Read durable messages into lanes, up to the window.
     fn fill(&mut self) {
         for i in 0..self.sources.len() {
-            if self.buffered >= WINDOW {
+            if self.lanes.held() >= WINDOW {
                 return;
             }
             let first = self.sources[i].topic.first(self.sources[i].partition);
@@ -423,7 +412,7 @@ impl Runner {
                 continue;
             }
             let limit = READ_CHUNK
-                .min(WINDOW - self.buffered)
+                .min(WINDOW - self.lanes.held())
                 .min((head - source.read_to) as usize);
             let rows = match self.store.read_log(
                 &source.topic.name,
@@ -510,33 +499,8 @@ impl Runner {
     }
 
     fn push(&mut self, key: LaneKey, pending: Pending) {
-        self.buffered += 1;
-        let lane = self.lanes.entry(key.clone()).or_default();
-        lane.queue.push_back(pending);
-        if lane.queue.len() == 1 && !lane.busy {
-            lane.busy = true;
-            let due = lane.queue[0].due_ms;
-            self.schedule(key, due);
-        }
-    }
-
-    /// Make a lane's head runnable now or at `due`. The lane must be busy.
-    fn schedule(&mut self, key: LaneKey, due: u64) {
-        if due <= self.now_ms() {
-            self.ready.push_back(key);
-        } else {
-            self.timers.push(Reverse((due, key)));
-        }
-    }
-
-    fn fire_timers(&mut self, now: u64) {
-        while let Some(Reverse((due, _))) = self.timers.peek() {
-            if *due > now {
-                break;
-            }
-            let Reverse((_, key)) = self.timers.pop().expect("peeked");
-            self.ready.push_back(key);
-        }
+        let now = self.now_ms();
+        self.lanes.push(key, pending, now);
     }
 
     /// How many messages one chunk of jobs, or one lane's run, may hold.
@@ -554,7 +518,7 @@ impl Runner {
     /// attempts run at once either way.
     async fn dispatch(&mut self, chunk: usize) {
         let limit = self.spec.concurrency as usize * chunk;
-        if self.ready.is_empty() || self.in_flight_messages >= limit {
+        if !self.lanes.has_ready() || self.in_flight_messages >= limit {
             return;
         }
         // Resolved once per round: a new plugin version applies from the next
@@ -572,9 +536,7 @@ impl Runner {
                 // The plugin is gone: hold the runnable lanes and look again later.
                 tracing::warn!(error = %e, subscription = %self.shared.name, "plugin unavailable");
                 let later = self.now_ms() + PLUGIN_RECHECK_MS;
-                for key in self.ready.drain(..) {
-                    self.timers.push(Reverse((later, key)));
-                }
+                self.lanes.defer_ready(later);
                 return;
             }
         };
@@ -586,20 +548,15 @@ impl Runner {
         let mut batch = Vec::new();
         let mut messages = 0;
         while self.in_flight_messages + messages < limit {
-            let Some(key) = self.ready.pop_front() else {
+            let Some((key, queue)) = self.lanes.pop_ready() else {
                 break;
             };
-            let Some(lane) = self.lanes.get_mut(&key) else {
-                continue;
-            };
-            let Some(head) = lane.queue.front_mut() else {
-                continue;
-            };
+            let head = queue.front_mut().expect("a runnable lane has a head");
             head.attempts += 1;
             let delivery = delivery_of(&self.sources, head, head.attempts);
             let room = (limit - self.in_flight_messages - messages).min(chunk) - 1;
             let tail: Vec<Delivery> = if runs {
-                lane.queue
+                queue
                     .iter()
                     .skip(1)
                     .take(room)
@@ -630,7 +587,7 @@ impl Runner {
             // messages instead of delivering them twice.
             let mut ops = Vec::new();
             for job in &batch {
-                let Some(head) = self.lanes.get(&job.lane).and_then(|l| l.queue.front()) else {
+                let Some(head) = self.lanes.head(&job.lane) else {
                     continue;
                 };
                 let source = &mut self.sources[head.source];
@@ -698,8 +655,9 @@ impl Runner {
                 return;
             }
             self.fill();
-            self.fire_timers(self.now_ms());
-            if !self.ready.is_empty() {
+            let now = self.now_ms();
+            self.lanes.fire_timers(now);
+            if self.lanes.has_ready() {
                 // One message per job: rounds do not depend on call times.
                 self.dispatch(1).await;
             }
@@ -708,8 +666,9 @@ impl Runner {
                     write.await;
                 }
                 self.fill();
-                self.fire_timers(self.now_ms());
-                if self.ready.is_empty() {
+                let now = self.now_ms();
+                self.lanes.fire_timers(now);
+                if !self.lanes.has_ready() {
                     return;
                 }
                 continue;
@@ -735,7 +694,7 @@ impl Runner {
 
     /// When the next retry or delayed message is due, if any is waiting.
     pub(crate) fn next_due(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((due, _))| *due)
+        self.lanes.next_due()
     }
 
     fn now_ms(&self) -> u64 {

@@ -97,10 +97,7 @@ impl Runner {
             self.call_us = self.call_us * 0.9 + duration.as_micros() as f64 * 0.1;
         }
         let http = ledger_http(http);
-        let Some(lane) = self.lanes.get_mut(&done.lane) else {
-            return;
-        };
-        let Some(head) = lane.queue.front_mut() else {
+        let Some(head) = self.lanes.head_mut(&done.lane) else {
             return;
         };
         debug_assert_eq!(head.offset, done.offset);
@@ -115,7 +112,7 @@ impl Runner {
             head.attempts -= 1;
             self.counters.delivered -= 1;
             self.shared.delivered.fetch_sub(1, AtomicOrdering::Relaxed);
-            self.ready.push_back(done.lane);
+            self.lanes.retry_now(done.lane);
             return;
         }
         let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
@@ -162,7 +159,7 @@ impl Runner {
                 });
             }
             head.attempts -= 1;
-            self.ready.push_back(done.lane);
+            self.lanes.retry_now(done.lane);
             return;
         }
         head.history.push(AttemptRecord {
@@ -252,16 +249,11 @@ impl Runner {
                     ));
                 }
                 let due = head.due_ms;
-                self.schedule(done.lane, due);
+                self.lanes.schedule(done.lane, due, now);
                 return;
             }
         };
-        let head = lane.queue.pop_front().expect("checked above");
-        self.buffered -= 1;
-        let next_due = lane.queue.front().map(|p| p.due_ms);
-        if next_due.is_none() {
-            self.lanes.remove(&done.lane);
-        }
+        let (head, next_due) = self.lanes.finish_head(&done.lane).expect("checked above");
         // Within a run the lane's next message is already with the worker.
         let next_due = next_due.filter(|_| done.last);
         emit(&self.shared, &self.sources, &head, verdict.state());
@@ -287,7 +279,7 @@ impl Runner {
         }
         self.finish(head, verdict, now);
         if let Some(due) = next_due {
-            self.schedule(done.lane, due);
+            self.lanes.schedule(done.lane, due, now);
         }
     }
 
