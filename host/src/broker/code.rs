@@ -30,12 +30,46 @@ impl CodeDir {
     }
 
     /// The cached plugin of `digest`, if its code is here and fits this engine.
+    /// A hit marks the file used now (its modification time), for [`CodeDir::prune`].
     pub(crate) fn load(&self, runtime: &Runtime, digest: &str) -> Option<Plugin> {
         let file = self.file(digest);
         if !file.is_file() {
             return None;
         }
-        runtime.load_precompiled_file(&file)
+        let plugin = runtime.load_precompiled_file(&file)?;
+        let touched = std::fs::File::options()
+            .append(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::debug!(error = %e, file = %file.display(), "cannot mark cached code as used");
+        }
+        Some(plugin)
+    }
+
+    /// Delete code files not used for `unused_for` (by modification time):
+    /// a cache shared by every `switchyard test` run would otherwise keep
+    /// every plugin build ever tested. Returns how many went.
+    pub(crate) fn prune(&self, unused_for: std::time::Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let Some(cutoff) = std::time::SystemTime::now().checked_sub(unused_for) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let stale = path.extension().is_some_and(|e| e == "cwasm")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at < cutoff);
+            if stale && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Save a freshly compiled plugin's code. Blocking (a sync of tens of
@@ -146,6 +180,27 @@ mod tests {
         assert!(registry.resolve("p").is_ok());
         assert_eq!(std::fs::read(&file).unwrap().len(), good.len());
         assert!(dir.load(&runtime, &digest).is_some());
+
+        // Pruning removes code files unused for longer than asked, and only
+        // those: a load marks its file used.
+        let month = Duration::from_secs(30 * 24 * 3600);
+        let old = std::time::SystemTime::now() - 2 * month;
+        let stale = data.path().join("code/00ff.cwasm");
+        let other = data.path().join("code/notes.txt");
+        for path in [&stale, &other] {
+            std::fs::write(path, b"x").unwrap();
+        }
+        // Only the times change: the registry still maps `file`.
+        for path in [&stale, &other, &file] {
+            std::fs::File::options()
+                .append(true)
+                .open(path)
+                .and_then(|f| f.set_modified(old))
+                .unwrap();
+        }
+        assert!(dir.load(&runtime, &digest).is_some(), "a hit marks it used");
+        assert_eq!(dir.prune(month), 1);
+        assert!(!stale.exists() && other.exists() && file.exists());
         // Stop the store's writer before the process exits.
         drop(registry);
         store.close().unwrap();

@@ -406,16 +406,22 @@ impl Harness {
 /// `$SWITCHYARD_CACHE_DIR`, else `~/.cache/switchyard/compiled`. Compiling a
 /// Python or JavaScript component takes tens of seconds on a small machine;
 /// mapping its cached code takes milliseconds. The directory is trusted like
-/// a data directory: its files are machine code.
+/// a data directory: its files are machine code. Code no run has used for
+/// [`CACHE_UNUSED_FOR`] is deleted.
 fn code_dir() -> Option<CodeDir> {
-    std::env::var_os("SWITCHYARD_CACHE_DIR")
+    let dir = std::env::var_os("SWITCHYARD_CACHE_DIR")
         .map(std::path::PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME")
                 .map(|home| std::path::PathBuf::from(home).join(".cache/switchyard/compiled"))
         })
-        .map(CodeDir::new)
+        .map(CodeDir::new)?;
+    dir.prune(CACHE_UNUSED_FOR);
+    Some(dir)
 }
+
+/// How long compiled code may go unused in the harness's cache.
+const CACHE_UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 fn attempt(t: Traced) -> Attempt {
     Attempt {
