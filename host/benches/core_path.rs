@@ -50,22 +50,24 @@
 //!   sends mean the client could not keep the rate, and the percentiles then
 //!   understate the waiting (coordinated omission).
 
+mod common;
+
+use common::{
+    cpu_model, filesystem_of, key, machine_busy_ticks, payload, process_ticks, stat_ticks, unix_ns,
+    PluginDir, KEYS, PAYLOAD_BYTES, USER_HZ,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Partitions of every topic the benchmark creates.
 const PARTITIONS: u32 = 4;
-/// Exact size of every published payload.
-const PAYLOAD_BYTES: usize = 256;
-/// Distinct message keys, spread round-robin.
-const KEYS: u64 = 64;
 /// Subscription concurrency of the latency scenarios: the design's default.
 const LATENCY_CONCURRENCY: u32 = 16;
 /// How often the subscription's stats are polled: fine enough for the e2e
@@ -89,9 +91,6 @@ const PACING_LEAD: Duration = Duration::from_millis(100);
 const READ_PAGE: u64 = 1000;
 /// Server log lines kept to explain a failure.
 const LOG_TAIL: usize = 50;
-/// Clock ticks per second of `/proc` CPU times (USER_HZ: 100 on every
-/// mainstream Linux build).
-const USER_HZ: f64 = 100.0;
 
 const USAGE: &str = "\
 core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS])
@@ -121,7 +120,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let plugins = PluginDir::find();
+    let plugins = PluginDir::find("core_path", "./dev.sh bench");
     print_header(&options);
     if options.throughput {
         run_throughput(&options, &plugins);
@@ -243,39 +242,6 @@ fn number(flag: &str, text: &str, range: std::ops::RangeInclusive<u64>) -> Resul
 }
 
 // ---------------------------------------------------------------- plugins
-
-/// The directory where `./dev.sh bench` builds the wasm plugins.
-struct PluginDir(PathBuf);
-
-impl PluginDir {
-    /// Beside the host's target directory, found from this executable's path
-    /// (`<target>/release/deps/core_path-…`). Exits if a plugin is missing.
-    fn find() -> PluginDir {
-        let exe = std::env::current_exe().expect("bench executable path");
-        let target = exe
-            .ancestors()
-            .nth(3)
-            .expect("bench binary lives in <target>/<profile>/deps");
-        let dir = target.join("wasm-plugins/wasm32-wasip2/release");
-        for name in ["noop", "forwarder", "stamp"] {
-            let path = dir.join(format!("{name}.wasm"));
-            if !path.is_file() {
-                eprintln!(
-                    "core_path: plugin {} is missing; run the benchmark with `./dev.sh bench`, \
-                     which builds the plugins first",
-                    path.display()
-                );
-                std::process::exit(2);
-            }
-        }
-        PluginDir(dir)
-    }
-
-    fn bytes(&self, name: &str) -> Vec<u8> {
-        let path = self.0.join(format!("{name}.wasm"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-    }
-}
 
 // ---------------------------------------------------------------- server
 
@@ -510,25 +476,6 @@ fn json_ok(method: &str, path: &str, status: u16, text: &str) -> Value {
 
 // ---------------------------------------------------------------- messages
 
-fn key(seq: u64) -> String {
-    format!("k{}", seq % KEYS)
-}
-
-/// `head` padded with dots to exactly [`PAYLOAD_BYTES`].
-fn payload(head: String) -> String {
-    let mut text = head;
-    assert!(text.len() <= PAYLOAD_BYTES, "payload head too long");
-    text.extend(std::iter::repeat_n('.', PAYLOAD_BYTES - text.len()));
-    text
-}
-
-fn unix_ns() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    u64::try_from(since.as_nanos()).expect("ns fit in u64 until 2554")
-}
-
 // ---------------------------------------------------------------- CPU use
 
 /// Cumulative CPU ticks of the server (in total and per thread name), of this
@@ -585,24 +532,6 @@ impl CpuSample {
     }
 }
 
-/// utime + stime of a `/proc/.../stat` file (0 if it is gone), and the name.
-fn stat_ticks(path: &Path) -> Option<(String, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    // "pid (comm) state ppid …": comm may hold spaces, so split at the last ')'.
-    let (head, rest) = text.rsplit_once(')')?;
-    let name = head.split_once('(')?.1.to_string();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of the file are the 12th and 13th after the ')'.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((name, utime + stime))
-}
-
-/// Includes the threads that have already exited.
-fn process_ticks(path: &str) -> u64 {
-    stat_ticks(Path::new(path)).map_or(0, |(_, ticks)| ticks)
-}
-
 /// Live threads of `pid`, grouped by name without digits (`sub-tp-3` → `sub-tp-`).
 fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
     let mut groups = BTreeMap::new();
@@ -616,27 +545,6 @@ fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
         }
     }
     groups
-}
-
-/// Busy ticks of all CPUs (everything but idle and iowait) from `/proc/stat`.
-fn machine_busy_ticks() -> u64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().next() else {
-        return 0;
-    };
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user)
-    ticks
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum()
 }
 
 impl CpuUse {
@@ -1169,29 +1077,6 @@ fn print_header(options: &Options) {
         options.seconds,
         options.senders
     );
-}
-
-fn cpu_model() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("model name"))?;
-    Some(line.split_once(':')?.1.trim().to_string())
-}
-
-/// The filesystem type holding `path` (the longest matching mount point),
-/// since a tmpfs data directory would make every WAL sync free.
-fn filesystem_of(path: &Path) -> Option<String> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    let path = path.canonicalize().ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (mount, kind) = (*fields.get(1)?, *fields.get(2)?);
-            path.starts_with(mount)
-                .then(|| (mount.len(), format!("{kind} at {mount}")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, description)| description)
 }
 
 // ---------------------------------------------------------------- cost curves

@@ -58,7 +58,13 @@
 //! For every phase, CPU time (utime + stime from `/proc`) of the server
 //! process and of this process, as µs per message and as cores.
 
+mod common;
+
 use bytes::Bytes;
+use common::{
+    cpu_model, filesystem_of, key, machine_busy_ticks, payload, process_ticks, unix_ns, PluginDir,
+    KEYS, PAYLOAD_BYTES, USER_HZ,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -69,14 +75,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Partitions (Switchyard), streams (Redis, NATS).
 const PARTITIONS: u64 = 4;
-/// Exact size of every payload.
-const PAYLOAD_BYTES: usize = 256;
-/// Distinct message keys, round-robin.
-const KEYS: u64 = 64;
 /// Messages per produce request, pipeline or ack window.
 const BATCH: u64 = 1000;
 /// Producing client threads (or tasks).
@@ -105,8 +107,6 @@ const RECEIVE_LIMIT: Duration = Duration::from_secs(60);
 const BUSY_RETRIES: u32 = 500;
 /// Server log lines kept to explain a failure.
 const LOG_TAIL: usize = 40;
-/// Clock ticks per second of `/proc` CPU times (USER_HZ).
-const USER_HZ: f64 = 100.0;
 
 const USAGE: &str = "\
 peers: Switchyard, Redis and NATS JetStream on one workload (run it with ./dev.sh bench-peers [OPTIONS])
@@ -137,7 +137,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let plugins = PluginDir::find();
+    let plugins = PluginDir::find("peers", "./dev.sh bench-peers");
     let columns = options.columns();
     let began = Instant::now();
     print_header(&options, &columns);
@@ -622,37 +622,6 @@ fn report_latency(run: &LatencyRun) {
 
 // ---------------------------------------------------------------- CPU
 
-/// utime + stime of a `/proc/.../stat` file, in ticks (0 if it is gone).
-fn process_ticks(path: &str) -> u64 {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return 0;
-    };
-    // "pid (comm) state …": comm may hold spaces, so split at the last ')'.
-    let Some((_, rest)) = text.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields 14 and 15 of the file are the 12th and 13th after the ')'.
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    field(11).unwrap_or(0) + field(12).unwrap_or(0)
-}
-
-/// Busy ticks of all CPUs (everything but idle and iowait) from `/proc/stat`.
-fn machine_busy_ticks() -> u64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().next() else {
-        return 0;
-    };
-    line.split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse::<u64>().ok())
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum()
-}
-
 /// CPU counters of the server, this process and the machine at one instant.
 struct Meter {
     at: Instant,
@@ -689,10 +658,6 @@ impl Meter {
 
 // ---------------------------------------------------------------- messages
 
-fn key(seq: u64) -> String {
-    format!("k{}", seq % KEYS)
-}
-
 /// The Redis stream or NATS stream index of message `seq` (its key mod 4).
 fn partition(seq: u64) -> u64 {
     seq % KEYS % PARTITIONS
@@ -701,21 +666,6 @@ fn partition(seq: u64) -> u64 {
 /// Messages of `0..total` in `partition`.
 fn in_partition(total: u64, p: u64) -> u64 {
     (0..total).filter(|&s| partition(s) == p).count() as u64
-}
-
-/// `head` padded with dots to exactly [`PAYLOAD_BYTES`].
-fn payload(head: String) -> String {
-    let mut text = head;
-    assert!(text.len() <= PAYLOAD_BYTES, "payload head too long");
-    text.extend(std::iter::repeat_n('.', PAYLOAD_BYTES - text.len()));
-    text
-}
-
-fn unix_ns() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    u64::try_from(since.as_nanos()).expect("ns fit in u64 until 2554")
 }
 
 /// `SEQ:SEND_NS:...` → (seq, send_ns).
@@ -985,37 +935,6 @@ fn require_peer(var: &str, name: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------- plugins
-
-/// Where `./dev.sh` builds the wasm plugins.
-struct PluginDir(PathBuf);
-
-impl PluginDir {
-    fn find() -> PluginDir {
-        let exe = std::env::current_exe().expect("bench executable path");
-        let target = exe
-            .ancestors()
-            .nth(3)
-            .expect("bench binary lives in <target>/<profile>/deps");
-        let dir = target.join("wasm-plugins/wasm32-wasip2/release");
-        for name in ["noop", "forwarder", "stamp"] {
-            let path = dir.join(format!("{name}.wasm"));
-            if !path.is_file() {
-                eprintln!(
-                    "peers: plugin {} is missing; run the benchmark with `./dev.sh bench-peers`, \
-                     which builds the plugins first",
-                    path.display()
-                );
-                std::process::exit(2);
-            }
-        }
-        PluginDir(dir)
-    }
-
-    fn bytes(&self, name: &str) -> Vec<u8> {
-        let path = self.0.join(format!("{name}.wasm"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-    }
-}
 
 // ---------------------------------------------------------------- Switchyard
 
@@ -2305,26 +2224,4 @@ fn print_header(options: &Options, columns: &[Column]) {
             println!("switchyard:{label} = {} ({built})", bin.display());
         }
     }
-}
-
-fn cpu_model() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("model name"))?;
-    Some(line.split_once(':')?.1.trim().to_string())
-}
-
-/// The filesystem type holding `path` (the longest matching mount point).
-fn filesystem_of(path: &Path) -> Option<String> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    let path = path.canonicalize().ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (mount, kind) = (*fields.get(1)?, *fields.get(2)?);
-            path.starts_with(mount)
-                .then(|| (mount.len(), format!("{kind} at {mount}")))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, description)| description)
 }
