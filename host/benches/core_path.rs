@@ -53,8 +53,8 @@
 mod common;
 
 use common::{
-    cpu_model, filesystem_of, key, machine_busy_ticks, payload, process_ticks, stat_ticks, unix_ns,
-    PluginDir, KEYS, PAYLOAD_BYTES, USER_HZ,
+    cpu_model, filesystem_of, key, machine_busy_ticks, payload, process_ticks, read_response,
+    stat_ticks, unix_ns, PluginDir, KEYS, PAYLOAD_BYTES, USER_HZ,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -448,22 +448,6 @@ impl Client {
         }
         out
     }
-}
-
-fn read_response(
-    method: &str,
-    path: &str,
-    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> (u16, String) {
-    let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(256 << 20)
-        .read_to_string()
-        .unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
-    (status, text)
 }
 
 fn json_ok(method: &str, path: &str, status: u16, text: &str) -> Value {

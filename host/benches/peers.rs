@@ -62,8 +62,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{
-    cpu_model, filesystem_of, key, machine_busy_ticks, payload, process_ticks, unix_ns, PluginDir,
-    KEYS, PAYLOAD_BYTES, USER_HZ,
+    cpu_model, filesystem_of, key, machine_busy_ticks, payload, process_ticks, read_response,
+    unix_ns, PluginDir, KEYS, PAYLOAD_BYTES, USER_HZ,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -986,18 +986,11 @@ impl Switchyard {
             "PUT" => self.agent.put(&url),
             _ => self.agent.post(&url),
         };
-        let mut response = request
-            .header("Content-Type", content_type)
-            .send(body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_string()
-            .unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
-        (status, text)
+        read_response(
+            method,
+            path,
+            request.header("Content-Type", content_type).send(body),
+        )
     }
 
     fn ok(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Value {
@@ -1025,18 +1018,7 @@ impl Switchyard {
 
     fn get(&self, path: &str) -> Value {
         let url = format!("{}{path}", self.base);
-        let mut response = self
-            .agent
-            .get(&url)
-            .call()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_string()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let (status, text) = read_response("GET", path, self.agent.get(&url).call());
         assert!(
             (200..300).contains(&status),
             "GET {path} -> {status}: {text}"

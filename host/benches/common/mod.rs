@@ -127,3 +127,20 @@ pub fn filesystem_of(path: &Path) -> Option<String> {
         .max_by_key(|(len, _)| *len)
         .map(|(_, description)| description)
 }
+
+/// (status, body) of an answered request; panics if it was not answered.
+pub fn read_response(
+    method: &str,
+    path: &str,
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> (u16, String) {
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
+    (status, text)
+}
