@@ -401,11 +401,10 @@ const LEDGER_LOG_LINE: usize = 1024;
 /// An attempt's log lines as the ledger keeps them: `level: text`, at most
 /// [`LEDGER_LOG_LINES`] lines of [`LEDGER_LOG_LINE`] bytes.
 fn ledger_logs(logs: Vec<LogLine>) -> Vec<String> {
-    let total = logs.len();
-    let mut kept: Vec<String> = logs
-        .into_iter()
-        .take(LEDGER_LOG_LINES)
-        .map(|line| {
+    capped(
+        logs,
+        LEDGER_LOG_LINES,
+        |line| {
             let mut text = format!("{}: {}", line.level.as_str(), line.message);
             if text.len() > LEDGER_LOG_LINE {
                 let mut cut = LEDGER_LOG_LINE;
@@ -415,13 +414,23 @@ fn ledger_logs(logs: Vec<LogLine>) -> Vec<String> {
                 text.truncate(cut);
             }
             text
-        })
-        .collect();
-    if total > LEDGER_LOG_LINES {
-        kept.push(format!(
-            "… {} more lines not kept",
-            total - LEDGER_LOG_LINES
-        ));
+        },
+        |more| format!("… {more} more lines not kept"),
+    )
+}
+
+/// The first `limit` items, each through `keep`, then (if any were left
+/// out) one entry made by `rest` from how many.
+fn capped<T, U>(
+    items: Vec<T>,
+    limit: usize,
+    keep: impl FnMut(T) -> U,
+    rest: impl FnOnce(usize) -> U,
+) -> Vec<U> {
+    let total = items.len();
+    let mut kept: Vec<U> = items.into_iter().take(limit).map(keep).collect();
+    if total > limit {
+        kept.push(rest(total - limit));
     }
     kept
 }
@@ -432,33 +441,26 @@ const LEDGER_HTTP_CALLS: usize = 20;
 /// An attempt's outbound requests as the ledger keeps them: at most
 /// [`LEDGER_HTTP_CALLS`], then one entry counting the rest.
 fn ledger_http(calls: Vec<HttpCall>) -> Vec<HttpRecord> {
-    let total = calls.len();
-    let mut kept: Vec<HttpRecord> = calls
-        .into_iter()
-        .take(LEDGER_HTTP_CALLS)
-        .map(|c| HttpRecord {
+    capped(
+        calls,
+        LEDGER_HTTP_CALLS,
+        |c| HttpRecord {
             method: c.method,
             target: c.target,
             status: c.status,
             error: c.error,
             duration_us: c.duration.as_micros() as u64,
             response_bytes: c.response_bytes,
-        })
-        .collect();
-    if total > LEDGER_HTTP_CALLS {
-        kept.push(HttpRecord {
+        },
+        |more| HttpRecord {
             method: String::new(),
             target: String::new(),
             status: None,
-            error: Some(format!(
-                "… {} more requests not kept",
-                total - LEDGER_HTTP_CALLS
-            )),
+            error: Some(format!("… {more} more requests not kept")),
             duration_us: 0,
             response_bytes: 0,
-        });
-    }
-    kept
+        },
+    )
 }
 
 fn ledger_entry(source: &Source, head: &Pending, state: &str) -> LedgerEntry {
@@ -468,5 +470,31 @@ fn ledger_entry(source: &Source, head: &Pending, state: &str) -> LedgerEntry {
         offset: head.offset,
         state: state.to_string(),
         attempts: head.history.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::LogLevel;
+
+    #[test]
+    fn the_ledger_keeps_the_first_log_lines_cut_at_a_char_boundary_and_counts_the_rest() {
+        let lines = (0..LEDGER_LOG_LINES + 3)
+            .map(|i| LogLine {
+                level: LogLevel::Info,
+                message: if i == 0 {
+                    "é".repeat(LEDGER_LOG_LINE)
+                } else {
+                    format!("line {i}")
+                },
+            })
+            .collect();
+        let kept = ledger_logs(lines);
+        assert_eq!(kept.len(), LEDGER_LOG_LINES + 1);
+        assert!(kept[0].len() <= LEDGER_LOG_LINE && kept[0].starts_with("info: é"));
+        assert_eq!(kept[1], "info: line 1");
+        assert_eq!(kept[LEDGER_LOG_LINES], "… 3 more lines not kept");
+        assert_eq!(capped(vec![1, 2], 2, |n| n, |more| more), vec![1, 2]);
     }
 }
