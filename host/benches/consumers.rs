@@ -12,6 +12,11 @@
 //! Each throughput line gives messages/s and the server's CPU time per
 //! message (from /proc, so it holds on a noisy machine better than the rate).
 
+// The benches' shared module; this one uses only a part of it.
+#[allow(dead_code)]
+mod common;
+
+use common::{process_ticks, PluginDir, USER_HZ};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -45,7 +50,7 @@ fn main() {
             _ => usage(),
         }
     }
-    let plugins = plugin_dir();
+    let plugins = PluginDir::find("consumers", "./dev.sh bench-consumers", &["webhook"]);
     let sink = Sink::start();
     let server = Server::start();
     println!(
@@ -62,24 +67,10 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
-fn plugin_dir() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("bench executable path");
-    let dir = exe
-        .ancestors()
-        .nth(3)
-        .expect("bench binary lives in <target>/<profile>/deps")
-        .join("wasm-plugins/wasm32-wasip2/release");
-    if !dir.join("webhook.wasm").is_file() {
-        eprintln!("consumers: run it with `./dev.sh bench-consumers`, which builds the plugins");
-        std::process::exit(2);
-    }
-    dir
-}
-
 // ------------------------------------------------------------ the runs
 
-fn webhook(server: &Server, sink: &Sink, plugins: &std::path::Path, messages: u64) {
-    let wasm = std::fs::read(plugins.join("webhook.wasm")).expect("webhook.wasm");
+fn webhook(server: &Server, sink: &Sink, plugins: &PluginDir, messages: u64) {
+    let wasm = plugins.bytes("webhook");
     server.send("PUT", "/v1/plugins/webhook", "application/wasm", &wasm);
     server.json("PUT", "/v1/topics/hooks", json!({"partitions": 4}));
     let base = format!("http://127.0.0.1:{}", sink.port);
@@ -275,17 +266,8 @@ impl Server {
 
     /// The server's CPU time so far (user + system).
     fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        // Linux reports these in clock ticks of 1/100 s.
-        Duration::from_millis(ticks * 10)
+        let ticks = process_ticks(&format!("/proc/{}/stat", self.child.id()));
+        Duration::from_secs_f64(ticks as f64 / USER_HZ)
     }
 
     fn send(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> String {

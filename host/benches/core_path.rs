@@ -120,7 +120,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let plugins = PluginDir::find("core_path", "./dev.sh bench");
+    let plugins = PluginDir::find(
+        "core_path",
+        "./dev.sh bench",
+        &["noop", "forwarder", "stamp"],
+    );
     print_header(&options);
     if options.throughput {
         run_throughput(&options, &plugins);

@@ -137,7 +137,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let plugins = PluginDir::find("peers", "./dev.sh bench-peers");
+    let plugins = PluginDir::find(
+        "peers",
+        "./dev.sh bench-peers",
+        &["noop", "forwarder", "stamp"],
+    );
     let columns = options.columns();
     let began = Instant::now();
     print_header(&options, &columns);

@@ -19,15 +19,16 @@ pub struct PluginDir(PathBuf);
 impl PluginDir {
     /// Beside the host's target directory, found from this executable's path
     /// (`<target>/release/deps/<bench>-…`). Exits, naming `bench` and the
-    /// `./dev.sh` command that builds the plugins, if one is missing.
-    pub fn find(bench: &str, command: &str) -> PluginDir {
+    /// `./dev.sh` command that builds the plugins, if one of `needed` is
+    /// missing.
+    pub fn find(bench: &str, command: &str, needed: &[&str]) -> PluginDir {
         let exe = std::env::current_exe().expect("bench executable path");
         let target = exe
             .ancestors()
             .nth(3)
             .expect("bench binary lives in <target>/<profile>/deps");
         let dir = target.join("wasm-plugins/wasm32-wasip2/release");
-        for name in ["noop", "forwarder", "stamp"] {
+        for name in needed {
             let path = dir.join(format!("{name}.wasm"));
             if !path.is_file() {
                 eprintln!(
