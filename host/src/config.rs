@@ -29,6 +29,14 @@ pub const ENV_FSYNC_INTERVAL_MS: &str = "SWITCHYARD_FSYNC_INTERVAL_MS";
 pub const ENV_EGRESS_ALLOW_CIDR: &str = "SWITCHYARD_EGRESS_ALLOW_CIDR";
 /// Environment variable for [`Config::egress_ca_file`].
 pub const ENV_EGRESS_CA_FILE: &str = "SWITCHYARD_EGRESS_CA_FILE";
+/// Environment variable for [`Limits::worker_threads`].
+pub const ENV_WORKER_THREADS: &str = "SWITCHYARD_WORKER_THREADS";
+/// Environment variable for [`Limits::max_instances`].
+pub const ENV_MAX_INSTANCES: &str = "SWITCHYARD_MAX_INSTANCES";
+/// Environment variable for [`Limits::instance_memory_mib`].
+pub const ENV_INSTANCE_MEMORY_MIB: &str = "SWITCHYARD_INSTANCE_MEMORY_MIB";
+/// Environment variable for [`Limits::compile_timeout_secs`].
+pub const ENV_COMPILE_TIMEOUT_SECS: &str = "SWITCHYARD_COMPILE_TIMEOUT_SECS";
 /// Environment variable for the log filter (falls back to `RUST_LOG`).
 pub const ENV_LOG: &str = "SWITCHYARD_LOG";
 
@@ -87,6 +95,47 @@ pub struct Config {
     /// besides the webpki (Mozilla) roots: an internal CA.
     #[serde(default)]
     pub egress_ca_file: Option<PathBuf>,
+    /// Limits of the plugin runtime.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Limits of the plugin runtime: what a host spends on plugins at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most threads running plugin calls at once, across all subscriptions
+    /// (a subscription's `concurrency` caps its own share). Threads start
+    /// with demand and stop when idle; beyond the limit, work queues.
+    /// Default 256.
+    pub worker_threads: usize,
+    /// Most plugin instances alive at once (running, or kept for reuse under
+    /// `worker` isolation). Address space for each is reserved at start.
+    /// When full, idle instances are dropped and, failing that, messages
+    /// wait (their attempts uncounted). Default 1000.
+    pub max_instances: u32,
+    /// Linear memory one plugin instance may grow to, in MiB. Default 64.
+    pub instance_memory_mib: u32,
+    /// Longest a plugin upload may take to compile, in seconds. Default 60.
+    pub compile_timeout_secs: u64,
+}
+
+/// Bounds of [`Limits`]' fields, checked by [`Config::validate`].
+pub const MAX_WORKER_THREADS: usize = 4096;
+pub const MAX_INSTANCES: u32 = 10_000;
+pub const MAX_INSTANCE_MEMORY_MIB: u32 = 4096;
+
+impl Default for Limits {
+    /// The broker's and the runtime's own defaults.
+    fn default() -> Self {
+        let runtime = crate::runtime::RuntimeConfig::default();
+        Self {
+            worker_threads: crate::broker::DEFAULT_WORKER_THREADS,
+            max_instances: runtime.max_instances,
+            instance_memory_mib: (runtime.memory_limit_bytes >> 20) as u32,
+            compile_timeout_secs: crate::broker::DEFAULT_COMPILE_TIMEOUT.as_secs(),
+        }
+    }
 }
 
 /// Bearer tokens, one per role. Clients send `Authorization: Bearer <token>`.
@@ -158,6 +207,8 @@ pub enum ConfigError {
     SharedToken(&'static str, &'static str),
     #[error("invalid --egress-allow-cidr {0:?}: use a CIDR range such as 127.0.0.0/8")]
     BadCidr(String),
+    #[error("--{0} must be between 1 and {1}")]
+    LimitOutOfRange(&'static str, u64),
 }
 
 impl Config {
@@ -170,6 +221,7 @@ impl Config {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            limits: Limits::default(),
         }
     }
 
@@ -203,6 +255,22 @@ impl Config {
             return Err(ConfigError::PublicWithoutToken(self.listen));
         }
         self.egress_ranges()?;
+        let limits = &self.limits;
+        let bounds = [
+            ("worker-threads", limits.worker_threads as u64, MAX_WORKER_THREADS as u64),
+            ("max-instances", limits.max_instances.into(), MAX_INSTANCES.into()),
+            (
+                "instance-memory-mib",
+                limits.instance_memory_mib.into(),
+                MAX_INSTANCE_MEMORY_MIB.into(),
+            ),
+            ("compile-timeout-secs", limits.compile_timeout_secs, 3600),
+        ];
+        for (flag, value, max) in bounds {
+            if value == 0 || value > max {
+                return Err(ConfigError::LimitOutOfRange(flag, max));
+            }
+        }
         Ok(())
     }
 
@@ -236,6 +304,7 @@ mod tests {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            limits: Limits::default(),
             tokens: Tokens {
                 admin: admin.map(Secret::new),
                 publish: publish.map(Secret::new),
@@ -296,6 +365,32 @@ mod tests {
             config(lo, Some("a"), Some("x"), Some("x")),
             Err(ConfigError::SharedToken("publish", "read")),
         );
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused() {
+        let mut c = config("127.0.0.1:1", None, None, None);
+        c.limits.worker_threads = 0;
+        check(
+            c.clone(),
+            Err(ConfigError::LimitOutOfRange(
+                "worker-threads",
+                MAX_WORKER_THREADS as u64,
+            )),
+        );
+        c.limits = Limits {
+            instance_memory_mib: MAX_INSTANCE_MEMORY_MIB + 1,
+            ..Limits::default()
+        };
+        check(
+            c.clone(),
+            Err(ConfigError::LimitOutOfRange(
+                "instance-memory-mib",
+                MAX_INSTANCE_MEMORY_MIB.into(),
+            )),
+        );
+        c.limits = Limits::default();
+        check(c, Ok(()));
     }
 
     #[test]

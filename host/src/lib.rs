@@ -62,6 +62,11 @@ pub async fn run(
         .fsync_interval_ms
         .map(std::time::Duration::from_millis);
     broker_config.runtime.egress.allow_cidrs = config.egress_ranges()?;
+    let limits = &config.limits;
+    broker_config.worker_threads = limits.worker_threads;
+    broker_config.runtime.max_instances = limits.max_instances;
+    broker_config.runtime.memory_limit_bytes = (limits.instance_memory_mib as usize) << 20;
+    broker_config.compile_timeout = std::time::Duration::from_secs(limits.compile_timeout_secs);
     if let Some(file) = &config.egress_ca_file {
         let pem = std::fs::read(file).map_err(|error| RunError::EgressCa {
             path: file.clone(),

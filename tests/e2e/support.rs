@@ -86,6 +86,8 @@ pub struct Options {
     pub egress_allow_cidr: Vec<String>,
     /// `--egress-ca-file`: extra trusted roots for outbound HTTPS.
     pub egress_ca_file: Option<PathBuf>,
+    /// Further flags, e.g. `["--worker-threads", "8"]`.
+    pub args: Vec<String>,
 }
 
 /// A running `switchyard serve` process.
@@ -139,6 +141,7 @@ impl Server {
         if let Some(file) = &options.egress_ca_file {
             cmd.arg("--egress-ca-file").arg(file);
         }
+        cmd.args(&options.args);
         let mut child = cmd.spawn().expect("starting switchyard");
         let stderr = child.stderr.take().expect("piped stderr");
         let output = Arc::new(Mutex::new(Vec::new()));
@@ -172,6 +175,11 @@ impl Server {
             output,
             agent,
         }
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
     }
 
     /// Stop with SIGKILL: no chance to flush or clean up.

@@ -4,7 +4,7 @@
 
 use super::body::Reply;
 use super::error::ApiError;
-use crate::broker::Broker;
+use crate::broker::{Broker, PoolSnapshot};
 use crate::runtime::egress::EgressSnapshot;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
@@ -41,6 +41,55 @@ impl EncodeMetric for Latency {
     }
 }
 
+/// The host's plugin threads and instance pool.
+fn plugin_threads(registry: &mut Registry, pool: &PoolSnapshot) {
+    let gauges = [
+        ("plugin_threads", "Threads that run plugin calls", pool.threads),
+        (
+            "plugin_threads_busy",
+            "Plugin threads running a call now",
+            pool.busy,
+        ),
+        (
+            "plugin_threads_max",
+            "Most plugin threads the host starts",
+            pool.max_threads,
+        ),
+        (
+            "plugin_queued_chunks",
+            "Chunks of deliveries waiting for a plugin thread",
+            pool.queued,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value as i64);
+        registry.register(name, help, gauge);
+    }
+    let counters = [
+        (
+            "plugin_thread_spawn_failures",
+            "Plugin threads the operating system refused to start",
+            pool.spawn_failures,
+        ),
+        (
+            "instance_pool_full",
+            "Plugin calls that found the instance pool full",
+            pool.pool_full,
+        ),
+        (
+            "instances_reclaimed",
+            "Idle plugin instances dropped to make room for others",
+            pool.reclaimed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(value);
+        registry.register(name, help, counter);
+    }
+}
+
 pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
     let mut registry = Registry::with_prefix("switchyard");
     let next_offset = Family::<Vec<(&'static str, String)>, Gauge>::default();
@@ -55,7 +104,8 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
             next_offset.get_or_create(&labels).set(*offset as i64);
         }
     }
-    let counters: [(&str, &str, Family<BySubscription, Counter>); 7] = [
+    plugin_threads(&mut registry, &broker.workers());
+    let counters: [(&str, &str, Family<BySubscription, Counter>); 8] = [
         (
             "subscription_delivered",
             "Attempts started",
@@ -89,6 +139,11 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
         (
             "subscription_kv_conflicts",
             "Attempts run again because a kv key they read changed meanwhile",
+            Family::default(),
+        ),
+        (
+            "subscription_host_busy",
+            "Attempts handed back unrun and uncounted because the host had no room for a plugin instance",
             Family::default(),
         ),
     ];
@@ -148,6 +203,7 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
             st.failed,
             st.filtered,
             st.kv_conflicts,
+            st.host_busy,
         ];
         for ((_, _, family), value) in counters.iter().zip(values) {
             family.get_or_create(&labels).inc_by(value);

@@ -150,6 +150,7 @@ mod tests {
                 runtime.clone(),
                 Duration::from_secs(60),
                 code,
+                2,
             )
         };
         // Without a code directory (an earlier host) the code goes to the store.

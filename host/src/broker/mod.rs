@@ -44,6 +44,7 @@ pub use spec::{
 };
 pub use subscriptions::{SubscriptionInfo, SubscriptionStats};
 pub use watch::{DeliveryEvent, TopicWatch, EVENT_BUFFER};
+pub use worker::{PoolSnapshot, DEFAULT_WORKER_THREADS};
 
 /// Errors the broker reports to its callers; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,8 @@ pub struct BrokerConfig {
     pub fsync_interval: Option<Duration>,
     /// Where compiled plugins are kept between runs (`<data_dir>/code`).
     pub code_dir: PathBuf,
+    /// Most threads running plugin calls at once, across all subscriptions.
+    pub worker_threads: usize,
 }
 
 impl BrokerConfig {
@@ -107,6 +110,7 @@ impl BrokerConfig {
             runtime: RuntimeConfig::default(),
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             fsync_interval: None,
+            worker_threads: DEFAULT_WORKER_THREADS,
         }
     }
 }
@@ -160,6 +164,7 @@ impl Broker {
                 runtime,
                 config.compile_timeout,
                 Some(code::CodeDir::new(&config.code_dir)),
+                config.worker_threads,
             )
             .await?,
         );
@@ -191,6 +196,11 @@ impl Broker {
             self.inner.subscriptions.topic_created(name);
         }
         Ok((self.topic(name)?, created))
+    }
+
+    /// The host's plugin threads and instance pool, for metrics.
+    pub fn workers(&self) -> PoolSnapshot {
+        self.inner.plugins.workers().snapshot()
     }
 
     pub fn topics(&self) -> Vec<TopicInfo> {

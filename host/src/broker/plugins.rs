@@ -4,6 +4,7 @@
 
 use super::code::CodeDir;
 use super::spec::{parse_plugin_ref, validate_resource_name};
+use super::worker::WorkerPool;
 use super::{now_ms, BrokerError};
 use crate::runtime::{Plugin, Runtime};
 use crate::store::Store;
@@ -52,6 +53,8 @@ struct Entry {
 pub(crate) struct Registry {
     store: Store,
     runtime: Runtime,
+    /// The threads plugins run on.
+    workers: WorkerPool,
     /// Where compiled code is kept (else in the store's blobs).
     code: Option<CodeDir>,
     compile_timeout: Duration,
@@ -63,6 +66,11 @@ impl Registry {
     /// The runtime plugins run in.
     pub(crate) fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The host's plugin threads.
+    pub(crate) fn workers(&self) -> &WorkerPool {
+        &self.workers
     }
 }
 
@@ -76,11 +84,14 @@ fn code_blob(digest: &str) -> String {
 }
 
 impl Registry {
+    /// Load every stored plugin; plugins will run on up to `worker_threads`
+    /// threads.
     pub(crate) async fn load(
         store: Store,
         runtime: Runtime,
         compile_timeout: Duration,
         code: Option<CodeDir>,
+        worker_threads: usize,
     ) -> Result<Self, BrokerError> {
         // Every version loads at once, on the blocking pool: loading cached
         // machine code is mostly copying, so startup takes about as long as
@@ -123,6 +134,7 @@ impl Registry {
         Ok(Self {
             store,
             runtime,
+            workers: WorkerPool::new(worker_threads),
             code,
             compile_timeout,
             entries: RwLock::new(entries),

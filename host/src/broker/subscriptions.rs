@@ -40,6 +40,9 @@ pub struct SubscriptionStats {
     /// Acked attempts run again, uncounted, because a kv key they read was
     /// changed by another attempt meanwhile, since the host started.
     pub kv_conflicts: u64,
+    /// Attempts handed back unrun, and not counted, because the host had no
+    /// room for a plugin instance, since the host started.
+    pub host_busy: u64,
     /// Durable messages not yet finished (acked or dead-lettered).
     pub lag: u64,
     /// Attempts running now.
@@ -87,6 +90,7 @@ pub(crate) struct Shared {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) kv_conflicts: AtomicU64,
+    pub(crate) host_busy: AtomicU64,
     /// A write of this subscription's progress failed: it stopped delivering
     /// (later progress would cover the lost batch) until the host restarts.
     pub(crate) halted: std::sync::atomic::AtomicBool,
@@ -115,6 +119,7 @@ impl Shared {
             dead_lettered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             kv_conflicts: AtomicU64::new(0),
+            host_busy: AtomicU64::new(0),
             halted: std::sync::atomic::AtomicBool::new(false),
             filtered: AtomicU64::new(0),
             lag: AtomicU64::new(0),
@@ -188,6 +193,7 @@ impl Shared {
                 dead_lettered: get(&self.dead_lettered),
                 failed: get(&self.failed),
                 kv_conflicts: get(&self.kv_conflicts),
+                host_busy: get(&self.host_busy),
                 filtered: get(&self.filtered),
                 lag: get(&self.lag),
                 in_flight: get(&self.in_flight),

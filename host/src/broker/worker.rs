@@ -1,15 +1,29 @@
-//! Worker threads of one subscription: each takes a job, runs the plugin in
-//! its sandbox and reports the outcome, with the effects the plugin asked for
-//! (publications, kv writes), back to the subscription's runner, which
-//! commits them with the ack.
+//! The threads that run plugins: one pool for the whole host, shared by every
+//! subscription. A subscription's runner hands its jobs to its [`Crew`],
+//! which runs at most `concurrency` of them at once on the pool's threads and
+//! reports each outcome, with the effects the plugin asked for (publications,
+//! kv writes), back to the runner, which commits them with the ack.
 //!
 //! Plain OS threads, not async tasks: a plugin call is CPU-bound and may run
-//! until its timeout, and must never stall the async executor.
+//! until its timeout, and must never stall the async executor. The pool
+//! grows with demand up to its limit and shrinks when idle, so threads follow
+//! the work in flight, not the sum of every subscription's `concurrency`:
+//! beyond the limit, work queues. A crew runs one chunk of jobs per turn and
+//! then queues behind the others, so busy subscriptions share the threads
+//! round-robin.
+//!
+//! Host limits are never a plugin's fault: when the runtime's instance pool
+//! is full, instances idle in any crew are dropped and the call is tried
+//! again; if there is still no room, the job is handed back unrun
+//! ([`Release::HostBusy`]) and its runner queues it again without counting
+//! an attempt.
 
 use super::spec::Isolation;
 use super::Clock;
-use crate::runtime::{Delivery, HostEnv, Invocation, Outcome, Plugin, PluginWorker};
-use std::sync::Arc;
+use crate::runtime::{CallResult, Delivery, HostEnv, Invocation, Outcome, Plugin, PluginWorker};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -50,9 +64,18 @@ pub(crate) struct JobDone<L> {
     pub(crate) label: String,
     pub(crate) started_ms: u64,
     pub(crate) invocation: Invocation,
-    /// The attempt never reached a consumer (a pull lease handed back
-    /// unused): the message is queued again and no attempt is counted.
-    pub(crate) released: bool,
+    /// The attempt never reached a consumer: the message is queued again and
+    /// no attempt is counted.
+    pub(crate) released: Option<Release>,
+}
+
+/// Why a job came back without an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// A pull lease handed back unused, or never leased: queue it again now.
+    Unused,
+    /// The host had no room for a plugin instance: queue it again shortly.
+    HostBusy,
 }
 
 impl<L> JobDone<L> {
@@ -65,13 +88,18 @@ impl<L> JobDone<L> {
                 reason: "released".into(),
                 delay_ms: None,
             },
-            true,
+            Some(Release::Unused),
         )
     }
 
     /// A job that ended in `outcome` outside a plugin (a pull consumer's
     /// settle, an expired lease).
-    pub(crate) fn finished(job: Job<L>, started_ms: u64, outcome: Outcome, released: bool) -> Self {
+    pub(crate) fn finished(
+        job: Job<L>,
+        started_ms: u64,
+        outcome: Outcome,
+        released: Option<Release>,
+    ) -> Self {
         debug_assert!(job.tail.is_empty(), "a lease is one message");
         Self {
             seq: job.seq,
@@ -83,20 +111,24 @@ impl<L> JobDone<L> {
             kv_start: job.kv_start,
             label: job.label,
             started_ms,
-            invocation: Invocation {
-                outcome,
-                published: Vec::new(),
-                kv: Default::default(),
-                logs: Vec::new(),
-                http: Vec::new(),
-                duration: Duration::ZERO,
-            },
+            invocation: empty_invocation(outcome),
             released,
         }
     }
 }
 
-/// Settings every worker of a subscription shares.
+fn empty_invocation(outcome: Outcome) -> Invocation {
+    Invocation {
+        outcome,
+        published: Vec::new(),
+        kv: Default::default(),
+        logs: Vec::new(),
+        http: Vec::new(),
+        duration: Duration::ZERO,
+    }
+}
+
+/// Settings every attempt of a subscription shares.
 #[derive(Clone)]
 pub(crate) struct WorkerSettings {
     pub(crate) timeout: Duration,
@@ -106,49 +138,329 @@ pub(crate) struct WorkerSettings {
     pub(crate) clock: Clock,
 }
 
-/// Start `count` workers; they exit when the job channel closes.
-pub(crate) fn spawn<L: Clone + Send + 'static>(
-    count: u32,
-    settings: WorkerSettings,
-    jobs: crossbeam_channel::Receiver<Vec<Job<L>>>,
-    results: UnboundedSender<Vec<JobDone<L>>>,
-    env: Arc<dyn HostEnv>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    let mut threads = Vec::with_capacity(count as usize);
-    for i in 0..count {
-        let (settings, jobs, results, env) =
-            (settings.clone(), jobs.clone(), results.clone(), env.clone());
-        let name = settings.subscription.clone();
+/// The default limit of plugin threads: enough for many subscriptions'
+/// calls that wait (outbound HTTP, timeouts) at once, far below where an
+/// operating system refuses threads.
+pub const DEFAULT_WORKER_THREADS: usize = 256;
+
+/// An idle thread beyond the first exits after this long without work.
+const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+type Task = Box<dyn FnOnce() + Send>;
+
+/// The host's plugin threads. Cheap to clone; the threads exit once every
+/// clone (and every crew) is gone.
+#[derive(Clone)]
+pub(crate) struct WorkerPool {
+    tasks: crossbeam_channel::Sender<Task>,
+    core: Arc<PoolCore>,
+}
+
+/// What the pool's threads share (they hold no sender, so dropping the pool
+/// ends them).
+struct PoolCore {
+    tasks: crossbeam_channel::Receiver<Task>,
+    max_threads: usize,
+    counts: Mutex<Counts>,
+    /// Crews whose idle instances may be dropped to make room.
+    crews: Mutex<Vec<Weak<dyn Reclaim>>>,
+    stats: PoolStats,
+}
+
+#[derive(Default)]
+struct Counts {
+    threads: usize,
+    idle: usize,
+    queued: usize,
+}
+
+/// The pool's counters, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct PoolStats {
+    /// Threads the operating system refused to start.
+    pub(crate) spawn_failures: AtomicU64,
+    /// Calls that found the instance pool full.
+    pub(crate) pool_full: AtomicU64,
+    /// Instances dropped to make room for others.
+    pub(crate) reclaimed: AtomicU64,
+}
+
+/// A snapshot of the pool, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    pub threads: u64,
+    pub busy: u64,
+    pub queued: u64,
+    pub max_threads: u64,
+    pub spawn_failures: u64,
+    pub pool_full: u64,
+    pub reclaimed: u64,
+}
+
+impl WorkerPool {
+    /// A pool of up to `max_threads` threads (at least one), started with one.
+    pub(crate) fn new(max_threads: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pool = Self {
+            tasks: tx,
+            core: Arc::new(PoolCore {
+                tasks: rx,
+                max_threads: max_threads.max(1),
+                counts: Mutex::new(Counts::default()),
+                crews: Mutex::new(Vec::new()),
+                stats: PoolStats::default(),
+            }),
+        };
+        pool.core.counts().threads = 1;
+        pool.spawn_thread();
+        pool
+    }
+
+    /// Queue a task, starting a thread for it if none is idle (and the limit
+    /// allows). `from_worker`: queued by a pool thread that is about to take
+    /// the next task itself, so no thread is started for it.
+    fn submit(&self, task: Task, from_worker: bool) {
+        let spawn = {
+            let mut counts = self.core.counts();
+            counts.queued += 1;
+            let spawn = !from_worker
+                && counts.queued > counts.idle
+                && counts.threads < self.core.max_threads;
+            if spawn {
+                counts.threads += 1;
+            }
+            spawn
+        };
+        // Never fails: the pool holds the receiver.
+        let _ = self.tasks.send(task);
+        if spawn {
+            self.spawn_thread();
+        }
+    }
+
+    /// Start a thread already counted in `threads`. If the operating system
+    /// refuses, the work waits for the threads there are.
+    fn spawn_thread(&self) {
+        let core = self.core.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("sub-{}-{i}", settings.subscription))
-            .spawn(move || work(&settings, &jobs, &results, &env));
-        match spawned {
-            Ok(thread) => threads.push(thread),
-            Err(e) => {
-                tracing::error!(error = %e, subscription = %name, "cannot start a worker thread")
+            .name("switchyard-plugin".into())
+            .spawn(move || core.work());
+        if let Err(e) = spawned {
+            let threads = {
+                let mut counts = self.core.counts();
+                counts.threads -= 1;
+                counts.threads
+            };
+            self.core
+                .stats
+                .spawn_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, threads, "cannot start another plugin thread; work waits for the running ones");
+        }
+    }
+
+    /// Drop the instances idle in every crew, to make room in the instance
+    /// pool. Returns how many were dropped.
+    fn reclaim_idle(&self) -> usize {
+        let crews: Vec<_> = {
+            let mut crews = self.core.crews.lock().expect("crews lock");
+            crews.retain(|c| c.strong_count() > 0);
+            crews.iter().filter_map(Weak::upgrade).collect()
+        };
+        let dropped: usize = crews.iter().map(|c| c.reclaim()).sum();
+        self.core
+            .stats
+            .reclaimed
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
+    }
+
+    pub(crate) fn snapshot(&self) -> PoolSnapshot {
+        let counts = self.core.counts();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let stats = &self.core.stats;
+        PoolSnapshot {
+            threads: counts.threads as u64,
+            busy: counts.threads.saturating_sub(counts.idle) as u64,
+            queued: counts.queued as u64,
+            max_threads: self.core.max_threads as u64,
+            spawn_failures: get(&stats.spawn_failures),
+            pool_full: get(&stats.pool_full),
+            reclaimed: get(&stats.reclaimed),
+        }
+    }
+}
+
+impl PoolCore {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().expect("worker pool lock")
+    }
+
+    fn work(&self) {
+        loop {
+            self.counts().idle += 1;
+            match self.tasks.recv_timeout(IDLE_EXIT) {
+                Ok(task) => {
+                    {
+                        let mut counts = self.counts();
+                        counts.idle -= 1;
+                        counts.queued -= 1;
+                    }
+                    // A panic ends the task, not the thread.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
+                        tracing::error!("a plugin task panicked");
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    let mut counts = self.counts();
+                    counts.idle -= 1;
+                    // Work submitted meanwhile counted on this thread.
+                    if counts.queued == 0 && counts.threads > 1 {
+                        counts.threads -= 1;
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    let mut counts = self.counts();
+                    counts.idle -= 1;
+                    counts.threads -= 1;
+                    return;
+                }
             }
         }
     }
-    threads
 }
 
-fn work<L: Clone>(
-    settings: &WorkerSettings,
-    jobs: &crossbeam_channel::Receiver<Vec<Job<L>>>,
-    results: &UnboundedSender<Vec<JobDone<L>>>,
-    env: &Arc<dyn HostEnv>,
-) {
-    // Under worker isolation: the reused instance and the plugin version it runs.
-    let mut reused: Option<(String, PluginWorker)> = None;
-    // Jobs arrive in chunks and results leave in chunks: one thread wake-up
-    // per chunk instead of one per message.
-    while let Ok(chunk) = jobs.recv() {
+/// Something holding instances it can give up.
+trait Reclaim: Send + Sync {
+    /// Drop idle instances; returns how many.
+    fn reclaim(&self) -> usize;
+}
+
+/// One subscription's share of the pool: its queue of job chunks, at most
+/// `concurrency` of them running at once, and the instances it reuses under
+/// worker isolation (at most one per running chunk).
+pub(crate) struct Crew<L> {
+    inner: Arc<CrewInner<L>>,
+}
+
+struct CrewInner<L> {
+    pool: WorkerPool,
+    settings: WorkerSettings,
+    env: Arc<dyn HostEnv>,
+    results: UnboundedSender<Vec<JobDone<L>>>,
+    concurrency: usize,
+    queue: Mutex<CrewQueue<L>>,
+    /// Instances not in use, each with the `name@version` it runs.
+    idle: Mutex<Vec<(String, PluginWorker)>>,
+}
+
+struct CrewQueue<L> {
+    chunks: VecDeque<Vec<Job<L>>>,
+    /// Chunks running or queued on the pool.
+    active: usize,
+}
+
+impl<L: Clone + Send + 'static> Crew<L> {
+    pub(crate) fn new(
+        pool: &WorkerPool,
+        concurrency: u32,
+        settings: WorkerSettings,
+        env: Arc<dyn HostEnv>,
+        results: UnboundedSender<Vec<JobDone<L>>>,
+    ) -> Self {
+        let inner = Arc::new(CrewInner {
+            pool: pool.clone(),
+            settings,
+            env,
+            results,
+            concurrency: concurrency.max(1) as usize,
+            queue: Mutex::new(CrewQueue {
+                chunks: VecDeque::new(),
+                active: 0,
+            }),
+            idle: Mutex::new(Vec::new()),
+        });
+        let weak: Weak<dyn Reclaim> = Arc::downgrade(&(inner.clone() as Arc<dyn Reclaim>));
+        pool.core.crews.lock().expect("crews lock").push(weak);
+        Self { inner }
+    }
+
+    /// Queue a chunk of jobs; they run in order, on one thread.
+    pub(crate) fn send(&self, chunk: Vec<Job<L>>) {
+        let start = {
+            let mut queue = self.inner.queue();
+            queue.chunks.push_back(chunk);
+            let start = queue.active < self.inner.concurrency;
+            if start {
+                queue.active += 1;
+            }
+            start
+        };
+        if start {
+            CrewInner::turn_later(self.inner.clone(), false);
+        }
+    }
+}
+
+impl<L> Reclaim for CrewInner<L>
+where
+    L: Send,
+{
+    fn reclaim(&self) -> usize {
+        std::mem::take(&mut *self.idle.lock().expect("idle instances lock")).len()
+    }
+}
+
+impl<L: Clone + Send + 'static> CrewInner<L> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, CrewQueue<L>> {
+        self.queue.lock().expect("crew queue lock")
+    }
+
+    fn turn_later(self: Arc<Self>, from_worker: bool) {
+        let pool = self.pool.clone();
+        pool.submit(Box::new(move || self.turn()), from_worker);
+    }
+
+    /// Run one chunk, then queue again behind other crews' work if more
+    /// chunks wait.
+    fn turn(self: Arc<Self>) {
+        let Some(chunk) = self.queue().chunks.pop_front() else {
+            self.queue().active -= 1;
+            return;
+        };
+        let done = self.run_chunk(chunk);
+        // The runner is gone only when stopping with nothing in flight.
+        let _ = self.results.send(done);
+        let again = {
+            let mut queue = self.queue();
+            let again = !queue.chunks.is_empty();
+            if !again {
+                queue.active -= 1;
+            }
+            again
+        };
+        if again {
+            self.turn_later(true);
+        }
+    }
+
+    fn run_chunk(&self, chunk: Vec<Job<L>>) -> Vec<JobDone<L>> {
+        let settings = &self.settings;
+        // Under worker isolation: the reused instance and the plugin version
+        // it runs, taken from the idle ones and given back afterwards.
+        let mut reused = match settings.isolation {
+            Isolation::Worker => self.idle.lock().expect("idle instances lock").pop(),
+            Isolation::Message => None,
+        };
+        let mut host_busy = false;
         let mut done = Vec::with_capacity(chunk.len());
         for job in chunk {
+            let started_ms = settings.clock.now_ms();
             let Some(plugin) = &job.plugin else {
                 // Only a pull subscription's jobs lack a plugin, and they
                 // never reach a worker: hand it back uncounted.
-                done.push(JobDone::released(job, settings.clock.now_ms()));
+                done.push(JobDone::released(job, started_ms));
                 continue;
             };
             let plugin = plugin.clone();
@@ -157,10 +469,28 @@ fn work<L: Clone>(
             let mut follows = false;
             while let Some(delivery) = deliveries.next() {
                 let started_ms = settings.clock.now_ms();
-                let invocation = run(settings, &plugin, &label, &delivery, env, &mut reused);
+                let called = if host_busy {
+                    None
+                } else {
+                    self.attempt(&plugin, &label, &delivery, &mut reused)
+                };
+                let (invocation, released) = match called {
+                    Some(invocation) => (invocation, None),
+                    None => {
+                        host_busy = true;
+                        (
+                            empty_invocation(Outcome::Retry {
+                                reason: "host busy".into(),
+                                delay_ms: None,
+                            }),
+                            Some(Release::HostBusy),
+                        )
+                    }
+                };
                 // The lane's next message may run only after this one is
                 // settled for good: acked, with no kv read to check.
-                let clean = invocation.outcome == Outcome::Ack
+                let clean = released.is_none()
+                    && invocation.outcome == Outcome::Ack
                     && invocation.kv.reads.is_empty()
                     && invocation.kv.writes.is_empty();
                 let last = !clean || deliveries.peek().is_none();
@@ -176,41 +506,57 @@ fn work<L: Clone>(
                     label: label.clone(),
                     started_ms,
                     invocation,
-                    released: false,
+                    released,
                 });
                 follows = true;
                 // Don't hold finished results back behind a slow call.
-                if slow && results.send(std::mem::take(&mut done)).is_err() {
-                    return;
+                if slow && self.results.send(std::mem::take(&mut done)).is_err() {
+                    return done;
                 }
             }
         }
-        if !done.is_empty() && results.send(done).is_err() {
-            return;
+        if let Some(instance) = reused {
+            self.idle.lock().expect("idle instances lock").push(instance);
+        }
+        done
+    }
+
+    /// One call of the plugin; `None` if the host has no room for its
+    /// instance even after dropping idle ones.
+    fn attempt(
+        &self,
+        plugin: &Plugin,
+        label: &str,
+        delivery: &Delivery,
+        reused: &mut Option<(String, PluginWorker)>,
+    ) -> Option<Invocation> {
+        let call = |reused: &mut Option<(String, PluginWorker)>| -> CallResult {
+            let settings = &self.settings;
+            let tag = format!("{label} msg={}", delivery.id);
+            let env = self.env.clone();
+            match settings.isolation {
+                Isolation::Message => plugin.invoke(delivery, settings.timeout, env, tag),
+                Isolation::Worker => {
+                    if reused.as_ref().is_none_or(|(l, _)| l != label) {
+                        *reused = Some((label.to_string(), plugin.worker(settings.recycle_after)));
+                    }
+                    let (_, worker) = reused.as_mut().expect("set above");
+                    worker.invoke(delivery, settings.timeout, env, tag)
+                }
+            }
+        };
+        match call(reused) {
+            Ok(invocation) => Some(invocation),
+            Err(full) => {
+                let stats = &self.pool.core.stats;
+                stats.pool_full.fetch_add(1, Ordering::Relaxed);
+                let dropped = self.pool.reclaim_idle();
+                tracing::debug!(subscription = %self.settings.subscription, %full, dropped, "instance pool full; dropped idle instances");
+                call(reused).ok()
+            }
         }
     }
 }
 
 /// A call longer than this sends its chunk's results at once.
 const SLOW_CALL: Duration = Duration::from_millis(1);
-
-fn run(
-    settings: &WorkerSettings,
-    plugin: &Plugin,
-    label: &str,
-    delivery: &Delivery,
-    env: &Arc<dyn HostEnv>,
-    reused: &mut Option<(String, PluginWorker)>,
-) -> Invocation {
-    let tag = format!("{label} msg={}", delivery.id);
-    match settings.isolation {
-        Isolation::Message => plugin.invoke(delivery, settings.timeout, env.clone(), tag),
-        Isolation::Worker => {
-            if reused.as_ref().is_none_or(|(l, _)| l != label) {
-                *reused = Some((label.to_string(), plugin.worker(settings.recycle_after)));
-            }
-            let (_, worker) = reused.as_mut().expect("set above");
-            worker.invoke(delivery, settings.timeout, env.clone(), tag)
-        }
-    }
-}

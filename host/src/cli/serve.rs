@@ -1,6 +1,6 @@
 //! `switchyard serve`: flags and environment variables → [`Config`].
 
-use crate::config::{self, Config, Secret, Tokens};
+use crate::config::{self, Config, Limits, Secret, Tokens};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +55,23 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = config::ENV_EGRESS_CA_FILE)]
     pub egress_ca_file: Option<PathBuf>,
 
+    /// Most threads running plugin calls at once, across all subscriptions.
+    #[arg(long, env = config::ENV_WORKER_THREADS, default_value_t = Limits::default().worker_threads)]
+    pub worker_threads: usize,
+
+    /// Most plugin instances alive at once. When full, idle instances are
+    /// dropped, then messages wait (attempts uncounted).
+    #[arg(long, env = config::ENV_MAX_INSTANCES, default_value_t = Limits::default().max_instances)]
+    pub max_instances: u32,
+
+    /// Linear memory one plugin instance may grow to, in MiB.
+    #[arg(long, env = config::ENV_INSTANCE_MEMORY_MIB, default_value_t = Limits::default().instance_memory_mib)]
+    pub instance_memory_mib: u32,
+
+    /// Longest a plugin upload may take to compile, in seconds.
+    #[arg(long, env = config::ENV_COMPILE_TIMEOUT_SECS, default_value_t = Limits::default().compile_timeout_secs)]
+    pub compile_timeout_secs: u64,
+
     /// Log filter, e.g. `info` or `switchyard=debug,info` (tracing
     /// EnvFilter syntax). Falls back to RUST_LOG, then `info`.
     #[arg(long, env = config::ENV_LOG)]
@@ -76,6 +93,12 @@ impl ServeArgs {
             fsync_interval_ms: self.fsync_interval_ms,
             egress_allow_cidr: self.egress_allow_cidr.clone(),
             egress_ca_file: self.egress_ca_file.clone(),
+            limits: Limits {
+                worker_threads: self.worker_threads,
+                max_instances: self.max_instances,
+                instance_memory_mib: self.instance_memory_mib,
+                compile_timeout_secs: self.compile_timeout_secs,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -149,6 +172,10 @@ mod tests {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            worker_threads: 1,
+            max_instances: 1,
+            instance_memory_mib: 1,
+            compile_timeout_secs: 1,
             log: None,
         };
         let err = args.config().unwrap_err();

@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use call::{Delivery, Invocation, KvEffects, LogLevel, LogLine, Outcome, Publication};
 pub use egress::{Egress, EgressConfig, EgressRules, EgressStats, HttpCall};
 pub use host::HostEnv;
-pub use plugin::{Plugin, PluginError, PluginWorker};
+pub use plugin::{CallResult, Plugin, PluginError, PluginWorker, PoolFull};
 
 /// How often the engine's epoch advances. A plugin overrunning its timeout is
 /// stopped within one tick: 5 ms keeps that latency small at negligible cost

@@ -25,6 +25,17 @@ pub enum PluginError {
     WrongWorld(String),
 }
 
+/// The host's instance pool had no room for another instance: a limit of the
+/// host, not a failure of the plugin. The caller queues the message again
+/// without counting an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the host's instance pool is full: {0}")]
+pub struct PoolFull(pub String);
+
+/// A call that either ran (whatever its outcome) or could not start because
+/// the host had no room for an instance.
+pub type CallResult = Result<Invocation, PoolFull>;
+
 /// A validated, compiled and pre-instantiated plugin. Cheap to clone.
 #[derive(Clone)]
 pub struct Plugin {
@@ -115,14 +126,14 @@ impl Plugin {
     }
 
     /// A new instance in its own store. A failed instantiation (a trap in the
-    /// component's start functions, the memory limit, a full pool) comes back
-    /// as the failed attempt's invocation.
+    /// component's start functions, the memory limit) comes back as the
+    /// failed attempt's invocation; a full instance pool as [`PoolFull`].
     fn instantiate(
         &self,
         label: String,
         env: Option<Arc<dyn HostEnv>>,
         timeout: Duration,
-    ) -> Result<(Store<HostState>, Consumer), Box<Invocation>> {
+    ) -> Result<(Store<HostState>, Consumer), Failed> {
         let started = Instant::now();
         let mut store = self.new_store(label, env);
         // Instantiation runs the component's start functions: bound them too.
@@ -130,8 +141,13 @@ impl Plugin {
         match self.pre.instantiate(&mut store) {
             Ok(consumer) => Ok((store, consumer)),
             Err(err) => {
+                if let Some(full) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+                    return Err(Failed::PoolFull(PoolFull(full.to_string())));
+                }
                 let outcome = call::classify(store.data(), &err, timeout, self.memory_limit());
-                Err(Box::new(call::finish(&mut store, outcome, started)))
+                Err(Failed::Call(Box::new(call::finish(
+                    &mut store, outcome, started,
+                ))))
             }
         }
     }
@@ -144,17 +160,17 @@ impl Plugin {
         timeout: Duration,
         env: Arc<dyn HostEnv>,
         label: String,
-    ) -> Invocation {
+    ) -> CallResult {
         match self.instantiate(label, Some(env), timeout) {
-            Ok((mut store, consumer)) => call::run(
+            Ok((mut store, consumer)) => Ok(call::run(
                 &mut store,
                 &consumer,
                 delivery,
                 timeout,
                 self.memory_limit(),
                 &mut (0, 0),
-            ),
-            Err(failed) => *failed,
+            )),
+            Err(failed) => failed.into(),
         }
     }
 
@@ -192,7 +208,7 @@ impl PluginWorker {
         timeout: Duration,
         env: Arc<dyn HostEnv>,
         label: String,
-    ) -> Invocation {
+    ) -> CallResult {
         let memory_limit = self.plugin.memory_limit();
         let mut live = match self.live.take() {
             Some(live) => live,
@@ -203,7 +219,7 @@ impl PluginWorker {
                     calls: 0,
                     stdio_seen: (0, 0),
                 },
-                Err(failed) => return *failed,
+                Err(failed) => return failed.into(),
             },
         };
         {
@@ -229,6 +245,22 @@ impl PluginWorker {
             live.store.data_mut().env = None;
             self.live = Some(live);
         }
-        invocation
+        Ok(invocation)
+    }
+}
+
+/// Why an instance could not be made.
+enum Failed {
+    /// The plugin failed while starting: the attempt's invocation.
+    Call(Box<Invocation>),
+    PoolFull(PoolFull),
+}
+
+impl From<Failed> for CallResult {
+    fn from(failed: Failed) -> Self {
+        match failed {
+            Failed::Call(invocation) => Ok(*invocation),
+            Failed::PoolFull(full) => Err(full),
+        }
     }
 }

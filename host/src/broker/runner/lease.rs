@@ -384,7 +384,7 @@ impl LeaseDesk {
 }
 
 fn finished(leased: Leased, outcome: Outcome, now: u64) -> JobDone<LaneKey> {
-    let mut done = JobDone::finished(leased.job, leased.started_ms, outcome, false);
+    let mut done = JobDone::finished(leased.job, leased.started_ms, outcome, None);
     done.invocation.duration = Duration::from_millis(now.saturating_sub(leased.started_ms));
     done
 }

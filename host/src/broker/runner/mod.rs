@@ -35,7 +35,7 @@ use crate::broker::plugins::Registry;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, Mode, Ordering, SubscriptionSpec};
 use crate::broker::subscriptions::Shared;
-use crate::broker::worker::{self, Job, JobDone, WorkerSettings};
+use crate::broker::worker::{Crew, Job, JobDone, WorkerSettings};
 use crate::broker::BrokerError;
 use crate::runtime::Delivery;
 use crate::store::{
@@ -52,7 +52,7 @@ use tokio::sync::{mpsc, watch, Notify};
 const WINDOW: usize = 8192;
 /// Messages read from one partition per refill.
 const READ_CHUNK: usize = 512;
-/// Most messages handed to one worker thread at once (in one chunk of jobs,
+/// Most messages handed to one plugin thread at once (in one chunk of jobs,
 /// or one lane's run). A chunk runs sequentially, so it is sized from the
 /// plugin's recent call times to take about [`CHUNK_BUDGET_US`]: a slow
 /// plugin gets one message per chunk, a fast one up to this many.
@@ -61,6 +61,12 @@ const MAX_CHUNK: usize = 64;
 const CHUNK_BUDGET_US: f64 = 500.0;
 /// How long lanes wait before looking again for a plugin that is unavailable.
 const PLUGIN_RECHECK_MS: u64 = 1000;
+/// How long a message handed back because the host had no room for an
+/// instance waits before it is tried again.
+const HOST_BUSY_RETRY_MS: u64 = 50;
+/// At most one log line per this many milliseconds says a subscription is
+/// waiting for room in the host.
+const HOST_BUSY_LOG_MS: u64 = 10_000;
 /// What the ledger names as the "plugin" of a pull subscription's attempts.
 const PULL_LABEL: &str = "pull";
 
@@ -132,13 +138,16 @@ pub(crate) struct Runner {
     /// Recent plugin call time (an exponential moving average), for sizing
     /// chunks.
     call_us: f64,
+    /// When a wait for room in the host was last logged.
+    host_busy_logged_ms: Option<u64>,
     ops: Vec<Op>,
-    jobs: Option<crossbeam_channel::Sender<Vec<Job<LaneKey>>>>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    /// Where a push subscription's jobs run: its share of the host's plugin
+    /// threads.
+    crew: Option<Crew<LaneKey>>,
     /// A pull subscription's lease desk, which takes the jobs instead of
-    /// worker threads.
+    /// plugin threads.
     desk: Option<Arc<LeaseDesk>>,
-    /// Cores available, for spreading jobs over worker threads.
+    /// Cores available, for spreading jobs over plugin threads.
     cores: usize,
     results: mpsc::UnboundedReceiver<Vec<JobDone<LaneKey>>>,
     control: mpsc::UnboundedReceiver<Control>,
@@ -149,7 +158,7 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
-    /// Restore the subscription's state and start its workers.
+    /// Restore the subscription's state and set up its crew.
     pub(crate) fn start(
         shared: Arc<Shared>,
         store: Store,
@@ -203,7 +212,6 @@ impl Runner {
             config: spec.config.clone(),
             egress,
         });
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let desk = (spec.mode == Mode::Pull).then(|| {
             let desk = LeaseDesk::new(
@@ -215,20 +223,21 @@ impl Runner {
             let _ = shared.desk.set(desk.clone());
             desk
         });
-        let threads = if desk.is_some() { 0 } else { spec.concurrency };
-        let workers = worker::spawn(
-            threads,
-            WorkerSettings {
-                timeout: Duration::from_millis(spec.timeout_ms),
-                isolation: spec.isolation,
-                recycle_after: spec.recycle_after,
-                subscription: shared.name.clone(),
-                clock: log.clock().clone(),
-            },
-            jobs_rx,
-            results_tx,
-            env,
-        );
+        let crew = desk.is_none().then(|| {
+            Crew::new(
+                plugins.workers(),
+                spec.concurrency,
+                WorkerSettings {
+                    timeout: Duration::from_millis(spec.timeout_ms),
+                    isolation: spec.isolation,
+                    recycle_after: spec.recycle_after,
+                    subscription: shared.name.clone(),
+                    clock: log.clock().clone(),
+                },
+                env,
+                results_tx,
+            )
+        });
         let rng = if log.clock().is_manual() {
             rand::SeedableRng::seed_from_u64(0)
         } else {
@@ -259,9 +268,9 @@ impl Runner {
             in_flight: 0,
             in_flight_messages: 0,
             call_us: CHUNK_BUDGET_US,
+            host_busy_logged_ms: None,
             ops: Vec::new(),
-            jobs: Some(jobs_tx),
-            workers,
+            crew,
             desk,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             results: results_rx,
@@ -347,15 +356,9 @@ impl Runner {
                 },
             }
         }
-        // Close the job queue, wait for the (idle) workers to exit, and make
+        // Nothing is in flight: let the crew's idle instances go, and make
         // the last outcomes durable.
-        self.jobs = None;
-        let workers = std::mem::take(&mut self.workers);
-        let joined =
-            tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok()));
-        if !matches!(joined.await, Ok(true)) {
-            tracing::error!(subscription = %self.shared.name, "a worker thread panicked");
-        }
+        self.crew = None;
         if self.shared.halted.load(AtomicOrdering::Acquire) {
             // Writing more progress now would cover the batch that failed.
             tracing::error!(subscription = %self.shared.name, "subscription halted after a failed write; restart the host to resume it");
@@ -512,9 +515,9 @@ impl Runner {
         ((CHUNK_BUDGET_US / self.call_us.max(1.0)) as usize).clamp(1, MAX_CHUNK)
     }
 
-    /// Hand runnable lanes to the workers: up to `concurrency` jobs when
-    /// calls are slow, up to `concurrency × chunk` messages when they are
-    /// fast. Only `concurrency` worker threads run them, so at most that many
+    /// Hand runnable lanes to the crew: up to `concurrency` jobs when calls
+    /// are slow, up to `concurrency × chunk` messages when they are fast. The
+    /// crew runs at most `concurrency` chunks at once, so at most that many
     /// attempts run at once either way.
     async fn dispatch(&mut self, chunk: usize) {
         let limit = self.spec.concurrency as usize * chunk;
@@ -625,7 +628,7 @@ impl Runner {
         // Spread the round over about one chunk per core, at most `chunk`
         // messages each: few wake-ups under load, full parallelism when light.
         let size = messages.div_ceil(self.cores).clamp(1, chunk);
-        let jobs = self.jobs.as_ref().expect("jobs open while running");
+        let crew = self.crew.as_ref().expect("a push subscription has a crew");
         let mut out = Vec::new();
         let mut filled = 0;
         for job in batch {
@@ -633,13 +636,11 @@ impl Runner {
             out.push(job);
             if filled >= size {
                 filled = 0;
-                if jobs.send(std::mem::take(&mut out)).is_err() {
-                    tracing::error!(subscription = %self.shared.name, "workers are gone");
-                }
+                crew.send(std::mem::take(&mut out));
             }
         }
-        if !out.is_empty() && jobs.send(out).is_err() {
-            tracing::error!(subscription = %self.shared.name, "workers are gone");
+        if !out.is_empty() {
+            crew.send(out);
         }
     }
 

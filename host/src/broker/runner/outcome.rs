@@ -7,7 +7,7 @@ use crate::broker::log::NewMessage;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, LedgerMode};
 use crate::broker::subscriptions::Shared;
-use crate::broker::worker::JobDone;
+use crate::broker::worker::{JobDone, Release};
 use crate::broker::DeliveryEvent;
 use crate::runtime::{HttpCall, Invocation, LogLine, Outcome, Publication};
 use crate::store::{
@@ -93,7 +93,7 @@ impl Runner {
             logs,
             http,
         } = done.invocation;
-        if !done.released {
+        if done.released.is_none() {
             self.call_us = self.call_us * 0.9 + duration.as_micros() as f64 * 0.1;
         }
         let http = ledger_http(http);
@@ -107,12 +107,15 @@ impl Runner {
             self.counters.delivered += 1;
             self.shared.delivered.fetch_add(1, AtomicOrdering::Relaxed);
         }
-        if done.released {
+        if let Some(release) = done.released {
             // Never reached a consumer: queue it again, uncounted.
             head.attempts -= 1;
             self.counters.delivered -= 1;
             self.shared.delivered.fetch_sub(1, AtomicOrdering::Relaxed);
-            self.lanes.retry_now(done.lane);
+            match release {
+                Release::Unused => self.lanes.retry_now(done.lane),
+                Release::HostBusy => self.host_busy(done.lane, now),
+            }
             return;
         }
         let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
@@ -281,6 +284,21 @@ impl Runner {
         if let Some(due) = next_due {
             self.lanes.schedule(done.lane, due, now);
         }
+    }
+
+    /// A message the host had no room to run: it waits a moment, its
+    /// attempt uncounted, and the wait is counted and (now and then) logged.
+    fn host_busy(&mut self, lane: LaneKey, now: u64) {
+        let waits = self.shared.host_busy.fetch_add(1, AtomicOrdering::Relaxed) + 1;
+        if self
+            .host_busy_logged_ms
+            .is_none_or(|at| now.saturating_sub(at) >= super::HOST_BUSY_LOG_MS)
+        {
+            self.host_busy_logged_ms = Some(now);
+            tracing::warn!(subscription = %self.shared.name, waits, "the host's plugin instance pool is full; messages wait for room (attempts not counted)");
+        }
+        self.lanes
+            .schedule(lane, now + super::HOST_BUSY_RETRY_MS, now);
     }
 
     /// Record that a message is finished: progress, ledger, dead letter, counters.

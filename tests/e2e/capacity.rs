@@ -1,0 +1,171 @@
+//! Host capacity is never a plugin's fault: a full instance pool makes
+//! messages wait without spending attempts, idle instances make room for
+//! others, and many subscriptions with high concurrency share a bounded pool
+//! of plugin threads (delivery.md S6).
+
+use crate::support::{msg, wait_for, Options, Server};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn start(args: &[&str]) -> Server {
+    Server::start_with(Options {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..Options::default()
+    })
+}
+
+/// A counter or gauge of `/metrics` without labels.
+fn metric(s: &Server, name: &str) -> u64 {
+    let (status, text) = s.get_text("/metrics");
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+fn counter(stats: &Value, field: &str) -> u64 {
+    stats[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {stats}"))
+}
+
+/// With room for one instance, a message that finds it taken waits for it:
+/// no attempt is spent (one attempt allowed, none retried or dead-lettered),
+/// and the wait shows in the subscription's stats and the metrics. Before,
+/// the failed instantiation was a trap that dead-lettered a healthy message.
+#[test]
+fn a_full_instance_pool_makes_messages_wait_without_spending_attempts() {
+    let s = start(&["--max-instances", "1"]);
+    s.topic("slow", 1);
+    s.topic("fast", 1);
+    s.deploy("spin", "spin");
+    s.deploy("noop", "noop");
+    let once = json!({"initial_ms": 5, "max_attempts": 1});
+    s.subscribe(
+        "spinner",
+        json!({"topic": "slow", "plugin": "spin", "timeout_ms": 1000, "retry": once}),
+    );
+    s.subscribe(
+        "quick",
+        json!({"topic": "fast", "plugin": "noop", "retry": once}),
+    );
+    s.publish("slow", vec![msg("x", "loop")]);
+    wait_for(LIMIT, "spinner busy", || {
+        (s.stats("spinner")["in_flight"].as_u64() > Some(0)).then_some(())
+    });
+    // The spinner holds the only instance for its whole timeout.
+    s.publish("fast", (0..20).map(|i| msg(&format!("k{i}"), "ok")).collect());
+    let quick = s.wait_stats("quick", LIMIT, |st| st["acked"] == 20);
+    assert_eq!(counter(&quick, "delivered"), 20, "{quick}");
+    assert_eq!(counter(&quick, "retried"), 0, "{quick}");
+    assert_eq!(counter(&quick, "dead_lettered"), 0, "{quick}");
+    // The spinner fails on its own account: one attempt, a timeout.
+    let spinner = s.wait_stats("spinner", LIMIT, |st| st["dead_lettered"] == 1);
+    assert_eq!(counter(&spinner, "delivered"), 1, "{spinner}");
+    let dead = s.dead_letters("spinner");
+    assert_eq!(dead.len(), 1);
+    let attempts = dead[0]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{dead:?}");
+    assert_eq!(attempts[0]["outcome"], "timeout");
+    // Whichever came second waited for room, and it shows.
+    let waits = counter(&quick, "host_busy") + counter(&spinner, "host_busy");
+    assert!(waits > 0, "quick {quick}, spinner {spinner}");
+    assert!(metric(&s, "switchyard_instance_pool_full_total") > 0);
+    let (_, text) = s.get_text("/metrics");
+    assert!(
+        text.contains("switchyard_subscription_host_busy_total{subscription="),
+        "{text}"
+    );
+    assert!(
+        s.log().contains("instance pool is full"),
+        "the wait is logged: {}",
+        s.log()
+    );
+}
+
+/// An instance kept idle for reuse (worker isolation) gives way when another
+/// subscription needs its room: nobody waits.
+#[test]
+fn idle_instances_make_room_for_other_subscriptions() {
+    let s = start(&["--max-instances", "1"]);
+    s.topic("a", 1);
+    s.topic("b", 1);
+    s.deploy("noop", "noop");
+    let once = json!({"initial_ms": 5, "max_attempts": 1});
+    s.subscribe(
+        "keeper",
+        json!({"topic": "a", "plugin": "noop", "isolation": "worker", "retry": once}),
+    );
+    s.subscribe(
+        "fresh",
+        json!({"topic": "b", "plugin": "noop", "isolation": "message", "concurrency": 1,
+               "retry": once}),
+    );
+    s.publish("a", vec![msg("k", "one")]);
+    s.wait_stats("keeper", LIMIT, |st| st["acked"] == 1);
+    // keeper's instance is idle now, holding the only room.
+    s.publish("b", (0..5).map(|i| msg(&format!("k{i}"), "ok")).collect());
+    let fresh = s.wait_stats("fresh", LIMIT, |st| st["acked"] == 5);
+    assert_eq!(counter(&fresh, "delivered"), 5, "{fresh}");
+    assert_eq!(counter(&fresh, "dead_lettered"), 0, "{fresh}");
+    assert_eq!(counter(&fresh, "host_busy"), 0, "{fresh}");
+    assert!(metric(&s, "switchyard_instances_reclaimed_total") > 0);
+    // And keeper gets an instance again when it needs one.
+    s.publish("a", vec![msg("k", "two")]);
+    let keeper = s.wait_stats("keeper", LIMIT, |st| st["acked"] == 2);
+    assert_eq!(counter(&keeper, "dead_lettered"), 0, "{keeper}");
+}
+
+fn threads_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads: line")
+}
+
+/// 40 subscriptions × concurrency 64 once meant 2,560 plugin threads (and
+/// enough of them aborted the host when the OS refused more). Now they share
+/// the host's plugin threads, bounded by `--worker-threads`, and every
+/// message is delivered.
+#[test]
+fn many_subscriptions_with_high_concurrency_share_bounded_threads() {
+    const SUBS: usize = 40;
+    const MESSAGES: u64 = 200;
+    let s = start(&["--worker-threads", "8"]);
+    s.topic("fan", 4);
+    s.deploy("noop", "noop");
+    for i in 0..SUBS {
+        let isolation = if i % 2 == 0 { "worker" } else { "message" };
+        s.subscribe(
+            &format!("s{i}"),
+            json!({"topic": "fan", "plugin": "noop", "concurrency": 64,
+                   "ordering": "none", "isolation": isolation}),
+        );
+    }
+    let batch = (0..MESSAGES)
+        .map(|i| msg(&format!("k{i}"), "ok"))
+        .collect::<Vec<_>>();
+    s.publish("fan", batch);
+    let most = std::cell::Cell::new(0);
+    for i in 0..SUBS {
+        let name = format!("s{i}");
+        let st = s.wait_stats(&name, LIMIT, |st| {
+            most.set(most.get().max(threads_of(s.pid())));
+            st["acked"] == MESSAGES
+        });
+        assert_eq!(counter(&st, "delivered"), MESSAGES, "{name}: {st}");
+        assert_eq!(counter(&st, "dead_lettered"), 0, "{name}: {st}");
+    }
+    assert!(metric(&s, "switchyard_plugin_threads_max") == 8);
+    assert!(metric(&s, "switchyard_plugin_threads") <= 8);
+    // Plugin threads plus the host's own (HTTP, delivery, store, RocksDB).
+    let most_threads = most.get();
+    assert!(
+        most_threads < 64,
+        "{most_threads} threads in the host for {SUBS} subscriptions"
+    );
+}
