@@ -257,8 +257,16 @@ impl Config {
         self.egress_ranges()?;
         let limits = &self.limits;
         let bounds = [
-            ("worker-threads", limits.worker_threads as u64, MAX_WORKER_THREADS as u64),
-            ("max-instances", limits.max_instances.into(), MAX_INSTANCES.into()),
+            (
+                "worker-threads",
+                limits.worker_threads as u64,
+                MAX_WORKER_THREADS as u64,
+            ),
+            (
+                "max-instances",
+                limits.max_instances.into(),
+                MAX_INSTANCES.into(),
+            ),
             (
                 "instance-memory-mib",
                 limits.instance_memory_mib.into(),

@@ -56,7 +56,10 @@ fn a_full_instance_pool_makes_messages_wait_without_spending_attempts() {
         (s.stats("spinner")["in_flight"].as_u64() > Some(0)).then_some(())
     });
     // The spinner holds the only instance for its whole timeout.
-    s.publish("fast", (0..20).map(|i| msg(&format!("k{i}"), "ok")).collect());
+    s.publish(
+        "fast",
+        (0..20).map(|i| msg(&format!("k{i}"), "ok")).collect(),
+    );
     let quick = s.wait_stats("quick", LIMIT, |st| st["acked"] == 20);
     assert_eq!(counter(&quick, "delivered"), 20, "{quick}");
     assert_eq!(counter(&quick, "retried"), 0, "{quick}");

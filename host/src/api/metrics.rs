@@ -44,7 +44,11 @@ impl EncodeMetric for Latency {
 /// The host's plugin threads and instance pool.
 fn plugin_threads(registry: &mut Registry, pool: &PoolSnapshot) {
     let gauges = [
-        ("plugin_threads", "Threads that run plugin calls", pool.threads),
+        (
+            "plugin_threads",
+            "Threads that run plugin calls",
+            pool.threads,
+        ),
         (
             "plugin_threads_busy",
             "Plugin threads running a call now",

@@ -516,7 +516,10 @@ impl<L: Clone + Send + 'static> CrewInner<L> {
             }
         }
         if let Some(instance) = reused {
-            self.idle.lock().expect("idle instances lock").push(instance);
+            self.idle
+                .lock()
+                .expect("idle instances lock")
+                .push(instance);
         }
         done
     }
