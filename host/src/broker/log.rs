@@ -200,6 +200,8 @@ pub(crate) struct Log {
     /// Create a topic a plugin publishes to if it does not exist (harness).
     auto_create: bool,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serializes topic creation.
+    creating: Mutex<()>,
 }
 
 impl Log {
@@ -214,6 +216,7 @@ impl Log {
             clock,
             auto_create,
             topics: RwLock::new(topics),
+            creating: Mutex::new(()),
         })
     }
 
@@ -234,11 +237,15 @@ impl Log {
             .ok_or_else(|| BrokerError::NotFound(format!("topic {name:?} does not exist")))
     }
 
+    /// Create a topic (synced before it returns: call it on a blocking
+    /// thread), or confirm an existing one with the same settings.
     pub(crate) fn create_topic(&self, name: &str, spec: TopicSpec) -> Result<bool, BrokerError> {
         validate_topic_name(name)?;
         spec.validate()?;
-        let mut topics = self.topics.write().expect("topics lock");
-        if let Some(existing) = topics.get(name) {
+        // One creation at a time; publishers, who only read the topics, do
+        // not wait for its write.
+        let _creating = self.creating.lock().expect("topic creation lock");
+        if let Some(existing) = self.get(name) {
             if existing.spec.partitions != spec.partitions {
                 return Err(BrokerError::Conflict(format!(
                     "topic {name:?} exists with {} partitions; the partition count cannot change",
@@ -253,9 +260,13 @@ impl Log {
             }
             return Ok(false);
         }
-        self.store.put_meta(META_TOPIC, name, &spec)?;
+        let op = Op::put_meta(META_TOPIC, name, &spec);
+        self.store.write(vec![op], Durability::Synced)?;
         let topic = open_topic(&self.store, name, spec)?;
-        topics.insert(name.to_string(), Arc::new(topic));
+        self.topics
+            .write()
+            .expect("topics lock")
+            .insert(name.to_string(), Arc::new(topic));
         Ok(true)
     }
 

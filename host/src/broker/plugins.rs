@@ -7,7 +7,7 @@ use super::spec::{parse_plugin_ref, validate_resource_name};
 use super::worker::WorkerPool;
 use super::{now_ms, BrokerError};
 use crate::runtime::{Plugin, Runtime};
-use crate::store::Store;
+use crate::store::{Durability, Op, Store};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -190,7 +190,6 @@ impl Registry {
             Ok(Ok(Ok(done))) => done,
         };
         kept?;
-        self.store.put_blob(&wasm_blob(&digest), &wasm)?;
         let mut record = self.record(name);
         let version = record
             .versions
@@ -205,7 +204,15 @@ impl Registry {
             size,
             created_ms: now_ms(),
         });
-        self.store.put_meta(META_PLUGIN, name, &record)?;
+        // The bytes and the version that names them, in one batch.
+        let ops = vec![
+            Op::PutBlob {
+                name: wasm_blob(&record.versions.last().expect("pushed above").digest),
+                bytes: wasm,
+            },
+            Op::put_meta(META_PLUGIN, name, &record),
+        ];
+        self.store.submit(ops, Durability::Synced).await?;
         let mut entries = self.entries.write().expect("plugins lock");
         let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
             record: PluginRecord::default(),
@@ -268,29 +275,48 @@ impl Registry {
             .cloned()
             .collect();
         record.versions.retain(|v| !doomed.contains(&v.version));
-        if record.versions.is_empty() {
-            self.store.delete_meta(META_PLUGIN, name)?;
-        } else {
-            self.store.put_meta(META_PLUGIN, name, &record)?;
-        }
-        let mut entries = self.entries.write().expect("plugins lock");
-        if record.versions.is_empty() {
-            entries.remove(name);
-        } else if let Some(entry) = entries.get_mut(name) {
-            entry.record = record;
-            entry.compiled.retain(|v, _| !doomed.contains(v));
-        }
         // A blob goes once no version of any plugin has its digest.
-        for gone in removed {
-            let shared = entries
-                .values()
-                .any(|e| e.record.versions.iter().any(|v| v.digest == gone.digest));
-            if !shared {
-                self.store.delete_blob(&wasm_blob(&gone.digest))?;
-                self.store.delete_blob(&code_blob(&gone.digest))?;
-                if let Some(code) = &self.code {
-                    code.remove(&gone.digest);
-                }
+        let kept: std::collections::HashSet<String> = {
+            let entries = self.entries.read().expect("plugins lock");
+            let others = entries.iter().filter(|(n, _)| n.as_str() != name);
+            others
+                .flat_map(|(_, e)| e.record.versions.iter())
+                .chain(&record.versions)
+                .map(|v| v.digest.clone())
+                .collect()
+        };
+        let gone: Vec<String> = removed
+            .into_iter()
+            .map(|v| v.digest)
+            .filter(|d| !kept.contains(d))
+            .collect();
+        // The record and the blobs no longer used, in one batch.
+        let mut ops = vec![if record.versions.is_empty() {
+            Op::delete_meta(META_PLUGIN, name)
+        } else {
+            Op::put_meta(META_PLUGIN, name, &record)
+        }];
+        for digest in &gone {
+            ops.push(Op::DeleteBlob {
+                name: wasm_blob(digest),
+            });
+            ops.push(Op::DeleteBlob {
+                name: code_blob(digest),
+            });
+        }
+        self.store.submit(ops, Durability::Synced).await?;
+        {
+            let mut entries = self.entries.write().expect("plugins lock");
+            if record.versions.is_empty() {
+                entries.remove(name);
+            } else if let Some(entry) = entries.get_mut(name) {
+                entry.record = record;
+                entry.compiled.retain(|v, _| !doomed.contains(v));
+            }
+        }
+        if let Some(code) = &self.code {
+            for digest in &gone {
+                code.remove(digest);
             }
         }
         tracing::info!(plugin = reference, "plugin deleted");
@@ -368,7 +394,10 @@ fn load_version(
         if let Some(code) = code {
             let moved = plugin.as_ref().is_none_or(|p| code.keep(digest, p).is_ok());
             if moved {
-                store.delete_blob(&code_blob(digest))?;
+                let op = Op::DeleteBlob {
+                    name: code_blob(digest),
+                };
+                store.write(vec![op], Durability::Synced)?;
             }
         }
         if let Some(plugin) = plugin {
@@ -401,7 +430,11 @@ fn keep_code(
         }
         None => {
             if let Some(bytes) = plugin.machine_code() {
-                store.put_blob(&code_blob(digest), &bytes)?;
+                let op = Op::PutBlob {
+                    name: code_blob(digest),
+                    bytes,
+                };
+                store.write(vec![op], Durability::Synced)?;
             }
         }
     }

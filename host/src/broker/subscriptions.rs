@@ -329,28 +329,33 @@ impl Subscriptions {
                 )))
             }
             Some(_) => self.stop(name).await,
-            None => {
-                if spec.start == Start::Latest {
-                    // Begin after everything durable now.
-                    let ops = topics
-                        .iter()
-                        .flat_map(|topic| {
-                            (0..topic.partitions()).map(|p| Op::SetProgress {
-                                subscription: name.to_string(),
-                                topic: topic.name.clone(),
-                                partition: p,
-                                watermark: topic.head(p),
-                                done: Vec::new(),
-                                clear_done: Vec::new(),
-                            })
-                        })
-                        .collect();
-                    self.store.submit(ops, Durability::Synced).await?;
-                }
-            }
+            None => {}
         }
         let created = existing.is_none();
-        self.store.put_meta(META_SUBSCRIPTION, name, &spec)?;
+        let mut ops = Vec::new();
+        if created {
+            // Nothing of an earlier subscription of this name may survive
+            // into this one (D17), whatever an earlier host left behind.
+            ops.push(Op::ForgetSubscription {
+                subscription: name.to_string(),
+            });
+            if spec.start == Start::Latest {
+                // Begin after everything durable now.
+                ops.extend(topics.iter().flat_map(|topic| {
+                    (0..topic.partitions()).map(|p| Op::SetProgress {
+                        subscription: name.to_string(),
+                        topic: topic.name.clone(),
+                        partition: p,
+                        watermark: topic.head(p),
+                        done: Vec::new(),
+                        clear_done: Vec::new(),
+                    })
+                }));
+            }
+        }
+        // The settings and the progress they start from, in one batch.
+        ops.push(Op::put_meta(META_SUBSCRIPTION, name, &spec));
+        self.store.submit(ops, Durability::Synced).await?;
         self.start(name, spec)?;
         Ok((self.info(name)?, created))
     }
@@ -466,11 +471,12 @@ impl Subscriptions {
     ) -> Result<SubscriptionInfo, BrokerError> {
         let _guard = self.changes.lock().await;
         self.info(name)?;
-        if paused {
-            self.store.put_meta(META_PAUSED, name, &true)?;
+        let op = if paused {
+            Op::put_meta(META_PAUSED, name, &true)
         } else {
-            self.store.delete_meta(META_PAUSED, name)?;
-        }
+            Op::delete_meta(META_PAUSED, name)
+        };
+        self.store.submit(vec![op], Durability::Synced).await?;
         if let Some(r) = self.running.lock().expect("subscriptions lock").get(name) {
             r.paused.send_replace(paused);
         }
@@ -504,16 +510,16 @@ impl Subscriptions {
         let _guard = self.changes.lock().await;
         self.info(name)?;
         self.stop(name).await;
-        self.store.delete_meta(META_SUBSCRIPTION, name)?;
-        self.store.delete_meta(META_PAUSED, name)?;
-        self.store
-            .submit(
-                vec![Op::ForgetSubscription {
-                    subscription: name.to_string(),
-                }],
-                Durability::Synced,
-            )
-            .await?;
+        // Settings and everything stored for it, in one batch: a crash
+        // leaves the subscription whole or gone (D17).
+        let ops = vec![
+            Op::delete_meta(META_SUBSCRIPTION, name),
+            Op::delete_meta(META_PAUSED, name),
+            Op::ForgetSubscription {
+                subscription: name.to_string(),
+            },
+        ];
+        self.store.submit(ops, Durability::Synced).await?;
         tracing::info!(subscription = name, "subscription deleted");
         Ok(())
     }
@@ -631,5 +637,87 @@ fn delete_dead(subscription: &str, letter: &DeadLetter) -> Op {
         topic: letter.topic.clone(),
         partition: letter.partition,
         offset: letter.offset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::META_SUBSCRIPTION;
+    use crate::broker::{Broker, BrokerConfig, NewMessage, Settle, SubscriptionSpec, TopicSpec};
+    use crate::store::{Durability, Op, Store};
+    use std::time::Duration;
+
+    fn pull(topic: &str) -> SubscriptionSpec {
+        serde_json::from_value(serde_json::json!({"topic": topic, "mode": "pull"}))
+            .expect("a valid spec")
+    }
+
+    async fn open(dir: &std::path::Path) -> Broker {
+        Broker::open(BrokerConfig::new(dir)).await.expect("opens")
+    }
+
+    /// Lease and ack whatever is ready; returns the offsets leased.
+    async fn drain(broker: &Broker, name: &str) -> Vec<u64> {
+        let leases = broker
+            .lease(name, 100, None, Duration::from_secs(2))
+            .await
+            .expect("leases");
+        let items = leases
+            .iter()
+            .map(|l| (l.lease_id.clone(), Settle::Ack))
+            .collect();
+        broker.settle(name, items).expect("settles");
+        leases.iter().map(|l| l.message.offset).collect()
+    }
+
+    /// D17: a subscription created again under an old name starts from
+    /// nothing, even if an earlier host crashed between deleting its
+    /// settings and its progress (they were two writes then; now one).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscription_created_again_ignores_progress_an_earlier_delete_left() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let broker = open(dir.path()).await;
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.create_topic("t", TopicSpec::default()))
+            .await
+            .expect("joins")
+            .expect("creates");
+        let messages = (0..5).map(|i| NewMessage::new(format!("m{i}"))).collect();
+        broker.publish("t", messages).await.expect("publishes");
+        broker
+            .put_subscription("s", pull("t"))
+            .await
+            .expect("creates");
+        assert_eq!(drain(&broker, "s").await, [0, 1, 2, 3, 4]);
+        for _ in 0..200 {
+            if broker.subscription("s").expect("exists").stats.acked == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(broker.subscription("s").expect("exists").stats.acked, 5);
+        broker.shutdown().await;
+        drop(broker);
+
+        // What a crash between the two writes of an earlier host's delete
+        // left: the settings gone, the progress still there.
+        let store = Store::open(dir.path(), None).expect("opens");
+        let op = Op::delete_meta(META_SUBSCRIPTION, "s");
+        store
+            .submit(vec![op], Durability::Synced)
+            .await
+            .expect("writes");
+        assert_eq!(store.load_progress("s").expect("reads").watermarks.len(), 1);
+        store.close().expect("closes");
+        drop(store);
+
+        let broker = open(dir.path()).await;
+        assert!(broker.subscriptions().is_empty());
+        broker
+            .put_subscription("s", pull("t"))
+            .await
+            .expect("creates");
+        assert_eq!(drain(&broker, "s").await, [0, 1, 2, 3, 4]);
+        broker.shutdown().await;
     }
 }

@@ -153,6 +153,13 @@ impl Store {
         self.writer.submit(ops, durability)
     }
 
+    /// [`Store::submit`], waiting for the write on the calling thread: for
+    /// code on a blocking thread, never on an async executor's (it panics
+    /// there).
+    pub fn write(&self, ops: Vec<Op>, durability: Durability) -> Result<(), StoreError> {
+        self.writer.write(ops, durability)
+    }
+
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(name)
@@ -372,33 +379,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Store a metadata record (topic, subscription, plugin version …), synced.
-    pub fn put_meta<T: Serialize>(
-        &self,
-        kind: &str,
-        name: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        self.db.put_cf_opt(
-            self.cf(CF_META),
-            keys::meta(kind, name),
-            encode(value),
-            &opts,
-        )?;
-        Ok(())
-    }
-
-    /// Delete a metadata record, synced.
-    pub fn delete_meta(&self, kind: &str, name: &str) -> Result<(), StoreError> {
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        self.db
-            .delete_cf_opt(self.cf(CF_META), keys::meta(kind, name), &opts)?;
-        Ok(())
-    }
-
     /// One metadata record, if present.
     pub fn get_meta<T: DeserializeOwned>(
         &self,
@@ -432,22 +412,6 @@ impl Store {
             out.push((name, decode(&key, &value)?));
         }
         Ok(out)
-    }
-
-    /// Store a blob under its name (e.g. a content digest), synced.
-    pub fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        self.db.put_cf_opt(self.cf(CF_BLOBS), name, bytes, &opts)?;
-        Ok(())
-    }
-
-    /// Delete a blob, synced.
-    pub fn delete_blob(&self, name: &str) -> Result<(), StoreError> {
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        self.db.delete_cf_opt(self.cf(CF_BLOBS), name, &opts)?;
-        Ok(())
     }
 
     /// A blob by name.

@@ -2,7 +2,7 @@
 //! is waiting into one RocksDB write (group commit).
 
 use super::records::{Counters, DeadLetter, LedgerEntry, Redrive, RetryState, StoredMessage};
-use super::{encode, keys, StoreError, CF_DEAD, CF_DEDUP, CF_LOG, CF_PROGRESS};
+use super::{encode, keys, StoreError, CF_BLOBS, CF_DEAD, CF_DEDUP, CF_LOG, CF_META, CF_PROGRESS};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -119,6 +119,43 @@ pub enum Op {
         offset: u64,
         expires_at_ms: u64,
     },
+    /// A metadata record (topic, subscription, plugin …), encoded: see
+    /// [`Op::put_meta`].
+    PutMeta {
+        kind: &'static str,
+        name: String,
+        value: Vec<u8>,
+    },
+    DeleteMeta {
+        kind: &'static str,
+        name: String,
+    },
+    /// A blob under its name (e.g. a content digest).
+    PutBlob {
+        name: String,
+        bytes: Vec<u8>,
+    },
+    DeleteBlob {
+        name: String,
+    },
+}
+
+impl Op {
+    /// Store `value` as the metadata record `kind`/`name`.
+    pub fn put_meta<T: serde::Serialize>(kind: &'static str, name: &str, value: &T) -> Self {
+        Op::PutMeta {
+            kind,
+            name: name.to_string(),
+            value: encode(value),
+        }
+    }
+
+    pub fn delete_meta(kind: &'static str, name: &str) -> Self {
+        Op::DeleteMeta {
+            kind,
+            name: name.to_string(),
+        }
+    }
 }
 
 /// An encoded change: column family, key and value, ready for a batch.
@@ -298,6 +335,12 @@ impl Op {
                 keys::counters(&subscription),
                 encode(&counters),
             ),
+            Op::PutMeta { kind, name, value } => {
+                batch.put_cf(cf(CF_META), keys::meta(kind, &name), value)
+            }
+            Op::DeleteMeta { kind, name } => batch.delete_cf(cf(CF_META), keys::meta(kind, &name)),
+            Op::PutBlob { name, bytes } => batch.put_cf(cf(CF_BLOBS), name.into_bytes(), bytes),
+            Op::DeleteBlob { name } => batch.delete_cf(cf(CF_BLOBS), name.into_bytes()),
         }
     }
 }
@@ -358,21 +401,37 @@ impl Writer {
         ops: Vec<Op>,
         durability: Durability,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let queued = self.enqueue(ops, durability);
+        async move { queued?.await.map_err(|_| StoreError::WriterGone)? }
+    }
+
+    /// [`Writer::submit`], waiting on the calling thread, which must not be
+    /// an async executor's.
+    pub(super) fn write(&self, ops: Vec<Op>, durability: Durability) -> Result<(), StoreError> {
+        self.enqueue(ops, durability)?
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterGone)?
+    }
+
+    fn enqueue(
+        &self,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         // Encode on the caller's thread; the writer thread only writes.
         let mut batch = RawBatch::default();
         for op in ops {
             op.encode(&mut batch);
         }
         let (done, rx) = oneshot::channel();
-        let sent = self.queue.send(Message::Write(Request {
-            batch,
-            durability,
-            done,
-        }));
-        async move {
-            sent.map_err(|_| StoreError::WriterGone)?;
-            rx.await.map_err(|_| StoreError::WriterGone)?
-        }
+        self.queue
+            .send(Message::Write(Request {
+                batch,
+                durability,
+                done,
+            }))
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(rx)
     }
 }
 
