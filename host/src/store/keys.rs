@@ -92,9 +92,9 @@ fn read_leb128(input: &mut &[u8]) -> Option<u64> {
     None
 }
 
-pub(super) fn trailing_u64(key: &[u8]) -> u64 {
-    let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("keys end in a u64");
-    u64::from_be_bytes(tail)
+/// The big-endian u64 a key (or value) ends in; `None` if it is too short.
+pub(super) fn trailing_u64(key: &[u8]) -> Option<u64> {
+    key.last_chunk::<8>().map(|tail| u64::from_be_bytes(*tail))
 }
 
 fn tagged(tag: u8, subscription: &str) -> Vec<u8> {
@@ -177,10 +177,11 @@ pub(super) fn split_topic_partition(rest: &[u8]) -> (String, u32) {
     (topic, partition)
 }
 
-/// Split `topic NUL partition offset`.
-pub(super) fn split_position(rest: &[u8]) -> (String, u32, u64) {
-    let (topic, partition) = split_topic_partition(&rest[..rest.len().saturating_sub(8)]);
-    (topic, partition, trailing_u64(rest))
+/// Split `topic NUL partition offset`; `None` if too short for an offset.
+pub(super) fn split_position(rest: &[u8]) -> Option<(String, u32, u64)> {
+    let offset = trailing_u64(rest)?;
+    let (topic, partition) = split_topic_partition(&rest[..rest.len() - 8]);
+    Some((topic, partition, offset))
 }
 
 pub(super) fn dead_prefix(subscription: &str) -> Vec<u8> {
@@ -223,7 +224,7 @@ pub(super) fn decode_id(value: &[u8], now_ms: u64) -> Option<(u32, u64)> {
         return None;
     }
     let partition = u32::from_be_bytes(value[8..12].try_into().ok()?);
-    Some((partition, trailing_u64(value)))
+    trailing_u64(value).map(|offset| (partition, offset))
 }
 
 pub(super) fn id_expired(value: &[u8], now_ms: u64) -> bool {
@@ -266,9 +267,11 @@ mod tests {
         let prefix = tagged(DONE, "sub");
         assert_eq!(
             split_position(&a[prefix.len()..]),
-            ("orders".to_string(), 3, 255)
+            Some(("orders".to_string(), 3, 255))
         );
-        assert_eq!(trailing_u64(&log("t", 1, 42)), 42);
+        assert_eq!(trailing_u64(&log("t", 1, 42)), Some(42));
+        assert_eq!(trailing_u64(&[1, 2, 3]), None, "too short");
+        assert_eq!(split_position(b"orders"), None, "too short");
         assert!(log("t", 1, u64::MAX) < log("t", 2, 0));
     }
 

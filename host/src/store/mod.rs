@@ -186,7 +186,7 @@ impl Store {
             if !key.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            let offset = keys::trailing_u64(&key);
+            let offset = log_offset(&key, &prefix)?;
             out.push((offset, decode(&key, &value)?));
         }
         Ok(out)
@@ -240,7 +240,10 @@ impl Store {
         match iter.next() {
             Some(item) => {
                 let (key, _) = item?;
-                Ok(key.starts_with(&prefix).then(|| keys::trailing_u64(&key)))
+                if !key.starts_with(&prefix) {
+                    return Ok(None);
+                }
+                log_offset(&key, &prefix).map(Some)
             }
             None => Ok(None),
         }
@@ -334,17 +337,17 @@ impl Store {
                         progress.watermarks.push((topic, partition, mark, done));
                     }
                     keys::DONE => {
-                        let (topic, partition, offset) = keys::split_position(rest);
+                        let (topic, partition, offset) = position(&key, rest)?;
                         progress.done.push((topic, partition, offset));
                     }
                     keys::RETRY => {
-                        let (topic, partition, offset) = keys::split_position(rest);
+                        let (topic, partition, offset) = position(&key, rest)?;
                         progress
                             .retries
                             .push((topic, partition, offset, decode(&key, &value)?));
                     }
                     keys::REDRIVE => {
-                        let (topic, partition, offset) = keys::split_position(rest);
+                        let (topic, partition, offset) = position(&key, rest)?;
                         progress
                             .redrives
                             .push((topic, partition, offset, decode(&key, &value)?));
@@ -436,6 +439,20 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The offset of a log key of a partition (`prefix`): exactly eight bytes
+/// after the prefix.
+fn log_offset(key: &[u8], prefix: &[u8]) -> Result<u64, StoreError> {
+    match key.len() == prefix.len() + 8 {
+        true => keys::trailing_u64(key).ok_or_else(|| corrupt(key, "log key without an offset")),
+        false => Err(corrupt(key, "log key of the wrong length")),
+    }
+}
+
+/// The position (topic, partition, offset) at the end of a progress key.
+fn position(key: &[u8], rest: &[u8]) -> Result<(String, u32, u64), StoreError> {
+    keys::split_position(rest).ok_or_else(|| corrupt(key, "progress key without a position"))
+}
+
 fn corrupt(key: &[u8], reason: &str) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -449,4 +466,54 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
     rmp_serde::from_slice(value).map_err(|e| corrupt(key, &e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_corrupt<T: std::fmt::Debug>(result: Result<T, StoreError>, key_start: &str) {
+        match result {
+            Err(StoreError::Corrupt { key, .. }) => {
+                assert!(key.starts_with(key_start), "names the key: {key:?}")
+            }
+            other => panic!("expected a corrupt-record error, got {other:?}"),
+        }
+    }
+
+    /// Keys cut short and values that do not decode are errors naming the
+    /// key, never a panic.
+    #[test]
+    fn corrupt_keys_and_records_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), None).expect("opens");
+        let put = |cf: &str, key: &[u8], value: &[u8]| {
+            store
+                .db
+                .put_cf(store.cf(cf), key, value)
+                .expect("raw write");
+        };
+        let mut short = keys::log_prefix("cut", 0);
+        short.extend_from_slice(&[0, 1]);
+        put(CF_LOG, &short, b"x");
+        is_corrupt(store.read_log("cut", 0, 0, 10), "cut");
+        is_corrupt(store.next_offset("cut", 0), "cut");
+        is_corrupt(store.first_offset("cut", 0), "cut");
+
+        put(CF_LOG, &keys::log("bad", 0, 0), &[0xc1]);
+        is_corrupt(store.read_log("bad", 0, 0, 10), "bad");
+
+        for (tag, prefix) in keys::progress_prefixes("s") {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Store::open(dir.path(), None).expect("opens");
+            let key = [prefix.as_slice(), b"x"].concat();
+            store
+                .db
+                .put_cf(store.cf(CF_PROGRESS), &key, [0xc1])
+                .expect("raw write");
+            is_corrupt(store.load_progress("s"), &String::from_utf8_lossy(&[tag]));
+            store.close().expect("closes");
+        }
+        store.close().expect("closes");
+    }
 }
