@@ -16,15 +16,6 @@ fn start(args: &[&str]) -> Server {
     })
 }
 
-/// A counter or gauge of `/metrics` without labels.
-fn metric(s: &Server, name: &str) -> u64 {
-    let (status, text) = s.get_text("/metrics");
-    assert_eq!(status, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-}
-
 fn counter(stats: &Value, field: &str) -> u64 {
     stats[field]
         .as_u64()
@@ -75,7 +66,7 @@ fn a_full_instance_pool_makes_messages_wait_without_spending_attempts() {
     // Whichever came second waited for room, and it shows.
     let waits = counter(&quick, "host_busy") + counter(&spinner, "host_busy");
     assert!(waits > 0, "quick {quick}, spinner {spinner}");
-    assert!(metric(&s, "switchyard_instance_pool_full_total") > 0);
+    assert!(s.metric("switchyard_instance_pool_full_total") > 0);
     let (_, text) = s.get_text("/metrics");
     assert!(
         text.contains("switchyard_subscription_host_busy_total{subscription="),
@@ -114,7 +105,7 @@ fn idle_instances_make_room_for_other_subscriptions() {
     assert_eq!(counter(&fresh, "delivered"), 5, "{fresh}");
     assert_eq!(counter(&fresh, "dead_lettered"), 0, "{fresh}");
     assert_eq!(counter(&fresh, "host_busy"), 0, "{fresh}");
-    assert!(metric(&s, "switchyard_instances_reclaimed_total") > 0);
+    assert!(s.metric("switchyard_instances_reclaimed_total") > 0);
     // And keeper gets an instance again when it needs one.
     s.publish("a", vec![msg("k", "two")]);
     let keeper = s.wait_stats("keeper", LIMIT, |st| st["acked"] == 2);
@@ -163,8 +154,8 @@ fn many_subscriptions_with_high_concurrency_share_bounded_threads() {
         assert_eq!(counter(&st, "delivered"), MESSAGES, "{name}: {st}");
         assert_eq!(counter(&st, "dead_lettered"), 0, "{name}: {st}");
     }
-    assert!(metric(&s, "switchyard_plugin_threads_max") == 8);
-    assert!(metric(&s, "switchyard_plugin_threads") <= 8);
+    assert!(s.metric("switchyard_plugin_threads_max") == 8);
+    assert!(s.metric("switchyard_plugin_threads") <= 8);
     // Plugin threads plus the host's own (HTTP, delivery, store, RocksDB).
     let most_threads = most.get();
     assert!(

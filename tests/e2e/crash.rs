@@ -1,7 +1,7 @@
 //! Crash safety: kill -9 in the middle of a publish burst loses nothing that
 //! was acknowledged, and delivery resumes to completion.
 
-use crate::support::{Options, Server};
+use crate::support::{Body, Options, Server};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,6 +72,48 @@ fn kill9_during_publish_burst_loses_no_acknowledged_message() {
         // Everything stored gets finished after the restart.
         s.wait_stats("drain", LIMIT, |st| st["lag"] == 0 && st["in_flight"] == 0);
     }
+}
+
+/// delivery.md D16: right after a restart, a backlog is lag, never a false
+/// zero: a paused subscription reports exactly what waits, and one killed
+/// while draining reports what is left, in its stats and in /metrics.
+#[test]
+fn stats_right_after_a_restart_count_the_backlog() {
+    const TOTAL: u64 = 30_000;
+    let mut s = Server::start();
+    s.topic("backlog", 4);
+    s.deploy("noop", "noop");
+    s.subscribe("held", json!({"topic": "backlog", "plugin": "noop"}));
+    s.ok("POST", "/v1/subscriptions/held/pause", Body::None);
+    for chunk in 0..TOTAL / 1000 {
+        let batch = (0..1000)
+            .map(|i| crate::support::msg(&format!("k{}", i % 64), &format!("{chunk}-{i}")))
+            .collect();
+        s.publish("backlog", batch);
+    }
+    s.subscribe(
+        "drain",
+        json!({"topic": "backlog", "plugin": "noop", "concurrency": 1, "isolation": "message"}),
+    );
+    s.wait_stats("drain", LIMIT, |st| st["acked"].as_u64() >= Some(1000));
+    s.kill9();
+    s.restart();
+    // The first reads after the restart.
+    let held = s.stats("held");
+    let drain = s.stats("drain");
+    assert_eq!(held["lag"], TOTAL, "{held}");
+    assert_eq!(held["in_flight"], 0, "{held}");
+    let lag = drain["lag"].as_u64().expect("lag");
+    let acked = drain["acked"].as_u64().expect("acked");
+    assert!(
+        acked == TOTAL || lag > 0,
+        "{acked} of {TOTAL} acked and no lag: {drain}"
+    );
+    assert_eq!(
+        s.metric(r#"switchyard_subscription_lag{subscription="held"}"#),
+        TOTAL
+    );
+    s.wait_stats("drain", LIMIT, |st| st["lag"] == 0 && st["acked"] == TOTAL);
 }
 
 fn publish_until_failure(base: &str, cycle: usize, acked: &Mutex<Vec<Value>>) -> usize {

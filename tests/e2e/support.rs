@@ -265,6 +265,17 @@ impl Server {
         (resp.status().as_u16(), text)
     }
 
+    /// The value of one series of `/metrics`, named as printed before its
+    /// value, e.g. `switchyard_plugin_threads` or
+    /// `switchyard_subscription_lag{subscription="s"}`.
+    pub fn metric(&self, series: &str) -> u64 {
+        let (status, text) = self.get_text("/metrics");
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+    }
+
     /// A request that must succeed (2xx); returns the JSON body.
     pub fn ok(&self, method: &str, path: &str, body: Body) -> Value {
         let (status, value) = self.call(method, path, None, body);

@@ -281,6 +281,9 @@ impl Runner {
         for redriven in progress.redrives {
             runner.enqueue_redriven(redriven);
         }
+        // Stats from the stored progress before the subscription is listed:
+        // a backlog shows as lag from the first read on, never as a zero.
+        runner.publish_stats();
         Ok(runner)
     }
 
