@@ -56,12 +56,13 @@ async fn sweep(
     let store = log.store().clone();
     // Timestamps grow along a partition: if the oldest message is too young,
     // so is everything after it.
-    let oldest = store.read_log(&topic.name, partition, first, 1)?;
+    let oldest = store.read_log_heads(&topic.name, partition, first, 1)?;
     if oldest.first().is_none_or(|(_, m)| m.timestamp_ms > cutoff) {
         return Ok(());
     }
+    // Ids and timestamps only: a sweep holds no payloads.
     let count = ((limit - first) as usize).min(SWEEP_CHUNK);
-    let rows = store.read_log(&topic.name, partition, first, count)?;
+    let rows = store.read_log_heads(&topic.name, partition, first, count)?;
     let mut cut = first;
     for (offset, message) in &rows {
         if *offset >= limit || message.timestamp_ms > cutoff {

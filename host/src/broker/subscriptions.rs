@@ -17,8 +17,11 @@ use std::sync::RwLock;
 use tokio::sync::watch;
 
 const META_SUBSCRIPTION: &str = "subscription";
-/// Most dead letters one purge, redrive or lookup goes through.
-const MAX_DEAD_LETTER_SCAN: usize = 100_000;
+/// Most dead letters purged in one write.
+const PURGE_PAGE: usize = 10_000;
+/// Most dead letters (and about most bytes of them) redriven in one write.
+const REDRIVE_PAGE: usize = 1_000;
+const REDRIVE_PAGE_BYTES: usize = 64 << 20;
 /// Present (with value `true`) for a paused subscription.
 const META_PAUSED: &str = "paused";
 
@@ -524,62 +527,118 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// One dead letter by message id.
+    /// One dead letter by message id, found through the id index.
     pub(crate) fn dead_letter(&self, name: &str, id: &str) -> Result<DeadLetter, BrokerError> {
         self.info(name)?;
         self.store
-            .list_dead_letters(name, MAX_DEAD_LETTER_SCAN)?
+            .dead_letters_by_id(name, id)?
             .into_iter()
-            .find(|d| d.message.id == id)
+            .next()
             .ok_or_else(|| {
                 BrokerError::NotFound(format!("subscription {name:?} has no dead letter {id:?}"))
             })
     }
 
-    /// The dead letters `ids` names (all when `None`).
-    fn select_dead(
-        &self,
-        name: &str,
-        ids: Option<&[String]>,
-    ) -> Result<Vec<DeadLetter>, BrokerError> {
-        self.info(name)?;
-        let all = self.store.list_dead_letters(name, MAX_DEAD_LETTER_SCAN)?;
-        Ok(match ids {
-            None => all,
-            Some(ids) => all
-                .into_iter()
-                .filter(|d| ids.contains(&d.message.id))
-                .collect(),
-        })
-    }
-
-    /// Delete dead letters (all, or those with the given message ids).
+    /// Delete dead letters (all, or those with the given message ids). Only
+    /// the id index is read, never the letters; all of them go in writes of
+    /// up to [`PURGE_PAGE`], each letter with its index entry.
     pub(crate) async fn purge(
         &self,
         name: &str,
         ids: Option<&[String]>,
     ) -> Result<usize, BrokerError> {
         let _guard = self.changes.lock().await;
-        let chosen = self.select_dead(name, ids)?;
-        let ops = chosen.iter().map(|d| delete_dead(name, d)).collect();
-        self.store.submit(ops, Durability::Synced).await?;
-        tracing::info!(
-            subscription = name,
-            purged = chosen.len(),
-            "dead letters purged"
-        );
-        Ok(chosen.len())
+        self.info(name)?;
+        let mut purged = 0;
+        let mut after = None;
+        match ids {
+            Some(ids) => {
+                let mut ops = Vec::new();
+                for id in ids {
+                    for d in self.store.dead_letters_by_id(name, id)? {
+                        ops.push(delete_dead(name, &d));
+                    }
+                }
+                purged = ops.len();
+                self.store.submit(ops, Durability::Synced).await?;
+            }
+            None => loop {
+                let page = self
+                    .store
+                    .dead_letter_refs(name, after.as_ref(), PURGE_PAGE)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.clone());
+                purged += page.len();
+                let ops = page
+                    .into_iter()
+                    .map(|r| Op::DeleteDeadLetter {
+                        subscription: name.to_string(),
+                        id: r.id,
+                        topic: r.topic,
+                        partition: r.partition,
+                        offset: r.offset,
+                    })
+                    .collect();
+                self.store.submit(ops, Durability::Synced).await?;
+            },
+        }
+        tracing::info!(subscription = name, purged, "dead letters purged");
+        Ok(purged)
     }
 
     /// Send dead letters (all, or those with the given message ids) back into
-    /// this subscription only, with their attempt count starting over.
+    /// this subscription only, with their attempt count starting over. All
+    /// of them go in position order, in writes of up to [`REDRIVE_PAGE`]
+    /// letters (or about [`REDRIVE_PAGE_BYTES`]); each letter moves whole,
+    /// in one write, from the dead letters to the subscription.
     pub(crate) async fn redrive(
         &self,
         name: &str,
         ids: Option<&[String]>,
     ) -> Result<usize, BrokerError> {
         let _guard = self.changes.lock().await;
-        let chosen = self.select_dead(name, ids)?;
+        self.info(name)?;
+        let mut count = 0;
+        match ids {
+            Some(ids) => {
+                let mut chosen = Vec::new();
+                for id in ids {
+                    chosen.extend(self.store.dead_letters_by_id(name, id)?);
+                }
+                chosen.sort_by(|a, b| {
+                    (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
+                });
+                count += self.redrive_page(name, chosen).await?;
+            }
+            None => {
+                let mut after: Option<(String, u32, u64)> = None;
+                loop {
+                    let cursor = after.as_ref().map(|(t, p, o)| (t.as_str(), *p, *o));
+                    let page = self.store.dead_letters_after(
+                        name,
+                        cursor,
+                        REDRIVE_PAGE,
+                        REDRIVE_PAGE_BYTES,
+                    )?;
+                    let Some(last) = page.last() else { break };
+                    after = Some((last.topic.clone(), last.partition, last.offset));
+                    count += self.redrive_page(name, page).await?;
+                }
+            }
+        }
+        tracing::info!(
+            subscription = name,
+            redriven = count,
+            "dead letters redriven"
+        );
+        Ok(count)
+    }
+
+    async fn redrive_page(
+        &self,
+        name: &str,
+        chosen: Vec<DeadLetter>,
+    ) -> Result<usize, BrokerError> {
         let mut ops = Vec::with_capacity(chosen.len() * 2);
         let mut sent = Vec::with_capacity(chosen.len());
         for d in chosen {
@@ -600,15 +659,13 @@ impl Subscriptions {
             sent.push((d.topic, d.partition, d.offset, redrive));
         }
         let count = sent.len();
+        if count == 0 {
+            return Ok(0);
+        }
         self.store.submit(ops, Durability::Synced).await?;
         if let Some(r) = self.running.lock().expect("subscriptions lock").get(name) {
             let _ = r.control.send(Control::Redrive(sent));
         }
-        tracing::info!(
-            subscription = name,
-            redriven = count,
-            "dead letters redriven"
-        );
         Ok(count)
     }
 
@@ -634,6 +691,7 @@ impl Subscriptions {
 fn delete_dead(subscription: &str, letter: &DeadLetter) -> Op {
     Op::DeleteDeadLetter {
         subscription: subscription.to_string(),
+        id: letter.message.id.clone(),
         topic: letter.topic.clone(),
         partition: letter.partition,
         offset: letter.offset,

@@ -9,6 +9,8 @@
 //!   counters)
 //! - progress: `l` subscription NUL message-id → ledger entry
 //! - progress: `k` subscription NUL kv-key → a plugin's kv value (raw bytes)
+//! - progress: `x` subscription NUL id-length:u32 message-id topic NUL
+//!   partition:u32 offset:u64 → nothing: the dead letters by message id
 //! - dead:     subscription NUL topic NUL partition:u32 offset:u64
 //! - meta:     kind NUL name
 //! - dedup:    topic NUL id → expires_at:u64 partition:u32 offset:u64
@@ -22,6 +24,8 @@ pub(super) const REDRIVE: u8 = b'q';
 pub(super) const LEDGER: u8 = b'l';
 /// A plugin's key-value state, scoped to the subscription.
 pub(super) const KV: u8 = b'k';
+/// The index of a subscription's dead letters by message id.
+pub(super) const DEAD_ID: u8 = b'x';
 
 pub(super) fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 13);
@@ -108,15 +112,62 @@ fn tagged(tag: u8, subscription: &str) -> Vec<u8> {
 /// Key ranges `[from, to)` holding everything of a subscription in the
 /// progress column family (every tag, the ledger included).
 pub(super) fn subscription_ranges(subscription: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-    [WATERMARK, DONE, RETRY, REDRIVE, COUNTERS, LEDGER, KV]
-        .iter()
-        .map(|tag| {
-            let from = tagged(*tag, subscription);
-            let mut to = from.clone();
-            *to.last_mut().expect("tagged keys end in NUL") = 1;
-            (from, to)
-        })
-        .collect()
+    [
+        WATERMARK, DONE, RETRY, REDRIVE, COUNTERS, LEDGER, KV, DEAD_ID,
+    ]
+    .iter()
+    .map(|tag| {
+        let from = tagged(*tag, subscription);
+        let mut to = from.clone();
+        *to.last_mut().expect("tagged keys end in NUL") = 1;
+        (from, to)
+    })
+    .collect()
+}
+
+/// Where the index entries of a subscription's dead letters of message `id`
+/// begin; `None`: every index entry of the subscription.
+pub(super) fn dead_id_prefix(subscription: &str, id: Option<&str>) -> Vec<u8> {
+    let mut k = tagged(DEAD_ID, subscription);
+    if let Some(id) = id {
+        k.extend_from_slice(&(id.len() as u32).to_be_bytes());
+        k.extend_from_slice(id.as_bytes());
+    }
+    k
+}
+
+/// The index entry of a dead letter: its message id and position.
+pub(super) fn dead_id(
+    subscription: &str,
+    id: &str,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Vec<u8> {
+    let mut k = dead_id_prefix(subscription, Some(id));
+    k.extend_from_slice(&log(topic, partition, offset));
+    k
+}
+
+/// Split what follows [`dead_id_prefix`] (without an id) in an index key:
+/// the id and the position. `None` if malformed.
+pub(super) fn split_dead_id(rest: &[u8]) -> Option<(String, String, u32, u64)> {
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    let id = rest.get(..len)?;
+    let (topic, partition, offset) = split_position(&rest[len..])?;
+    Some((
+        String::from_utf8_lossy(id).into_owned(),
+        topic,
+        partition,
+        offset,
+    ))
+}
+
+/// The subscription a dead-letter key belongs to, and the rest of the key.
+pub(super) fn split_dead(key: &[u8]) -> Option<(&str, &[u8])> {
+    let nul = key.iter().position(|b| *b == 0)?;
+    Some((std::str::from_utf8(&key[..nul]).ok()?, &key[nul + 1..]))
 }
 
 /// Key range `[from, to)` of a subscription's dead letters.
@@ -257,6 +308,21 @@ mod tests {
         let mut cut = encode_progress(1, &[(3, 4)]);
         cut.pop();
         assert_eq!(decode_progress(&cut), None, "a range without its length");
+    }
+
+    #[test]
+    fn dead_letter_index_keys_round_trip() {
+        let key = dead_id("sub", "id\0with nul", "orders", 3, 77);
+        let prefix = dead_id_prefix("sub", None);
+        assert!(key.starts_with(&dead_id_prefix("sub", Some("id\0with nul"))));
+        assert!(!key.starts_with(&dead_id_prefix("sub", Some("id"))));
+        assert_eq!(
+            split_dead_id(&key[prefix.len()..]),
+            Some(("id\0with nul".into(), "orders".into(), 3, 77))
+        );
+        assert_eq!(split_dead_id(&[0, 0, 0, 9, b'x']), None, "cut short");
+        let dead = dead("sub", "orders", 3, 77);
+        assert_eq!(split_dead(&dead).map(|(s, _)| s), Some("sub"));
     }
 
     #[test]

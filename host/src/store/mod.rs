@@ -29,6 +29,22 @@ pub use records::{
 };
 pub use writer::{Durability, Op};
 
+/// A stored message's id and time, read without its payload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct MessageHead {
+    pub id: String,
+    pub timestamp_ms: u64,
+}
+
+/// A dead letter's message id and position, as its index holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadRef {
+    pub id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
 const CF_LOG: &str = "log";
 const CF_PROGRESS: &str = "progress";
 const CF_DEAD: &str = "dead";
@@ -138,6 +154,8 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
+        // Before the writer starts: nothing else writes yet.
+        index_dead_letters(&db)?;
         let writer = writer::Writer::start(db.clone(), sync_interval);
         Ok(Self { db, writer })
     }
@@ -188,6 +206,32 @@ impl Store {
             }
             let offset = log_offset(&key, &prefix)?;
             out.push((offset, decode(&key, &value)?));
+        }
+        Ok(out)
+    }
+
+    /// The ids and timestamps of a partition's messages from offset `from`,
+    /// at most `limit`: what retention needs, without copying payloads.
+    pub fn read_log_heads(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, MessageHead)>, StoreError> {
+        let start = keys::log(topic, partition, from);
+        let prefix = keys::log_prefix(topic, partition);
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_LOG),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((log_offset(&key, &prefix)?, decode(&key, &value)?));
         }
         Ok(out)
     }
@@ -366,18 +410,115 @@ impl Store {
         subscription: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters_after(subscription, None, limit, usize::MAX)
+    }
+
+    /// Dead letters by position after `after` (topic, partition, offset;
+    /// exclusive): at most `limit`, and no more once `max_bytes` of them are
+    /// read (at least one).
+    pub fn dead_letters_after(
+        &self,
+        subscription: &str,
+        after: Option<(&str, u32, u64)>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let prefix = keys::dead_prefix(subscription);
+        let start = match after {
+            Some((topic, partition, offset)) => {
+                let mut k = keys::dead(subscription, topic, partition, offset);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
         let iter = self.db.iterator_cf(
             self.cf(CF_DEAD),
-            IteratorMode::From(&prefix, Direction::Forward),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix)
+                || out.len() >= limit
+                || (bytes >= max_bytes && !out.is_empty())
+            {
+                break;
+            }
+            bytes += value.len();
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// The dead letters of messages with id `id` (usually one; an id may
+    /// repeat across topics), by position, found through their index.
+    pub fn dead_letters_by_id(
+        &self,
+        subscription: &str,
+        id: &str,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let prefix = keys::dead_id_prefix(subscription, Some(id));
+        let mut out = Vec::new();
+        for r in self.index_scan(subscription, &prefix, None, usize::MAX)? {
+            let key = keys::dead(subscription, &r.topic, r.partition, r.offset);
+            if let Some(value) = self.db.get_pinned_cf(self.cf(CF_DEAD), &key)? {
+                out.push(decode(&key, &value)?);
+            }
+        }
+        out.sort_by(|a: &DeadLetter, b| {
+            (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
+        });
+        Ok(out)
+    }
+
+    /// The ids and positions of a subscription's dead letters, from their
+    /// index (no letter is read), after `after` (exclusive), at most `limit`.
+    pub fn dead_letter_refs(
+        &self,
+        subscription: &str,
+        after: Option<&DeadRef>,
+        limit: usize,
+    ) -> Result<Vec<DeadRef>, StoreError> {
+        let prefix = keys::dead_id_prefix(subscription, None);
+        self.index_scan(subscription, &prefix, after, limit)
+    }
+
+    fn index_scan(
+        &self,
+        subscription: &str,
+        prefix: &[u8],
+        after: Option<&DeadRef>,
+        limit: usize,
+    ) -> Result<Vec<DeadRef>, StoreError> {
+        let base = keys::dead_id_prefix(subscription, None);
+        let start = match after {
+            Some(r) => {
+                let mut k = keys::dead_id(subscription, &r.id, &r.topic, r.partition, r.offset);
+                k.push(0);
+                k
+            }
+            None => prefix.to_vec(),
+        };
+        let iter = self.db.iterator_cf(
+            self.cf(CF_PROGRESS),
+            IteratorMode::From(&start, Direction::Forward),
         );
         let mut out = Vec::new();
         for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) || out.len() >= limit {
                 break;
             }
-            out.push(decode(&key, &value)?);
+            let (id, topic, partition, offset) = keys::split_dead_id(&key[base.len()..])
+                .ok_or_else(|| corrupt(&key, "malformed dead-letter index key"))?;
+            out.push(DeadRef {
+                id,
+                topic,
+                partition,
+                offset,
+            });
         }
         Ok(out)
     }
@@ -438,6 +579,60 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Index the dead letters an earlier host stored without their id index,
+/// once (a marker in `meta` records that it was done).
+fn index_dead_letters(db: &DB) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        message: Id,
+    }
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let cf = |name| {
+        db.cf_handle(name)
+            .expect("column families are created at open")
+    };
+    let marker = keys::meta(META_STORE, DEAD_LETTER_INDEX);
+    if db.get_cf(cf(CF_META), &marker)?.is_some() {
+        return Ok(());
+    }
+    let mut batch = rocksdb::WriteBatch::default();
+    let mut indexed = 0usize;
+    for item in db.iterator_cf(cf(CF_DEAD), IteratorMode::Start) {
+        let (key, value) = item?;
+        let (subscription, _) =
+            keys::split_dead(&key).ok_or_else(|| corrupt(&key, "malformed dead-letter key"))?;
+        let head: Head = decode(&key, &value)?;
+        let id = keys::dead_id(
+            subscription,
+            &head.message.id,
+            &head.topic,
+            head.partition,
+            head.offset,
+        );
+        batch.put_cf(cf(CF_PROGRESS), id, []);
+        indexed += 1;
+    }
+    batch.put_cf(cf(CF_META), marker, encode(&true));
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts)?;
+    if indexed > 0 {
+        tracing::info!(indexed, "dead letters indexed by message id");
+    }
+    Ok(())
+}
+
+/// `meta` kind of the store's own records.
+const META_STORE: &str = "store";
+/// Present once every dead letter has its id index entry.
+const DEAD_LETTER_INDEX: &str = "dead-letter-index";
 
 /// The offset of a log key of a partition (`prefix`): exactly eight bytes
 /// after the prefix.
@@ -514,6 +709,122 @@ mod tests {
             is_corrupt(store.load_progress("s"), &String::from_utf8_lossy(&[tag]));
             store.close().expect("closes");
         }
+        store.close().expect("closes");
+    }
+
+    fn letter(topic: &str, offset: u64, id: &str) -> DeadLetter {
+        DeadLetter {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            message: StoredMessage {
+                id: id.into(),
+                key: None,
+                payload: vec![7; 1024],
+                headers: Vec::new(),
+                timestamp_ms: 1,
+                deliver_at_ms: None,
+            },
+            reason: "test".into(),
+            dead_at_ms: 2,
+            history: Vec::new(),
+        }
+    }
+
+    fn put_letters(store: &Store, letters: &[DeadLetter]) {
+        let ops = letters
+            .iter()
+            .map(|l| Op::PutDeadLetter {
+                subscription: "s".into(),
+                letter: l.clone(),
+            })
+            .collect();
+        store.write(ops, Durability::Synced).expect("writes");
+    }
+
+    /// Dead letters are found by message id through their index, an id that
+    /// repeats across topics finds each, deleting one removes its entry, and
+    /// the index pages with a cursor.
+    #[test]
+    fn dead_letters_are_indexed_by_message_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), None).expect("opens");
+        let mut letters: Vec<DeadLetter> = (0..50)
+            .map(|i| letter("a", i, &format!("m{i:02}")))
+            .collect();
+        letters.push(letter("b", 9, "m07"));
+        put_letters(&store, &letters);
+        let found = store.dead_letters_by_id("s", "m07").expect("reads");
+        let positions: Vec<_> = found.iter().map(|d| (d.topic.as_str(), d.offset)).collect();
+        assert_eq!(positions, [("a", 7), ("b", 9)]);
+        assert!(store
+            .dead_letters_by_id("s", "m7")
+            .expect("reads")
+            .is_empty());
+        assert!(store
+            .dead_letters_by_id("other", "m07")
+            .expect("reads")
+            .is_empty());
+
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .dead_letter_refs("s", after.as_ref(), 7)
+                .expect("reads");
+            let Some(last) = page.last() else { break };
+            after = Some(last.clone());
+            seen.extend(page);
+        }
+        assert_eq!(seen.len(), 51);
+
+        let op = Op::DeleteDeadLetter {
+            subscription: "s".into(),
+            id: "m07".into(),
+            topic: "a".into(),
+            partition: 0,
+            offset: 7,
+        };
+        store.write(vec![op], Durability::Synced).expect("writes");
+        let left = store.dead_letters_by_id("s", "m07").expect("reads");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].topic, "b");
+        assert_eq!(
+            store.dead_letter_refs("s", None, 100).expect("reads").len(),
+            50
+        );
+        store.close().expect("closes");
+    }
+
+    /// Dead letters an earlier host stored without the index are indexed
+    /// when the store opens.
+    #[test]
+    fn dead_letters_of_an_earlier_host_are_indexed_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = Store::open(dir.path(), None).expect("opens");
+            for l in [letter("a", 1, "x"), letter("a", 2, "y")] {
+                let key = keys::dead("s", &l.topic, l.partition, l.offset);
+                store
+                    .db
+                    .put_cf(store.cf(CF_DEAD), key, encode(&l))
+                    .expect("raw write");
+            }
+            let marker = keys::meta(META_STORE, DEAD_LETTER_INDEX);
+            store
+                .db
+                .delete_cf(store.cf(CF_META), marker)
+                .expect("raw write");
+            assert!(store
+                .dead_letters_by_id("s", "y")
+                .expect("reads")
+                .is_empty());
+            store.close().expect("closes");
+        }
+        let store = Store::open(dir.path(), None).expect("opens");
+        let found = store.dead_letters_by_id("s", "y").expect("reads");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].offset, 2);
         store.close().expect("closes");
     }
 }

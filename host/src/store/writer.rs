@@ -73,6 +73,8 @@ pub enum Op {
     },
     DeleteDeadLetter {
         subscription: String,
+        /// The message's id, for the index.
+        id: String,
         topic: String,
         partition: u32,
         offset: u64,
@@ -254,25 +256,35 @@ impl Op {
             Op::PutDeadLetter {
                 subscription,
                 letter,
-            } => batch.put_cf(
-                cf(CF_DEAD),
-                keys::dead(
-                    &subscription,
-                    &letter.topic,
-                    letter.partition,
-                    letter.offset,
-                ),
-                encode(&letter),
-            ),
+            } => {
+                let (topic, partition, offset) = (&letter.topic, letter.partition, letter.offset);
+                batch.put_cf(
+                    cf(CF_PROGRESS),
+                    keys::dead_id(&subscription, &letter.message.id, topic, partition, offset),
+                    Vec::new(),
+                );
+                batch.put_cf(
+                    cf(CF_DEAD),
+                    keys::dead(&subscription, topic, partition, offset),
+                    encode(&letter),
+                );
+            }
             Op::DeleteDeadLetter {
                 subscription,
+                id,
                 topic,
                 partition,
                 offset,
-            } => batch.delete_cf(
-                cf(CF_DEAD),
-                keys::dead(&subscription, &topic, partition, offset),
-            ),
+            } => {
+                batch.delete_cf(
+                    cf(CF_PROGRESS),
+                    keys::dead_id(&subscription, &id, &topic, partition, offset),
+                );
+                batch.delete_cf(
+                    cf(CF_DEAD),
+                    keys::dead(&subscription, &topic, partition, offset),
+                );
+            }
             Op::PutRedrive {
                 subscription,
                 topic,
