@@ -274,6 +274,7 @@ impl Harness {
             let topics = vec![log.get(&input).expect("created above")];
             let shared = Arc::new(Shared::new(SUBSCRIPTION, spec));
             let (_control, control_rx) = tokio::sync::mpsc::unbounded_channel();
+            let progress = store.load_progress(SUBSCRIPTION)?;
             let mut runner = Runner::start(
                 shared,
                 store.clone(),
@@ -281,6 +282,7 @@ impl Harness {
                 plugins,
                 topics,
                 control_rx,
+                progress,
             )?;
             runner.trace = Some(Vec::new());
             Ok::<_, BrokerError>(runner)

@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 /// Stamps older than every running attempt's start are dropped once there
 /// are more than this many.
 const PRUNE_AT: usize = 4096;
+/// Reads of a key outside the lock before one under it.
+const READ_TRIES: usize = 3;
 
 pub(crate) struct KvState {
     store: Store,
@@ -61,18 +63,37 @@ impl KvState {
     }
 
     /// The committed value of `key` and the version token of this read.
+    /// The store is read without the lock the runner commits under: if a
+    /// commit wrote the key meanwhile, the read is made again.
     pub(crate) fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, u64), String> {
+        for _ in 0..READ_TRIES {
+            let seq = {
+                let inner = self.lock();
+                if let Some((_, value)) = inner.unwritten.get(key) {
+                    return Ok((value.clone(), inner.seq));
+                }
+                inner.seq
+            };
+            let value = self.read(key)?;
+            // Unchanged since `seq` (stamps newer than any running attempt's
+            // start are kept): the value read is the one committed at `seq`.
+            let inner = self.lock();
+            if inner.stamps.get(key).is_none_or(|stamp| *stamp <= seq) {
+                return Ok((value, seq));
+            }
+        }
+        // Contended: read under the lock, so no commit slips in between.
         let inner = self.lock();
         if let Some((_, value)) = inner.unwritten.get(key) {
             return Ok((value.clone(), inner.seq));
         }
-        // Read while holding the lock: no commit can slip in between the miss
-        // above and this read.
-        let value = self
-            .store
+        Ok((self.read(key)?, inner.seq))
+    }
+
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.store
             .kv_get(&self.subscription, key)
-            .map_err(|e| e.to_string())?;
-        Ok((value, inner.seq))
+            .map_err(|e| e.to_string())
     }
 
     /// Whether a key an attempt read (with these tokens) was committed since.

@@ -5,7 +5,7 @@ use super::spec::{validate_topic_name, TopicSpec};
 use super::{BrokerError, Clock, TopicInfo};
 use crate::store::{Durability, Op, Store, StoredMessage};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
@@ -158,6 +158,32 @@ struct Appender {
     offsets: Vec<u64>,
     /// Producer-given ids queued for writing but not yet durable, and where.
     pending_ids: HashMap<String, (u32, u64)>,
+    /// The latest ids that became durable (at most [`SETTLED_KEPT`]), and
+    /// how many ever did: a publish that looked its ids up in the store
+    /// before taking this lock checks those settled since it began.
+    settled: VecDeque<(String, (u32, u64))>,
+    settled_total: u64,
+}
+
+/// Ids kept in [`Appender::settled`].
+const SETTLED_KEPT: usize = 4096;
+
+impl Appender {
+    fn new(offsets: Vec<u64>) -> Self {
+        Self {
+            offsets,
+            pending_ids: HashMap::new(),
+            settled: VecDeque::new(),
+            settled_total: 0,
+        }
+    }
+}
+
+/// What a publish found in the store for its ids before taking the lock.
+struct Looked {
+    /// `settled_total` when the lookup began.
+    since: u64,
+    found: HashMap<String, Option<(u32, u64)>>,
 }
 
 /// Messages assigned to one topic's partitions, whose write is queued.
@@ -176,7 +202,14 @@ impl Appended {
         if !self.remembered.is_empty() {
             let mut appender = self.topic.next.lock().expect("offsets lock");
             for id in &self.remembered {
-                appender.pending_ids.remove(id);
+                let position = appender.pending_ids.remove(id);
+                if let Some(position) = position.filter(|_| written) {
+                    appender.settled.push_back((id.clone(), position));
+                    appender.settled_total += 1;
+                }
+            }
+            while appender.settled.len() > SETTLED_KEPT {
+                appender.settled.pop_front();
             }
         }
         if !written {
@@ -191,6 +224,23 @@ impl Appended {
             watcher.notify_one();
         }
     }
+}
+
+/// What a publish knows of its ids without the store: its lookup, and the
+/// ids that became durable since it began.
+struct Known<'a> {
+    looked: &'a Looked,
+    recent: HashMap<String, (u32, u64)>,
+}
+
+/// How [`Log::assign`] learns which ids are stored already.
+enum Lookup<'a> {
+    /// A publish: a failed lookup is an error. With what was looked up
+    /// before the lock, if anything.
+    Strict(Option<&'a Looked>),
+    /// A plugin's outputs: looked up under the lock; a failed lookup is
+    /// logged and the message stored.
+    Lenient,
 }
 
 /// All topics, and the store they live in.
@@ -290,19 +340,51 @@ impl Log {
     }
 
     pub(crate) fn publish(
-        &self,
+        self: &Arc<Self>,
         topic_name: &str,
         messages: Vec<NewMessage>,
     ) -> impl std::future::Future<Output = Result<Vec<Published>, BrokerError>> + Send + 'static
     {
-        let prepared = self.prepare(topic_name, messages);
+        let (log, topic_name) = (self.clone(), topic_name.to_string());
         async move {
-            let (results, appended, write) = prepared?;
+            let looked = log.look_up_ids(&topic_name, &messages).await?;
+            let (results, appended, write) = log.prepare(&topic_name, messages, looked)?;
             let written = write.await;
             appended.settle(written.is_ok());
             written?;
             Ok(results)
         }
+    }
+
+    /// Where the store has the messages' producer-given ids, looked up on
+    /// the blocking pool and not under the topic's lock (`None` if there
+    /// is nothing to look up).
+    async fn look_up_ids(
+        &self,
+        topic_name: &str,
+        messages: &[NewMessage],
+    ) -> Result<Option<Looked>, BrokerError> {
+        let topic = self.require(topic_name)?;
+        if topic.spec.dedup_window_ms == 0 {
+            return Ok(None);
+        }
+        let ids: Vec<String> = messages.iter().filter_map(|m| m.id.clone()).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let since = topic.next.lock().expect("offsets lock").settled_total;
+        let (store, now) = (self.store.clone(), self.clock.now_ms());
+        let found = tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .map(|id| {
+                    let position = store.lookup_id(&topic.name, &id, now)?;
+                    Ok((id, position))
+                })
+                .collect::<Result<HashMap<_, _>, crate::store::StoreError>>()
+        })
+        .await
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))??;
+        Ok(Some(Looked { since, found }))
     }
 
     /// Validate, deduplicate, assign partitions and offsets, and queue the
@@ -312,6 +394,7 @@ impl Log {
         &self,
         topic_name: &str,
         messages: Vec<NewMessage>,
+        looked: Option<Looked>,
     ) -> Result<
         (
             Vec<Published>,
@@ -345,7 +428,7 @@ impl Log {
             messages,
             self.clock.now_ms(),
             &mut ops,
-            true,
+            Lookup::Strict(looked.as_ref()),
         )?;
         // Queue while holding the offsets lock: batches reach the writer in
         // offset order. An all-duplicate batch still queues (an empty write):
@@ -386,7 +469,8 @@ impl Log {
         let mut writes = Vec::new();
         let mut appended = Vec::with_capacity(topics.len());
         for ((topic, messages), appender) in topics.iter().zip(batches).zip(guards.iter_mut()) {
-            let assigned = self.assign(topic, appender, messages, now, &mut writes, false);
+            let assigned =
+                self.assign(topic, appender, messages, now, &mut writes, Lookup::Lenient);
             appended.push(assigned.expect("lenient assignment does not fail").1);
         }
         writes.append(&mut ops);
@@ -402,8 +486,7 @@ impl Log {
     }
 
     /// Deduplicate and assign partitions and offsets to `messages`, adding
-    /// their writes to `ops`. `strict`: a failed dedup lookup is an error;
-    /// otherwise it is logged and the message treated as new.
+    /// their writes to `ops`.
     fn assign(
         &self,
         topic: &Arc<Topic>,
@@ -411,8 +494,20 @@ impl Log {
         messages: Vec<NewMessage>,
         now: u64,
         ops: &mut Vec<Op>,
-        strict: bool,
+        lookup: Lookup<'_>,
     ) -> Result<(Vec<Published>, Appended), BrokerError> {
+        let strict = matches!(lookup, Lookup::Strict(_));
+        // Ids that became durable since the lookup began, if all are known.
+        let looked = match lookup {
+            Lookup::Strict(Some(looked)) => {
+                let since = (appender.settled_total - looked.since) as usize;
+                (since <= appender.settled.len()).then(|| Known {
+                    looked,
+                    recent: appender.settled.iter().rev().take(since).cloned().collect(),
+                })
+            }
+            _ => None,
+        };
         let partitions = topic.partitions();
         let mut results = Vec::with_capacity(messages.len());
         let mut ends = vec![None; partitions as usize];
@@ -422,7 +517,7 @@ impl Log {
             // Given ids are deduplicated unless the window is 0.
             let dedup_id = m.id.as_ref().filter(|_| window > 0);
             if let Some(id) = dedup_id {
-                let seen = match self.seen(topic, appender, id, now) {
+                let seen = match self.seen(topic, appender, id, now, looked.as_ref()) {
                     Ok(seen) => seen,
                     Err(e) if !strict => {
                         tracing::warn!(error = %e, topic = %topic.name, id = %id, "dedup lookup failed; storing the message");
@@ -492,16 +587,23 @@ impl Log {
     }
 
     /// Where a message with this producer-given id was stored within the
-    /// topic's dedup window: queued in this or an earlier batch, or durable.
+    /// topic's dedup window: queued in this or an earlier batch, or durable
+    /// (as looked up before the lock, or settled since; else from the store).
     fn seen(
         &self,
         topic: &Topic,
         appender: &Appender,
         id: &str,
         now: u64,
+        looked: Option<&Known<'_>>,
     ) -> Result<Option<(u32, u64)>, BrokerError> {
         if let Some(position) = appender.pending_ids.get(id) {
             return Ok(Some(*position));
+        }
+        if let Some(known) = looked {
+            if let Some(found) = known.looked.found.get(id) {
+                return Ok(found.or_else(|| known.recent.get(id).copied()));
+            }
         }
         Ok(self.store.lookup_id(&topic.name, id, now)?)
     }
@@ -546,10 +648,7 @@ impl Topic {
             name: name.to_string(),
             heads: (0..partitions).map(|_| AtomicU64::new(head)).collect(),
             firsts: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
-            next: Mutex::new(Appender {
-                offsets: vec![head; partitions as usize],
-                pending_ids: HashMap::new(),
-            }),
+            next: Mutex::new(Appender::new(vec![head; partitions as usize])),
             spec: TopicSpec {
                 partitions,
                 ..TopicSpec::default()
@@ -572,10 +671,7 @@ fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, Broke
         name: name.to_string(),
         heads: offsets.iter().map(|n| AtomicU64::new(*n)).collect(),
         firsts,
-        next: Mutex::new(Appender {
-            offsets,
-            pending_ids: HashMap::new(),
-        }),
+        next: Mutex::new(Appender::new(offsets)),
         spec,
         round_robin: AtomicU64::new(0),
         watchers: Mutex::new(Vec::new()),
@@ -617,5 +713,68 @@ mod tests {
             partition_for_key("user-7", 4),
             partition_for_key("user-7", 4)
         );
+    }
+
+    fn with_id(id: &str) -> NewMessage {
+        NewMessage {
+            id: Some(id.into()),
+            ..NewMessage::new("p")
+        }
+    }
+
+    /// A publish looks its ids up before taking the topic's lock; an id that
+    /// another publish made durable meanwhile is still found (among those
+    /// settled since), and when too many settled to tell, the store is asked
+    /// under the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_made_durable_during_a_lookup_are_still_duplicates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), None).expect("opens");
+        let log = Arc::new(Log::load(store.clone(), Clock::system(), false).expect("loads"));
+        let l = log.clone();
+        tokio::task::spawn_blocking(move || l.create_topic("t", TopicSpec::default()))
+            .await
+            .expect("joins")
+            .expect("creates");
+        // The lookup saw nothing...
+        let looked = log
+            .look_up_ids("t", &[with_id("x")])
+            .await
+            .expect("looks up");
+        let looked = looked.expect("an id to look up");
+        assert_eq!(looked.found.get("x"), Some(&None));
+        // ...then another publish of the same id became durable.
+        let first = log
+            .publish("t", vec![with_id("x")])
+            .await
+            .expect("publishes");
+        assert!(!first[0].duplicate);
+        let (results, appended, write) = log
+            .prepare("t", vec![with_id("x")], Some(looked))
+            .expect("prepares");
+        write.await.expect("writes");
+        appended.settle(true);
+        assert!(results[0].duplicate, "{results:?}");
+        assert_eq!(results[0].offset, first[0].offset);
+
+        // More settled since the lookup than are kept: the store decides.
+        let looked = log
+            .look_up_ids("t", &[with_id("y")])
+            .await
+            .expect("looks up");
+        log.publish("t", vec![with_id("y")])
+            .await
+            .expect("publishes");
+        let others = (0..SETTLED_KEPT + 1)
+            .map(|i| with_id(&format!("z{i}")))
+            .collect();
+        log.publish("t", others).await.expect("publishes");
+        let (results, appended, write) = log
+            .prepare("t", vec![with_id("y")], looked)
+            .expect("prepares");
+        write.await.expect("writes");
+        appended.settle(true);
+        assert!(results[0].duplicate, "{results:?}");
+        store.close().expect("closes");
     }
 }

@@ -54,15 +54,22 @@ async fn sweep(
     }
     let cutoff = log.clock().now_ms().saturating_sub(topic.spec.retention_ms);
     let store = log.store().clone();
-    // Timestamps grow along a partition: if the oldest message is too young,
-    // so is everything after it.
-    let oldest = store.read_log_heads(&topic.name, partition, first, 1)?;
-    if oldest.first().is_none_or(|(_, m)| m.timestamp_ms > cutoff) {
-        return Ok(());
-    }
-    // Ids and timestamps only: a sweep holds no payloads.
-    let count = ((limit - first) as usize).min(SWEEP_CHUNK);
-    let rows = store.read_log_heads(&topic.name, partition, first, count)?;
+    let name = topic.name.clone();
+    // Ids and timestamps only (a sweep holds no payloads), read on the
+    // blocking pool.
+    let rows = tokio::task::spawn_blocking(move || {
+        // Timestamps grow along a partition: if the oldest message is too
+        // young, so is everything after it.
+        let oldest = store.read_log_heads(&name, partition, first, 1)?;
+        if oldest.first().is_none_or(|(_, m)| m.timestamp_ms > cutoff) {
+            return Ok(Vec::new());
+        }
+        let count = ((limit - first) as usize).min(SWEEP_CHUNK);
+        store.read_log_heads(&name, partition, first, count)
+    })
+    .await
+    .map_err(|e| super::BrokerError::Store(e.to_string()))??;
+    let store = log.store().clone();
     let mut cut = first;
     for (offset, message) in &rows {
         if *offset >= limit || message.timestamp_ms > cutoff {

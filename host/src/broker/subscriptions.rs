@@ -237,14 +237,24 @@ impl Subscriptions {
             changes: tokio::sync::Mutex::new(()),
         };
         for (name, spec) in store.list_meta::<SubscriptionSpec>(META_SUBSCRIPTION)? {
-            if let Err(e) = subs.start(&name, spec) {
+            if let Err(e) = subs.start(&name, spec).await {
                 tracing::error!(error = %e, subscription = %name, "cannot resume subscription");
             }
         }
         Ok(subs)
     }
 
-    fn start(&self, name: &str, spec: SubscriptionSpec) -> Result<(), BrokerError> {
+    async fn start(&self, name: &str, spec: SubscriptionSpec) -> Result<(), BrokerError> {
+        // What the store holds for it, read on the blocking pool and not
+        // under the registry's lock, which API calls wait on.
+        let (store, owned) = (self.store.clone(), name.to_string());
+        let (progress, is_paused) = tokio::task::spawn_blocking(move || {
+            let progress = store.load_progress(&owned)?;
+            let paused = store.get_meta::<bool>(META_PAUSED, &owned)? == Some(true);
+            Ok::<_, BrokerError>((progress, paused))
+        })
+        .await
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))??;
         // Hold the registry while collecting topics: a topic created meanwhile
         // is either collected here or announced to the registered runner.
         let mut running = self.running.lock().expect("subscriptions lock");
@@ -258,8 +268,8 @@ impl Subscriptions {
             self.plugins.clone(),
             topics,
             control_rx,
+            progress,
         )?;
-        let is_paused = self.store.get_meta::<bool>(META_PAUSED, name)? == Some(true);
         let (stop, stop_rx) = watch::channel(false);
         let (paused, paused_rx) = watch::channel(is_paused);
         let task = delivery_runtime().spawn(runner.run(stop_rx, paused_rx));
@@ -359,7 +369,7 @@ impl Subscriptions {
         // The settings and the progress they start from, in one batch.
         ops.push(Op::put_meta(META_SUBSCRIPTION, name, &spec));
         self.store.submit(ops, Durability::Synced).await?;
-        self.start(name, spec)?;
+        self.start(name, spec).await?;
         Ok((self.info(name)?, created))
     }
 

@@ -158,7 +158,8 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
-    /// Restore the subscription's state and set up its crew.
+    /// Restore the subscription's state from its stored `progress` and set
+    /// up its crew.
     pub(crate) fn start(
         shared: Arc<Shared>,
         store: Store,
@@ -166,9 +167,9 @@ impl Runner {
         plugins: Arc<Registry>,
         topics: Vec<Arc<Topic>>,
         control: mpsc::UnboundedReceiver<Control>,
+        progress: crate::store::Progress,
     ) -> Result<Self, super::BrokerError> {
         let spec = shared.spec.clone();
-        let progress = store.load_progress(&shared.name)?;
         let mut sources: Vec<Source> = Vec::new();
         for (index, topic) in topics.iter().enumerate() {
             shared.track_topic(topic);
@@ -317,7 +318,7 @@ impl Runner {
                 }
             }
             if !stopping {
-                self.fill();
+                self.fill().await;
                 // Filtered messages finish without a delivery: persist that too.
                 self.flush();
                 let now = self.now_ms();
@@ -405,27 +406,48 @@ impl Runner {
     }
 
     /// Read durable messages into lanes, up to the window.
-    fn fill(&mut self) {
-        for i in 0..self.sources.len() {
-            if self.lanes.held() >= WINDOW {
-                return;
+    async fn fill(&mut self) {
+        // Plan the reads: how much of each partition fits in the window.
+        let mut budget = WINDOW.saturating_sub(self.lanes.held());
+        let mut reads = Vec::new();
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            if budget == 0 {
+                break;
             }
-            let first = self.sources[i].topic.first(self.sources[i].partition);
-            self.sources[i].skip_to(first);
-            let source = &self.sources[i];
+            source.skip_to(source.topic.first(source.partition));
             let head = source.topic.head(source.partition);
             if source.read_to >= head {
                 continue;
             }
-            let limit = READ_CHUNK
-                .min(WINDOW - self.lanes.held())
-                .min((head - source.read_to) as usize);
-            let rows = match self.store.read_log(
-                &source.topic.name,
-                source.partition,
-                source.read_to,
-                limit,
-            ) {
+            let limit = READ_CHUNK.min(budget).min((head - source.read_to) as usize);
+            budget -= limit;
+            let topic = source.topic.name.clone();
+            reads.push((i, head, topic, source.partition, source.read_to, limit));
+        }
+        if reads.is_empty() {
+            return;
+        }
+        // Read on the blocking pool: the delivery runtime's threads run
+        // every subscription's runner.
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            reads
+                .into_iter()
+                .map(|(i, head, topic, partition, from, limit)| {
+                    (i, head, store.read_log(&topic, partition, from, limit))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let results = match read {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::error!(error = %e, subscription = %self.shared.name, "reading the log failed");
+                return;
+            }
+        };
+        for (i, head, rows) in results {
+            let rows = match rows {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = %e, subscription = %self.shared.name, "reading the log failed");
@@ -658,7 +680,7 @@ impl Runner {
             if self.shared.halted.load(AtomicOrdering::Acquire) {
                 return;
             }
-            self.fill();
+            self.fill().await;
             let now = self.now_ms();
             self.lanes.fire_timers(now);
             if self.lanes.has_ready() {
@@ -669,7 +691,7 @@ impl Runner {
                 if let Some(write) = self.commit() {
                     write.await;
                 }
-                self.fill();
+                self.fill().await;
                 let now = self.now_ms();
                 self.lanes.fire_timers(now);
                 if !self.lanes.has_ready() {
