@@ -106,11 +106,16 @@ core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS
   --rate N            latency scenario publish rate, msg/s        [2000]
   --seconds N         latency scenario duration                   [10]
   --senders N         latency scenario sender threads             [16]
-  --only WHAT         `throughput`, `latency` or `curves`         [throughput and latency]
+  --only WHAT         `throughput`, `latency`, `curves` or `stalls` [throughput and latency]
 
 `--only curves` measures cost curves instead (noop plugin, worker isolation):
 against payload size (256 B to 1 MiB), subscriptions on one topic (fan-out
-1, 10, 100) and idle topics (1, 100, 10,000: memory and idle CPU).";
+1, 10, 100) and idle topics (1, 100, 10,000: memory and idle CPU).
+
+`--only stalls` measures single-publish latency (--seconds per phase, 200
+msg/s, each with an id) on a quiet host, while 32 MiB plugins are uploaded
+one after another, and while a subscription catches up a backlog of
+--messages messages.";
 
 fn main() {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -135,6 +140,9 @@ fn main() {
     if options.curves {
         run_curves(&options, &plugins);
     }
+    if options.stalls {
+        run_stalls(&options, &plugins);
+    }
 }
 
 // ---------------------------------------------------------------- options
@@ -153,6 +161,7 @@ struct Options {
     throughput: bool,
     latency: bool,
     curves: bool,
+    stalls: bool,
 }
 
 impl Options {
@@ -171,6 +180,7 @@ impl Options {
             throughput: true,
             latency: true,
             curves: false,
+            stalls: false,
         };
         while let Some(flag) = args.next() {
             let mut value = || {
@@ -224,6 +234,7 @@ impl Options {
                     "throughput" => o.latency = false,
                     "latency" => o.throughput = false,
                     "curves" => (o.throughput, o.latency, o.curves) = (false, false, true),
+                    "stalls" => (o.throughput, o.latency, o.stalls) = (false, false, true),
                     other => return Err(format!("--only: unknown {other:?}\n\n{USAGE}")),
                 },
                 "-h" | "--help" => return Err(USAGE.to_string()),
@@ -1227,4 +1238,121 @@ fn rss_mib(pid: u32) -> f64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+// ---------------------------------------------------------------- stalls
+
+/// Probe publishes per second in each stalls phase.
+const PROBE_RATE: u64 = 200;
+/// Bytes of padding that make the uploaded plugin 32 MiB in all.
+const UPLOAD_PADDING: usize = 30 << 20;
+
+/// Single publishes while the host does heavy work: a plugin upload of the
+/// largest size allowed, and a subscription catching up a backlog.
+fn run_stalls(options: &Options, plugins: &PluginDir) {
+    println!(
+        "\n## Publish latency while the host works ({PROBE_RATE} single publishes/s with ids, {} s per phase)",
+        options.seconds
+    );
+    println!(
+        "{:<34} {:>8} {:>9} {:>9} {:>9} {:>9}   meanwhile",
+        "phase", "sent", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    let server = Server::start();
+    let client = &server.client;
+    client.create_topic("probe");
+    client.create_topic(THROUGHPUT_TOPIC);
+    let noop = plugins.bytes("noop");
+    client.deploy("noop", &noop);
+    let phase = |name: &str, work: &(dyn Fn(&AtomicUsize) -> String + Sync)| {
+        let stop = AtomicUsize::new(0);
+        let (took, meanwhile) = thread::scope(|scope| {
+            let worker = scope.spawn(|| work(&stop));
+            let took = probe(client, name, options.seconds);
+            stop.store(1, Ordering::Release);
+            (took, worker.join().expect("phase work"))
+        });
+        let sent = took.len();
+        match Percentiles::of(took) {
+            Some(p) => println!(
+                "{name:<34} {sent:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}   {meanwhile}",
+                p.p50, p.p90, p.p99, p.max
+            ),
+            None => println!("{name:<34} no data"),
+        }
+    };
+    phase("quiet", &|_| String::new());
+    phase("32 MiB plugin uploads", &|stop| {
+        let mut uploads = 0;
+        while stop.load(Ordering::Acquire) == 0 {
+            client.deploy("big", &padded(&noop, uploads));
+            uploads += 1;
+        }
+        format!("{uploads} uploads")
+    });
+    // The backlog is stored before the phase; the subscription starts with it.
+    let bodies = batch_bodies(options.messages, options.batch);
+    publish_all(client, &bodies, options.clients);
+    phase(
+        &format!("catch-up of {} messages", options.messages),
+        &|stop| {
+            subscribe_noop(client, THROUGHPUT_SUB);
+            while stop.load(Ordering::Acquire) == 0
+                && client.acked(THROUGHPUT_SUB) < options.messages
+            {
+                thread::sleep(POLL_EVERY);
+            }
+            format!("{} delivered", client.acked(THROUGHPUT_SUB))
+        },
+    );
+}
+
+/// Publish one message with an id every 1/PROBE_RATE s for `seconds`, on an
+/// absolute schedule; the time each took, in nanoseconds.
+fn probe(client: &Client, phase: &str, seconds: u64) -> Vec<u64> {
+    let start = Instant::now() + PACING_LEAD;
+    let total = PROBE_RATE * seconds;
+    let tag: String = phase.chars().filter(char::is_ascii_alphanumeric).collect();
+    (0..total)
+        .map(|seq| {
+            let due = start + Duration::from_nanos(seq * 1_000_000_000 / PROBE_RATE);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+            let body = json!({"id": format!("{tag}-{seq}"), "key": key(seq),
+                              "payload": payload(format!("{seq:010}:"))});
+            let leaves = Instant::now();
+            client.publish("probe", body.to_string().as_bytes());
+            // From when it was due: a send held up by the one before counts.
+            Instant::now().duration_since(due.min(leaves)).as_nanos() as u64
+        })
+        .collect()
+}
+
+/// `wasm` with a custom section of [`UPLOAD_PADDING`] bytes appended, unique
+/// per `n` (a new digest, so each upload is a new version).
+fn padded(wasm: &[u8], n: usize) -> Vec<u8> {
+    let name = b"padding";
+    let mut content = Vec::with_capacity(UPLOAD_PADDING + 16);
+    leb128(&mut content, name.len() as u64);
+    content.extend_from_slice(name);
+    content.extend_from_slice(&(n as u64).to_le_bytes());
+    content.resize(content.len() + UPLOAD_PADDING, 0x5a);
+    let mut out = wasm.to_vec();
+    out.push(0); // a custom section
+    leb128(&mut out, content.len() as u64);
+    out.extend_from_slice(&content);
+    out
+}
+
+fn leb128(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }

@@ -10,9 +10,9 @@
 //! again. A file is written aside, synced and renamed into place, so it is
 //! whole or absent, and never rewritten while mapped.
 
+use super::blobs::write_whole;
 use crate::runtime::{Plugin, Runtime};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
 pub(crate) struct CodeDir {
@@ -89,17 +89,6 @@ impl CodeDir {
     }
 }
 
-/// Write `bytes` to `path` whole or not at all.
-fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,7 +101,7 @@ mod tests {
     fn component() -> Vec<u8> {
         let mut resolve = wit_parser::Resolve::default();
         let pkg = resolve
-            .push_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit"))
+            .push_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit"))
             .expect("the plugin WIT parses")
             .0;
         let world = resolve
@@ -150,6 +139,7 @@ mod tests {
                 runtime.clone(),
                 Duration::from_secs(60),
                 code,
+                None,
                 2,
             )
         };
@@ -203,6 +193,64 @@ mod tests {
         assert_eq!(dir.prune(month), 1);
         assert!(!stale.exists() && other.exists() && file.exists());
         // Stop the store's writer before the process exits.
+        drop(registry);
+        store.close().unwrap();
+    }
+
+    /// Components an earlier host kept in the store move to files at load;
+    /// a file no version names (a crash between writing it and the version)
+    /// goes; deleting the plugin removes its file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn components_move_from_the_store_to_files() {
+        use crate::broker::blobs::WasmDir;
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), None).unwrap();
+        let runtime = Runtime::new(RuntimeConfig {
+            max_instances: 4,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        let wasm = WasmDir::new(data.path().join("plugins"));
+        let load = |dir: Option<WasmDir>| {
+            Registry::load(
+                store.clone(),
+                runtime.clone(),
+                Duration::from_secs(60),
+                Some(CodeDir::new(data.path().join("code"))),
+                dir,
+                2,
+            )
+        };
+        let registry = load(None).await.unwrap();
+        registry.put("p", component()).await.unwrap();
+        let digest = registry.info("p").unwrap().versions[0].digest.clone();
+        let blob = format!("wasm/{digest}");
+        assert!(store.get_blob(&blob).unwrap().is_some());
+        assert!(!wasm.has(&digest));
+        drop(registry);
+
+        wasm.keep("sha256:0123", b"left by a crash").unwrap();
+        let registry = load(Some(wasm.clone())).await.unwrap();
+        assert!(registry.resolve("p").is_ok());
+        assert!(
+            store.get_blob(&blob).unwrap().is_none(),
+            "moved out of the store"
+        );
+        assert_eq!(wasm.read(&digest).unwrap(), Some(component()));
+        assert!(
+            !wasm.has("sha256:0123"),
+            "a file no version names is removed"
+        );
+
+        // A new version goes to a file only; deleting the plugin removes it.
+        let mut other = component();
+        other.extend_from_slice(&[0, 2, 1, b'x']); // a custom section "x"
+        registry.put("p", other.clone()).await.unwrap();
+        let second = registry.info("p").unwrap().versions[1].digest.clone();
+        assert_eq!(wasm.read(&second).unwrap(), Some(other));
+        assert!(store.get_blob(&format!("wasm/{second}")).unwrap().is_none());
+        registry.delete("p", &[]).await.unwrap();
+        assert!(!wasm.has(&digest) && !wasm.has(&second));
         drop(registry);
         store.close().unwrap();
     }

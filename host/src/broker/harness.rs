@@ -266,6 +266,7 @@ impl Harness {
                     runtime,
                     super::DEFAULT_COMPILE_TIMEOUT,
                     code_dir(),
+                    None,
                     super::DEFAULT_WORKER_THREADS,
                 )
                 .await?,

@@ -9,6 +9,7 @@
 //! API boundary: [`Broker`] and the plain data types re-exported here.
 
 mod backoff;
+mod blobs;
 mod clock;
 mod code;
 pub mod harness;
@@ -164,6 +165,7 @@ impl Broker {
                 runtime,
                 config.compile_timeout,
                 Some(code::CodeDir::new(&config.code_dir)),
+                Some(blobs::WasmDir::new(config.data_dir.join("plugins"))),
                 config.worker_threads,
             )
             .await?,

@@ -2,6 +2,7 @@
 //! stored), versions per name, content-addressed blobs, and the compiled-code
 //! cache that makes restarts fast.
 
+use super::blobs::WasmDir;
 use super::code::CodeDir;
 use super::spec::{parse_plugin_ref, validate_resource_name};
 use super::worker::WorkerPool;
@@ -57,6 +58,8 @@ pub(crate) struct Registry {
     workers: WorkerPool,
     /// Where compiled code is kept (else in the store's blobs).
     code: Option<CodeDir>,
+    /// Where components are kept (else in the store's blobs).
+    wasm: Option<WasmDir>,
     compile_timeout: Duration,
     entries: RwLock<HashMap<String, Entry>>,
     uploads: tokio::sync::Mutex<()>,
@@ -85,12 +88,14 @@ fn code_blob(digest: &str) -> String {
 
 impl Registry {
     /// Load every stored plugin; plugins will run on up to `worker_threads`
-    /// threads.
+    /// threads. Components an earlier host kept in the store move to `wasm`;
+    /// files there that no version names are removed.
     pub(crate) async fn load(
         store: Store,
         runtime: Runtime,
         compile_timeout: Duration,
         code: Option<CodeDir>,
+        wasm: Option<WasmDir>,
         worker_threads: usize,
     ) -> Result<Self, BrokerError> {
         // Every version loads at once, on the blocking pool: loading cached
@@ -104,9 +109,12 @@ impl Registry {
                 .iter()
                 .map(|v| {
                     let (s, r, digest) = (store.clone(), runtime.clone(), v.digest.clone());
-                    let c = code.clone();
+                    let (c, w) = (code.clone(), wasm.clone());
                     let task = tokio::task::spawn_blocking(move || {
-                        load_version(&s, &r, c.as_ref(), &digest)
+                        if let Some(w) = &w {
+                            move_wasm(&s, w, &digest)?;
+                        }
+                        load_version(&s, &r, c.as_ref(), w.as_ref(), &digest)
                     });
                     (v.version, task)
                 })
@@ -124,6 +132,18 @@ impl Registry {
             }
             entries.insert(name, Entry { record, compiled });
         }
+        if let Some(w) = wasm.clone() {
+            let named: std::collections::HashSet<String> = entries
+                .values()
+                .flat_map(|e: &Entry| e.record.versions.iter().map(|v| v.digest.clone()))
+                .collect();
+            let removed = tokio::task::spawn_blocking(move || w.retain(&named))
+                .await
+                .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+            if removed > 0 {
+                tracing::info!(removed, "removed plugin files no version names");
+            }
+        }
         if !entries.is_empty() {
             tracing::info!(
                 plugins = entries.len(),
@@ -136,6 +156,7 @@ impl Registry {
             runtime,
             workers: WorkerPool::new(worker_threads),
             code,
+            wasm,
             compile_timeout,
             entries: RwLock::new(entries),
             uploads: tokio::sync::Mutex::new(()),
@@ -154,7 +175,12 @@ impl Registry {
                 wasm.len()
             )));
         }
-        let digest = format!("sha256:{:x}", Sha256::digest(&wasm));
+        // Hashing 32 MiB takes tens of milliseconds: not on an async thread.
+        let (digest, wasm) = tokio::task::spawn_blocking(move || {
+            (format!("sha256:{:x}", Sha256::digest(&wasm)), wasm)
+        })
+        .await
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         // One upload at a time: version numbers are assigned in order.
         let _guard = self.uploads.lock().await;
         if let Ok(info) = self.info(name) {
@@ -190,6 +216,21 @@ impl Registry {
             Ok(Ok(Ok(done))) => done,
         };
         kept?;
+        // The component first, then the version that names it.
+        let mut ops = Vec::new();
+        match self.wasm.clone() {
+            Some(dir) => {
+                let key = digest.clone();
+                tokio::task::spawn_blocking(move || dir.keep(&key, &wasm))
+                    .await
+                    .map_err(|e| BrokerError::Unavailable(e.to_string()))?
+                    .map_err(|e| BrokerError::Store(format!("cannot keep the plugin: {e}")))?;
+            }
+            None => ops.push(Op::PutBlob {
+                name: wasm_blob(&digest),
+                bytes: wasm,
+            }),
+        }
         let mut record = self.record(name);
         let version = record
             .versions
@@ -204,14 +245,7 @@ impl Registry {
             size,
             created_ms: now_ms(),
         });
-        // The bytes and the version that names them, in one batch.
-        let ops = vec![
-            Op::PutBlob {
-                name: wasm_blob(&record.versions.last().expect("pushed above").digest),
-                bytes: wasm,
-            },
-            Op::put_meta(META_PLUGIN, name, &record),
-        ];
+        ops.push(Op::put_meta(META_PLUGIN, name, &record));
         self.store.submit(ops, Durability::Synced).await?;
         let mut entries = self.entries.write().expect("plugins lock");
         let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
@@ -314,9 +348,12 @@ impl Registry {
                 entry.compiled.retain(|v, _| !doomed.contains(v));
             }
         }
-        if let Some(code) = &self.code {
-            for digest in &gone {
+        for digest in &gone {
+            if let Some(code) = &self.code {
                 code.remove(digest);
+            }
+            if let Some(wasm) = &self.wasm {
+                wasm.remove(digest);
             }
         }
         tracing::info!(plugin = reference, "plugin deleted");
@@ -377,10 +414,28 @@ fn to_info(name: &str, record: &PluginRecord) -> PluginInfo {
 
 /// Load a stored version: from cached machine code when it fits this engine,
 /// else by compiling the stored component (and refreshing the cache).
+/// Move a component an earlier host kept in the store to its file.
+fn move_wasm(store: &Store, wasm: &WasmDir, digest: &str) -> Result<(), BrokerError> {
+    if wasm.has(digest) {
+        return Ok(());
+    }
+    let Some(bytes) = store.get_blob(&wasm_blob(digest))? else {
+        return Ok(());
+    };
+    wasm.keep(digest, &bytes)
+        .map_err(|e| BrokerError::Store(format!("cannot move plugin {digest} to a file: {e}")))?;
+    let op = Op::DeleteBlob {
+        name: wasm_blob(digest),
+    };
+    store.write(vec![op], Durability::Synced)?;
+    Ok(())
+}
+
 fn load_version(
     store: &Store,
     runtime: &Runtime,
     code: Option<&CodeDir>,
+    wasm_dir: Option<&WasmDir>,
     digest: &str,
 ) -> Result<Plugin, BrokerError> {
     if let Some(plugin) = code.and_then(|c| c.load(runtime, digest)) {
@@ -404,9 +459,13 @@ fn load_version(
             return Ok(plugin);
         }
     }
-    let wasm = store
-        .get_blob(&wasm_blob(digest))?
-        .ok_or_else(|| BrokerError::Store(format!("plugin blob {digest} is missing")))?;
+    let wasm = match wasm_dir {
+        Some(dir) => dir
+            .read(digest)
+            .map_err(|e| BrokerError::Store(format!("cannot read plugin {digest}: {e}")))?,
+        None => store.get_blob(&wasm_blob(digest))?,
+    }
+    .ok_or_else(|| BrokerError::Store(format!("plugin blob {digest} is missing")))?;
     let plugin = runtime
         .compile(&wasm)
         .map_err(|e| BrokerError::Store(format!("stored plugin {digest} no longer loads: {e}")))?;
