@@ -297,3 +297,212 @@ fn at_most_once_never_delivers_twice() {
     }
     assert!(seen.len() <= published);
 }
+
+/// Send one request from another thread (its answer is lost if the server
+/// dies first).
+fn fire(
+    base: &str,
+    method: &'static str,
+    path: String,
+    body: Option<(&'static str, Vec<u8>)>,
+) -> std::thread::JoinHandle<()> {
+    let url = format!("{base}{path}");
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let _ = match body {
+            Some((kind, bytes)) => agent.run(
+                request
+                    .header("Content-Type", kind)
+                    .body(bytes)
+                    .expect("a request"),
+            ),
+            None => agent.run(request.body(()).expect("a request")),
+        };
+    })
+}
+
+/// Kill the server at a random point within `within` of the request `fire`
+/// sent (about as long as the request takes), then start it again.
+fn kill_during(s: &mut Server, request: std::thread::JoinHandle<()>, within: Duration) {
+    let at = rand::random::<u64>() % (within.as_micros() as u64).max(1);
+    std::thread::sleep(Duration::from_micros(at));
+    s.kill9();
+    request.join().expect("request thread");
+    s.restart();
+}
+
+/// delivery.md D17 and the plugin versions under crashes: kill -9 at random
+/// points of creating and deleting subscriptions, deploying and deleting
+/// plugins and purging dead letters; after each restart the change is
+/// whole or absent, never half made.
+#[test]
+fn admin_operations_are_whole_or_absent_after_kill9() {
+    const CYCLES: usize = 8;
+    let mut s = Server::start();
+    s.topic("t", 2);
+    s.deploy("noop", "noop");
+    s.deploy("poison", "poison");
+    let batch = |n: usize, text: &str| {
+        (0..n)
+            .map(|i| crate::support::msg(&format!("k{i}"), text))
+            .collect::<Vec<_>>()
+    };
+    s.publish("t", batch(20, "ok"));
+    // A component of a few MiB (see `with_padding`), so a deploy takes a while.
+    let big = crate::support::plugin("noop");
+    // How long each kind of request takes here: kills land within that.
+    let timed = |f: &dyn Fn()| {
+        let start = std::time::Instant::now();
+        f();
+        start.elapsed() * 3 / 2
+    };
+    let sub_time = timed(&|| s.subscribe("cal", json!({"topic": "t", "plugin": "noop"})));
+    let plugin_time = timed(&|| {
+        s.ok(
+            "PUT",
+            "/v1/plugins/cal",
+            Body::Raw(Some("application/wasm"), with_padding(&big, 999)),
+        );
+    });
+    s.ok("DELETE", "/v1/subscriptions/cal", Body::None);
+    let mut outcomes = HashMap::<&str, (usize, usize)>::new();
+    // Per operation: (kills after which it had not happened, had happened).
+    let mut tally = |op: &'static str, happened: bool| {
+        let e = outcomes.entry(op).or_default();
+        if happened {
+            e.1 += 1
+        } else {
+            e.0 += 1
+        }
+    };
+    for cycle in 0..CYCLES {
+        // Deleting a subscription that has acked everything.
+        let name = format!("del{cycle}");
+        s.subscribe(&name, json!({"topic": "t", "plugin": "noop"}));
+        s.wait_stats(&name, LIMIT, |st| st["acked"] == 20);
+        let req = fire(&s.base, "DELETE", format!("/v1/subscriptions/{name}"), None);
+        kill_during(&mut s, req, sub_time);
+        let (status, info) = s.call(
+            "GET",
+            &format!("/v1/subscriptions/{name}"),
+            None,
+            Body::None,
+        );
+        tally("delete subscription", status != 200);
+        if status == 200 {
+            assert_eq!(info["stats"]["lag"], 0, "progress kept whole: {info}");
+            assert_eq!(info["stats"]["acked"], 20, "{info}");
+        } else {
+            assert_eq!(status, 404, "{info}");
+            // Created again, it starts afresh: all 20 again.
+            s.subscribe(&name, json!({"topic": "t", "plugin": "noop"}));
+            s.wait_stats(&name, LIMIT, |st| st["acked"] == 20 && st["lag"] == 0);
+        }
+
+        // Creating a subscription that starts after what is stored.
+        let name = format!("late{cycle}");
+        let spec = json!({"topic": "t", "plugin": "noop", "start": "latest"});
+        let req = fire(
+            &s.base,
+            "PUT",
+            format!("/v1/subscriptions/{name}"),
+            Some(("application/json", spec.to_string().into_bytes())),
+        );
+        kill_during(&mut s, req, sub_time);
+        let (status, info) = s.call(
+            "GET",
+            &format!("/v1/subscriptions/{name}"),
+            None,
+            Body::None,
+        );
+        tally("create subscription", status == 200);
+        if status == 200 {
+            assert_eq!(
+                info["stats"]["lag"], 0,
+                "starts after the stored messages: {info}"
+            );
+        } else {
+            assert_eq!(status, 404, "{info}");
+        }
+
+        // Deploying a plugin version, then using it.
+        let plugin = format!("p{cycle}");
+        let padded = with_padding(&big, cycle);
+        let req = fire(
+            &s.base,
+            "PUT",
+            format!("/v1/plugins/{plugin}"),
+            Some(("application/wasm", padded)),
+        );
+        kill_during(&mut s, req, plugin_time);
+        let (status, info) = s.call("GET", &format!("/v1/plugins/{plugin}"), None, Body::None);
+        tally("deploy plugin", status == 200);
+        if status == 200 {
+            let user = format!("user{cycle}");
+            s.subscribe(&user, json!({"topic": "t", "plugin": plugin}));
+            s.wait_stats(&user, LIMIT, |st| st["acked"] == 20);
+            s.ok("DELETE", &format!("/v1/subscriptions/{user}"), Body::None);
+            // Deleting it, then looking again.
+            let req = fire(&s.base, "DELETE", format!("/v1/plugins/{plugin}"), None);
+            kill_during(&mut s, req, sub_time);
+            let (status, info) = s.call("GET", &format!("/v1/plugins/{plugin}"), None, Body::None);
+            tally("delete plugin", status != 200);
+            if status == 200 {
+                let user = format!("again{cycle}");
+                s.subscribe(&user, json!({"topic": "t", "plugin": plugin}));
+                s.wait_stats(&user, LIMIT, |st| st["acked"] == 20);
+                s.ok("DELETE", &format!("/v1/subscriptions/{user}"), Body::None);
+            } else {
+                assert_eq!(status, 404, "{info}");
+            }
+        } else {
+            assert_eq!(status, 404, "{info}");
+        }
+
+        // Purging every dead letter: all or none.
+        let name = format!("dead{cycle}");
+        let topic = format!("d{cycle}");
+        s.topic(&topic, 1);
+        s.subscribe(&name, json!({"topic": topic, "plugin": "poison"}));
+        s.publish(&topic, batch(20, "dead"));
+        s.wait_stats(&name, LIMIT, |st| st["dead_lettered"] == 20);
+        let req = fire(
+            &s.base,
+            "DELETE",
+            format!("/v1/subscriptions/{name}/dead-letters"),
+            None,
+        );
+        kill_during(&mut s, req, sub_time);
+        let left = s.dead_letters(&name).len();
+        tally("purge dead letters", left == 0);
+        assert!(left == 0 || left == 20, "{left} of 20 dead letters left");
+    }
+    eprintln!("kills that left each operation (undone, done): {outcomes:?}");
+}
+
+/// `wasm` with a custom section of a few MiB, unique per `n`.
+fn with_padding(wasm: &[u8], n: usize) -> Vec<u8> {
+    let size: usize = 4 << 20;
+    let mut content = vec![7u8, b'p', b'a', b'd', b'd', b'i', b'n', b'g'];
+    content.extend_from_slice(&(n as u64).to_le_bytes());
+    content.resize(content.len() + size, 0x5a);
+    let mut out = wasm.to_vec();
+    out.push(0);
+    let mut len = content.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&content);
+    out
+}
