@@ -1282,6 +1282,7 @@ fn run_stalls(options: &Options, plugins: &PluginDir) {
         }
     };
     phase("quiet", &|_| String::new());
+    phase("520 slow connections", &|stop| slow_clients(&server.client.base, stop));
     phase("32 MiB plugin uploads", &|stop| {
         let mut uploads = 0;
         while stop.load(Ordering::Acquire) == 0 {
@@ -1305,6 +1306,36 @@ fn run_stalls(options: &Options, plugins: &PluginDir) {
             format!("{} delivered", client.acked(THROUGHPUT_SUB))
         },
     );
+}
+
+/// Hold 300 connections trickling a request head a byte at a time (each
+/// every 100 ms), 200 that send nothing and 20 whose body stopped, until
+/// `stop`; connections the server closes are opened again.
+fn slow_clients(base: &str, stop: &AtomicUsize) -> String {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://");
+    let head = b"POST /v1/topics/probe/messages HTTP/1.1\r\nHost: bench\r\nX-Slow: ";
+    let body = b"POST /v1/topics/probe/messages HTTP/1.1\r\nHost: bench\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    let open = |first: &[u8]| {
+        let mut c = std::net::TcpStream::connect(addr).expect("connects");
+        c.write_all(first).expect("writes");
+        c
+    };
+    let mut trickling: Vec<_> = (0..300).map(|_| open(head)).collect();
+    let _idle: Vec<_> = (0..200).map(|_| open(b"")).collect();
+    let _stalled: Vec<_> = (0..20).map(|_| open(body)).collect();
+    let mut reopened = 0;
+    while stop.load(Ordering::Acquire) == 0 {
+        for c in trickling.iter_mut() {
+            if c.write_all(b"a").is_err() {
+                *c = open(head);
+                reopened += 1;
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    format!("{reopened} reopened")
 }
 
 /// Publish one message with an id every 1/PROBE_RATE s for `seconds`, on an

@@ -37,6 +37,10 @@ pub const ENV_MAX_INSTANCES: &str = "SWITCHYARD_MAX_INSTANCES";
 pub const ENV_INSTANCE_MEMORY_MIB: &str = "SWITCHYARD_INSTANCE_MEMORY_MIB";
 /// Environment variable for [`Limits::compile_timeout_secs`].
 pub const ENV_COMPILE_TIMEOUT_SECS: &str = "SWITCHYARD_COMPILE_TIMEOUT_SECS";
+/// Environment variable for [`Limits::http_timeout_secs`].
+pub const ENV_HTTP_TIMEOUT_SECS: &str = "SWITCHYARD_HTTP_TIMEOUT_SECS";
+/// Environment variable for [`Limits::max_connections`].
+pub const ENV_MAX_CONNECTIONS: &str = "SWITCHYARD_MAX_CONNECTIONS";
 /// Environment variable for the log filter (falls back to `RUST_LOG`).
 pub const ENV_LOG: &str = "SWITCHYARD_LOG";
 
@@ -118,6 +122,12 @@ pub struct Limits {
     pub instance_memory_mib: u32,
     /// Longest a plugin upload may take to compile, in seconds. Default 60.
     pub compile_timeout_secs: u64,
+    /// Longest the host waits for a client: for a request's headers (an
+    /// idle keep-alive connection is closed after it too) and for the next
+    /// byte of a request's body (then 408). Default 30.
+    pub http_timeout_secs: u64,
+    /// Most open HTTP connections; more wait to be accepted. Default 1024.
+    pub max_connections: usize,
 }
 
 /// Bounds of [`Limits`]' fields, checked by [`Config::validate`].
@@ -134,6 +144,8 @@ impl Default for Limits {
             max_instances: runtime.max_instances,
             instance_memory_mib: (runtime.memory_limit_bytes >> 20) as u32,
             compile_timeout_secs: crate::broker::DEFAULT_COMPILE_TIMEOUT.as_secs(),
+            http_timeout_secs: 30,
+            max_connections: 1024,
         }
     }
 }
@@ -273,6 +285,8 @@ impl Config {
                 MAX_INSTANCE_MEMORY_MIB.into(),
             ),
             ("compile-timeout-secs", limits.compile_timeout_secs, 3600),
+            ("http-timeout-secs", limits.http_timeout_secs, 3600),
+            ("max-connections", limits.max_connections as u64, 65_536),
         ];
         for (flag, value, max) in bounds {
             if value == 0 || value > max {

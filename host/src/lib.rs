@@ -75,7 +75,11 @@ pub async fn run(
         broker_config.runtime.egress.ca_pem = Some(pem);
     }
     let (broker_tx, broker_rx) = watch::channel(None);
-    let server = api::Server::start(listener, api::Auth::new(&config.tokens), broker_rx);
+    let http = api::HttpLimits {
+        max_connections: limits.max_connections,
+        timeout: std::time::Duration::from_secs(limits.http_timeout_secs),
+    };
+    let server = api::Server::start(listener, api::Auth::new(&config.tokens), broker_rx, http);
 
     let opening = Broker::open(broker_config);
     tokio::pin!(opening, shutdown);

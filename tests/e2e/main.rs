@@ -17,5 +17,6 @@ mod model;
 mod new_project;
 mod pull;
 mod semantics;
+mod slow_clients;
 mod streams;
 mod versions;

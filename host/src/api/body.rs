@@ -113,13 +113,27 @@ fn media_type(value: &str) -> String {
     essence.trim().to_ascii_lowercase()
 }
 
+/// How long a request's body may go without a byte: what the server set, else
+/// [`DEFAULT_BODY_TIMEOUT`].
+pub fn body_timeout(parts: &hyper::http::request::Parts) -> Duration {
+    parts
+        .extensions
+        .get::<super::server::BodyTimeout>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0)
+}
+
+/// A body's pause limit when the server set none.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Read a whole body, refusing with 413 as soon as it is known to exceed
-/// `limit` (from `Content-Length`, or while reading) — never buffering more.
+/// `limit` (from `Content-Length`, or while reading) — never buffering more —
+/// and with 408 when it goes `timeout` without a byte.
 pub async fn read<B>(
     body: B,
     headers: &HeaderMap,
     limit: usize,
     what: &str,
+    timeout: Duration,
 ) -> Result<Bytes, ApiError>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -137,7 +151,15 @@ where
     let capacity = declared.map_or(0, |n| n as usize);
     let mut buffer = BytesMut::with_capacity(capacity);
     let mut body = body;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Ok(frame) = tokio::time::timeout(timeout, body.frame()).await else {
+            // Dropping the body closes the connection.
+            return Err(ApiError::timeout(format!(
+                "{what} stopped arriving: no byte for {} s",
+                timeout.as_secs_f64()
+            )));
+        };
+        let Some(frame) = frame else { break };
         let frame =
             frame.map_err(|e| ApiError::malformed(format!("cannot read the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
@@ -180,7 +202,8 @@ pub async fn read_optional<T: DeserializeOwned>(
     what: &str,
 ) -> Result<Option<T>, ApiError> {
     let (parts, incoming) = req.into_parts();
-    let bytes = read(incoming, &parts.headers, limit, what).await?;
+    let timeout = body_timeout(&parts);
+    let bytes = read(incoming, &parts.headers, limit, what, timeout).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -309,20 +332,60 @@ mod tests {
     #[tokio::test]
     async fn bodies_are_limited_while_reading() {
         let body = chunks(vec![b"abc", b"def"]);
-        let got = read(body, &HeaderMap::new(), 6, "body")
+        let got = read(body, &HeaderMap::new(), 6, "body", DEFAULT_BODY_TIMEOUT)
             .await
             .expect("fits");
         assert_eq!(&got[..], b"abcdef");
 
         let body = chunks(vec![b"abc", b"defg"]);
-        let err = read(body, &HeaderMap::new(), 6, "body").await.unwrap_err();
-        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
-
-        let declared = headers(&[("content-length", "1000")]);
-        let err = read(chunks(vec![b"x"]), &declared, 6, "body")
+        let err = read(body, &HeaderMap::new(), 6, "body", DEFAULT_BODY_TIMEOUT)
             .await
             .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+        let declared = headers(&[("content-length", "1000")]);
+        let err = read(
+            chunks(vec![b"x"]),
+            &declared,
+            6,
+            "body",
+            DEFAULT_BODY_TIMEOUT,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    /// A body that sends its first chunk and then nothing, ever.
+    struct Stalled(bool);
+
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if std::mem::replace(&mut self.0, true) {
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_is_a_timeout() {
+        let pause = Duration::from_millis(50);
+        let err = read(Stalled(false), &HeaderMap::new(), 100, "the body", pause)
+            .await
+            .unwrap_err();
+        assert_eq!((err.status.as_u16(), err.code), (408, "timeout"));
+        assert!(
+            err.message.contains("the body stopped arriving"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

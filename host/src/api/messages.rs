@@ -31,6 +31,7 @@ pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<R
         &parts.headers,
         MAX_REQUEST_BYTES,
         "the request body",
+        body::body_timeout(&parts),
     )
     .await?;
     let publish: PublishBody = body::decode(format, &bytes)?;

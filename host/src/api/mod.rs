@@ -46,7 +46,7 @@ mod wire;
 pub use auth::{Auth, Role};
 pub use body::MAX_REQUEST_BYTES;
 pub use error::ApiError;
-pub use server::{Server, DRAIN_TIMEOUT};
+pub use server::{HttpLimits, Server, DRAIN_TIMEOUT};
 pub use wire::{decode_message, MAX_BATCH};
 
 use crate::broker::{Broker, BrokerError};

@@ -17,7 +17,15 @@ pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply,
     // Refuse a bad name before receiving up to 32 MiB for nothing.
     validate_resource_name("plugin", name)?;
     let (parts, incoming) = req.into_parts();
-    let wasm = body::read(incoming, &parts.headers, MAX_PLUGIN_BYTES, "the plugin").await?;
+    let timeout = body::body_timeout(&parts);
+    let wasm = body::read(
+        incoming,
+        &parts.headers,
+        MAX_PLUGIN_BYTES,
+        "the plugin",
+        timeout,
+    )
+    .await?;
     if wasm.is_empty() {
         return Err(ApiError::invalid(
             "the body must be the plugin's .wasm component",

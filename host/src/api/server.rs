@@ -21,11 +21,23 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-/// Most open connections at once; further clients wait in the accept backlog
-/// rather than exhausting file descriptors.
-const MAX_CONNECTIONS: usize = 1024;
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounds on what clients may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Most open connections at once; further clients wait in the accept
+    /// backlog rather than exhausting file descriptors.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, counted from
+    /// when the server waits for them (an idle keep-alive connection is
+    /// closed after it too), and how long a request body may go without a
+    /// byte (then 408).
+    pub timeout: Duration,
+}
+
+/// The time a request's body may go without a byte, as the server put it
+/// into the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
 /// How long shutdown waits for in-flight requests: long enough for a publish
 /// or a plugin compile to finish, short enough that a stuck client cannot
 /// hold the host up.
@@ -75,6 +87,7 @@ impl Server {
         listener: TcpListener,
         auth: Auth,
         broker: watch::Receiver<Option<Broker>>,
+        limits: HttpLimits,
     ) -> Self {
         let (closing_tx, closing) = watch::channel(false);
         let state = Arc::new(State {
@@ -83,7 +96,7 @@ impl Server {
             closing,
         });
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, state, stopped, closing_tx));
+        let task = tokio::spawn(accept_loop(listener, state, stopped, closing_tx, limits));
         Self { stop, task }
     }
 
@@ -102,9 +115,10 @@ async fn accept_loop(
     state: Arc<State>,
     mut stop: oneshot::Receiver<()>,
     closing: watch::Sender<bool>,
+    limits: HttpLimits,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let accepted = tokio::select! {
             biased;
@@ -119,13 +133,14 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
             let state = state.clone();
+            req.extensions_mut().insert(BodyTimeout(limits.timeout));
             async move { Ok::<_, Infallible>(serve(state, req).await) }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(limits.timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

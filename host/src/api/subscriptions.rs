@@ -32,6 +32,7 @@ pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply,
         &parts.headers,
         MAX_SETTINGS_BYTES,
         "the subscription body",
+        body::body_timeout(&parts),
     )
     .await?;
     let spec: SubscriptionSpec = body::decode(format, &bytes)?;

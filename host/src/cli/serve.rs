@@ -72,6 +72,15 @@ pub struct ServeArgs {
     #[arg(long, env = config::ENV_COMPILE_TIMEOUT_SECS, default_value_t = Limits::default().compile_timeout_secs)]
     pub compile_timeout_secs: u64,
 
+    /// Longest the host waits for a client's request headers (and keeps an
+    /// idle connection), or for the next byte of a request body (then 408).
+    #[arg(long, env = config::ENV_HTTP_TIMEOUT_SECS, default_value_t = Limits::default().http_timeout_secs)]
+    pub http_timeout_secs: u64,
+
+    /// Most open HTTP connections; more wait to be accepted.
+    #[arg(long, env = config::ENV_MAX_CONNECTIONS, default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+
     /// Log filter, e.g. `info` or `switchyard=debug,info` (tracing
     /// EnvFilter syntax). Falls back to RUST_LOG, then `info`.
     #[arg(long, env = config::ENV_LOG)]
@@ -98,6 +107,8 @@ impl ServeArgs {
                 max_instances: self.max_instances,
                 instance_memory_mib: self.instance_memory_mib,
                 compile_timeout_secs: self.compile_timeout_secs,
+                http_timeout_secs: self.http_timeout_secs,
+                max_connections: self.max_connections,
             },
         };
         config.validate()?;
@@ -176,6 +187,8 @@ mod tests {
             max_instances: 1,
             instance_memory_mib: 1,
             compile_timeout_secs: 1,
+            http_timeout_secs: 1,
+            max_connections: 1,
             log: None,
         };
         let err = args.config().unwrap_err();
