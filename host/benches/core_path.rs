@@ -1282,7 +1282,9 @@ fn run_stalls(options: &Options, plugins: &PluginDir) {
         }
     };
     phase("quiet", &|_| String::new());
-    phase("520 slow connections", &|stop| slow_clients(&server.client.base, stop));
+    phase("520 slow connections", &|stop| {
+        slow_clients(&server.client.base, stop)
+    });
     phase("32 MiB plugin uploads", &|stop| {
         let mut uploads = 0;
         while stop.load(Ordering::Acquire) == 0 {

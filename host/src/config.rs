@@ -37,6 +37,8 @@ pub const ENV_MAX_INSTANCES: &str = "SWITCHYARD_MAX_INSTANCES";
 pub const ENV_INSTANCE_MEMORY_MIB: &str = "SWITCHYARD_INSTANCE_MEMORY_MIB";
 /// Environment variable for [`Limits::compile_timeout_secs`].
 pub const ENV_COMPILE_TIMEOUT_SECS: &str = "SWITCHYARD_COMPILE_TIMEOUT_SECS";
+/// Environment variable for [`Limits::compile_memory_mib`].
+pub const ENV_COMPILE_MEMORY_MIB: &str = "SWITCHYARD_COMPILE_MEMORY_MIB";
 /// Environment variable for [`Limits::http_timeout_secs`].
 pub const ENV_HTTP_TIMEOUT_SECS: &str = "SWITCHYARD_HTTP_TIMEOUT_SECS";
 /// Environment variable for [`Limits::max_connections`].
@@ -120,8 +122,12 @@ pub struct Limits {
     pub max_instances: u32,
     /// Linear memory one plugin instance may grow to, in MiB. Default 64.
     pub instance_memory_mib: u32,
-    /// Longest a plugin upload may take to compile, in seconds. Default 60.
+    /// Longest a plugin upload may take to compile, in seconds (and twice
+    /// that in CPU time). Default 60.
     pub compile_timeout_secs: u64,
+    /// Memory one upload's compile may use, in MiB (it runs in a process of
+    /// its own). Default 4096.
+    pub compile_memory_mib: u64,
     /// Longest the host waits for a client: for a request's headers (an
     /// idle keep-alive connection is closed after it too) and for the next
     /// byte of a request's body (then 408). Default 30.
@@ -144,6 +150,7 @@ impl Default for Limits {
             max_instances: runtime.max_instances,
             instance_memory_mib: (runtime.memory_limit_bytes >> 20) as u32,
             compile_timeout_secs: crate::broker::DEFAULT_COMPILE_TIMEOUT.as_secs(),
+            compile_memory_mib: 4096,
             http_timeout_secs: 30,
             max_connections: 1024,
         }
@@ -285,6 +292,7 @@ impl Config {
                 MAX_INSTANCE_MEMORY_MIB.into(),
             ),
             ("compile-timeout-secs", limits.compile_timeout_secs, 3600),
+            ("compile-memory-mib", limits.compile_memory_mib, 1 << 20),
             ("http-timeout-secs", limits.http_timeout_secs, 3600),
             ("max-connections", limits.max_connections as u64, 65_536),
         ];

@@ -67,6 +67,13 @@ pub async fn run(
     broker_config.runtime.max_instances = limits.max_instances;
     broker_config.runtime.memory_limit_bytes = (limits.instance_memory_mib as usize) << 20;
     broker_config.compile_timeout = std::time::Duration::from_secs(limits.compile_timeout_secs);
+    // Uploads compile in processes of this binary, held to their limits.
+    broker_config.compiler = std::env::current_exe()
+        .ok()
+        .map(|exe| broker::compile::Compiler {
+            exe,
+            memory_mib: limits.compile_memory_mib,
+        });
     if let Some(file) = &config.egress_ca_file {
         let pem = std::fs::read(file).map_err(|error| RunError::EgressCa {
             path: file.clone(),

@@ -12,6 +12,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Compile(args) = &cli.command {
+        std::process::exit(switchyard::broker::compile::child(args.cpu_secs));
+    }
     if let Command::Test(args) = &cli.command {
         test(args);
     }
@@ -28,7 +31,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Test(_) => unreachable!("handled above"),
-        Command::PluginTools(_) | Command::New(_) => unreachable!("handled above"),
+        Command::PluginTools(_) | Command::New(_) | Command::Compile(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

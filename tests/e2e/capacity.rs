@@ -163,3 +163,72 @@ fn many_subscriptions_with_high_concurrency_share_bounded_threads() {
         "{most_threads} threads in the host for {SUBS} subscriptions"
     );
 }
+
+/// Live compile processes the server started (zombies not counted).
+fn compile_processes(server: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let mut fields = after.split_whitespace();
+            let (state, ppid) = (fields.next(), fields.next());
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            state != Some("Z")
+                && ppid == Some(&server.to_string())
+                && String::from_utf8_lossy(&cmdline).contains("__compile")
+        })
+        .count()
+}
+
+/// A compile runs in a process of its own, held to its limits: past its
+/// time or its memory it is killed and the upload refused; the host goes on
+/// (an upload after is deployed).
+/// Before, a compile past its timeout was refused but ran on in the host.
+#[test]
+fn a_compile_past_its_limits_is_stopped_and_refused() {
+    let python = crate::support::plugin_dir().join("example_python.wasm");
+    let python = std::fs::read(&python)
+        .unwrap_or_else(|e| panic!("{}: {e}; `./dev.sh plugins` builds it", python.display()));
+    let upload = |s: &Server, name: &str| {
+        s.call(
+            "PUT",
+            &format!("/v1/plugins/{name}"),
+            None,
+            crate::support::Body::Raw(Some("application/wasm"), python.clone()),
+        )
+    };
+    let s = start(&["--compile-timeout-secs", "1"]);
+    // A 17 MiB Python component takes seconds to compile here.
+    let (status, body) = upload(&s, "slow");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("longer than 1 s")),
+        "{body}"
+    );
+    wait_for(LIMIT, "the compile process to be gone", || {
+        (compile_processes(s.pid()) == 0).then_some(())
+    });
+    let (status, body) = s.call("GET", "/v1/plugins/slow", None, crate::support::Body::None);
+    assert_eq!(status, 404, "nothing kept: {body}");
+    s.deploy("noop", "noop");
+
+    // Its compile takes about 540 MiB here; a Rust plugin's about 60 MiB.
+    let s = start(&["--compile-memory-mib", "256"]);
+    let (status, body) = upload(&s, "big");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than its 256 MiB of memory")),
+        "{body}"
+    );
+    s.deploy("noop", "noop");
+}

@@ -12,6 +12,7 @@ mod backoff;
 mod blobs;
 mod clock;
 mod code;
+pub mod compile;
 pub mod harness;
 mod kv;
 mod log;
@@ -100,6 +101,9 @@ pub struct BrokerConfig {
     pub code_dir: PathBuf,
     /// Most threads running plugin calls at once, across all subscriptions.
     pub worker_threads: usize,
+    /// Compile uploads in processes of this binary, held to limits (else on
+    /// a blocking thread of the host).
+    pub compiler: Option<compile::Compiler>,
 }
 
 impl BrokerConfig {
@@ -112,6 +116,7 @@ impl BrokerConfig {
             compile_timeout: DEFAULT_COMPILE_TIMEOUT,
             fsync_interval: None,
             worker_threads: DEFAULT_WORKER_THREADS,
+            compiler: None,
         }
     }
 }
@@ -159,17 +164,19 @@ impl Broker {
         let runtime = Runtime::new(config.runtime.clone())
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         let log = Arc::new(log::Log::load(store.clone(), Clock::system(), false)?);
-        let plugins = Arc::new(
-            plugins::Registry::load(
-                store.clone(),
-                runtime,
-                config.compile_timeout,
-                Some(code::CodeDir::new(&config.code_dir)),
-                Some(blobs::WasmDir::new(config.data_dir.join("plugins"))),
-                config.worker_threads,
-            )
-            .await?,
-        );
+        let mut registry = plugins::Registry::load(
+            store.clone(),
+            runtime,
+            config.compile_timeout,
+            Some(code::CodeDir::new(&config.code_dir)),
+            Some(blobs::WasmDir::new(config.data_dir.join("plugins"))),
+            config.worker_threads,
+        )
+        .await?;
+        if let Some(compiler) = config.compiler.clone() {
+            registry = registry.compile_in_processes(compiler);
+        }
+        let plugins = Arc::new(registry);
         let subscriptions = Arc::new(
             subscriptions::Subscriptions::load(store, log.clone(), plugins.clone()).await?,
         );

@@ -4,6 +4,7 @@
 
 use super::blobs::WasmDir;
 use super::code::CodeDir;
+use super::compile::Compiler;
 use super::spec::{parse_plugin_ref, validate_resource_name};
 use super::worker::WorkerPool;
 use super::{now_ms, BrokerError};
@@ -60,6 +61,8 @@ pub(crate) struct Registry {
     code: Option<CodeDir>,
     /// Where components are kept (else in the store's blobs).
     wasm: Option<WasmDir>,
+    /// Compile uploads in a process of their own (else on a blocking thread).
+    compiler: Option<Compiler>,
     compile_timeout: Duration,
     entries: RwLock<HashMap<String, Entry>>,
     uploads: tokio::sync::Mutex<()>,
@@ -74,6 +77,12 @@ impl Registry {
     /// The host's plugin threads.
     pub(crate) fn workers(&self) -> &WorkerPool {
         &self.workers
+    }
+
+    /// Compile uploads in processes `compiler` starts from now on.
+    pub(crate) fn compile_in_processes(mut self, compiler: Compiler) -> Self {
+        self.compiler = Some(compiler);
+        self
     }
 }
 
@@ -157,6 +166,7 @@ impl Registry {
             workers: WorkerPool::new(worker_threads),
             code,
             wasm,
+            compiler: None,
             compile_timeout,
             entries: RwLock::new(entries),
             uploads: tokio::sync::Mutex::new(()),
@@ -189,31 +199,10 @@ impl Registry {
                 return Ok((info, false));
             }
         }
-        let runtime = self.runtime.clone();
         let size = wasm.len() as u64;
-        // Machine code this host compiled earlier from the same bytes (under
-        // another name, or in an earlier harness run) skips compiling.
-        let (code, key, store) = (self.code.clone(), digest.clone(), self.store.clone());
-        let compile = tokio::task::spawn_blocking(move || {
-            if let Some(plugin) = code.as_ref().and_then(|c| c.load(&runtime, &key)) {
-                return Ok((plugin, wasm, Ok(())));
-            }
-            let plugin = runtime.compile(&wasm)?;
-            // Kept here, off the async threads (tens of MB for an
-            // interpreted plugin).
-            let kept = keep_code(&store, code.as_ref(), &key, &plugin);
-            Ok::<_, crate::runtime::PluginError>((plugin, wasm, kept))
-        });
-        let (plugin, wasm, kept) = match tokio::time::timeout(self.compile_timeout, compile).await {
-            Err(_) => {
-                return Err(BrokerError::Unavailable(format!(
-                    "compiling the plugin took longer than {} s",
-                    self.compile_timeout.as_secs()
-                )))
-            }
-            Ok(Err(join)) => return Err(BrokerError::Unavailable(join.to_string())),
-            Ok(Ok(Err(rejected))) => return Err(BrokerError::PluginRejected(rejected.to_string())),
-            Ok(Ok(Ok(done))) => done,
+        let (plugin, wasm, kept) = match &self.compiler {
+            Some(compiler) => self.compile_in_process(compiler, &digest, wasm).await?,
+            None => self.compile_here(&digest, wasm).await?,
         };
         kept?;
         // The component first, then the version that names it.
@@ -257,6 +246,71 @@ impl Registry {
         let info = to_info(name, &entry.record);
         tracing::info!(plugin = name, version, "plugin version deployed");
         Ok((info, true))
+    }
+
+    /// Compile on a blocking thread of this process (or take machine code
+    /// this host compiled earlier from the same bytes: under another name,
+    /// or in an earlier harness run). A compile past the timeout is refused
+    /// but runs on to its end.
+    async fn compile_here(
+        &self,
+        digest: &str,
+        wasm: Vec<u8>,
+    ) -> Result<(Plugin, Vec<u8>, Result<(), BrokerError>), BrokerError> {
+        let runtime = self.runtime.clone();
+        let (code, key, store) = (self.code.clone(), digest.to_string(), self.store.clone());
+        let compile = tokio::task::spawn_blocking(move || {
+            if let Some(plugin) = code.as_ref().and_then(|c| c.load(&runtime, &key)) {
+                return Ok((plugin, wasm, Ok(())));
+            }
+            let plugin = runtime.compile(&wasm)?;
+            // Kept here, off the async threads (tens of MB for an
+            // interpreted plugin).
+            let kept = keep_code(&store, code.as_ref(), &key, &plugin);
+            Ok::<_, crate::runtime::PluginError>((plugin, wasm, kept))
+        });
+        match tokio::time::timeout(self.compile_timeout, compile).await {
+            Err(_) => Err(BrokerError::Unavailable(format!(
+                "compiling the plugin took longer than {} s",
+                self.compile_timeout.as_secs()
+            ))),
+            Ok(Err(join)) => Err(BrokerError::Unavailable(join.to_string())),
+            Ok(Ok(Err(rejected))) => Err(BrokerError::PluginRejected(rejected.to_string())),
+            Ok(Ok(Ok(done))) => Ok(done),
+        }
+    }
+
+    /// Compile in a process of its own, held to its limits and killed at
+    /// the timeout (or take machine code this host compiled earlier).
+    async fn compile_in_process(
+        &self,
+        compiler: &Compiler,
+        digest: &str,
+        wasm: Vec<u8>,
+    ) -> Result<(Plugin, Vec<u8>, Result<(), BrokerError>), BrokerError> {
+        let (runtime, code, key) = (self.runtime.clone(), self.code.clone(), digest.to_string());
+        let cached = tokio::task::spawn_blocking(move || code.and_then(|c| c.load(&runtime, &key)))
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        if let Some(plugin) = cached {
+            return Ok((plugin, wasm, Ok(())));
+        }
+        let machine = compiler.compile(&wasm, self.compile_timeout).await?;
+        let (runtime, code, key, store) = (
+            self.runtime.clone(),
+            self.code.clone(),
+            digest.to_string(),
+            self.store.clone(),
+        );
+        let loaded = tokio::task::spawn_blocking(move || {
+            let plugin = runtime.load_compiled(&machine)?;
+            let kept = keep_code(&store, code.as_ref(), &key, &plugin);
+            Ok::<_, crate::runtime::PluginError>((plugin, kept))
+        })
+        .await
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let (plugin, kept) = loaded.map_err(|e| BrokerError::PluginRejected(e.to_string()))?;
+        Ok((plugin, wasm, kept))
     }
 
     /// Delete one version (`name@N`) or every version (`name`) of a plugin.

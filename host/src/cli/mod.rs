@@ -78,6 +78,18 @@ pub enum Command {
     /// Create a plugin project (Rust, C, Python or JavaScript) that builds
     /// and passes its harness test out of the box.
     New(NewArgs),
+    /// Compile a plugin upload for the host that started this process:
+    /// the component on stdin, machine code on stdout (internal).
+    #[command(name = "__compile", hide = true)]
+    Compile(CompileArgs),
+}
+
+/// Limits of a compile process, set by the host that starts it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompileArgs {
+    /// CPU seconds the compile may use.
+    #[arg(long)]
+    pub cpu_secs: u64,
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ pub struct ServeArgs {
     #[arg(long, env = config::ENV_COMPILE_TIMEOUT_SECS, default_value_t = Limits::default().compile_timeout_secs)]
     pub compile_timeout_secs: u64,
 
+    /// Memory one upload's compile may use, in MiB (each upload compiles in
+    /// a process of its own, killed at --compile-timeout-secs).
+    #[arg(long, env = config::ENV_COMPILE_MEMORY_MIB, default_value_t = Limits::default().compile_memory_mib)]
+    pub compile_memory_mib: u64,
+
     /// Longest the host waits for a client's request headers (and keeps an
     /// idle connection), or for the next byte of a request body (then 408).
     #[arg(long, env = config::ENV_HTTP_TIMEOUT_SECS, default_value_t = Limits::default().http_timeout_secs)]
@@ -107,6 +112,7 @@ impl ServeArgs {
                 max_instances: self.max_instances,
                 instance_memory_mib: self.instance_memory_mib,
                 compile_timeout_secs: self.compile_timeout_secs,
+                compile_memory_mib: self.compile_memory_mib,
                 http_timeout_secs: self.http_timeout_secs,
                 max_connections: self.max_connections,
             },
@@ -187,6 +193,7 @@ mod tests {
             max_instances: 1,
             instance_memory_mib: 1,
             compile_timeout_secs: 1,
+            compile_memory_mib: 1,
             http_timeout_secs: 1,
             max_connections: 1,
             log: None,

@@ -34,11 +34,23 @@ pub(super) fn engine(config: &RuntimeConfig) -> wasmtime::Result<Engine> {
         .decommit_batch_size(DECOMMIT_BATCH)
         // Reset only the pages actually touched, where the kernel supports it.
         .pagemap_scan(Enabled::Auto);
-    let mut cfg = Config::new();
-    cfg.wasm_component_model(true)
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let mut cfg = base();
+    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&cfg)
+}
+
+/// What every engine of the host shares: what compiled code depends on.
+fn base() -> Config {
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true).epoch_interruption(true);
+    cfg
+}
+
+/// An engine that only compiles: the same code settings as [`engine`], no
+/// instance pool (nothing reserved), so a compile in a process of its own
+/// can be held to a small memory limit. Its output loads into [`engine`]'s.
+pub(super) fn compile_engine() -> wasmtime::Result<Engine> {
+    Engine::new(&base())
 }
 
 /// Caps linear memory and remembers whether the cap was hit, so that the trap

@@ -114,6 +114,13 @@ impl Runtime {
         plugin::compile(self, wasm)
     }
 
+    /// Link machine code that [`compile_to_machine_code`] produced in a
+    /// process of this same binary; refused with the reason if it does not
+    /// fit this engine or the host's imports.
+    pub fn load_compiled(&self, code: &[u8]) -> Result<Plugin, PluginError> {
+        plugin::load_compiled(self, code)
+    }
+
     /// A subscription's way out to the network: its allow-list and limits
     /// (`None`: every request is denied), a connection pool of up to
     /// `pool_size` idle connections per destination, and its statistics.
@@ -146,6 +153,13 @@ impl Runtime {
     pub fn load_precompiled(&self, code: &[u8]) -> Option<Plugin> {
         plugin::load_precompiled(self, code)
     }
+}
+
+/// Validate and compile a component to machine code that
+/// [`Runtime::load_compiled`] accepts, without a runtime: for a compile in a
+/// process of its own, held to limits of its own.
+pub fn compile_to_machine_code(wasm: &[u8]) -> Result<Vec<u8>, PluginError> {
+    plugin::machine_code(wasm)
 }
 
 fn spawn_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) {

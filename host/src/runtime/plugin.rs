@@ -62,6 +62,35 @@ fn check_header(wasm: &[u8]) -> Result<(), PluginError> {
     Ok(())
 }
 
+/// Compile a component to machine code with an engine that only compiles.
+pub(super) fn machine_code(wasm: &[u8]) -> Result<Vec<u8>, PluginError> {
+    check_header(wasm)?;
+    let engine =
+        super::limits::compile_engine().map_err(|e| PluginError::Invalid(error_text(&e)))?;
+    let component =
+        Component::new(&engine, wasm).map_err(|e| PluginError::Invalid(error_text(&e)))?;
+    component
+        .serialize()
+        .map_err(|e| PluginError::Invalid(error_text(&e)))
+}
+
+/// Load machine code [`machine_code`] produced (in another process of this
+/// host's binary) and link it, with the reason if it does not fit.
+pub(super) fn load_compiled(runtime: &Runtime, code: &[u8]) -> Result<Plugin, PluginError> {
+    let engine = &runtime.inner.engine;
+    if wasmtime::Engine::detect_precompiled(code).is_none() {
+        return Err(PluginError::Invalid(
+            "the compiler produced no machine code".into(),
+        ));
+    }
+    // SAFETY: the bytes come from this same binary's compile process, over
+    // a pipe from the child this host started; wasmtime checks that the
+    // engine version and settings match before using them.
+    let component = unsafe { Component::deserialize(engine, code) }
+        .map_err(|e| PluginError::Invalid(error_text(&e)))?;
+    link(runtime, component)
+}
+
 pub(super) fn compile(runtime: &Runtime, wasm: &[u8]) -> Result<Plugin, PluginError> {
     check_header(wasm)?;
     let component = Component::new(&runtime.inner.engine, wasm)
