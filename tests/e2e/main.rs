@@ -6,6 +6,7 @@ mod origin;
 mod support;
 
 mod api_errors;
+mod authorization;
 mod capacity;
 mod cli_test;
 mod core_path;
