@@ -232,3 +232,90 @@ fn a_compile_past_its_limits_is_stopped_and_refused() {
     );
     s.deploy("noop", "noop");
 }
+
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS line")
+        / 1024
+}
+
+/// 100 endless loops and 100 memory hogs across 10 subscriptions beside a
+/// healthy one: each hostile message fails on its own account (timeout,
+/// memory limit), every healthy message is acked and none dead-lettered,
+/// and the host's memory stays within what the limits allow (hogs running
+/// at once × instance memory, plus the host's own).
+#[test]
+fn hostile_plugins_at_scale_cost_only_themselves() {
+    const HOSTILE: usize = 20;
+    const HEALTHY: u64 = 500;
+    let s = start(&["--instance-memory-mib", "16"]);
+    s.deploy("spin", "spin");
+    s.deploy("hog", "hog");
+    s.deploy("noop", "noop");
+    s.topic("good", 4);
+    let once = json!({"initial_ms": 5, "max_attempts": 1});
+    for i in 0..5 {
+        for (kind, payload) in [("spin", "loop"), ("hog", "hog")] {
+            let topic = format!("{kind}{i}");
+            s.topic(&topic, 1);
+            s.subscribe(
+                &topic,
+                json!({"topic": topic, "plugin": kind, "concurrency": 10, "ordering": "none",
+                       "timeout_ms": 300, "retry": once}),
+            );
+            let batch = (0..HOSTILE)
+                .map(|n| msg(&format!("k{n}"), payload))
+                .collect();
+            s.publish(&topic, batch);
+        }
+    }
+    s.subscribe(
+        "good",
+        json!({"topic": "good", "plugin": "noop", "concurrency": 4, "retry": once}),
+    );
+    let batch = (0..HEALTHY)
+        .map(|n| msg(&format!("k{n}"), "fine"))
+        .collect();
+    s.publish("good", batch);
+    let most = std::cell::Cell::new(0);
+    let good = s.wait_stats("good", LIMIT, |st| {
+        most.set(most.get().max(resident_mib(s.pid())));
+        st["acked"] == HEALTHY
+    });
+    assert_eq!(counter(&good, "dead_lettered"), 0, "{good}");
+    assert_eq!(counter(&good, "retried"), 0, "{good}");
+    for i in 0..5 {
+        // A hog on a saturated machine may run out of time before memory.
+        let outcomes: [(&str, &[&str]); 2] = [
+            ("spin", &["timeout"]),
+            ("hog", &["memory-limit", "timeout"]),
+        ];
+        for (kind, expected) in outcomes {
+            let name = format!("{kind}{i}");
+            let st = s.wait_stats(&name, LIMIT, |st| {
+                most.set(most.get().max(resident_mib(s.pid())));
+                st["dead_lettered"] == HOSTILE as u64
+            });
+            assert_eq!(counter(&st, "acked"), 0, "{name}: {st}");
+            let dead = s.dead_letters(&name);
+            assert!(
+                dead.iter().all(|d| d["attempts"][0]["outcome"]
+                    .as_str()
+                    .is_some_and(|o| expected.contains(&o))),
+                "{name}: {dead:?}"
+            );
+        }
+    }
+    // 50 hogs at most at once (5 subscriptions × concurrency 10), 16 MiB each.
+    let bound = 50 * 16 + 400;
+    eprintln!("resident memory peaked at {} MiB (bound {bound} MiB)", most.get());
+    assert!(
+        most.get() < bound,
+        "resident memory peaked at {} MiB (bound {bound} MiB)",
+        most.get()
+    );
+}
