@@ -6,6 +6,8 @@
 #   ./dev.sh bench [bench options]   run the core-path benchmark
 #   ./dev.sh bench-consumers         webhook deliveries, pull consumers, egress latency
 #   ./dev.sh bench-peers [options]   the same workload on Switchyard, Redis and NATS JetStream
+#   ./dev.sh fuzz [CASES]            randomized campaign over the decoders of untrusted input
+#                                    (CASES per target, default 1,000,000; the test suite runs 256)
 #   ./dev.sh plugins                 build the example plugins only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -104,6 +106,15 @@ case "$cmd" in
     setup
     build_plugins
     exec cargo bench -p switchyard --bench consumers -- "$@"
+    ;;
+  fuzz)
+    setup
+    cases="${1:-1000000}"
+    # Every decoder of untrusted input: request bodies, settings, query
+    # strings, paths, bearer headers, store keys and records.
+    time PROPTEST_CASES="$cases" cargo test --release -p switchyard --lib -- \
+      api::fuzz:: store::tests::keys_and_records --test-threads 2
+    echo "dev.sh fuzz: $cases cases per target passed"
     ;;
   bench-peers)
     setup

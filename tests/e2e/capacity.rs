@@ -312,7 +312,10 @@ fn hostile_plugins_at_scale_cost_only_themselves() {
     }
     // 50 hogs at most at once (5 subscriptions × concurrency 10), 16 MiB each.
     let bound = 50 * 16 + 400;
-    eprintln!("resident memory peaked at {} MiB (bound {bound} MiB)", most.get());
+    eprintln!(
+        "resident memory peaked at {} MiB (bound {bound} MiB)",
+        most.get()
+    );
     assert!(
         most.get() < bound,
         "resident memory peaked at {} MiB (bound {bound} MiB)",

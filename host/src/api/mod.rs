@@ -30,6 +30,8 @@
 mod auth;
 mod body;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod health;
 mod leases;
 mod messages;

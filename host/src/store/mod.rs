@@ -827,4 +827,26 @@ mod tests {
         assert_eq!(found[0].offset, 2);
         store.close().expect("closes");
     }
+
+    proptest::proptest! {
+        /// Keys and records of any bytes decode or are refused, never a
+        /// panic (`./dev.sh fuzz` runs a long campaign).
+        #[test]
+        fn keys_and_records_of_any_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = keys::decode_progress(&bytes);
+            let _ = keys::split_position(&bytes);
+            let _ = keys::split_dead_id(&bytes);
+            let _ = keys::split_dead(&bytes);
+            let _ = keys::split_topic_partition(&bytes);
+            let _ = keys::decode_id(&bytes, 1);
+            let _ = keys::trailing_u64(&bytes);
+            let _ = decode::<StoredMessage>(b"k", &bytes);
+            let _ = decode::<DeadLetter>(b"k", &bytes);
+            let _ = decode::<RetryState>(b"k", &bytes);
+            let _ = decode::<Redrive>(b"k", &bytes);
+            let _ = decode::<Counters>(b"k", &bytes);
+            let _ = decode::<LedgerEntry>(b"k", &bytes);
+            let _ = decode::<MessageHead>(b"k", &bytes);
+        }
+    }
 }
