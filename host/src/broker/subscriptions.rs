@@ -563,19 +563,18 @@ impl Subscriptions {
         let mut after = None;
         match ids {
             Some(ids) => {
-                let mut ops = Vec::new();
-                for id in ids {
-                    for d in self.store.dead_letters_by_id(name, id)? {
-                        ops.push(delete_dead(name, &d));
-                    }
-                }
+                let letters = self.letters_by_id(name, ids).await?;
+                let ops: Vec<Op> = letters.iter().map(|d| delete_dead(name, d)).collect();
                 purged = ops.len();
                 self.store.submit(ops, Durability::Synced).await?;
             }
             None => loop {
+                let cursor = after.clone();
                 let page = self
-                    .store
-                    .dead_letter_refs(name, after.as_ref(), PURGE_PAGE)?;
+                    .read(name, move |store, name| {
+                        store.dead_letter_refs(name, cursor.as_ref(), PURGE_PAGE)
+                    })
+                    .await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.clone());
                 purged += page.len();
@@ -611,10 +610,7 @@ impl Subscriptions {
         let mut count = 0;
         match ids {
             Some(ids) => {
-                let mut chosen = Vec::new();
-                for id in ids {
-                    chosen.extend(self.store.dead_letters_by_id(name, id)?);
-                }
+                let mut chosen = self.letters_by_id(name, ids).await?;
                 chosen.sort_by(|a, b| {
                     (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
                 });
@@ -623,13 +619,13 @@ impl Subscriptions {
             None => {
                 let mut after: Option<(String, u32, u64)> = None;
                 loop {
-                    let cursor = after.as_ref().map(|(t, p, o)| (t.as_str(), *p, *o));
-                    let page = self.store.dead_letters_after(
-                        name,
-                        cursor,
-                        REDRIVE_PAGE,
-                        REDRIVE_PAGE_BYTES,
-                    )?;
+                    let cursor = after.clone();
+                    let page = self
+                        .read(name, move |store, name| {
+                            let cursor = cursor.as_ref().map(|(t, p, o)| (t.as_str(), *p, *o));
+                            store.dead_letters_after(name, cursor, REDRIVE_PAGE, REDRIVE_PAGE_BYTES)
+                        })
+                        .await?;
                     let Some(last) = page.last() else { break };
                     after = Some((last.topic.clone(), last.partition, last.offset));
                     count += self.redrive_page(name, page).await?;
@@ -642,6 +638,36 @@ impl Subscriptions {
             "dead letters redriven"
         );
         Ok(count)
+    }
+
+    /// Run a read of the store for subscription `name` on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&Store, &str) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let (store, name) = (self.store.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || read(&store, &name))
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?
+            .map_err(BrokerError::from)
+    }
+
+    /// The dead letters of these message ids, through the id index.
+    async fn letters_by_id(
+        &self,
+        name: &str,
+        ids: &[String],
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
+        let ids = ids.to_vec();
+        self.read(name, move |store, name| {
+            let mut letters = Vec::new();
+            for id in &ids {
+                letters.extend(store.dead_letters_by_id(name, id)?);
+            }
+            Ok(letters)
+        })
+        .await
     }
 
     async fn redrive_page(
