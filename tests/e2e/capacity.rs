@@ -322,3 +322,35 @@ fn hostile_plugins_at_scale_cost_only_themselves() {
         most.get()
     );
 }
+
+/// At-most-once commits a message's progress before it runs: one handed
+/// back because the host had no room stays owed (a redrive record), so a
+/// clean stop while it waits does not lose it. It is delivered after the
+/// restart.
+#[test]
+fn an_at_most_once_message_waiting_for_room_survives_a_stop() {
+    let mut s = start(&["--max-instances", "1"]);
+    s.topic("slow", 1);
+    s.topic("amo", 1);
+    s.deploy("spin", "spin");
+    s.deploy("noop", "noop");
+    s.subscribe(
+        "spinner",
+        json!({"topic": "slow", "plugin": "spin", "timeout_ms": 3000,
+               "retry": {"initial_ms": 5, "max_attempts": 1}}),
+    );
+    s.publish("slow", vec![msg("x", "loop")]);
+    wait_for(LIMIT, "spinner busy", || {
+        (s.stats("spinner")["in_flight"].as_u64() > Some(0)).then_some(())
+    });
+    s.subscribe(
+        "amo",
+        json!({"topic": "amo", "plugin": "noop", "delivery": "at-most-once"}),
+    );
+    s.publish("amo", vec![msg("k", "owed")]);
+    s.wait_stats("amo", LIMIT, |st| st["host_busy"].as_u64() > Some(0));
+    s.terminate();
+    s.restart();
+    let amo = s.wait_stats("amo", LIMIT, |st| st["acked"] == 1);
+    assert_eq!(counter(&amo, "failed"), 0, "{amo}");
+}

@@ -22,7 +22,7 @@ pub const COMMAND: &str = "__compile";
 /// Exit status of a compile whose input is not a plugin.
 pub const EXIT_REFUSED: i32 = 3;
 /// Most of the compiler's stderr kept for the error message.
-const MAX_REASON: u64 = 16 << 10;
+const MAX_REASON: usize = 16 << 10;
 /// How often the host looks at a compile's resident memory.
 const MEMORY_CHECK: Duration = Duration::from_millis(20);
 
@@ -69,13 +69,17 @@ impl Compiler {
                 drop(stdin);
             };
             let mut code = Vec::new();
-            let mut reason = String::new();
-            let mut stderr = stderr.take(MAX_REASON);
+            // All of stderr is read (a process blocked writing it would
+            // never exit); the reason keeps its start.
+            let mut errors = Vec::new();
+            let mut stderr = stderr;
             let (_, read, _) = tokio::join!(
                 write,
                 stdout.read_to_end(&mut code),
-                stderr.read_to_string(&mut reason)
+                stderr.read_to_end(&mut errors)
             );
+            errors.truncate(MAX_REASON);
+            let reason = String::from_utf8_lossy(&errors).into_owned();
             let status = child.wait().await;
             (read.map(|_| code), reason, status)
         };

@@ -344,9 +344,20 @@ impl Subscriptions {
             Some(_) => self.stop(name).await,
             None => {}
         }
-        let created = existing.is_none();
+        // Stored but not running (its start failed): an update, not a new
+        // subscription whose leftovers may be cleared.
+        let stored = match existing {
+            Some(_) => true,
+            None => self
+                .read(name, |store, name| {
+                    store.get_meta::<SubscriptionSpec>(META_SUBSCRIPTION, name)
+                })
+                .await?
+                .is_some(),
+        };
+        let created = !stored;
         let mut ops = Vec::new();
-        if created {
+        if !stored {
             // Nothing of an earlier subscription of this name may survive
             // into this one (D17), whatever an earlier host left behind.
             ops.push(Op::ForgetSubscription {

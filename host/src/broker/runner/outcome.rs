@@ -112,6 +112,25 @@ impl Runner {
             head.attempts -= 1;
             self.counters.delivered -= 1;
             self.shared.delivered.fetch_sub(1, AtomicOrdering::Relaxed);
+            if self.spec.delivery == DeliveryGuarantee::AtMostOnce {
+                // Its progress was committed before it was handed out: keep
+                // it owed in a redrive record, so a stop before it runs
+                // does not lose it (the next dispatch clears the record).
+                let source = &self.sources[head.source];
+                self.ops.push(Op::PutRedrive {
+                    subscription: self.shared.name.clone(),
+                    topic: source.topic.name.clone(),
+                    partition: source.partition,
+                    offset: head.offset,
+                    redrive: Redrive {
+                        message: (*head.message).clone(),
+                        attempts: head.attempts,
+                        due_ms: 0,
+                        history: head.history.clone(),
+                    },
+                });
+                head.redriven = true;
+            }
             match release {
                 Release::Unused => self.lanes.retry_now(done.lane),
                 Release::HostBusy => self.host_busy(done.lane, now),
