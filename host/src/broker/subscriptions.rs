@@ -219,6 +219,10 @@ pub(crate) struct Subscriptions {
     log: Arc<Log>,
     plugins: Arc<Registry>,
     running: std::sync::Mutex<BTreeMap<String, Running>>,
+    /// Subscriptions being restarted with new settings, between their old
+    /// runner's stop and their new one's start: retention still honours
+    /// their last watermarks meanwhile.
+    restarting: std::sync::Mutex<BTreeMap<String, Arc<Shared>>>,
     /// Serializes create/update/shutdown.
     changes: tokio::sync::Mutex<()>,
 }
@@ -234,6 +238,7 @@ impl Subscriptions {
             log,
             plugins,
             running: std::sync::Mutex::new(BTreeMap::new()),
+            restarting: std::sync::Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
         };
         for (name, spec) in store.list_meta::<SubscriptionSpec>(META_SUBSCRIPTION)? {
@@ -341,7 +346,12 @@ impl Subscriptions {
                     old.topic
                 )))
             }
-            Some(_) => self.stop(name).await,
+            Some(_) => {
+                if let Ok(shared) = self.shared(name) {
+                    self.restarting_lock().insert(name.to_string(), shared);
+                }
+                self.stop(name).await
+            }
             None => {}
         }
         // Stored but not running (its start failed): an update, not a new
@@ -380,7 +390,9 @@ impl Subscriptions {
         // The settings and the progress they start from, in one batch.
         ops.push(Op::put_meta(META_SUBSCRIPTION, name, &spec));
         self.store.submit(ops, Durability::Synced).await?;
-        self.start(name, spec).await?;
+        let started = self.start(name, spec).await;
+        self.restarting_lock().remove(name);
+        started?;
         Ok((self.info(name)?, created))
     }
 
@@ -438,12 +450,19 @@ impl Subscriptions {
     /// `partition`: every message below it is finished by all of them.
     /// `None` when no subscription consumes the topic.
     pub(crate) fn min_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        let restarting: Vec<Arc<Shared>> = self.restarting_lock().values().cloned().collect();
         let running = self.running.lock().expect("subscriptions lock");
         running
             .values()
-            .filter(|r| r.shared.consumes(topic))
-            .map(|r| r.shared.watermark(topic, partition))
+            .map(|r| &r.shared)
+            .chain(&restarting)
+            .filter(|shared| shared.consumes(topic))
+            .map(|shared| shared.watermark(topic, partition))
             .min()
+    }
+
+    fn restarting_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Shared>>> {
+        self.restarting.lock().expect("restarting lock")
     }
 
     pub(crate) fn list(&self) -> Vec<SubscriptionInfo> {
