@@ -192,22 +192,7 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, StoredMessage)>, StoreError> {
-        let start = keys::log(topic, partition, from);
-        let prefix = keys::log_prefix(topic, partition);
-        let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            self.cf(CF_LOG),
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
-                break;
-            }
-            let offset = log_offset(&key, &prefix)?;
-            out.push((offset, decode(&key, &value)?));
-        }
-        Ok(out)
+        self.scan_log(topic, partition, from, limit)
     }
 
     /// The ids and timestamps of a partition's messages from offset `from`,
@@ -219,6 +204,18 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, MessageHead)>, StoreError> {
+        self.scan_log(topic, partition, from, limit)
+    }
+
+    /// A partition's records from offset `from`, at most `limit`, each
+    /// decoded as `T` (the whole message, or the fields `T` names).
+    fn scan_log<T: DeserializeOwned>(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
         let start = keys::log(topic, partition, from);
         let prefix = keys::log_prefix(topic, partition);
         let mut out = Vec::new();
