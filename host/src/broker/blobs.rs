@@ -22,8 +22,7 @@ impl WasmDir {
     }
 
     fn file(&self, digest: &str) -> PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.dir.join(format!("{hex}.wasm"))
+        digest_file(&self.dir, digest, "wasm")
     }
 
     /// Keep a component. Blocking (a paced write and syncs of up to 32 MiB):
@@ -69,6 +68,12 @@ impl WasmDir {
         }
         removed
     }
+}
+
+/// The file of `digest` (`sha256:<hex>`) in `dir`: `<hex>.<extension>`.
+pub(crate) fn digest_file(dir: &Path, digest: &str, extension: &str) -> PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    dir.join(format!("{hex}.{extension}"))
 }
 
 /// Bytes written between syncs: a sync that a publish's write-ahead log sync

@@ -10,7 +10,7 @@
 //! again. A file is written aside, synced and renamed into place, so it is
 //! whole or absent, and never rewritten while mapped.
 
-use super::blobs::write_whole;
+use super::blobs::{digest_file, write_whole};
 use crate::runtime::{Plugin, Runtime};
 use std::path::PathBuf;
 
@@ -25,8 +25,7 @@ impl CodeDir {
     }
 
     fn file(&self, digest: &str) -> PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.dir.join(format!("{hex}.cwasm"))
+        digest_file(&self.dir, digest, "cwasm")
     }
 
     /// The cached plugin of `digest`, if its code is here and fits this engine.
@@ -72,13 +71,11 @@ impl CodeDir {
         removed
     }
 
-    /// Save a freshly compiled plugin's code. Blocking (a sync of tens of
-    /// MB for an interpreted plugin): call it off the async threads.
-    pub(crate) fn keep(&self, digest: &str, plugin: &Plugin) -> std::io::Result<()> {
-        let code = plugin
-            .machine_code()
-            .ok_or_else(|| std::io::Error::other("the engine cannot serialize this plugin"))?;
-        write_whole(&self.file(digest), &code).inspect_err(|e| {
+    /// Save a plugin's machine code (as [`Plugin::machine_code`] or a
+    /// compile process produced it). Blocking (a sync of tens of MB for an
+    /// interpreted plugin): call it off the async threads.
+    pub(crate) fn keep(&self, digest: &str, code: &[u8]) -> std::io::Result<()> {
+        write_whole(&self.file(digest), code).inspect_err(|e| {
             tracing::warn!(error = %e, dir = %self.dir.display(), "cannot cache compiled code");
         })
     }
@@ -124,27 +121,37 @@ mod tests {
             .expect("encodes")
     }
 
-    #[tokio::test]
-    async fn code_moves_from_the_store_to_files_and_a_bad_file_is_replaced() {
-        let data = tempfile::tempdir().unwrap();
+    /// A store in `data` and a small runtime, for loading registries.
+    fn setup(data: &tempfile::TempDir) -> (Store, Runtime) {
         let store = Store::open(data.path(), None).unwrap();
         let runtime = Runtime::new(RuntimeConfig {
             max_instances: 4,
             ..RuntimeConfig::default()
         })
         .unwrap();
-        let load = |code: Option<CodeDir>| {
-            Registry::load(
-                store.clone(),
-                runtime.clone(),
-                Duration::from_secs(60),
-                code,
-                None,
-                2,
-            )
-        };
+        (store, runtime)
+    }
+
+    /// A registry over `store` keeping code in `code` and components in `wasm`.
+    async fn registry(
+        store: &Store,
+        runtime: &Runtime,
+        code: Option<CodeDir>,
+        wasm: Option<crate::broker::blobs::WasmDir>,
+    ) -> Registry {
+        let timeout = Duration::from_secs(60);
+        Registry::load(store.clone(), runtime.clone(), timeout, code, wasm, 2)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn code_moves_from_the_store_to_files_and_a_bad_file_is_replaced() {
+        let data = tempfile::tempdir().unwrap();
+        let (store, runtime) = setup(&data);
+        let load = |code: Option<CodeDir>| registry(&store, &runtime, code, None);
         // Without a code directory (an earlier host) the code goes to the store.
-        let registry = load(None).await.unwrap();
+        let registry = load(None).await;
         registry.put("p", component()).await.unwrap();
         let digest = registry.info("p").unwrap().versions[0].digest.clone();
         let blob = format!("code/{digest}");
@@ -153,7 +160,7 @@ mod tests {
 
         // The next load moves it to a file, mapped from then on.
         let dir = CodeDir::new(data.path().join("code"));
-        let registry = load(Some(dir.clone())).await.unwrap();
+        let registry = load(Some(dir.clone())).await;
         assert!(registry.resolve("p").is_ok());
         assert!(
             store.get_blob(&blob).unwrap().is_none(),
@@ -167,7 +174,7 @@ mod tests {
         // A file that is not this engine's code is compiled over.
         std::fs::write(&file, b"not machine code").unwrap();
         assert!(dir.load(&runtime, &digest).is_none());
-        let registry = load(Some(dir.clone())).await.unwrap();
+        let registry = load(Some(dir.clone())).await;
         assert!(registry.resolve("p").is_ok());
         assert_eq!(std::fs::read(&file).unwrap().len(), good.len());
         assert!(dir.load(&runtime, &digest).is_some());
@@ -204,24 +211,11 @@ mod tests {
     async fn components_move_from_the_store_to_files() {
         use crate::broker::blobs::WasmDir;
         let data = tempfile::tempdir().unwrap();
-        let store = Store::open(data.path(), None).unwrap();
-        let runtime = Runtime::new(RuntimeConfig {
-            max_instances: 4,
-            ..RuntimeConfig::default()
-        })
-        .unwrap();
+        let (store, runtime) = setup(&data);
         let wasm = WasmDir::new(data.path().join("plugins"));
-        let load = |dir: Option<WasmDir>| {
-            Registry::load(
-                store.clone(),
-                runtime.clone(),
-                Duration::from_secs(60),
-                Some(CodeDir::new(data.path().join("code"))),
-                dir,
-                2,
-            )
-        };
-        let registry = load(None).await.unwrap();
+        let code = || Some(CodeDir::new(data.path().join("code")));
+        let load = |dir: Option<WasmDir>| registry(&store, &runtime, code(), dir);
+        let registry = load(None).await;
         registry.put("p", component()).await.unwrap();
         let digest = registry.info("p").unwrap().versions[0].digest.clone();
         let blob = format!("wasm/{digest}");
@@ -230,7 +224,7 @@ mod tests {
         drop(registry);
 
         wasm.keep("sha256:0123", b"left by a crash").unwrap();
-        let registry = load(Some(wasm.clone())).await.unwrap();
+        let registry = load(Some(wasm.clone())).await;
         assert!(registry.resolve("p").is_ok());
         assert!(
             store.get_blob(&blob).unwrap().is_none(),

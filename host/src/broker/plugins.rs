@@ -266,7 +266,7 @@ impl Registry {
             let plugin = runtime.compile(&wasm)?;
             // Kept here, off the async threads (tens of MB for an
             // interpreted plugin).
-            let kept = keep_code(&store, code.as_ref(), &key, &plugin);
+            let kept = keep_code(&store, code.as_ref(), &key, plugin.machine_code());
             Ok::<_, crate::runtime::PluginError>((plugin, wasm, kept))
         });
         match tokio::time::timeout(self.compile_timeout, compile).await {
@@ -304,7 +304,8 @@ impl Registry {
         );
         let loaded = tokio::task::spawn_blocking(move || {
             let plugin = runtime.load_compiled(&machine)?;
-            let kept = keep_code(&store, code.as_ref(), &key, &plugin);
+            // The compile process's bytes, kept as they are.
+            let kept = keep_code(&store, code.as_ref(), &key, Some(machine));
             Ok::<_, crate::runtime::PluginError>((plugin, kept))
         })
         .await
@@ -501,7 +502,7 @@ fn load_version(
     if let Some(bytes) = store.get_blob(&code_blob(digest))? {
         let plugin = runtime.load_precompiled(&bytes);
         if let Some(code) = code {
-            let moved = plugin.as_ref().is_none_or(|p| code.keep(digest, p).is_ok());
+            let moved = plugin.is_none() || code.keep(digest, &bytes).is_ok();
             if moved {
                 let op = Op::DeleteBlob {
                     name: code_blob(digest),
@@ -523,7 +524,7 @@ fn load_version(
     let plugin = runtime
         .compile(&wasm)
         .map_err(|e| BrokerError::Store(format!("stored plugin {digest} no longer loads: {e}")))?;
-    keep_code(store, code, digest, &plugin)?;
+    keep_code(store, code, digest, plugin.machine_code())?;
     Ok(plugin)
 }
 
@@ -533,22 +534,27 @@ fn keep_code(
     store: &Store,
     code: Option<&CodeDir>,
     digest: &str,
-    plugin: &Plugin,
+    machine: Option<Vec<u8>>,
 ) -> Result<(), BrokerError> {
+    let Some(machine) = machine else {
+        tracing::warn!(
+            digest,
+            "the engine cannot serialize this plugin; it compiles at each start"
+        );
+        return Ok(());
+    };
     match code {
         // A cache: if the file cannot be written (logged), the next load
         // compiles again.
         Some(code) => {
-            let _ = code.keep(digest, plugin);
+            let _ = code.keep(digest, &machine);
         }
         None => {
-            if let Some(bytes) = plugin.machine_code() {
-                let op = Op::PutBlob {
-                    name: code_blob(digest),
-                    bytes,
-                };
-                store.write(vec![op], Durability::Synced)?;
-            }
+            let op = Op::PutBlob {
+                name: code_blob(digest),
+                bytes: machine,
+            };
+            store.write(vec![op], Durability::Synced)?;
         }
     }
     Ok(())
