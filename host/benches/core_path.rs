@@ -51,6 +51,10 @@
 //!   understate the waiting (coordinated omission).
 
 mod common;
+#[path = "common/padding.rs"]
+mod padding;
+
+use padding::padded;
 
 use common::{
     cpu_model, filesystem_of, key, machine_busy_ticks, payload, process_ticks, read_response,
@@ -1288,7 +1292,7 @@ fn run_stalls(options: &Options, plugins: &PluginDir) {
     phase("32 MiB plugin uploads", &|stop| {
         let mut uploads = 0;
         while stop.load(Ordering::Acquire) == 0 {
-            client.deploy("big", &padded(&noop, uploads));
+            client.deploy("big", &padded(&noop, uploads, UPLOAD_PADDING));
             uploads += 1;
         }
         format!("{uploads} uploads")
@@ -1360,32 +1364,4 @@ fn probe(client: &Client, phase: &str, seconds: u64) -> Vec<u64> {
             Instant::now().duration_since(due.min(leaves)).as_nanos() as u64
         })
         .collect()
-}
-
-/// `wasm` with a custom section of [`UPLOAD_PADDING`] bytes appended, unique
-/// per `n` (a new digest, so each upload is a new version).
-fn padded(wasm: &[u8], n: usize) -> Vec<u8> {
-    let name = b"padding";
-    let mut content = Vec::with_capacity(UPLOAD_PADDING + 16);
-    leb128(&mut content, name.len() as u64);
-    content.extend_from_slice(name);
-    content.extend_from_slice(&(n as u64).to_le_bytes());
-    content.resize(content.len() + UPLOAD_PADDING, 0x5a);
-    let mut out = wasm.to_vec();
-    out.push(0); // a custom section
-    leb128(&mut out, content.len() as u64);
-    out.extend_from_slice(&content);
-    out
-}
-
-fn leb128(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }

@@ -43,9 +43,7 @@ fn a_full_instance_pool_makes_messages_wait_without_spending_attempts() {
         json!({"topic": "fast", "plugin": "noop", "retry": once}),
     );
     s.publish("slow", vec![msg("x", "loop")]);
-    wait_for(LIMIT, "spinner busy", || {
-        (s.stats("spinner")["in_flight"].as_u64() > Some(0)).then_some(())
-    });
+    s.wait_stats("spinner", LIMIT, |st| st["in_flight"].as_u64() > Some(0));
     // The spinner holds the only instance for its whole timeout.
     s.publish(
         "fast",
@@ -195,24 +193,25 @@ fn a_compile_past_its_limits_is_stopped_and_refused() {
     let python = crate::support::plugin_dir().join("example_python.wasm");
     let python = std::fs::read(&python)
         .unwrap_or_else(|e| panic!("{}: {e}; `./dev.sh plugins` builds it", python.display()));
-    let upload = |s: &Server, name: &str| {
-        s.call(
+    // Uploading it is refused with 503, saying `why`.
+    let refused = |s: &Server, name: &str, why: &str| {
+        let (status, body) = s.call(
             "PUT",
             &format!("/v1/plugins/{name}"),
             None,
             crate::support::Body::Raw(Some("application/wasm"), python.clone()),
-        )
+        );
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(why)),
+            "{body}"
+        );
     };
     let s = start(&["--compile-timeout-secs", "1"]);
     // A 17 MiB Python component takes seconds to compile here.
-    let (status, body) = upload(&s, "slow");
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("longer than 1 s")),
-        "{body}"
-    );
+    refused(&s, "slow", "longer than 1 s");
     wait_for(LIMIT, "the compile process to be gone", || {
         (compile_processes(s.pid()) == 0).then_some(())
     });
@@ -222,14 +221,7 @@ fn a_compile_past_its_limits_is_stopped_and_refused() {
 
     // Its compile takes about 540 MiB here; a Rust plugin's about 60 MiB.
     let s = start(&["--compile-memory-mib", "256"]);
-    let (status, body) = upload(&s, "big");
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("more than its 256 MiB of memory")),
-        "{body}"
-    );
+    refused(&s, "big", "more than its 256 MiB of memory");
     s.deploy("noop", "noop");
 }
 
@@ -340,9 +332,7 @@ fn an_at_most_once_message_waiting_for_room_survives_a_stop() {
                "retry": {"initial_ms": 5, "max_attempts": 1}}),
     );
     s.publish("slow", vec![msg("x", "loop")]);
-    wait_for(LIMIT, "spinner busy", || {
-        (s.stats("spinner")["in_flight"].as_u64() > Some(0)).then_some(())
-    });
+    s.wait_stats("spinner", LIMIT, |st| st["in_flight"].as_u64() > Some(0));
     s.subscribe(
         "amo",
         json!({"topic": "amo", "plugin": "noop", "delivery": "at-most-once"}),

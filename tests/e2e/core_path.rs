@@ -1,6 +1,6 @@
 //! The core delivery path: ordering, retries, dead letters, sandbox limits.
 
-use crate::support::{msg, wait_for, Body, Server};
+use crate::support::{msg, Body, Server};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -208,9 +208,7 @@ fn endless_loop_is_interrupted_while_another_subscription_flows() {
     s.subscribe("quick", json!({"topic": "fast", "plugin": "noop"}));
     s.publish("slow", vec![msg("x", "loop"), msg("y", "loop")]);
     // While the spinners hold their workers, the other subscription flows.
-    wait_for(LIMIT, "spinner busy", || {
-        (s.stats("spinner")["in_flight"].as_u64() > Some(0)).then_some(())
-    });
+    s.wait_stats("spinner", LIMIT, |st| st["in_flight"].as_u64() > Some(0));
     let batch: Vec<Value> = (0..500).map(|i| msg(&format!("k{i}"), "ok")).collect();
     s.publish("fast", batch);
     s.wait_stats("quick", LIMIT, |st| st["acked"] == 500);

@@ -1,6 +1,7 @@
 //! Crash safety: kill -9 in the middle of a publish burst loses nothing that
 //! was acknowledged, and delivery resumes to completion.
 
+use crate::padding::padded;
 use crate::support::{Body, Options, Server};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -8,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
+/// Bytes of padding that make a plugin upload take a while.
+const PADDING: usize = 4 << 20;
 const CYCLES: usize = 10;
 const BATCH: usize = 50;
 /// Upper bound on batches per cycle, so the publisher stops by itself.
@@ -353,7 +356,7 @@ fn admin_operations_are_whole_or_absent_after_kill9() {
             .collect::<Vec<_>>()
     };
     s.publish("t", batch(20, "ok"));
-    // A component of a few MiB (see `with_padding`), so a deploy takes a while.
+    // A component of a few MiB (padded), so a deploy takes a while.
     let big = crate::support::plugin("noop");
     // How long each kind of request takes here: kills land within that.
     let timed = |f: &dyn Fn()| {
@@ -366,7 +369,7 @@ fn admin_operations_are_whole_or_absent_after_kill9() {
         s.ok(
             "PUT",
             "/v1/plugins/cal",
-            Body::Raw(Some("application/wasm"), with_padding(&big, 999)),
+            Body::Raw(Some("application/wasm"), padded(&big, 999, PADDING)),
         );
     });
     s.ok("DELETE", "/v1/subscriptions/cal", Body::None);
@@ -432,7 +435,7 @@ fn admin_operations_are_whole_or_absent_after_kill9() {
 
         // Deploying a plugin version, then using it.
         let plugin = format!("p{cycle}");
-        let padded = with_padding(&big, cycle);
+        let padded = padded(&big, cycle as u64, PADDING);
         let req = fire(
             &s.base,
             "PUT",
@@ -483,26 +486,4 @@ fn admin_operations_are_whole_or_absent_after_kill9() {
         assert!(left == 0 || left == 20, "{left} of 20 dead letters left");
     }
     eprintln!("kills that left each operation (undone, done): {outcomes:?}");
-}
-
-/// `wasm` with a custom section of a few MiB, unique per `n`.
-fn with_padding(wasm: &[u8], n: usize) -> Vec<u8> {
-    let size: usize = 4 << 20;
-    let mut content = vec![7u8, b'p', b'a', b'd', b'd', b'i', b'n', b'g'];
-    content.extend_from_slice(&(n as u64).to_le_bytes());
-    content.resize(content.len() + size, 0x5a);
-    let mut out = wasm.to_vec();
-    out.push(0);
-    let mut len = content.len() as u64;
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&content);
-    out
 }

@@ -3,6 +3,8 @@
 //! See tests/README.md for the test tiers.
 
 mod origin;
+#[path = "../../host/benches/common/padding.rs"]
+mod padding;
 mod support;
 
 mod api_errors;
