@@ -43,6 +43,8 @@ pub const ENV_COMPILE_MEMORY_MIB: &str = "SWITCHYARD_COMPILE_MEMORY_MIB";
 pub const ENV_HTTP_TIMEOUT_SECS: &str = "SWITCHYARD_HTTP_TIMEOUT_SECS";
 /// Environment variable for [`Limits::max_connections`].
 pub const ENV_MAX_CONNECTIONS: &str = "SWITCHYARD_MAX_CONNECTIONS";
+/// Environment variable for [`Limits::min_free_disk_mib`].
+pub const ENV_MIN_FREE_DISK_MIB: &str = "SWITCHYARD_MIN_FREE_DISK_MIB";
 /// Environment variable for the log filter (falls back to `RUST_LOG`).
 pub const ENV_LOG: &str = "SWITCHYARD_LOG";
 
@@ -134,6 +136,10 @@ pub struct Limits {
     pub http_timeout_secs: u64,
     /// Most open HTTP connections; more wait to be accepted. Default 1024.
     pub max_connections: usize,
+    /// Free space kept on the data directory's filesystem, in MiB: below it
+    /// publishes and uploads are refused (507) and delivery pauses, until
+    /// space is back. 0 turns the reserve off. Default 512.
+    pub min_free_disk_mib: u64,
 }
 
 /// Bounds of [`Limits`]' fields, checked by [`Config::validate`].
@@ -153,6 +159,7 @@ impl Default for Limits {
             compile_memory_mib: 4096,
             http_timeout_secs: 30,
             max_connections: 1024,
+            min_free_disk_mib: crate::broker::DEFAULT_RESERVE_MIB,
         }
     }
 }

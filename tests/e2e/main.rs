@@ -13,6 +13,7 @@ mod capacity;
 mod cli_test;
 mod core_path;
 mod crash;
+mod disk_full;
 mod egress;
 mod exactly_once;
 mod examples;

@@ -110,6 +110,11 @@ impl Server {
         Self::spawn(data, options)
     }
 
+    /// Start on a data directory the test prepared (e.g. a mount on it).
+    pub fn start_on(data: Arc<tempfile::TempDir>, options: Options) -> Server {
+        Self::spawn(data, options)
+    }
+
     fn spawn(data: Arc<tempfile::TempDir>, options: Options) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -4,7 +4,7 @@
 
 use super::body::Reply;
 use super::error::ApiError;
-use crate::broker::{Broker, PoolSnapshot};
+use crate::broker::{Broker, DiskSnapshot, PoolSnapshot};
 use crate::runtime::egress::EgressSnapshot;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
@@ -94,6 +94,27 @@ fn plugin_threads(registry: &mut Registry, pool: &PoolSnapshot) {
     }
 }
 
+/// Free space on the data directory's filesystem against its reserve.
+fn disk(registry: &mut Registry, disk: DiskSnapshot) {
+    let gauges = [
+        (
+            "disk_free_bytes",
+            "Free bytes on the data directory's filesystem",
+            disk.free_bytes,
+        ),
+        (
+            "disk_reserve_bytes",
+            "Free bytes below which publishes are refused and delivery pauses",
+            disk.reserve_bytes,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value.min(i64::MAX as u64) as i64);
+        registry.register(name, help, gauge);
+    }
+}
+
 pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
     let mut registry = Registry::with_prefix("switchyard");
     let next_offset = Family::<Vec<(&'static str, String)>, Gauge>::default();
@@ -109,6 +130,7 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
         }
     }
     plugin_threads(&mut registry, &broker.workers());
+    disk(&mut registry, broker.disk());
     let counters: [(&str, &str, Family<BySubscription, Counter>); 8] = [
         (
             "subscription_delivered",

@@ -1,6 +1,7 @@
 //! Topics and their partitions: creation, the publish path (partitioning,
 //! offsets, group-committed durable appends) and reads.
 
+use super::space::Space;
 use super::spec::{validate_topic_name, TopicSpec};
 use super::{BrokerError, Clock, TopicInfo};
 use crate::store::{Durability, Op, Store, StoredMessage};
@@ -252,6 +253,8 @@ pub(crate) struct Log {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes topic creation.
     creating: Mutex<()>,
+    /// Free disk space: below its reserve, publishes are refused.
+    space: Space,
 }
 
 impl Log {
@@ -267,7 +270,18 @@ impl Log {
             auto_create,
             topics: RwLock::new(topics),
             creating: Mutex::new(()),
+            space: Space::unwatched(),
         })
+    }
+
+    /// Refuse publishes while `space` is below its reserve.
+    pub(crate) fn with_space(mut self, space: Space) -> Self {
+        self.space = space;
+        self
+    }
+
+    pub(crate) fn space(&self) -> &Space {
+        &self.space
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -347,6 +361,7 @@ impl Log {
     {
         let (log, topic_name) = (self.clone(), topic_name.to_string());
         async move {
+            log.space.check()?;
             let looked = log.look_up_ids(&topic_name, &messages).await?;
             let (results, appended, write) = log.prepare(&topic_name, messages, looked)?;
             let written = write.await;

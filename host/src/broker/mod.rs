@@ -20,6 +20,7 @@ mod plugins;
 mod progress;
 mod retention;
 mod runner;
+mod space;
 mod spec;
 mod subscriptions;
 mod watch;
@@ -39,6 +40,7 @@ pub use log::{
 };
 pub use plugins::{PluginInfo, PluginVersionInfo, MAX_PLUGIN_BYTES};
 pub use runner::{Lease, Settle, Settled, MAX_LEASE_BATCH, MAX_WAIT};
+pub use space::{DiskSnapshot, DEFAULT_RESERVE_MIB};
 pub use spec::{
     parse_plugin_ref, validate_resource_name, validate_topic_name, Backoff, DeliveryGuarantee,
     EgressSpec, Filter, Isolation, LedgerMode, Mode, Ordering, RetrySpec, Start, SubscriptionSpec,
@@ -104,6 +106,8 @@ pub struct BrokerConfig {
     /// Compile uploads in processes of this binary, held to limits (else on
     /// a blocking thread of the host).
     pub compiler: Option<compile::Compiler>,
+    /// Free bytes kept on the data directory's filesystem (see `space`).
+    pub min_free_disk: u64,
 }
 
 impl BrokerConfig {
@@ -117,6 +121,7 @@ impl BrokerConfig {
             fsync_interval: None,
             worker_threads: DEFAULT_WORKER_THREADS,
             compiler: None,
+            min_free_disk: DEFAULT_RESERVE_MIB << 20,
         }
     }
 }
@@ -163,7 +168,9 @@ impl Broker {
         let store = Store::open(&config.data_dir, config.fsync_interval)?;
         let runtime = Runtime::new(config.runtime.clone())
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let log = Arc::new(log::Log::load(store.clone(), Clock::system(), false)?);
+        let space = space::Space::watch(&config.data_dir, config.min_free_disk)?;
+        let log =
+            Arc::new(log::Log::load(store.clone(), Clock::system(), false)?.with_space(space));
         let mut registry = plugins::Registry::load(
             store.clone(),
             runtime,
@@ -207,6 +214,11 @@ impl Broker {
         Ok((self.topic(name)?, created))
     }
 
+    /// Free space on the data directory's filesystem, and the reserve.
+    pub fn disk(&self) -> DiskSnapshot {
+        self.inner.log.space().snapshot()
+    }
+
     /// The host's plugin threads and instance pool, for metrics.
     pub fn workers(&self) -> PoolSnapshot {
         self.inner.plugins.workers().snapshot()
@@ -248,6 +260,7 @@ impl Broker {
         name: &str,
         wasm: Vec<u8>,
     ) -> Result<(PluginInfo, bool), BrokerError> {
+        self.inner.log.space().check()?;
         self.inner.plugins.put(name, wasm).await
     }
 

@@ -61,8 +61,9 @@ pub struct SubscriptionInfo {
     pub name: String,
     #[serde(flatten)]
     pub spec: SubscriptionSpec,
-    /// `running`, `paused`, or `halted` (a progress write failed; it
-    /// delivers again once the host restarts).
+    /// `running`, `paused`, `waiting_for_disk` (free disk space is below
+    /// the reserve: no new attempts start until it is back), or `halted` (a
+    /// progress write failed; it delivers again once the host restarts).
     pub state: &'static str,
     pub stats: SubscriptionStats,
 }
@@ -97,6 +98,9 @@ pub(crate) struct Shared {
     /// A write of this subscription's progress failed: it stopped delivering
     /// (later progress would cover the lost batch) until the host restarts.
     pub(crate) halted: std::sync::atomic::AtomicBool,
+    /// The disk is below its free-space reserve: the runner starts no new
+    /// attempts until space is back.
+    pub(crate) waiting_for_disk: std::sync::atomic::AtomicBool,
     pub(crate) filtered: AtomicU64,
     pub(crate) lag: AtomicU64,
     pub(crate) in_flight: AtomicU64,
@@ -124,6 +128,7 @@ impl Shared {
             kv_conflicts: AtomicU64::new(0),
             host_busy: AtomicU64::new(0),
             halted: std::sync::atomic::AtomicBool::new(false),
+            waiting_for_disk: std::sync::atomic::AtomicBool::new(false),
             filtered: AtomicU64::new(0),
             lag: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -186,6 +191,8 @@ impl Shared {
                 "halted"
             } else if paused {
                 "paused"
+            } else if self.waiting_for_disk.load(Ordering::Relaxed) {
+                "waiting_for_disk"
             } else {
                 "running"
             },

@@ -86,6 +86,12 @@ pub struct ServeArgs {
     #[arg(long, env = config::ENV_MAX_CONNECTIONS, default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
 
+    /// Free space to keep on the data directory's filesystem, in MiB. Below
+    /// it publishes and plugin uploads get 507 and delivery pauses; both
+    /// resume once space is freed. 0 turns the reserve off.
+    #[arg(long, env = config::ENV_MIN_FREE_DISK_MIB, default_value_t = Limits::default().min_free_disk_mib)]
+    pub min_free_disk_mib: u64,
+
     /// Log filter, e.g. `info` or `switchyard=debug,info` (tracing
     /// EnvFilter syntax). Falls back to RUST_LOG, then `info`.
     #[arg(long, env = config::ENV_LOG)]
@@ -115,6 +121,7 @@ impl ServeArgs {
                 compile_memory_mib: self.compile_memory_mib,
                 http_timeout_secs: self.http_timeout_secs,
                 max_connections: self.max_connections,
+                min_free_disk_mib: self.min_free_disk_mib,
             },
         };
         config.validate()?;
@@ -196,6 +203,7 @@ mod tests {
             compile_memory_mib: 1,
             http_timeout_secs: 1,
             max_connections: 1,
+            min_free_disk_mib: 0,
             log: None,
         };
         let err = args.config().unwrap_err();

@@ -77,6 +77,17 @@ pub enum StoreError {
     NoSpace(String),
 }
 
+impl StoreError {
+    /// An error of the same kind and text, for each caller of a failed
+    /// batch: a full disk stays a full disk.
+    pub(crate) fn same(&self) -> Self {
+        match self {
+            StoreError::NoSpace(text) => StoreError::NoSpace(text.clone()),
+            other => StoreError::Engine(other.to_string()),
+        }
+    }
+}
+
 impl From<rocksdb::Error> for StoreError {
     fn from(e: rocksdb::Error) -> Self {
         let text = e.to_string();

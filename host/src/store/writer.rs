@@ -471,7 +471,7 @@ fn spawn_syncer(db: Arc<DB>, every: Duration, stopped: Arc<AtomicBool>) {
 /// (progress, say) can cover one that was lost. A restart starts afresh.
 fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
     let mut stopping = false;
-    let mut failed: Option<String> = None;
+    let mut failed: Option<StoreError> = None;
     while !stopping {
         let Ok(Message::Write(first)) = rx.recv() else {
             return;
@@ -502,6 +502,9 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
             waiters.push(request.done);
         }
         let result = match &failed {
+            Some(StoreError::NoSpace(first)) => Err(StoreError::NoSpace(format!(
+                "an earlier write found the disk full ({first}); free space, then restart the host"
+            ))),
             Some(first) => Err(StoreError::Engine(format!(
                 "an earlier write failed ({first}); restart the host"
             ))),
@@ -513,14 +516,10 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
         };
         if let (Err(e), None) = (&result, &failed) {
             tracing::error!(error = %e, "store write failed; refusing every later write");
-            failed = Some(e.to_string());
+            failed = Some(e.same());
         }
         for waiter in waiters {
-            let _ = waiter.send(match &result {
-                Ok(()) => Ok(()),
-                Err(StoreError::NoSpace(t)) => Err(StoreError::NoSpace(t.clone())),
-                Err(e) => Err(StoreError::Engine(e.to_string())),
-            });
+            let _ = waiter.send(result.as_ref().map_err(StoreError::same).copied());
         }
     }
 }

@@ -323,12 +323,22 @@ impl Runner {
                 self.flush();
                 let now = self.now_ms();
                 self.lanes.fire_timers(now);
-                if !is_paused {
+                // Below the disk's reserve, start nothing new: an attempt's
+                // publications would need space. In-flight ones commit.
+                let disk_low = self.log.space().low();
+                self.shared
+                    .waiting_for_disk
+                    .store(disk_low, AtomicOrdering::Relaxed);
+                if !is_paused && !disk_low {
                     self.dispatch(self.chunk()).await;
                 }
             }
             self.publish_stats();
-            let next_timer = self.lanes.next_due();
+            let next_timer = match self.shared.waiting_for_disk.load(AtomicOrdering::Relaxed) {
+                // Look at the disk again soon.
+                true => Some(self.now_ms() + super::space::SAMPLE_EVERY.as_millis() as u64),
+                false => self.lanes.next_due(),
+            };
             let clock = self.log.clock().clone();
             let sleep = async {
                 match next_timer {
