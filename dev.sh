@@ -111,9 +111,9 @@ case "$cmd" in
     setup
     cases="${1:-1000000}"
     # Every decoder of untrusted input: request bodies, settings, query
-    # strings, paths, bearer headers, store keys and records.
+    # strings, paths, bearer headers, plugin uploads, store keys and records.
     time PROPTEST_CASES="$cases" cargo test --release -p switchyard --lib -- \
-      api::fuzz:: store::tests::keys_and_records --test-threads 2
+      api::fuzz:: runtime::fuzz:: store::tests::keys_and_records --test-threads 2
     echo "dev.sh fuzz: $cases cases per target passed"
     ;;
   bench-peers)

@@ -94,31 +94,8 @@ mod tests {
     use crate::store::Store;
     use std::time::Duration;
 
-    /// A component of the `consumer` world whose code is a stub (never run).
     fn component() -> Vec<u8> {
-        let mut resolve = wit_parser::Resolve::default();
-        let pkg = resolve
-            .push_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/wit"))
-            .expect("the plugin WIT parses")
-            .0;
-        let world = resolve
-            .select_world(&[pkg], Some("consumer"))
-            .expect("the world exists");
-        let mut module =
-            wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
-        wit_component::embed_component_metadata(
-            &mut module,
-            &resolve,
-            world,
-            wit_component::StringEncoding::UTF8,
-        )
-        .expect("embeds");
-        wit_component::ComponentEncoder::default()
-            .module(&module)
-            .expect("a module")
-            .validate(true)
-            .encode()
-            .expect("encodes")
+        crate::runtime::fuzz::stub_component()
     }
 
     /// A store in `data` and a small runtime, for loading registries.

@@ -14,6 +14,8 @@
 mod bindings;
 mod call;
 pub mod egress;
+#[cfg(test)]
+pub(crate) mod fuzz;
 mod host;
 mod limits;
 mod plugin;
