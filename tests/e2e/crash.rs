@@ -341,7 +341,7 @@ fn kill_during(s: &mut Server, request: std::thread::JoinHandle<()>, within: Dur
 
 /// delivery.md D17 and the plugin versions under crashes: kill -9 at random
 /// points of creating and deleting subscriptions, deploying and deleting
-/// plugins and purging dead letters; after each restart the change is
+/// plugins, redriving and purging dead letters; after each restart the change is
 /// whole or absent, never half made.
 #[test]
 fn admin_operations_are_whole_or_absent_after_kill9() {
@@ -474,6 +474,25 @@ fn admin_operations_are_whole_or_absent_after_kill9() {
         s.subscribe(&name, json!({"topic": topic, "plugin": "poison"}));
         s.publish(&topic, batch(20, "dead"));
         s.wait_stats(&name, LIMIT, |st| st["dead_lettered"] == 20);
+
+        // Redriving every dead letter: all go back (and, failing again,
+        // are dead-lettered once more) or none; never some, never twice.
+        let req = fire(
+            &s.base,
+            "POST",
+            format!("/v1/subscriptions/{name}/dead-letters/redrive"),
+            Some(("application/json", b"{}".to_vec())),
+        );
+        kill_during(&mut s, req, sub_time);
+        // Half a redrive would leave fewer than 20 dead letters until the
+        // redriven part failed again, and then a count between 20 and 40.
+        let count = crate::support::wait_for(LIMIT, "20 dead letters, redriven or not", || {
+            let count = s.stats(&name)["dead_lettered"].as_u64();
+            let listed = s.dead_letters(&name).len();
+            (listed == 20 && matches!(count, Some(20) | Some(40))).then_some(count)
+        });
+        tally("redrive dead letters", count == Some(40));
+
         let req = fire(
             &s.base,
             "DELETE",
