@@ -110,7 +110,8 @@ core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS
   --rate N            latency scenario publish rate, msg/s        [2000]
   --seconds N         latency scenario duration                   [10]
   --senders N         latency scenario sender threads             [16]
-  --only WHAT         `throughput`, `latency`, `curves` or `stalls` [throughput and latency]
+  --only WHAT         `throughput`, `latency`, `curves`, `stalls` or `hostile`
+                      [throughput and latency]
 
 `--only curves` measures cost curves instead (noop plugin, worker isolation):
 against payload size (256 B to 1 MiB), subscriptions on one topic (fan-out
@@ -119,7 +120,11 @@ against payload size (256 B to 1 MiB), subscriptions on one topic (fan-out
 `--only stalls` measures single-publish latency (--seconds per phase, 200
 msg/s, each with an id) on a quiet host, while 32 MiB plugins are uploaded
 one after another, and while a subscription catches up a backlog of
---messages messages.";
+--messages messages.
+
+`--only hostile` measures the latency scenario (worker isolation) twice: on a
+host of its own, and beside 5 subscriptions of endless loops and 5 of memory
+hogs (concurrency 10 each, 1 s timeout).";
 
 fn main() {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -132,7 +137,7 @@ fn main() {
     let plugins = PluginDir::find(
         "core_path",
         "./dev.sh bench",
-        &["noop", "forwarder", "stamp"],
+        &["noop", "forwarder", "stamp", "spin", "hog"],
     );
     print_header(&options);
     if options.throughput {
@@ -146,6 +151,9 @@ fn main() {
     }
     if options.stalls {
         run_stalls(&options, &plugins);
+    }
+    if options.hostile {
+        run_hostile(&options, &plugins);
     }
 }
 
@@ -166,6 +174,7 @@ struct Options {
     latency: bool,
     curves: bool,
     stalls: bool,
+    hostile: bool,
 }
 
 impl Options {
@@ -185,6 +194,7 @@ impl Options {
             latency: true,
             curves: false,
             stalls: false,
+            hostile: false,
         };
         while let Some(flag) = args.next() {
             let mut value = || {
@@ -239,6 +249,7 @@ impl Options {
                     "latency" => o.throughput = false,
                     "curves" => (o.throughput, o.latency, o.curves) = (false, false, true),
                     "stalls" => (o.throughput, o.latency, o.stalls) = (false, false, true),
+                    "hostile" => (o.throughput, o.latency, o.hostile) = (false, false, true),
                     other => return Err(format!("--only: unknown {other:?}\n\n{USAGE}")),
                 },
                 "-h" | "--help" => return Err(USAGE.to_string()),
@@ -823,7 +834,7 @@ fn run_latency(options: &Options, plugins: &PluginDir) {
         .iter()
         .flat_map(|d| options.isolation.iter().map(move |i| (*d, *i)))
         .map(|(delivery, isolation)| {
-            let run = latency_run(options, plugins, delivery, isolation);
+            let run = latency_run(options, plugins, delivery, isolation, &|_| {});
             print_percentiles(&run.mode, "publish", &run.publish);
             print_percentiles(&run.mode, "publish→handle", &run.handle);
             run
@@ -840,6 +851,7 @@ fn latency_run(
     plugins: &PluginDir,
     delivery: &'static str,
     isolation: &'static str,
+    beside: &dyn Fn(&Client),
 ) -> LatencyRun {
     let mode = format!("{isolation}/{delivery}");
     let total = options.rate * options.seconds;
@@ -853,6 +865,7 @@ fn latency_run(
         json!({ "topic": LATENCY_TOPIC, "plugin": "stamp", "delivery": delivery,
                 "isolation": isolation, "concurrency": LATENCY_CONCURRENCY }),
     );
+    beside(client);
     let before = CpuSample::take(server.pid());
     let start = Instant::now() + PACING_LEAD;
     let (sent, busy) = paced_publish(client, total, options.rate, options.senders, start);
@@ -1364,4 +1377,76 @@ fn probe(client: &Client, phase: &str, seconds: u64) -> Vec<u64> {
             Instant::now().duration_since(due.min(leaves)).as_nanos() as u64
         })
         .collect()
+}
+
+// ---------------------------------------------------------------- hostile
+
+/// Hostile subscriptions of each kind, and the concurrency of each.
+const HOSTILE_SUBSCRIPTIONS: usize = 5;
+const HOSTILE_CONCURRENCY: u32 = 10;
+
+/// The latency scenario on a host of its own, then beside plugins that
+/// loop forever or grow their memory until stopped.
+fn run_hostile(options: &Options, plugins: &PluginDir) {
+    let total = options.rate * options.seconds;
+    println!(
+        "\n## A healthy subscription beside hostile plugins: plugin stamp, {} msg/s for {} s \
+         ({total} single-message publishes), concurrency {LATENCY_CONCURRENCY}; hostile: \
+         {HOSTILE_SUBSCRIPTIONS} subscriptions of endless loops and {HOSTILE_SUBSCRIPTIONS} of \
+         memory hogs, concurrency {HOSTILE_CONCURRENCY} each, 1 s timeout",
+        options.rate, options.seconds
+    );
+    println!(
+        "\n{:<23} {:<15} {:>9} {:>9} {:>9} {:>9}",
+        "host", "latency (ms)", "p50", "p90", "p99", "max"
+    );
+    let solo = latency_run(options, plugins, "at-least-once", "worker", &|_| {});
+    print_percentiles("alone", "publish→handle", &solo.handle);
+    print_percentiles("alone", "publish", &solo.publish);
+    let hostile = latency_run(options, plugins, "at-least-once", "worker", &|client| {
+        hostile_load(client, plugins, options.seconds)
+    });
+    print_percentiles("beside hostile", "publish→handle", &hostile.handle);
+    print_percentiles("beside hostile", "publish", &hostile.publish);
+    if let (Some(a), Some(b)) = (&solo.handle, &hostile.handle) {
+        println!(
+            "\npublish→handle p99 beside hostile plugins / alone: {:.2}× (p50 {:.2}×)",
+            b.p99 / a.p99,
+            b.p50 / a.p50
+        );
+    }
+    for run in [&solo, &hostile] {
+        print_latency_facts(run);
+    }
+}
+
+/// Start the hostile subscriptions, each with enough messages to stay busy
+/// for `seconds` and more.
+fn hostile_load(client: &Client, plugins: &PluginDir, seconds: u64) {
+    client.deploy("spin", &plugins.bytes("spin"));
+    client.deploy("hog", &plugins.bytes("hog"));
+    // A loop takes its whole timeout; a hog runs out of memory in a few ms.
+    let kinds = [
+        ("spin", "loop", 20 * seconds + 100),
+        ("hog", "hog", 500 * seconds),
+    ];
+    for i in 0..HOSTILE_SUBSCRIPTIONS {
+        for (kind, payload, messages) in kinds {
+            let topic = format!("hostile-{kind}{i}");
+            client.create_topic(&topic);
+            client.subscribe(
+                &topic,
+                json!({"topic": topic, "plugin": kind, "concurrency": HOSTILE_CONCURRENCY,
+                       "ordering": "none", "timeout_ms": 1000,
+                       "retry": {"initial_ms": 5, "max_attempts": 1}}),
+            );
+            for first in (0..messages).step_by(500) {
+                let batch: Vec<Value> = (first..(first + 500).min(messages))
+                    .map(|n| json!({"key": key(n), "payload": payload}))
+                    .collect();
+                let body = json!({ "messages": batch }).to_string();
+                client.publish(&topic, body.as_bytes());
+            }
+        }
+    }
 }

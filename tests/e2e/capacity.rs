@@ -344,3 +344,45 @@ fn an_at_most_once_message_waiting_for_room_survives_a_stop() {
     let amo = s.wait_stats("amo", LIMIT, |st| st["acked"] == 1);
     assert_eq!(counter(&amo, "failed"), 0, "{amo}");
 }
+
+/// Threads of process `pid` in the lowest scheduling class (`SCHED_IDLE`).
+fn lowest_priority_threads(pid: u32) -> usize {
+    const SCHED_IDLE: &str = "5";
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // Field 41, `policy`; fields after the command's `)` start at 3.
+            let fields = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            fields.split_whitespace().nth(41 - 3) == Some(SCHED_IDLE)
+        })
+        .count()
+}
+
+/// A plugin call running past 10 ms drops to the lowest CPU priority for
+/// the rest of the call, so endless loops give way to the host's threads
+/// and to short calls; its thread is back to normal once the call ends.
+#[test]
+fn a_long_call_runs_at_the_lowest_priority_until_it_ends() {
+    let s = start(&[]);
+    s.topic("slow", 1);
+    s.deploy("spin", "spin");
+    s.subscribe(
+        "spinner",
+        json!({"topic": "slow", "plugin": "spin", "timeout_ms": 1500,
+               "retry": {"initial_ms": 5, "max_attempts": 1}}),
+    );
+    assert_eq!(lowest_priority_threads(s.pid()), 0);
+    s.publish("slow", vec![msg("x", "loop")]);
+    wait_for(LIMIT, "the looping call to be demoted", || {
+        (lowest_priority_threads(s.pid()) == 1).then_some(())
+    });
+    let st = s.wait_stats("spinner", LIMIT, |st| st["dead_lettered"] == 1);
+    assert_eq!(counter(&st, "delivered"), 1, "{st}");
+    assert_eq!(
+        s.dead_letters("spinner")[0]["attempts"][0]["outcome"],
+        "timeout",
+        "the timeout still applies"
+    );
+    assert_eq!(lowest_priority_threads(s.pid()), 0, "the thread is back");
+}

@@ -241,11 +241,7 @@ impl WorkerPool {
     /// Start a thread already counted in `threads`. If the operating system
     /// refuses, the work waits for the threads there are.
     fn spawn_thread(&self) {
-        let core = self.core.clone();
-        let spawned = std::thread::Builder::new()
-            .name("switchyard-plugin".into())
-            .spawn(move || core.work());
-        if let Err(e) = spawned {
+        if let Err(e) = self.core.start_thread() {
             let threads = {
                 let mut counts = self.core.counts();
                 counts.threads -= 1;
@@ -296,7 +292,15 @@ impl PoolCore {
         self.counts.lock().expect("worker pool lock")
     }
 
-    fn work(&self) {
+    fn start_thread(self: &Arc<Self>) -> std::io::Result<()> {
+        let core = self.clone();
+        std::thread::Builder::new()
+            .name("switchyard-plugin".into())
+            .spawn(move || core.work())
+            .map(drop)
+    }
+
+    fn work(self: Arc<Self>) {
         loop {
             self.counts().idle += 1;
             match self.tasks.recv_timeout(IDLE_EXIT) {
@@ -309,6 +313,12 @@ impl PoolCore {
                     // A panic ends the task, not the thread.
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
                         tracing::error!("a plugin task panicked");
+                    }
+                    // A long call left this thread at the lowest priority
+                    // and it may not move back: a fresh thread takes its
+                    // place (if none can start, it goes on as it is).
+                    if crate::runtime::priority::stuck_low() && self.start_thread().is_ok() {
+                        return;
                     }
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {

@@ -150,7 +150,7 @@ pub(crate) fn run(
     stdio_seen: &mut (usize, usize),
 ) -> Invocation {
     let started = Instant::now();
-    store.set_epoch_deadline(super::deadline_ticks(timeout));
+    arm_deadline(store, timeout);
     store.data_mut().limiter.hit = false;
     store.data_mut().stderr_tail.clear();
     let message = Message {
@@ -179,6 +179,15 @@ pub(crate) fn run(
         Err(err) => classify(store.data(), &err, timeout, memory_limit),
     };
     finish(store, outcome, started)
+}
+
+/// Bound a call by `timeout`, demoting it once it has run
+/// [`super::priority::DEMOTE_AFTER`].
+pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
+    let total = super::deadline_ticks(timeout);
+    let first = total.min(super::deadline_ticks(super::priority::DEMOTE_AFTER));
+    store.data_mut().ticks_left = total - first;
+    store.set_epoch_deadline(first);
 }
 
 /// Turn an instantiation or call error into an outcome.
@@ -226,6 +235,7 @@ pub(crate) fn finish(
     outcome: Outcome,
     started: Instant,
 ) -> Invocation {
+    super::priority::restore();
     let state = store.data_mut();
     let mut published = std::mem::take(&mut state.published);
     let mut kv = std::mem::take(&mut state.kv);

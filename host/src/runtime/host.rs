@@ -68,6 +68,8 @@ pub(crate) struct HostState {
     pub(crate) label: String,
     /// The end of what the current call wrote to stderr (a guest panic message).
     pub(crate) stderr_tail: String,
+    /// Epoch ticks the current call may still run after its next deadline.
+    pub(crate) ticks_left: u64,
 }
 
 /// A clock that reads a shared millisecond counter (the harness's virtual
@@ -140,6 +142,7 @@ impl HostState {
             stderr,
             label: String::new(),
             stderr_tail: String::new(),
+            ticks_left: 0,
         }
     }
 
@@ -237,7 +240,7 @@ impl HostImports for HostState {
             ));
         }
         if let Some(env) = &self.env {
-            env.check_publish(&topic)?;
+            super::priority::normal(|| env.check_publish(&topic))?;
         }
         self.published.push(Publication {
             topic,
@@ -256,8 +259,7 @@ impl HostImports for HostState {
         let Some(env) = &self.env else {
             return Ok(None);
         };
-        let (value, version) = env
-            .kv_get(&key)
+        let (value, version) = super::priority::normal(|| env.kv_get(&key))
             .map_err(|e| wasmtime::format_err!("kv-get {key:?} failed: {e}"))?;
         // The first read of a key is the one a conflict check compares with.
         self.kv.reads.entry(key).or_insert(version);

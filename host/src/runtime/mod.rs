@@ -19,6 +19,7 @@ pub(crate) mod fuzz;
 mod host;
 mod limits;
 mod plugin;
+pub mod priority;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

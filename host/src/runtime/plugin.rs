@@ -146,7 +146,16 @@ impl Plugin {
         state.env = env;
         let mut store = Store::new(&self.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
+        // At the first deadline a call is demoted (it has run long); at the
+        // second, its timeout, it is stopped.
+        store.epoch_deadline_callback(|mut ctx| {
+            let left = std::mem::take(&mut ctx.data_mut().ticks_left);
+            if left == 0 {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            super::priority::demote();
+            Ok(wasmtime::UpdateDeadline::Continue(left))
+        });
         store
     }
 
@@ -166,7 +175,7 @@ impl Plugin {
         let started = Instant::now();
         let mut store = self.new_store(label, env);
         // Instantiation runs the component's start functions: bound them too.
-        store.set_epoch_deadline(super::deadline_ticks(timeout));
+        call::arm_deadline(&mut store, timeout);
         match self.pre.instantiate(&mut store) {
             Ok(consumer) => Ok((store, consumer)),
             Err(err) => {
