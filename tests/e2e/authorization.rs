@@ -98,6 +98,7 @@ fn every_route_answers_each_role_as_documented_and_refusals_change_nothing() {
         ("GET", "/v1/topics", Box::new(|| Body::None), Needs::Read),
         ("GET", "/v1/topics/t", Box::new(|| Body::None), Needs::Read),
         ("PUT", "/v1/topics/t2", Box::new(move || j(json!({}))), Needs::Admin),
+        ("DELETE", "/v1/topics/t2", Box::new(|| Body::None), Needs::Admin),
         ("POST", "/v1/topics/t/messages", Box::new(move || j(msg("k", "x"))), Needs::Publish),
         ("GET", "/v1/topics/t/partitions/0/messages", Box::new(|| Body::None), Needs::Read),
         ("GET", "/v1/plugins", Box::new(|| Body::None), Needs::Read),

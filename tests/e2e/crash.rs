@@ -172,22 +172,6 @@ fn interval_fsync_survives_a_process_crash() {
 /// Bytes of RocksDB files that exist whatever the traffic (see below).
 const FIXED_FILES_FLOOR: u64 = 1 << 20;
 
-/// Size of every file under `dir`, in bytes.
-fn dir_size(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// delivery.md R1: under steady load, once every subscription is done with
 /// messages and their retention has passed, they are deleted and the data
 /// directory stays bounded: after 10 rounds of 20,000 messages it is at most
@@ -221,7 +205,7 @@ fn retention_keeps_the_data_directory_bounded() {
             let t = s.ok("GET", "/v1/topics/steady", crate::support::Body::None);
             (t["first_offsets"] == t["offsets"]).then_some(())
         });
-        sizes.push(dir_size(s.data.path()));
+        sizes.push(crate::support::dir_size(s.data.path()));
     }
     let (first, last) = (sizes[0], *sizes.last().unwrap());
     let files: Vec<String> = std::fs::read_dir(s.data.path())

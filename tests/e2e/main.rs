@@ -25,4 +25,5 @@ mod pull;
 mod semantics;
 mod slow_clients;
 mod streams;
+mod topics;
 mod versions;

@@ -15,7 +15,7 @@
 //! ```text
 //! GET  /healthz                                   no token
 //! GET  /readyz                                    no token; 503 until the broker is open
-//! GET  /v1/topics                                 PUT|GET /v1/topics/{topic}
+//! GET  /v1/topics                                 PUT|GET|DELETE /v1/topics/{topic}[?force=true]
 //! POST /v1/topics/{topic}/messages                publish role
 //! GET  /v1/topics/{topic}/partitions/{p}/messages?from=&limit=
 //! GET  /v1/plugins                                PUT|GET /v1/plugins/{name}

@@ -39,6 +39,17 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The boolean parameter `name` (`true` or `false`), false when absent.
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.text(name) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ApiError::invalid(format!(
+                "query parameter {name} must be true or false, got {other:?}"
+            ))),
+        }
+    }
+
     /// The integer parameter `name`, `default` when absent; must lie in `range`.
     pub fn number(
         &self,

@@ -75,8 +75,7 @@ impl<'a> Route<'a> {
     /// The methods the resource accepts, as sent in `Allow`.
     pub fn allow(self) -> &'static str {
         match self {
-            Route::Topic(_) => "GET, PUT",
-            Route::Subscription(_) | Route::Plugin(_) => "GET, PUT, DELETE",
+            Route::Topic(_) | Route::Subscription(_) | Route::Plugin(_) => "GET, PUT, DELETE",
             Route::Publish(_)
             | Route::Pause(_)
             | Route::Resume(_)
@@ -153,6 +152,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
     match route {
         Route::Topics => topics::list(&ctx),
         Route::Topic(name) if is_put => topics::put(&ctx, name, req).await,
+        Route::Topic(name) if is_delete => topics::delete(&ctx, name, query).await,
         Route::Topic(name) => topics::get(&ctx, name),
         Route::Publish(topic) => messages::publish(&ctx, topic, req).await,
         Route::Partition(topic, p) => messages::read(&ctx, topic, p, query).await,
@@ -264,6 +264,7 @@ mod tests {
         assert!(accepts(Route::Kv("s"), Method::GET));
         assert!(!accepts(Route::Kv("s"), Method::PUT));
         assert!(accepts(Route::Subscription("s"), Method::DELETE));
-        assert!(!accepts(Route::Topic("t"), Method::DELETE));
+        assert!(accepts(Route::Topic("t"), Method::DELETE));
+        assert!(!accepts(Route::Topics, Method::DELETE));
     }
 }

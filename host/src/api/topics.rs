@@ -1,8 +1,9 @@
 //! Topics: `PUT /v1/topics/{topic}` (create, or confirm an identical one),
-//! `GET /v1/topics`, `GET /v1/topics/{topic}`.
+//! `GET /v1/topics`, `GET /v1/topics/{topic}`, `DELETE /v1/topics/{topic}`.
 
 use super::body::{self, Reply};
 use super::error::ApiError;
+use super::query::Query;
 use super::{blocking, Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{TopicInfo, TopicSpec};
 use hyper::body::Incoming;
@@ -36,4 +37,26 @@ pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
 pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     let info = ctx.broker.topic(name)?;
     body::reply(StatusCode::OK, ctx.format, &info)
+}
+
+#[derive(Serialize)]
+struct TopicDeleted<'a> {
+    deleted: &'a str,
+    /// Subscriptions deleted with it (`?force=true`).
+    subscriptions: Vec<String>,
+}
+
+/// Delete a topic with its messages. 409 while a subscription names it,
+/// unless `?force=true`, which deletes those subscriptions too.
+pub async fn delete(ctx: &Ctx, name: &str, query: Option<&str>) -> Result<Reply, ApiError> {
+    let force = Query::parse(query, &["force"])?.flag("force")?;
+    let subscriptions = ctx.broker.delete_topic(name, force).await?;
+    body::reply(
+        StatusCode::OK,
+        ctx.format,
+        &TopicDeleted {
+            deleted: name,
+            subscriptions,
+        },
+    )
 }

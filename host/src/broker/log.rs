@@ -112,6 +112,21 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
+    /// Queue `ops` (retention's, which name this topic's keys) unless the
+    /// topic was deleted meanwhile: a topic created again under its name
+    /// must not lose its messages to them.
+    pub(crate) fn submit_unless_deleted(
+        &self,
+        store: &Store,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> Option<
+        impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
+    > {
+        let appender = self.next.lock().expect("offsets lock");
+        (!appender.deleted).then(|| store.submit(ops, durability))
+    }
+
     pub(crate) fn head(&self, partition: u32) -> u64 {
         self.heads[partition as usize].load(Ordering::Acquire)
     }
@@ -164,6 +179,8 @@ struct Appender {
     /// before taking this lock checks those settled since it began.
     settled: VecDeque<(String, (u32, u64))>,
     settled_total: u64,
+    /// The topic was deleted: nothing more is written to it.
+    deleted: bool,
 }
 
 /// Ids kept in [`Appender::settled`].
@@ -176,6 +193,7 @@ impl Appender {
             pending_ids: HashMap::new(),
             settled: VecDeque::new(),
             settled_total: 0,
+            deleted: false,
         }
     }
 }
@@ -334,6 +352,32 @@ impl Log {
         Ok(true)
     }
 
+    /// Delete a topic: from now on it is gone for publishers and readers,
+    /// and `ops` (what else goes with it) are queued in the same atomic
+    /// write as its messages, ids and settings. Publishes queued before
+    /// are deleted with it; later ones find no topic. Resolves once written.
+    pub(crate) fn delete_topic(
+        &self,
+        name: &str,
+        mut ops: Vec<Op>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(), BrokerError>> + Send + 'static,
+        BrokerError,
+    > {
+        let _creating = self.creating.lock().expect("topic creation lock");
+        let topic = self.require(name)?;
+        let mut appender = topic.next.lock().expect("offsets lock");
+        appender.deleted = true;
+        ops.push(Op::delete_meta(META_TOPIC, name));
+        ops.push(Op::ForgetTopic {
+            topic: name.to_string(),
+        });
+        let write = self.store.submit(ops, Durability::Synced);
+        drop(appender);
+        self.topics.write().expect("topics lock").remove(name);
+        Ok(async move { Ok(write.await?) })
+    }
+
     /// Every topic, for background work over all of them.
     pub(crate) fn all(&self) -> Vec<Arc<Topic>> {
         self.topics
@@ -437,6 +481,11 @@ impl Log {
         }
         let mut ops = Vec::with_capacity(messages.len());
         let mut appender = topic.next.lock().expect("offsets lock");
+        if appender.deleted {
+            return Err(BrokerError::NotFound(format!(
+                "topic {topic_name:?} does not exist"
+            )));
+        }
         let (results, appended) = self.assign(
             &topic,
             &mut appender,
@@ -484,6 +533,10 @@ impl Log {
         let mut writes = Vec::new();
         let mut appended = Vec::with_capacity(topics.len());
         for ((topic, messages), appender) in topics.iter().zip(batches).zip(guards.iter_mut()) {
+            if appender.deleted {
+                tracing::error!(topic = %topic.name, dropped = messages.len(), "a plugin's output topic no longer exists");
+                continue;
+            }
             let assigned =
                 self.assign(topic, appender, messages, now, &mut writes, Lookup::Lenient);
             appended.push(assigned.expect("lenient assignment does not fail").1);

@@ -219,6 +219,13 @@ impl Broker {
         self.inner.log.space().snapshot()
     }
 
+    /// Delete a topic with its messages and ids (see
+    /// `Subscriptions::delete_topic`); returns the subscriptions deleted
+    /// with it (`force`).
+    pub async fn delete_topic(&self, name: &str, force: bool) -> Result<Vec<String>, BrokerError> {
+        self.inner.subscriptions.delete_topic(name, force).await
+    }
+
     /// The host's plugin threads and instance pool, for metrics.
     pub fn workers(&self) -> PoolSnapshot {
         self.inner.plugins.workers().snapshot()

@@ -94,7 +94,10 @@ async fn sweep(
             });
         }
     }
-    store.submit(ops, Durability::Buffered).await?;
+    let Some(write) = topic.submit_unless_deleted(&store, ops, Durability::Buffered) else {
+        return Ok(());
+    };
+    write.await?;
     topic.set_first(partition, cut);
     let name = topic.name.clone();
     tokio::task::spawn_blocking(move || store.reclaim_log(&name, partition, cut))

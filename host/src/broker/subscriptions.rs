@@ -574,6 +574,82 @@ impl Subscriptions {
         Ok(())
     }
 
+    /// Delete a topic with its messages, ids and settings. Subscriptions
+    /// that name it are a conflict, unless `force`, which deletes them in
+    /// the same write; those whose pattern matches it stop consuming it
+    /// (their progress on it goes too) and go on with their other topics.
+    /// Returns the subscriptions deleted with it.
+    pub(crate) async fn delete_topic(
+        &self,
+        topic: &str,
+        force: bool,
+    ) -> Result<Vec<String>, BrokerError> {
+        let _guard = self.changes.lock().await;
+        self.log.topic_info(topic)?;
+        // Every stored subscription, running or not.
+        let stored = self
+            .read(topic, |store, _| {
+                store.list_meta::<SubscriptionSpec>(META_SUBSCRIPTION)
+            })
+            .await?;
+        let (named, matching): (Vec<_>, Vec<_>) = stored
+            .into_iter()
+            .filter(|(_, spec)| topic_matches(&spec.topic, topic))
+            .partition(|(_, spec)| !is_pattern(&spec.topic));
+        if !named.is_empty() && !force {
+            let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(BrokerError::Conflict(format!(
+                "topic {topic:?} is consumed by subscription(s) {}; delete them first, \
+                 or delete the topic with ?force=true to delete them with it",
+                names.join(", ")
+            )));
+        }
+        let mut ops = Vec::new();
+        for (name, _) in &named {
+            self.stop(name).await;
+            ops.extend([
+                Op::delete_meta(META_SUBSCRIPTION, name),
+                Op::delete_meta(META_PAUSED, name),
+                Op::ForgetSubscription {
+                    subscription: name.clone(),
+                },
+            ]);
+        }
+        let mut restart = Vec::new();
+        for (name, spec) in matching {
+            if let Ok(shared) = self.shared(&name) {
+                self.restarting_lock().insert(name.clone(), shared);
+                self.stop(&name).await;
+                restart.push((name.clone(), spec));
+            }
+            ops.push(Op::ForgetTopicProgress {
+                subscription: name,
+                topic: topic.to_string(),
+            });
+        }
+        let written = match self.log.delete_topic(topic, ops) {
+            Ok(write) => write.await,
+            Err(e) => Err(e),
+        };
+        for (name, spec) in restart {
+            if let Err(e) = self.start(&name, spec).await {
+                tracing::error!(error = %e, subscription = %name, "subscription did not start again after a topic it matched was deleted");
+            }
+            self.restarting_lock().remove(&name);
+        }
+        written?;
+        let deleted: Vec<String> = named.into_iter().map(|(n, _)| n).collect();
+        tracing::info!(topic, subscriptions = ?deleted, "topic deleted");
+        // Give the space back in the background.
+        let (store, name) = (self.store.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.reclaim_topic(&name) {
+                tracing::warn!(error = %e, topic = %name, "reclaiming a deleted topic's space failed");
+            }
+        });
+        Ok(deleted)
+    }
+
     /// One dead letter by message id, found through the id index.
     pub(crate) fn dead_letter(&self, name: &str, id: &str) -> Result<DeadLetter, BrokerError> {
         self.info(name)?;

@@ -171,6 +171,30 @@ pub(super) fn split_dead(key: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 /// Key range `[from, to)` of a subscription's dead letters.
+/// Every log and dedup key of a topic: `topic NUL` up to `topic 0x01`.
+pub(super) fn topic_range(topic: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut from = topic.as_bytes().to_vec();
+    from.push(0);
+    let mut to = from.clone();
+    *to.last_mut().expect("ends in NUL") = 1;
+    (from, to)
+}
+
+/// A subscription's progress, retry and redrive keys of one topic.
+pub(super) fn topic_progress_ranges(subscription: &str, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    [WATERMARK, DONE, RETRY, REDRIVE]
+        .iter()
+        .map(|tag| {
+            let mut from = tagged(*tag, subscription);
+            let (topic_from, topic_to) = topic_range(topic);
+            let mut to = from.clone();
+            from.extend_from_slice(&topic_from);
+            to.extend_from_slice(&topic_to);
+            (from, to)
+        })
+        .collect()
+}
+
 pub(super) fn dead_range(subscription: &str) -> (Vec<u8>, Vec<u8>) {
     let from = dead_prefix(subscription);
     let mut to = from.clone();
@@ -354,6 +378,25 @@ mod tests {
         let (from, to) = dead_range("s1");
         assert!(from <= dead("s1", "t", 3, 4) && dead("s1", "t", 3, 4) < to);
         assert!(!(from <= dead("s10", "t", 3, 4) && dead("s10", "t", 3, 4) < to));
+    }
+
+    #[test]
+    fn topic_ranges_cover_only_that_topic() {
+        let (from, to) = topic_range("t");
+        let within = |k: &Vec<u8>| from <= *k && *k < to;
+        assert!(within(&log("t", 3, 9)) && within(&log("t", 0, 0)));
+        assert!(within(&log("t", u32::MAX, u64::MAX)));
+        assert!(!within(&log("t1", 0, 0)) && !within(&log("s", 0, 0)));
+        let ranges = topic_progress_ranges("s1", "t");
+        let (from, to) = &ranges[0];
+        let inside = progress_at(WATERMARK, "s1", "t", 2, 5);
+        assert!(*from <= inside && inside < *to);
+        for other in [
+            progress_at(WATERMARK, "s1", "t2", 2, 5),
+            progress_at(WATERMARK, "s10", "t", 2, 5),
+        ] {
+            assert!(!(*from <= other && other < *to), "{other:?}");
+        }
     }
 
     #[test]

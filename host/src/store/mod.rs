@@ -270,6 +270,22 @@ impl Store {
         Ok(())
     }
 
+    /// Reclaim the space of a deleted topic ([`Op::ForgetTopic`]): flush,
+    /// then compact its key range. Blocking: call it off the async threads.
+    pub fn reclaim_topic(&self, topic: &str) -> Result<(), StoreError> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name))?;
+        }
+        let (from, to) = keys::topic_range(topic);
+        for name in [CF_LOG, CF_DEDUP] {
+            self.db
+                .compact_range_cf(self.cf(name), Some(&from), Some(&to));
+        }
+        self.db
+            .compact_range_cf(self.cf(CF_PROGRESS), None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
     /// The offset the next message of a partition gets (0 when empty).
     pub fn next_offset(&self, topic: &str, partition: u32) -> Result<u64, StoreError> {
         let end = keys::log(topic, partition, u64::MAX);

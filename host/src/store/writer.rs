@@ -36,6 +36,17 @@ pub enum Op {
     ForgetSubscription {
         subscription: String,
     },
+    /// Delete everything stored for a topic: its messages and its
+    /// producers' ids.
+    ForgetTopic {
+        topic: String,
+    },
+    /// Delete a subscription's progress, retry and redrive records for one
+    /// topic (a deleted topic that its pattern matched).
+    ForgetTopicProgress {
+        subscription: String,
+        topic: String,
+    },
     /// Delete a partition's messages below offset `below` (retention).
     TrimLog {
         topic: String,
@@ -203,6 +214,19 @@ impl Op {
                 }
                 let (from, to) = keys::dead_range(&subscription);
                 batch.delete_range_cf(cf(CF_DEAD), from, to);
+            }
+            Op::ForgetTopic { topic } => {
+                let (from, to) = keys::topic_range(&topic);
+                batch.delete_range_cf(cf(CF_LOG), from.clone(), to.clone());
+                batch.delete_range_cf(cf(CF_DEDUP), from, to);
+            }
+            Op::ForgetTopicProgress {
+                subscription,
+                topic,
+            } => {
+                for (from, to) in keys::topic_progress_ranges(&subscription, &topic) {
+                    batch.delete_range_cf(cf(CF_PROGRESS), from, to);
+                }
             }
             Op::TrimLog {
                 topic,
