@@ -183,3 +183,64 @@ fn a_topic_delete_cut_by_kill9_leaves_it_whole_or_gone() {
     }
     eprintln!("topic deletes cut by kill -9 within {within} µs: (whole, gone) = {outcomes:?}");
 }
+
+/// `PUT` on an existing topic changes its retention and dedup window (200,
+/// kept across a restart); a different partition count is refused.
+#[test]
+fn a_topics_retention_and_dedup_window_can_change_but_not_its_partitions() {
+    let mut s = Server::start();
+    s.topic("t", 2);
+    s.deploy("noop", "noop");
+    s.subscribe("sub", json!({"topic": "t", "plugin": "noop"}));
+    let id = |n: u32| vec![json!({"id": "same", "key": "k", "payload": format!("v{n}")})];
+    s.publish("t", id(1));
+    assert_eq!(
+        s.publish("t", id(2))[0]["duplicate"],
+        true,
+        "a 2 min window"
+    );
+    s.wait_stats("sub", LIMIT, |st| st["acked"] == 1);
+
+    // No dedup window, and retention of 1 ms: finished messages go.
+    let (status, changed) = s.call(
+        "PUT",
+        "/v1/topics/t",
+        None,
+        Body::Json(json!({"partitions": 2, "retention_ms": 1, "dedup_window_ms": 0})),
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["retention_ms"], 1, "{changed}");
+    assert_eq!(changed["dedup_window_ms"], 0, "{changed}");
+    assert_eq!(
+        s.publish("t", id(3))[0]["duplicate"],
+        false,
+        "no window now"
+    );
+    s.wait_stats("sub", LIMIT, |st| st["acked"] == 2 && st["lag"] == 0);
+    wait_for(LIMIT, "retention to delete the finished messages", || {
+        s.read_all("t").is_empty().then_some(())
+    });
+
+    let (status, refused) = s.call(
+        "PUT",
+        "/v1/topics/t",
+        None,
+        Body::Json(json!({"partitions": 3})),
+    );
+    assert_eq!(status, 409, "{refused}");
+    let text = refused["error"]["message"].as_str().expect("message");
+    assert!(text.contains("partition count cannot change"), "{text}");
+
+    s.terminate();
+    s.restart();
+    let info = s.ok("GET", "/v1/topics/t", Body::None);
+    assert_eq!(
+        (
+            info["partitions"].clone(),
+            info["retention_ms"].clone(),
+            info["dedup_window_ms"].clone()
+        ),
+        (json!(2), json!(1), json!(0)),
+        "{info}"
+    );
+}

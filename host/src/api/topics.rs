@@ -11,8 +11,9 @@ use hyper::{Request, StatusCode};
 use serde::Serialize;
 
 /// `{"partitions": 4, "retention_ms": ...}`, every field optional; an empty
-/// body takes the defaults. 201 if created, 200 if an identical topic exists,
-/// 409 if it exists with another partition count.
+/// body takes the defaults. 201 if created, 200 if the topic exists (its
+/// retention and dedup window set to these), 409 if it exists with another
+/// partition count.
 pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let spec: TopicSpec = body::read_optional(req, MAX_SETTINGS_BYTES, "the topic settings body")
         .await?

@@ -97,7 +97,9 @@ pub fn partition_for_key(key: &str, partitions: u32) -> u32 {
 /// One topic's live state.
 pub(crate) struct Topic {
     pub(crate) name: String,
-    pub(crate) spec: TopicSpec,
+    partitions: u32,
+    /// Settings; retention and the dedup window may change.
+    settings: RwLock<TopicSpec>,
     /// Per partition: offsets below this are durable and visible to readers.
     heads: Vec<AtomicU64>,
     /// Per partition: the oldest offset still stored (retention trims below).
@@ -141,7 +143,7 @@ impl Topic {
     }
 
     pub(crate) fn partitions(&self) -> u32 {
-        self.spec.partitions
+        self.partitions
     }
 
     /// Wake `notify` whenever new messages become durable.
@@ -156,14 +158,20 @@ impl Topic {
             .retain(|n| !Arc::ptr_eq(n, notify));
     }
 
+    /// The topic's current settings.
+    pub(crate) fn spec(&self) -> TopicSpec {
+        self.settings.read().expect("topic settings lock").clone()
+    }
+
     fn info(&self) -> TopicInfo {
+        let spec = self.spec();
         TopicInfo {
             name: self.name.clone(),
-            partitions: self.spec.partitions,
-            retention_ms: self.spec.retention_ms,
-            dedup_window_ms: self.spec.dedup_window_ms,
-            offsets: (0..self.spec.partitions).map(|p| self.head(p)).collect(),
-            first_offsets: (0..self.spec.partitions).map(|p| self.first(p)).collect(),
+            partitions: self.partitions,
+            retention_ms: spec.retention_ms,
+            dedup_window_ms: spec.dedup_window_ms,
+            offsets: (0..self.partitions).map(|p| self.head(p)).collect(),
+            first_offsets: (0..self.partitions).map(|p| self.first(p)).collect(),
         }
     }
 }
@@ -320,7 +328,7 @@ impl Log {
     }
 
     /// Create a topic (synced before it returns: call it on a blocking
-    /// thread), or confirm an existing one with the same settings.
+    /// thread), or update an existing one's retention and dedup window.
     pub(crate) fn create_topic(&self, name: &str, spec: TopicSpec) -> Result<bool, BrokerError> {
         validate_topic_name(name)?;
         spec.validate()?;
@@ -328,17 +336,20 @@ impl Log {
         // not wait for its write.
         let _creating = self.creating.lock().expect("topic creation lock");
         if let Some(existing) = self.get(name) {
-            if existing.spec.partitions != spec.partitions {
+            let current = existing.spec();
+            if current.partitions != spec.partitions {
                 return Err(BrokerError::Conflict(format!(
-                    "topic {name:?} exists with {} partitions; the partition count cannot change",
-                    existing.spec.partitions
+                    "topic {name:?} has {} partitions; the partition count cannot change \
+                     (retention_ms and dedup_window_ms can)",
+                    current.partitions
                 )));
             }
-            if existing.spec != spec {
-                return Err(BrokerError::Conflict(format!(
-                    "topic {name:?} exists with other settings ({:?}); changing them is not supported",
-                    existing.spec
-                )));
+            if current != spec {
+                // An update of retention or the dedup window.
+                let op = Op::put_meta(META_TOPIC, name, &spec);
+                self.store.write(vec![op], Durability::Synced)?;
+                tracing::info!(topic = name, ?spec, "topic settings changed");
+                *existing.settings.write().expect("topic settings lock") = spec;
             }
             return Ok(false);
         }
@@ -424,7 +435,7 @@ impl Log {
         messages: &[NewMessage],
     ) -> Result<Option<Looked>, BrokerError> {
         let topic = self.require(topic_name)?;
-        if topic.spec.dedup_window_ms == 0 {
+        if topic.spec().dedup_window_ms == 0 {
             return Ok(None);
         }
         let ids: Vec<String> = messages.iter().filter_map(|m| m.id.clone()).collect();
@@ -579,7 +590,7 @@ impl Log {
         let partitions = topic.partitions();
         let mut results = Vec::with_capacity(messages.len());
         let mut ends = vec![None; partitions as usize];
-        let window = topic.spec.dedup_window_ms;
+        let window = topic.spec().dedup_window_ms;
         let mut remembered = Vec::new();
         for m in messages {
             // Given ids are deduplicated unless the window is 0.
@@ -717,10 +728,11 @@ impl Topic {
             heads: (0..partitions).map(|_| AtomicU64::new(head)).collect(),
             firsts: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             next: Mutex::new(Appender::new(vec![head; partitions as usize])),
-            spec: TopicSpec {
+            partitions,
+            settings: RwLock::new(TopicSpec {
                 partitions,
                 ..TopicSpec::default()
-            },
+            }),
             round_robin: AtomicU64::new(0),
             watchers: Mutex::new(Vec::new()),
         }
@@ -740,7 +752,8 @@ fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, Broke
         heads: offsets.iter().map(|n| AtomicU64::new(*n)).collect(),
         firsts,
         next: Mutex::new(Appender::new(offsets)),
-        spec,
+        partitions: spec.partitions,
+        settings: RwLock::new(spec),
         round_robin: AtomicU64::new(0),
         watchers: Mutex::new(Vec::new()),
     })

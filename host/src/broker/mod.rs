@@ -200,7 +200,8 @@ impl Broker {
         })
     }
 
-    /// Create a topic, or confirm an existing one with the same partition count.
+    /// Create a topic, or update an existing one's retention and dedup window
+    /// (its partition count cannot change).
     /// Returns whether it was created.
     pub fn create_topic(
         &self,

@@ -52,7 +52,10 @@ async fn sweep(
     if first >= limit {
         return Ok(());
     }
-    let cutoff = log.clock().now_ms().saturating_sub(topic.spec.retention_ms);
+    let cutoff = log
+        .clock()
+        .now_ms()
+        .saturating_sub(topic.spec().retention_ms);
     let store = log.store().clone();
     let name = topic.name.clone();
     // Ids and timestamps only (a sweep holds no payloads), read on the
