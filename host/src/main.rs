@@ -12,6 +12,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cli = match cli.command.remote() {
+        Ok((remote, command)) => std::process::exit(switchyard::cli::run_remote(&remote, command)),
+        Err(command) => Cli { command: *command },
+    };
     if let Command::Compile(args) = &cli.command {
         std::process::exit(switchyard::broker::compile::child(args.cpu_secs));
     }
@@ -31,9 +35,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Test(_) => unreachable!("handled above"),
-        Command::PluginTools(_) | Command::New(_) | Command::Compile(_) => {
-            unreachable!("handled above")
-        }
+        _ => unreachable!("handled above"),
     }
 }
 

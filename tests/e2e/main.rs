@@ -11,6 +11,7 @@ mod support;
 mod api_errors;
 mod authorization;
 mod capacity;
+mod cli_client;
 mod cli_test;
 mod core_path;
 mod crash;

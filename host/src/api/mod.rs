@@ -29,6 +29,7 @@
 
 mod auth;
 mod body;
+mod client;
 mod error;
 #[cfg(test)]
 mod fuzz;
@@ -47,6 +48,7 @@ mod wire;
 
 pub use auth::{Auth, Role};
 pub use body::MAX_REQUEST_BYTES;
+pub use client::{Client, ClientError};
 pub use error::ApiError;
 pub use server::{HttpLimits, Server, DRAIN_TIMEOUT};
 pub use wire::{decode_message, MAX_BATCH};

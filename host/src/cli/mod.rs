@@ -1,9 +1,9 @@
 //! The `switchyard` command line (clap derive).
 //!
 //! `serve` runs the host; `test` runs a plugin on the harness (the host's
-//! delivery engine on virtual time, no server). Client commands that call the
-//! HTTP API (publish, topics, plugins, …) will be further [`Command`] variants
-//! beside them, each in its own file; they reach the host only over HTTP.
+//! delivery engine on virtual time, no server). The client commands (`topic`,
+//! `publish`, `read`, `plugin`, `sub`, `dlq`, `trace`, `status`; `remote.rs`)
+//! reach a host only over its HTTP API.
 
 /// The plugin ABI's WIT files (guest-sdk/wit, with the WASI packages it uses
 /// in deps/), embedded so the binary works anywhere; in dependency order. A
@@ -45,6 +45,7 @@ pub(crate) const WIT_FILES: &[(&str, &str)] = &[
 
 mod new;
 mod plugin_tools;
+mod remote;
 mod serve;
 mod test;
 
@@ -52,6 +53,7 @@ use clap::{Parser, Subcommand};
 
 pub use new::{Lang, NewArgs};
 pub use plugin_tools::PluginToolsArgs;
+pub use remote::{run as run_remote, Remote, RemoteCommand};
 pub use serve::ServeArgs;
 pub use test::{TestArgs, TestReport};
 
@@ -62,6 +64,23 @@ pub use test::{TestArgs, TestReport};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Command {
+    /// The client command this is, with where to find the host, if it is one.
+    pub fn remote(self) -> Result<(Remote, RemoteCommand), Box<Command>> {
+        Ok(match self {
+            Command::Topic(c) => (c.remote, RemoteCommand::Topic(c.command)),
+            Command::Publish(c) => (c.remote.clone(), RemoteCommand::Publish(c)),
+            Command::Read(c) => (c.remote.clone(), RemoteCommand::Read(c)),
+            Command::Plugin(c) => (c.remote, RemoteCommand::Plugin(c.command)),
+            Command::Sub(c) => (c.remote, RemoteCommand::Sub(c.command)),
+            Command::Dlq(c) => (c.remote, RemoteCommand::Dlq(c.command)),
+            Command::Trace(c) => (c.remote.clone(), RemoteCommand::Trace(c)),
+            Command::Status(c) => (c.remote, RemoteCommand::Status),
+            other => return Err(Box::new(other)),
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +97,24 @@ pub enum Command {
     /// Create a plugin project (Rust, C, Python or JavaScript) that builds
     /// and passes its harness test out of the box.
     New(NewArgs),
+    /// Topics: create, list, get, update, delete.
+    Topic(remote::On<remote::TopicCommand>),
+    /// Publish a message, or many (--lines).
+    Publish(remote::PublishArgs),
+    /// Read a partition's messages.
+    Read(remote::ReadArgs),
+    /// Plugins: deploy, list, get, delete.
+    Plugin(remote::On<remote::PluginCommand>),
+    /// Subscriptions: create, list, get, pause, resume, delete.
+    Sub(remote::On<remote::SubCommand>),
+    /// Dead letters: list, show, redrive, purge.
+    Dlq(remote::On<remote::DlqCommand>),
+    /// One message's delivery record in a subscription: every attempt.
+    ///
+    /// Example: switchyard trace billing orders-2-17
+    Trace(remote::TraceArgs),
+    /// The host at a glance: readiness, topics, subscriptions with lag.
+    Status(remote::StatusArgs),
     /// Compile a plugin upload for the host that started this process:
     /// the component on stdin, machine code on stdout (internal).
     #[command(name = "__compile", hide = true)]
