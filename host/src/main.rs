@@ -16,6 +16,15 @@ fn main() -> anyhow::Result<()> {
         Ok((remote, command)) => std::process::exit(switchyard::cli::run_remote(&remote, command)),
         Err(command) => Cli { command: *command },
     };
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        use std::io::Write as _;
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "switchyard", &mut script);
+        // A reader that stops early (`| head`) is not an error.
+        let _ = std::io::stdout().write_all(&script);
+        return Ok(());
+    }
     if let Command::Compile(args) = &cli.command {
         std::process::exit(switchyard::broker::compile::child(args.cpu_secs));
     }

@@ -200,4 +200,9 @@ fn the_client_commands_drive_a_host_end_to_end() {
     assert_eq!(row(&status, "dl")[1], "bad", "{status}");
     let (code, _, _) = cli.run(&["--help"]);
     assert_eq!(code, 0);
+    let script = cli.ok(&["completions", "bash"]);
+    assert!(
+        script.contains("switchyard") && script.contains("redrive"),
+        "{script}"
+    );
 }

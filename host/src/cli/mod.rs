@@ -115,6 +115,10 @@ pub enum Command {
     Trace(remote::TraceArgs),
     /// The host at a glance: readiness, topics, subscriptions with lag.
     Status(remote::StatusArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: switchyard completions bash > /etc/bash_completion.d/switchyard
+    Completions { shell: clap_complete::Shell },
     /// Compile a plugin upload for the host that started this process:
     /// the component on stdin, machine code on stdout (internal).
     #[command(name = "__compile", hide = true)]

@@ -8,7 +8,7 @@ use crate::api::{Client, ClientError};
 use clap::{Args, Subcommand, ValueEnum};
 use hyper::Method;
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, Read};
+use std::io::{BufRead, IsTerminal as _, Read};
 use std::path::PathBuf;
 
 /// Where the host is and how to print its answers (every client command).
@@ -673,10 +673,16 @@ async fn publish(c: &Client, p: PublishArgs) -> Result<Shown, Failure> {
                 let results = answer["results"].as_array().cloned().unwrap_or_default();
                 sent += results.len() as u64;
                 duplicates += results.iter().filter(|r| r["duplicate"] == true).count() as u64;
+                if std::io::stderr().is_terminal() {
+                    eprint!("\rpublished {sent}");
+                }
             }
             if n == 0 {
                 break;
             }
+        }
+        if std::io::stderr().is_terminal() {
+            eprintln!();
         }
         let summary = json!({"topic": p.topic, "published": sent, "duplicates": duplicates});
         let text = format!(
