@@ -9,6 +9,7 @@
 #   ./dev.sh fuzz [CASES]            randomized campaign over the decoders of untrusted input
 #                                    (CASES per target, default 1,000,000; the test suite runs 256)
 #   ./dev.sh plugins                 build the example plugins only
+#   ./dev.sh install                 put an optimized `switchyard` on the PATH (~/.cargo/bin)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -126,8 +127,15 @@ case "$cmd" in
     setup
     build_plugins
     ;;
+  install)
+    setup
+    # The shipping profile; its own target directory keeps the everyday
+    # builds' incremental state.
+    exec cargo install --locked --profile dist --path host --bin switchyard \
+      --target-dir "$CARGO_TARGET_DIR/install" "$@"
+    ;;
   *)
-    sed -n '2,9p' "$0"
+    sed -n '2,12p' "$0"
     exit 2
     ;;
 esac

@@ -6,7 +6,7 @@
 //! The names of the environment variables live here, so the CLI and the docs
 //! agree on them.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +45,8 @@ pub const ENV_HTTP_TIMEOUT_SECS: &str = "SWITCHYARD_HTTP_TIMEOUT_SECS";
 pub const ENV_MAX_CONNECTIONS: &str = "SWITCHYARD_MAX_CONNECTIONS";
 /// Environment variable for [`Limits::min_free_disk_mib`].
 pub const ENV_MIN_FREE_DISK_MIB: &str = "SWITCHYARD_MIN_FREE_DISK_MIB";
+/// Environment variable for the `serve --config` file.
+pub const ENV_CONFIG: &str = "SWITCHYARD_CONFIG";
 /// Environment variable for the log filter (falls back to `RUST_LOG`).
 pub const ENV_LOG: &str = "SWITCHYARD_LOG";
 
@@ -70,7 +72,7 @@ pub fn log_filter(flag: Option<&str>) -> String {
 }
 
 /// Everything [`crate::run`] needs to serve.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP API listens on. Default `127.0.0.1:7070`. Listening on
@@ -109,7 +111,7 @@ pub struct Config {
 }
 
 /// Limits of the plugin runtime: what a host spends on plugins at most.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Most threads running plugin calls at once, across all subscriptions
@@ -167,7 +169,7 @@ impl Default for Limits {
 /// Bearer tokens, one per role. Clients send `Authorization: Bearer <token>`.
 /// When any token is configured, every `/v1` call needs one; `/healthz` and
 /// `/readyz` never do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tokens {
     /// Admin token: every call, including managing topics, plugins and
@@ -210,9 +212,26 @@ impl Secret {
     }
 }
 
+/// Written out (`serve --print-config`) masked, never in clear.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+impl Config {
+    /// The configuration as a config file would give it (TOML), tokens
+    /// masked; `log` is the log filter in effect.
+    pub fn to_toml(&self, log: &str) -> String {
+        let mut table = toml::Table::try_from(self).expect("the config serializes");
+        table.insert("log".into(), log.into());
+        toml::to_string(&table).expect("a TOML table prints")
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `switchyard` binary: parse the command line, set up logging, and run.
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal as _;
 use switchyard::cli::{Cli, Command, NewArgs, PluginToolsArgs, ServeArgs, TestArgs};
 use tokio::signal::unix::{signal, SignalKind};
@@ -11,13 +11,14 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // The matches tell a flag or variable from a default (for --config).
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let cli = match cli.command.remote() {
         Ok((remote, command)) => std::process::exit(switchyard::cli::run_remote(&remote, command)),
         Err(command) => Cli { command: *command },
     };
     if let Command::Completions { shell } = &cli.command {
-        use clap::CommandFactory;
         use std::io::Write as _;
         let mut script = Vec::new();
         clap_complete::generate(*shell, &mut Cli::command(), "switchyard", &mut script);
@@ -42,7 +43,24 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => {
+            let flags = matches
+                .subcommand_matches("serve")
+                .expect("serve was parsed");
+            let args = args.with_file(flags).unwrap_or_else(|message| {
+                eprintln!("switchyard serve: {message}");
+                std::process::exit(2)
+            });
+            if args.print_config {
+                let config = args.config()?;
+                print!(
+                    "{}",
+                    config.to_toml(&switchyard::config::log_filter(args.log.as_deref()))
+                );
+                return Ok(());
+            }
+            runtime.block_on(serve(args))
+        }
         Command::Test(_) => unreachable!("handled above"),
         _ => unreachable!("handled above"),
     }

@@ -1,14 +1,29 @@
-//! `switchyard serve`: flags and environment variables → [`Config`].
+//! `switchyard serve`: flags, environment variables and a config file →
+//! [`Config`]. A flag wins over its variable, which wins over the file,
+//! which wins over the default.
 
 use crate::config::{self, Config, Limits, Secret, Tokens};
-use clap::Args;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Flags of `switchyard serve`. Each may also be set by its environment
-/// variable; a flag wins over the variable.
+/// variable or in the config file; a flag wins over the variable, the
+/// variable over the file.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file with any of these settings (the names as in
+    /// `--print-config`; tokens may also come from files: `admin_file = ..`).
+    /// Unknown keys are refused.
+    #[arg(long, value_name = "FILE", env = config::ENV_CONFIG)]
+    pub config: Option<PathBuf>,
+
+    /// Print the configuration in effect (as TOML, secrets masked) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Address to listen on. Anything but a loopback address requires --token.
     /// Port 0 picks a free port; the real address is printed at start.
     #[arg(long, env = config::ENV_LISTEN, default_value = config::DEFAULT_LISTEN)]
@@ -98,7 +113,120 @@ pub struct ServeArgs {
     pub log: Option<String>,
 }
 
+/// The config file: every setting optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    fsync_interval_ms: Option<u64>,
+    egress_allow_cidr: Option<Vec<String>>,
+    egress_ca_file: Option<PathBuf>,
+    log: Option<String>,
+    #[serde(default)]
+    tokens: FileTokens,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+/// Each token inline, or read from a file (its content, trimmed).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTokens {
+    admin: Option<String>,
+    admin_file: Option<PathBuf>,
+    publish: Option<String>,
+    publish_file: Option<PathBuf>,
+    read: Option<String>,
+    read_file: Option<PathBuf>,
+    consume: Option<String>,
+    consume_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    worker_threads: Option<usize>,
+    max_instances: Option<u32>,
+    instance_memory_mib: Option<u32>,
+    compile_timeout_secs: Option<u64>,
+    compile_memory_mib: Option<u64>,
+    http_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    min_free_disk_mib: Option<u64>,
+}
+
+/// A token given inline or as a file, not both.
+fn token(
+    role: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<String>, String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "tokens.{role} and tokens.{role}_file are both set; keep one"
+        )),
+        (Some(t), None) => Ok(Some(t)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| format!("tokens.{role}_file {}: {e}", path.display())),
+        (None, None) => Ok(None),
+    }
+}
+
 impl ServeArgs {
+    /// Fill what neither a flag nor a variable set from the `--config` file.
+    /// `matches` are the `serve` subcommand's, to tell set values from
+    /// defaults.
+    pub fn with_file(mut self, matches: &ArgMatches) -> Result<Self, String> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = read_file(&path)?;
+        let unset = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                None | Some(ValueSource::DefaultValue)
+            )
+        };
+        macro_rules! take {
+            ($field:ident, $value:expr) => {
+                if unset(stringify!($field)) {
+                    if let Some(value) = $value {
+                        self.$field = value;
+                    }
+                }
+            };
+        }
+        take!(listen, file.listen);
+        take!(data_dir, file.data_dir);
+        take!(fsync_interval_ms, file.fsync_interval_ms.map(Some));
+        take!(egress_allow_cidr, file.egress_allow_cidr);
+        take!(egress_ca_file, file.egress_ca_file.map(Some));
+        take!(log, file.log.map(Some));
+        let t = file.tokens;
+        take!(token, token("admin", t.admin, t.admin_file)?.map(Some));
+        take!(
+            publish_token,
+            token("publish", t.publish, t.publish_file)?.map(Some)
+        );
+        take!(read_token, token("read", t.read, t.read_file)?.map(Some));
+        take!(
+            consume_token,
+            token("consume", t.consume, t.consume_file)?.map(Some)
+        );
+        let l = file.limits;
+        take!(worker_threads, l.worker_threads);
+        take!(max_instances, l.max_instances);
+        take!(instance_memory_mib, l.instance_memory_mib);
+        take!(compile_timeout_secs, l.compile_timeout_secs);
+        take!(compile_memory_mib, l.compile_memory_mib);
+        take!(http_timeout_secs, l.http_timeout_secs);
+        take!(max_connections, l.max_connections);
+        take!(min_free_disk_mib, l.min_free_disk_mib);
+        Ok(self)
+    }
+
     /// The host configuration these flags describe, validated.
     pub fn config(&self) -> Result<Config, config::ConfigError> {
         let config = Config {
@@ -127,6 +255,12 @@ impl ServeArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -187,6 +321,8 @@ mod tests {
     #[test]
     fn public_listen_without_token_is_refused() {
         let args = super::ServeArgs {
+            config: None,
+            print_config: false,
             listen: "0.0.0.0:9000".parse().expect("test address"),
             data_dir: "d".into(),
             token: None,
