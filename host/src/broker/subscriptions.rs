@@ -606,6 +606,9 @@ impl Subscriptions {
         }
         let mut ops = Vec::new();
         for (name, _) in &named {
+            if let Ok(shared) = self.shared(name) {
+                self.restarting_lock().insert(name.clone(), shared);
+            }
             self.stop(name).await;
             ops.extend([
                 Op::delete_meta(META_SUBSCRIPTION, name),
@@ -631,6 +634,10 @@ impl Subscriptions {
             Ok(write) => write.await,
             Err(e) => Err(e),
         };
+        if written.is_err() {
+            // Not deleted: the subscriptions naming it run again too.
+            restart.extend(named.iter().cloned());
+        }
         for (name, spec) in restart {
             if let Err(e) = self.start(&name, spec).await {
                 tracing::error!(error = %e, subscription = %name, "subscription did not start again after a topic it matched was deleted");
@@ -639,6 +646,9 @@ impl Subscriptions {
         }
         written?;
         let deleted: Vec<String> = named.into_iter().map(|(n, _)| n).collect();
+        for name in &deleted {
+            self.restarting_lock().remove(name);
+        }
         tracing::info!(topic, subscriptions = ?deleted, "topic deleted");
         // Give the space back in the background.
         let (store, name) = (self.store.clone(), topic.to_string());
