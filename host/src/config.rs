@@ -45,6 +45,10 @@ pub const ENV_HTTP_TIMEOUT_SECS: &str = "SWITCHYARD_HTTP_TIMEOUT_SECS";
 pub const ENV_MAX_CONNECTIONS: &str = "SWITCHYARD_MAX_CONNECTIONS";
 /// Environment variable for [`Limits::min_free_disk_mib`].
 pub const ENV_MIN_FREE_DISK_MIB: &str = "SWITCHYARD_MIN_FREE_DISK_MIB";
+/// Environment variable for [`Config::tls_cert`].
+pub const ENV_TLS_CERT: &str = "SWITCHYARD_TLS_CERT";
+/// Environment variable for [`Config::tls_key`].
+pub const ENV_TLS_KEY: &str = "SWITCHYARD_TLS_KEY";
 /// Environment variable for the `serve --config` file.
 pub const ENV_CONFIG: &str = "SWITCHYARD_CONFIG";
 /// Environment variable for the log filter (falls back to `RUST_LOG`).
@@ -105,6 +109,12 @@ pub struct Config {
     /// besides the webpki (Mozilla) roots: an internal CA.
     #[serde(default)]
     pub egress_ca_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM), read again on SIGHUP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of [`Config::tls_cert`] (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Limits of the plugin runtime.
     #[serde(default)]
     pub limits: Limits,
@@ -244,6 +254,8 @@ pub enum ConfigError {
          address such as 127.0.0.1"
     )]
     PublicWithoutToken(SocketAddr),
+    #[error("--tls-cert and --tls-key go together: give both, or neither")]
+    TlsHalf,
     #[error("the {0} token is empty")]
     EmptyToken(&'static str),
     #[error("a {0} token is set but no admin token: set --token (or {ENV_TOKEN}) as well")]
@@ -266,6 +278,8 @@ impl Config {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            tls_cert: None,
+            tls_key: None,
             limits: Limits::default(),
         }
     }
@@ -295,6 +309,9 @@ impl Config {
                     return Err(ConfigError::SharedToken(a, b));
                 }
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsHalf);
         }
         if !self.listen.ip().is_loopback() && !self.tokens.any() {
             return Err(ConfigError::PublicWithoutToken(self.listen));
@@ -360,6 +377,8 @@ mod tests {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            tls_cert: None,
+            tls_key: None,
             limits: Limits::default(),
             tokens: Tokens {
                 admin: admin.map(Secret::new),

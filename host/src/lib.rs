@@ -37,6 +37,8 @@ pub enum RunError {
     Config(#[from] config::ConfigError),
     #[error("cannot open the broker")]
     Broker(#[from] BrokerError),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot read the egress CA file {}: {error}", path.display())]
     EgressCa {
         path: std::path::PathBuf,
@@ -87,7 +89,26 @@ pub async fn run(
         max_connections: limits.max_connections,
         timeout: std::time::Duration::from_secs(limits.http_timeout_secs),
     };
-    let server = api::Server::start(listener, api::Auth::new(&config.tokens), broker_rx, http);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = std::sync::Arc::new(api::ServerTls::load(cert, key).map_err(RunError::Tls)?);
+            reload_on_sighup(tls.clone())?;
+            Some(tls)
+        }
+        _ => {
+            if !config.listen.ip().is_loopback() {
+                tracing::warn!(listen = %config.listen, "serving plain HTTP on a non-loopback address: tokens and messages cross the network in clear; set --tls-cert and --tls-key");
+            }
+            None
+        }
+    };
+    let server = api::Server::start(
+        listener,
+        api::Auth::new(&config.tokens),
+        broker_rx,
+        http,
+        tls,
+    );
 
     let opening = Broker::open(broker_config);
     tokio::pin!(opening, shutdown);
@@ -116,5 +137,23 @@ pub async fn run(
     tracing::info!("stopping delivery");
     broker.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Read the TLS certificate and key again on each SIGHUP.
+fn reload_on_sighup(tls: std::sync::Arc<api::ServerTls>) -> Result<(), RunError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| RunError::Tls(format!("cannot handle SIGHUP: {e}")))?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded; the one in use stays")
+                }
+            }
+        }
+    });
     Ok(())
 }

@@ -124,7 +124,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // as the line appears still shuts down gracefully.
     let shutdown = shutdown_signal()?;
     // Tests and scripts parse this line for the real port (with port 0).
-    eprintln!("switchyard listening on http://{addr}");
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!("switchyard listening on {scheme}://{addr}");
     switchyard::run(config, listener, shutdown).await?;
     Ok(())
 }

@@ -27,5 +27,6 @@ mod pull;
 mod semantics;
 mod slow_clients;
 mod streams;
+mod tls_server;
 mod topics;
 mod versions;

@@ -156,7 +156,7 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(rest.trim().to_string());
                     }
@@ -164,7 +164,7 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx
+        let base = rx
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|_| panic!("switchyard did not start: {:?}", output.lock().unwrap()));
         let agent = ureq::Agent::config_builder()
@@ -174,7 +174,7 @@ impl Server {
             .into();
         Server {
             child: Some(child),
-            base: format!("http://{addr}"),
+            base,
             data,
             options,
             output,

@@ -1,13 +1,15 @@
 //! A client of the host's HTTP API, on the same hyper stack the host serves
-//! with: what the `switchyard` client commands use. Answers are JSON; an
-//! error answer becomes [`ClientError::Api`] with the host's code and message.
+//! with: what the `switchyard` client commands use. `http://` or `https://`
+//! (rustls, trusting the webpki roots and an optional CA file). Answers are
+//! JSON; an error answer becomes [`ClientError::Api`] with the host's code
+//! and message.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client as Http};
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest one call may take (a Python plugin's upload compiles in ~10 s).
@@ -28,23 +30,86 @@ pub enum ClientError {
     Transport(String),
 }
 
-/// A host's API at a base URL (`http://host:port`), with an optional token.
+/// A host's API at a base URL (`http://host:port` or `https://..`), with an
+/// optional token. Each call opens its own connection.
 pub struct Client {
     base: String,
+    host: String,
+    port: u16,
+    /// `Some` for HTTPS.
+    tls: Option<Arc<rustls::ClientConfig>>,
     token: Option<String>,
-    http: Http<HttpConnector, Full<Bytes>>,
 }
 
 impl Client {
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// `ca_pem`: certificates (PEM) to trust besides the webpki roots.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ClientError> {
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            return Err(ClientError::Transport(format!(
-                "--server {base:?}: use an http:// URL such as http://127.0.0.1:7070"
-            )));
+        let bad = |why: &str| {
+            ClientError::Transport(format!(
+                "--server {base:?}: {why}; use a URL such as http://127.0.0.1:7070"
+            ))
+        };
+        let uri: Uri = base.parse().map_err(|_| bad("not a URL"))?;
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (None, 80),
+            Some("https") => {
+                let config = super::tls::client_config(ca_pem).map_err(ClientError::Transport)?;
+                (Some(config), 443)
+            }
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(default_port);
+        Ok(Self {
+            base,
+            host,
+            port,
+            tls,
+            token,
+        })
+    }
+
+    /// A connection to the host, ready for one or more requests.
+    async fn connect(
+        &self,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            ClientError::Transport(format!("cannot reach {}: {e}", self.base))
+        };
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let _ = tcp.set_nodelay(true);
+        macro_rules! handshake {
+            ($io:expr) => {{
+                let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new($io))
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+                tokio::spawn(connection);
+                sender
+            }};
         }
-        let http = Http::builder(TokioExecutor::new()).build_http();
-        Ok(Self { base, token, http })
+        Ok(match &self.tls {
+            None => handshake!(tcp),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| unreachable(&e))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+                handshake!(tls)
+            }
+        })
     }
 
     /// The base URL calls go to.
@@ -63,7 +128,8 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let mut request = Request::builder()
             .method(method)
-            .uri(&url)
+            .uri(path)
+            .header("host", format!("{}:{}", self.host, self.port))
             .header("accept", "application/json");
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
@@ -79,9 +145,11 @@ impl Client {
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| ClientError::Transport(format!("{url}: {e}")))?;
         let answer = tokio::time::timeout(CALL_TIMEOUT, async {
-            let response = self.http.request(request).await.map_err(|e| {
-                ClientError::Transport(format!("cannot reach {}: {}", self.base, source_text(&e)))
-            })?;
+            let mut sender = self.connect().await?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| ClientError::Transport(format!("{url}: {}", source_text(&e))))?;
             let status = response.status();
             let body = response
                 .into_body()
@@ -166,6 +234,8 @@ mod tests {
             decode(StatusCode::OK, b"<html>"),
             Err(ClientError::Transport(_))
         ));
-        assert!(Client::new("https://x", None).is_err());
+        assert!(Client::new("ftp://x", None, None).is_err());
+        assert!(Client::new("http://127.0.0.1:7070", None, None).is_ok());
+        assert!(Client::new("https://localhost", None, Some(b"not pem")).is_err());
     }
 }

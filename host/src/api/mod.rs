@@ -43,6 +43,7 @@ mod router;
 mod server;
 mod streams;
 mod subscriptions;
+mod tls;
 mod topics;
 mod wire;
 
@@ -51,6 +52,7 @@ pub use body::MAX_REQUEST_BYTES;
 pub use client::{Client, ClientError};
 pub use error::ApiError;
 pub use server::{HttpLimits, Server, DRAIN_TIMEOUT};
+pub use tls::ServerTls;
 pub use wire::{decode_message, MAX_BATCH};
 
 use crate::broker::{Broker, BrokerError};

@@ -30,7 +30,7 @@ pub struct HttpLimits {
     /// How long a client may take to send a request's headers, counted from
     /// when the server waits for them (an idle keep-alive connection is
     /// closed after it too), and how long a request body may go without a
-    /// byte (then 408).
+    /// byte (then 408). A TLS handshake must finish within it too.
     pub timeout: Duration,
 }
 
@@ -88,6 +88,7 @@ impl Server {
         auth: Auth,
         broker: watch::Receiver<Option<Broker>>,
         limits: HttpLimits,
+        tls: Option<Arc<super::tls::ServerTls>>,
     ) -> Self {
         let (closing_tx, closing) = watch::channel(false);
         let state = Arc::new(State {
@@ -96,7 +97,9 @@ impl Server {
             closing,
         });
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, state, stopped, closing_tx, limits));
+        let task = tokio::spawn(accept_loop(
+            listener, state, stopped, closing_tx, limits, tls,
+        ));
         Self { stop, task }
     }
 
@@ -116,6 +119,7 @@ async fn accept_loop(
     mut stop: oneshot::Receiver<()>,
     closing: watch::Sender<bool>,
     limits: HttpLimits,
+    tls: Option<Arc<super::tls::ServerTls>>,
 ) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -132,23 +136,29 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            let state = state.clone();
-            req.extensions_mut().insert(BodyTimeout(limits.timeout));
-            async move { Ok::<_, Infallible>(serve(state, req).await) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
+        match &tls {
+            None => connect(stream, &state, limits, &graceful, permit),
+            Some(tls) => {
+                // The handshake in the connection's own task, bounded.
+                let (acceptor, state) = (tls.acceptor().clone(), state.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(limits.timeout, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            let connection = serve_connection(stream, &state, limits);
+                            if let Err(e) = watcher.watch(connection).await {
+                                tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+        }
     }
     drop(listener);
     closing.send_replace(true);
@@ -162,6 +172,44 @@ async fn accept_loop(
             "gave up waiting for HTTP requests to finish"
         );
     }
+}
+
+/// Serve one plain connection in a task of its own.
+fn connect(
+    stream: tokio::net::TcpStream,
+    state: &Arc<State>,
+    limits: HttpLimits,
+    graceful: &GracefulShutdown,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let connection = graceful.watch(serve_connection(stream, state, limits));
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "HTTP connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
+/// HTTP/1 over `io`, each request answered by [`serve`].
+fn serve_connection<IO>(
+    io: IO,
+    state: &Arc<State>,
+    limits: HttpLimits,
+) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> + Send + 'static
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let state = state.clone();
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let state = state.clone();
+        req.extensions_mut().insert(BodyTimeout(limits.timeout));
+        async move { Ok::<_, Infallible>(serve(state, req).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.timeout)
+        .serve_connection(TokioIo::new(io), service)
 }
 
 /// Wait for a connection slot, then a connection. `None` on an accept error

@@ -28,6 +28,10 @@ pub struct Remote {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    /// A CA certificate (PEM) to trust for an https:// server, besides the
+    /// webpki roots.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// A group of client commands, with where to find the host.
@@ -243,7 +247,14 @@ pub fn run(remote: &Remote, command: RemoteCommand) -> i32 {
         }
     };
     let result = runtime.block_on(async {
-        let client = Client::new(&remote.server, remote.token.clone())?;
+        let ca = match &remote.ca_cert {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| Failure::Usage(format!("--ca-cert {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let client = Client::new(&remote.server, remote.token.clone(), ca.as_deref())?;
         command.run(&client).await
     });
     match result {

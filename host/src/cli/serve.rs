@@ -70,6 +70,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = config::ENV_EGRESS_CA_FILE)]
     pub egress_ca_file: Option<PathBuf>,
 
+    /// Serve HTTPS with this certificate chain (PEM); SIGHUP reads it and
+    /// --tls-key again without dropping connections.
+    #[arg(long, value_name = "FILE", env = config::ENV_TLS_CERT, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", env = config::ENV_TLS_KEY, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Most threads running plugin calls at once, across all subscriptions.
     #[arg(long, env = config::ENV_WORKER_THREADS, default_value_t = Limits::default().worker_threads)]
     pub worker_threads: usize,
@@ -122,6 +131,8 @@ struct FileConfig {
     fsync_interval_ms: Option<u64>,
     egress_allow_cidr: Option<Vec<String>>,
     egress_ca_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     log: Option<String>,
     #[serde(default)]
     tokens: FileTokens,
@@ -203,6 +214,8 @@ impl ServeArgs {
         take!(fsync_interval_ms, file.fsync_interval_ms.map(Some));
         take!(egress_allow_cidr, file.egress_allow_cidr);
         take!(egress_ca_file, file.egress_ca_file.map(Some));
+        take!(tls_cert, file.tls_cert.map(Some));
+        take!(tls_key, file.tls_key.map(Some));
         take!(log, file.log.map(Some));
         let t = file.tokens;
         take!(token, token("admin", t.admin, t.admin_file)?.map(Some));
@@ -241,6 +254,8 @@ impl ServeArgs {
             fsync_interval_ms: self.fsync_interval_ms,
             egress_allow_cidr: self.egress_allow_cidr.clone(),
             egress_ca_file: self.egress_ca_file.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             limits: Limits {
                 worker_threads: self.worker_threads,
                 max_instances: self.max_instances,
@@ -332,6 +347,8 @@ mod tests {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            tls_cert: None,
+            tls_key: None,
             worker_threads: 1,
             max_instances: 1,
             instance_memory_mib: 1,

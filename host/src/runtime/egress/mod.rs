@@ -17,6 +17,8 @@
 mod body;
 mod mock;
 mod net;
+
+pub(crate) use net::tls_config;
 mod rules;
 
 pub use mock::{HttpMock, MockResponse, MockRule};

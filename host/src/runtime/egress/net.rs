@@ -223,8 +223,9 @@ impl Connector {
     }
 }
 
-/// The TLS settings of every outbound connection: the webpki (Mozilla) roots,
-/// plus the operator's extra roots (`--egress-ca-file`).
+/// The TLS settings of every outbound connection (plugins', and the client
+/// commands'): the webpki (Mozilla) roots, plus the operator's extra roots
+/// (`--egress-ca-file`, `--ca-cert`).
 pub(crate) fn tls_config(extra_roots_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore {
@@ -233,14 +234,14 @@ pub(crate) fn tls_config(extra_roots_pem: Option<&[u8]>) -> Result<rustls::Clien
     if let Some(pem) = extra_roots_pem {
         let mut added = 0;
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("cannot read the egress CA file: {e}"))?;
+            let cert = cert.map_err(|e| format!("cannot read the CA file: {e}"))?;
             roots
                 .add(cert)
-                .map_err(|e| format!("bad certificate in the egress CA file: {e}"))?;
+                .map_err(|e| format!("bad certificate in the CA file: {e}"))?;
             added += 1;
         }
         if added == 0 {
-            return Err("the egress CA file holds no PEM certificate".into());
+            return Err("the CA file holds no PEM certificate".into());
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
