@@ -13,6 +13,7 @@ mod authorization;
 mod capacity;
 mod cli_client;
 mod cli_test;
+mod cloudevents;
 mod config_file;
 mod core_path;
 mod crash;

@@ -1,7 +1,7 @@
 //! Randomized campaigns over the decoders of what clients send: publish
 //! bodies (JSON and MessagePack, as raw bytes and as documents shaped like
-//! the real ones), subscription and topic settings, query strings, paths and
-//! bearer headers. Every input must get an answer — accepted, or refused
+//! the real ones), CloudEvents in each mode, subscription and topic settings,
+//! query strings, paths and bearer headers. Every input must get an answer — accepted, or refused
 //! with a 4xx error — never a panic or a 5xx.
 //!
 //! The test suite runs each target for proptest's default number of cases;
@@ -9,6 +9,7 @@
 //! target).
 
 use super::body::{decode, Format};
+use super::cloudevents;
 use super::error::ApiError;
 use super::query::Query;
 use super::router::Route;
@@ -47,6 +48,13 @@ fn document() -> impl Strategy<Value = Value> {
         Just("filter"),
         Just("egress"),
         Just("x"),
+        Just("specversion"),
+        Just("source"),
+        Just("type"),
+        Just("data"),
+        Just("data_base64"),
+        Just("datacontenttype"),
+        Just("partitionkey"),
     ];
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -73,7 +81,64 @@ fn document() -> impl Strategy<Value = Value> {
     })
 }
 
+/// CloudEvents with a valid core, and the rest of the document as
+/// attributes and data.
+fn event() -> impl Strategy<Value = Value> {
+    (
+        document(),
+        prop::option::of("(1\\.0|0\\.3|)"),
+        any::<bool>(),
+    )
+        .prop_map(|(doc, version, core)| {
+            let mut event = match doc {
+                Value::Object(map) => map,
+                other => [("data".to_string(), other)].into_iter().collect(),
+            };
+            if core {
+                event.insert("id".into(), "e".into());
+                event.insert("source".into(), "/s".into());
+                event.insert("type".into(), "t".into());
+            }
+            if let Some(v) = version {
+                event.insert("specversion".into(), v.into());
+            }
+            Value::Object(event)
+        })
+}
+
+fn cloudevents(mode: cloudevents::Mode, bytes: Vec<u8>) -> Result<(), ApiError> {
+    let mut headers = hyper::HeaderMap::new();
+    if mode == cloudevents::Mode::Binary {
+        headers.insert(
+            "ce-specversion",
+            hyper::header::HeaderValue::from_static("1.0"),
+        );
+    }
+    cloudevents::messages(mode, &headers, bytes).map(|_| ())
+}
+
 proptest! {
+    #[test]
+    fn cloudevents_are_accepted_or_refused_cleanly(
+        one in event(),
+        many in prop::collection::vec(event(), 0..4),
+        raw in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        use cloudevents::Mode;
+        let cases = [
+            (Mode::Structured, serde_json::to_vec(&one).expect("encodes")),
+            (Mode::Batch, serde_json::to_vec(&many).expect("encodes")),
+            (Mode::Structured, raw.clone()),
+            (Mode::Batch, raw.clone()),
+            (Mode::Binary, raw),
+        ];
+        for (mode, bytes) in cases {
+            if let Err(e) = cloudevents(mode, bytes) {
+                prop_assert!(client_error(&e), "{e:?}");
+            }
+        }
+    }
+
     #[test]
     fn publish_bodies_of_any_bytes_are_refused_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         for format in [Format::Json, Format::MessagePack] {

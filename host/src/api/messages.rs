@@ -2,6 +2,7 @@
 //! `GET /v1/topics/{topic}/partitions/{p}/messages?from=&limit=` (read).
 
 use super::body::{self, Format, Reply, MAX_REQUEST_BYTES};
+use super::cloudevents;
 use super::error::ApiError;
 use super::query::Query;
 use super::wire::{MessagesOut, PublishBody, PublishedOut};
@@ -23,9 +24,14 @@ struct BatchResults {
 
 /// Answers once the messages are durable: the position for a single
 /// message, `{"results": [...]}` in order for a batch.
+/// CloudEvents (structured, batch or binary mode) are taken as messages too.
 pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let (parts, incoming) = req.into_parts();
-    let format = Format::of_request(&parts.headers)?;
+    let events = cloudevents::mode(&parts.headers);
+    let format = match events {
+        Some(_) => Format::Json,
+        None => Format::of_request(&parts.headers)?,
+    };
     let bytes = body::read(
         incoming,
         &parts.headers,
@@ -34,9 +40,17 @@ pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<R
         body::body_timeout(&parts),
     )
     .await?;
-    let publish: PublishBody = body::decode(format, &bytes)?;
-    drop(bytes);
-    let (messages, batch) = publish.into_messages()?;
+    let (messages, batch) = match events {
+        Some(mode) => (
+            cloudevents::messages(mode, &parts.headers, bytes.to_vec())?,
+            mode == cloudevents::Mode::Batch,
+        ),
+        None => {
+            let publish: PublishBody = body::decode(format, &bytes)?;
+            drop(bytes);
+            publish.into_messages()?
+        }
+    };
     let published = ctx.broker.publish(topic, messages).await?;
     if batch {
         let results = published.into_iter().map(PublishedOut::from).collect();

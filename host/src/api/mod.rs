@@ -30,6 +30,7 @@
 mod auth;
 mod body;
 mod client;
+mod cloudevents;
 mod error;
 #[cfg(test)]
 mod fuzz;

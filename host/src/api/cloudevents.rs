@@ -1,0 +1,354 @@
+//! CloudEvents 1.0 over HTTP on publish: structured mode (`Content-Type:
+//! application/cloudevents+json`, one event), batches
+//! (`application/cloudevents-batch+json`, an array) and binary mode (the
+//! attributes as `ce-*` headers, the body as the data).
+//!
+//! An event becomes a message: its `id` is the message id (so the topic's
+//! dedup window applies), the `partitionkey` extension is the key, every
+//! attribute is a header `ce-<name>` (the data's content type included), and
+//! the data is the payload: `data_base64` decoded, `data` as JSON text when
+//! the content type is JSON or absent, else the string itself.
+
+use super::error::ApiError;
+use super::wire::MAX_BATCH;
+use crate::broker::{NewMessage, MAX_PAYLOAD_BYTES};
+use base64::Engine as _;
+use hyper::header::{HeaderMap, CONTENT_TYPE};
+use serde_json::{Map, Value};
+
+pub const STRUCTURED: &str = "application/cloudevents+json";
+pub const BATCH: &str = "application/cloudevents-batch+json";
+
+/// How a publish carries CloudEvents, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Structured,
+    Batch,
+    Binary,
+}
+
+/// The CloudEvents mode of a request, from its headers.
+pub fn mode(headers: &HeaderMap) -> Option<Mode> {
+    let media = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match media.as_deref() {
+        Some(STRUCTURED) => Some(Mode::Structured),
+        Some(BATCH) => Some(Mode::Batch),
+        _ if headers.contains_key("ce-specversion") => Some(Mode::Binary),
+        _ => None,
+    }
+}
+
+/// The messages of a CloudEvents publish body.
+pub fn messages(
+    mode: Mode,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Result<Vec<NewMessage>, ApiError> {
+    match mode {
+        Mode::Structured => {
+            let event = parse(&body)?;
+            Ok(vec![structured(event, "")?])
+        }
+        Mode::Batch => {
+            let Value::Array(events) = parse(&body)? else {
+                return Err(ApiError::invalid(
+                    "a CloudEvents batch is a JSON array of events",
+                ));
+            };
+            if events.is_empty() {
+                return Err(ApiError::invalid("the CloudEvents batch is empty"));
+            }
+            if events.len() > MAX_BATCH {
+                return Err(ApiError::too_large(format!(
+                    "{} events in one request; the limit is {}",
+                    events.len(),
+                    MAX_BATCH
+                )));
+            }
+            events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| structured(e, &format!("events[{i}]: ")))
+                .collect()
+        }
+        Mode::Binary => Ok(vec![binary(headers, body)?]),
+    }
+}
+
+fn parse(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::malformed(format!("not a CloudEvent in JSON: {e}")))
+}
+
+/// One event in the JSON format.
+fn structured(event: Value, at: &str) -> Result<NewMessage, ApiError> {
+    let Value::Object(mut attributes) = event else {
+        return Err(ApiError::invalid(format!(
+            "{at}a CloudEvent is a JSON object"
+        )));
+    };
+    let data = attributes.remove("data");
+    let data_base64 = attributes.remove("data_base64");
+    let payload = match (data, data_base64) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(format!(
+                "{at}a CloudEvent has `data` or `data_base64`, not both"
+            )))
+        }
+        (None, Some(Value::String(b64))) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| ApiError::invalid(format!("{at}data_base64 is not valid base64: {e}")))?,
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(format!(
+                "{at}data_base64 must be a string"
+            )))
+        }
+        (Some(Value::String(text)), None) if !json_content(&attributes) => text.into_bytes(),
+        (Some(value), None) => value.to_string().into_bytes(),
+        (None, None) => Vec::new(),
+    };
+    message(attributes, payload, at)
+}
+
+/// Whether the event's data is JSON: its content type says so, or is absent.
+fn json_content(attributes: &Map<String, Value>) -> bool {
+    match attributes.get("datacontenttype").and_then(Value::as_str) {
+        None => true,
+        Some(t) => {
+            let media = t
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            media == "application/json" || media.ends_with("+json") || media == "text/json"
+        }
+    }
+}
+
+/// One event in binary mode: `ce-*` headers, the body as data.
+fn binary(headers: &HeaderMap, body: Vec<u8>) -> Result<NewMessage, ApiError> {
+    let mut attributes = Map::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid(format!("header {name} is not text")))?;
+        let decoded = percent_decode(text).ok_or_else(|| {
+            ApiError::invalid(format!("header {name} is not valid percent-encoded UTF-8"))
+        })?;
+        attributes.insert(attribute.to_string(), Value::String(decoded));
+    }
+    if let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        attributes.insert("datacontenttype".into(), content_type.into());
+    }
+    message(attributes, body, "")
+}
+
+/// `%XX` escapes decoded, as the binary mode allows in header values.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Check the attributes and build the message.
+fn message(
+    attributes: Map<String, Value>,
+    payload: Vec<u8>,
+    at: &str,
+) -> Result<NewMessage, ApiError> {
+    let required = |name: &str| -> Result<String, ApiError> {
+        match attributes.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(_)) => Err(ApiError::invalid(format!(
+                "{at}CloudEvent attribute `{name}` is empty"
+            ))),
+            Some(_) => Err(ApiError::invalid(format!(
+                "{at}CloudEvent attribute `{name}` must be a string"
+            ))),
+            None => Err(ApiError::invalid(format!(
+                "{at}CloudEvent attribute `{name}` is missing"
+            ))),
+        }
+    };
+    let version = required("specversion")?;
+    if version != "1.0" {
+        return Err(ApiError::invalid(format!(
+            "{at}CloudEvent attribute `specversion` is {version:?}; only \"1.0\" is supported"
+        )));
+    }
+    let id = required("id")?;
+    required("source")?;
+    required("type")?;
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(ApiError::too_large(format!(
+            "{at}the event's data is {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+            payload.len()
+        )));
+    }
+    let mut headers = Vec::with_capacity(attributes.len());
+    let mut key = None;
+    for (name, value) in attributes {
+        let valid = !name.is_empty()
+            && name.len() <= 20
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(ApiError::invalid(format!(
+                "{at}CloudEvent attribute name {name:?} is not 1-20 lowercase letters or digits"
+            )));
+        }
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s,
+            Value::Bool(_) | Value::Number(_) => value.to_string(),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "{at}CloudEvent attribute `{name}` must be a string, number or boolean"
+                )))
+            }
+        };
+        if name == "partitionkey" {
+            key = Some(text.clone());
+        }
+        headers.push((format!("ce-{name}"), text));
+    }
+    Ok(NewMessage {
+        id: Some(id),
+        key,
+        payload,
+        headers,
+        delay_ms: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn one(event: Value) -> Result<NewMessage, ApiError> {
+        let mut all = messages(
+            Mode::Structured,
+            &HeaderMap::new(),
+            event.to_string().into_bytes(),
+        )?;
+        Ok(all.remove(0))
+    }
+
+    fn header<'a>(m: &'a NewMessage, name: &str) -> Option<&'a str> {
+        m.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn structured_events_become_messages() {
+        let m = one(
+            json!({"specversion": "1.0", "id": "e1", "source": "/shop", "type": "order.created",
+                           "partitionkey": "user-7", "data": {"total": 12}}),
+        )
+        .unwrap();
+        assert_eq!(m.id.as_deref(), Some("e1"));
+        assert_eq!(m.key.as_deref(), Some("user-7"));
+        assert_eq!(m.payload, br#"{"total":12}"#);
+        assert_eq!(header(&m, "ce-type"), Some("order.created"));
+        assert_eq!(header(&m, "ce-source"), Some("/shop"));
+        let text = one(
+            json!({"specversion": "1.0", "id": "e2", "source": "s", "type": "t",
+                              "datacontenttype": "text/plain", "data": "hello"}),
+        )
+        .unwrap();
+        assert_eq!(text.payload, b"hello");
+        let raw = one(
+            json!({"specversion": "1.0", "id": "e3", "source": "s", "type": "t",
+                             "data_base64": "AAEC"}),
+        )
+        .unwrap();
+        assert_eq!(raw.payload, [0, 1, 2]);
+    }
+
+    #[test]
+    fn invalid_events_are_refused_naming_the_field() {
+        let cases = [
+            (
+                json!({"specversion": "1.0", "id": "e", "type": "t"}),
+                "`source` is missing",
+            ),
+            (
+                json!({"specversion": "0.3", "id": "e", "source": "s", "type": "t"}),
+                "`specversion`",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "", "source": "s", "type": "t"}),
+                "`id` is empty",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "e", "source": "s", "type": 3}),
+                "`type` must be a string",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "e", "source": "s", "type": "t", "Bad-Name": "x"}),
+                "\"Bad-Name\"",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "e", "source": "s", "type": "t", "data": 1, "data_base64": "AA=="}),
+                "not both",
+            ),
+            (json!([1]), "a JSON object"),
+        ];
+        for (event, fragment) in cases {
+            let err = one(event.clone()).unwrap_err();
+            assert_eq!(err.status.as_u16(), 400, "{event}");
+            assert!(err.message.contains(fragment), "{event}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn binary_mode_takes_headers_and_the_body() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "b1"),
+            ("ce-source", "/sensors/4"),
+            ("ce-type", "reading"),
+            ("ce-subject", "caf%C3%A9"),
+            ("content-type", "text/csv"),
+        ] {
+            headers.insert(k, v.parse().unwrap());
+        }
+        assert_eq!(mode(&headers), Some(Mode::Binary));
+        let m = messages(Mode::Binary, &headers, b"1,2,3".to_vec())
+            .unwrap()
+            .remove(0);
+        assert_eq!(m.id.as_deref(), Some("b1"));
+        assert_eq!(m.payload, b"1,2,3");
+        assert_eq!(header(&m, "ce-subject"), Some("café"));
+        assert_eq!(header(&m, "ce-datacontenttype"), Some("text/csv"));
+    }
+}
