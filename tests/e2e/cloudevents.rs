@@ -5,15 +5,19 @@
 use crate::support::Server;
 use serde_json::{json, Value};
 
-/// POST to the topic with these headers and body; (status, JSON answer).
+/// POST to topic `events` with these headers and body; (status, JSON answer).
 fn post(s: &Server, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    post_to(s, "events", headers, body)
+}
+
+fn post_to(s: &Server, topic: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let mut request = ureq::http::Request::builder()
         .method("POST")
-        .uri(format!("{}/v1/topics/events/messages", s.base));
+        .uri(format!("{}/v1/topics/{topic}/messages", s.base));
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
@@ -93,6 +97,63 @@ fn cloudevents_are_published_in_every_mode_and_checked() {
     assert_eq!(e4["key"], "sensor-4");
     assert_eq!(e4["payload"], "21.5,22.0");
     assert_eq!(e4["headers"]["ce-datacontenttype"], "text/csv");
+
+    // Read back as CloudEvents, and published again elsewhere: the same
+    // ids, keys, attributes and payloads.
+    s.topic("copy", 2);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut events = Vec::new();
+    for p in 0..2 {
+        let mut answer = agent
+            .get(format!(
+                "{}/v1/topics/events/partitions/{p}/messages",
+                s.base
+            ))
+            .header("accept", "application/cloudevents-batch+json")
+            .call()
+            .expect("read");
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/cloudevents-batch+json"
+        );
+        let batch: Vec<Value> =
+            serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+        events.extend(batch);
+    }
+    assert_eq!(events.len(), 4);
+    let e1 = events.iter().find(|e| e["id"] == "e1").expect("e1");
+    assert_eq!(e1["type"], "order.created");
+    assert_eq!(e1["data"], json!({"total": 12}));
+    assert_eq!(e1["partitionkey"], "user-7");
+    assert!(
+        e1["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{e1}"
+    );
+    let copy = post_to(
+        &s,
+        "copy",
+        &[("content-type", "application/cloudevents-batch+json")],
+        &serde_json::to_vec(&events).unwrap(),
+    );
+    assert_eq!(copy.0, 200, "{}", copy.1);
+    let copied = s.read_all("copy");
+    for original in &stored {
+        let twin = copied
+            .iter()
+            .find(|m| m["id"] == original["id"])
+            .unwrap_or_else(|| panic!("{} copied", original["id"]));
+        for field in ["key", "payload", "payload_base64"] {
+            assert_eq!(
+                twin[field], original[field],
+                "{field} of {}",
+                original["id"]
+            );
+        }
+        assert_eq!(twin["headers"]["ce-type"], original["headers"]["ce-type"]);
+    }
 
     // Invalid events: 400 naming the field, nothing stored.
     let missing = json!({"specversion": "1.0", "id": "e5", "type": "t"});

@@ -246,6 +246,99 @@ fn message(
     })
 }
 
+/// Whether the client asks for CloudEvents (`Accept`).
+pub fn wanted(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|entry| {
+            let media = entry.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case(STRUCTURED) || media.eq_ignore_ascii_case(BATCH)
+        })
+}
+
+/// A stored message as a CloudEvent: the attributes it was published with
+/// (its `ce-*` headers) as they were, else `source` `/topics/{topic}`, type
+/// `switchyard.message` and the store time; `partitionkey` from the key;
+/// `partition` and `offset` as extensions; the payload as JSON `data` when
+/// it is JSON, as a string when it is text, else as `data_base64`.
+pub fn event(topic: &str, entry: &crate::broker::LogEntry) -> Value {
+    let mut event = Map::new();
+    for (name, value) in &entry.headers {
+        if let Some(attribute) = name.strip_prefix("ce-") {
+            event.insert(attribute.to_string(), value.clone().into());
+        }
+    }
+    let mut default = |name: &str, value: Value| {
+        event.entry(name.to_string()).or_insert(value);
+    };
+    default("specversion", "1.0".into());
+    default("id", entry.id.clone().into());
+    default("source", format!("/topics/{topic}").into());
+    default("type", "switchyard.message".into());
+    default("time", rfc3339(entry.timestamp_ms).into());
+    if let Some(key) = &entry.key {
+        default("partitionkey", key.clone().into());
+    }
+    event.insert("partition".into(), entry.partition.into());
+    event.insert("offset".into(), entry.offset.into());
+    let json = json_content(&event)
+        .then(|| serde_json::from_slice::<Value>(&entry.payload).ok())
+        .flatten();
+    match (json, std::str::from_utf8(&entry.payload)) {
+        (Some(value), _) => {
+            event.insert("data".into(), value);
+        }
+        (None, Ok(text)) => {
+            event
+                .entry("datacontenttype")
+                .or_insert_with(|| "text/plain".into());
+            event.insert("data".into(), text.into());
+        }
+        (None, Err(_)) => {
+            event
+                .entry("datacontenttype")
+                .or_insert_with(|| "application/octet-stream".into());
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&entry.payload);
+            event.insert("data_base64".into(), b64.into());
+        }
+    }
+    Value::Object(event)
+}
+
+/// Milliseconds since the Unix epoch as an RFC 3339 UTC time.
+fn rfc3339(ms: u64) -> String {
+    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+/// Events as a batch answer (`application/cloudevents-batch+json`).
+pub fn batch_reply(events: Vec<Value>) -> Result<super::body::Reply, ApiError> {
+    let mut reply = super::body::reply(hyper::StatusCode::OK, super::body::Format::Json, &events)?;
+    reply
+        .headers_mut()
+        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(BATCH));
+    Ok(reply)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +420,13 @@ mod tests {
             assert_eq!(err.status.as_u16(), 400, "{event}");
             assert!(err.message.contains(fragment), "{event}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_796_357_798_801), "2026-12-04T04:16:38.801Z");
     }
 
     #[test]

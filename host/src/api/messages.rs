@@ -64,7 +64,8 @@ pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<R
     }
 }
 
-/// `{"messages": [...], "next": <offset after the last one>}`.
+/// `{"messages": [...], "next": <offset after the last one>}`, or with
+/// `Accept: application/cloudevents-batch+json` the messages as CloudEvents.
 pub async fn read(
     ctx: &Ctx,
     topic: &str,
@@ -78,8 +79,15 @@ pub async fn read(
     let from = query.number("from", 0, 0..=u64::MAX)?;
     let limit = query.number("limit", DEFAULT_READ_LIMIT, 1..=MAX_READ_LIMIT)? as usize;
     let broker = ctx.broker.clone();
-    let topic = topic.to_owned();
-    let entries = blocking(move || broker.read(&topic, partition, from, limit)).await?;
+    let name = topic.to_owned();
+    let entries = blocking(move || broker.read(&name, partition, from, limit)).await?;
+    if ctx.events {
+        let events = entries
+            .iter()
+            .map(|e| cloudevents::event(topic, e))
+            .collect();
+        return cloudevents::batch_reply(events);
+    }
     body::reply(
         StatusCode::OK,
         ctx.format,

@@ -67,6 +67,8 @@ const MAX_SETTINGS_BYTES: usize = 1 << 20;
 struct Ctx {
     broker: Broker,
     format: Format,
+    /// The client asked for CloudEvents (`Accept`).
+    events: bool,
     /// Turns true when the server starts shutting down (event streams end).
     closing: tokio::sync::watch::Receiver<bool>,
 }

@@ -146,6 +146,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         _ => Ctx {
             broker: state.broker().await?,
             format: Format::for_response(req.headers()),
+            events: super::cloudevents::wanted(req.headers()),
             closing: state.closing.clone(),
         },
     };
