@@ -126,7 +126,12 @@ fn the_client_commands_drive_a_host_end_to_end() {
         .sum();
     assert_eq!(forwarded, 1000);
     let yaml = cli.ok(&["read", "in.out", "--limit", "1", "-o", "yaml"]);
-    assert!(yaml.starts_with("messages:\n- "), "{yaml}");
+    let parsed: Value = serde_yaml_ng::from_str(&yaml).expect("YAML");
+    assert_eq!(
+        parsed["messages"].as_array().map(Vec::len),
+        Some(1),
+        "{yaml}"
+    );
 
     // A message that ends in the dead letters.
     cli.ok(&["topic", "create", "bad"]);
@@ -137,9 +142,17 @@ fn the_client_commands_drive_a_host_end_to_end() {
         "poison",
         dir.path().join("poison.wasm").to_str().unwrap(),
     ]);
-    cli.ok(&[
-        "sub", "create", "dl", "--topic", "bad", "--plugin", "poison",
-    ]);
+    let spec = dir.path().join("dl.yaml");
+    std::fs::write(
+        &spec,
+        "topic: bad\nplugin: poison\nretry:\n  max_attempts: 1\n",
+    )
+    .unwrap();
+    let created = cli.json(&["sub", "create", "dl", "-f", spec.to_str().unwrap()]);
+    assert_eq!(
+        created["retry"]["max_attempts"], 1,
+        "from the YAML spec: {created}"
+    );
     cli.ok(&["publish", "bad", "--id", "broken", "dead on arrival"]);
     wait_for(LIMIT, "the dead letter", || {
         let sub = cli.json(&["sub", "get", "dl"]);

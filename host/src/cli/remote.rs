@@ -195,7 +195,8 @@ pub enum SubCommand {
         /// at-most-once, at-least-once or exactly-once.
         #[arg(long)]
         delivery: Option<String>,
-        /// The whole spec as JSON (flags given as well override its fields).
+        /// The whole spec as JSON, or YAML (`.yaml`, `.yml`); flags given as
+        /// well override its fields.
         #[arg(short = 'f', long = "file")]
         spec: Option<PathBuf>,
     },
@@ -326,7 +327,7 @@ impl Shown {
                 "{}\n",
                 serde_json::to_string_pretty(&self.value).expect("JSON serializes")
             ),
-            Output::Yaml => yaml(&self.value, 0),
+            Output::Yaml => yaml(&self.value),
             Output::Table => match &self.table {
                 Table::Rows(key, columns) => {
                     let rows = self.value[*key].as_array().cloned().unwrap_or_default();
@@ -394,39 +395,8 @@ fn fields(value: &Value) -> String {
         .collect()
 }
 
-/// YAML in block style; strings double-quoted (JSON escapes are YAML's).
-fn yaml(value: &Value, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    let scalar = |v: &Value| match v {
-        Value::String(s) => Value::String(s.clone()).to_string(),
-        other => other.to_string(),
-    };
-    match value {
-        Value::Object(map) if !map.is_empty() => map
-            .iter()
-            .map(|(k, v)| match v {
-                Value::Object(m) if !m.is_empty() => format!("{pad}{k}:\n{}", yaml(v, indent + 2)),
-                Value::Array(a) if !a.is_empty() => format!("{pad}{k}:\n{}", yaml(v, indent)),
-                _ => format!("{pad}{k}: {}\n", scalar(v)),
-            })
-            .collect(),
-        Value::Array(items) if !items.is_empty() => items
-            .iter()
-            .map(|item| match item {
-                Value::Object(m) if !m.is_empty() => {
-                    let inner = yaml(item, indent + 2);
-                    format!("{pad}- {}", inner.trim_start())
-                }
-                Value::Array(a) if !a.is_empty() => {
-                    format!("{pad}-\n{}", yaml(item, indent + 2))
-                }
-                _ => format!("{pad}- {}\n", scalar(item)),
-            })
-            .collect(),
-        Value::Object(_) => format!("{pad}{{}}\n"),
-        Value::Array(_) => format!("{pad}[]\n"),
-        other => format!("{pad}{}\n", scalar(other)),
-    }
+fn yaml(value: &Value) -> String {
+    serde_yaml_ng::to_string(value).expect("a JSON value writes as YAML")
 }
 
 const TOPIC_COLUMNS: &[Column] = &[
@@ -805,8 +775,17 @@ async fn sub(c: &Client, command: SubCommand) -> Result<Shown, Failure> {
                     let text = std::fs::read_to_string(&file).map_err(|e| {
                         Failure::Usage(format!("cannot read {}: {e}", file.display()))
                     })?;
-                    serde_json::from_str::<Value>(&text).map_err(|e| {
-                        Failure::Usage(format!("{} is not a JSON spec: {e}", file.display()))
+                    let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+                    let parsed = if yaml {
+                        serde_yaml_ng::from_str::<Value>(&text).map_err(|e| e.to_string())
+                    } else {
+                        serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
+                    };
+                    parsed.map_err(|e| {
+                        Failure::Usage(format!(
+                            "{} is not a subscription spec: {e}",
+                            file.display()
+                        ))
                     })?
                 }
                 None => json!({}),
