@@ -108,6 +108,7 @@ fn the_client_commands_drive_a_host_end_to_end() {
     let fwd = row(&subs, "fwd");
     assert_eq!(&fwd[1..4], ["in", "fwd", "running"], "{subs}");
     assert_eq!(fwd[7], "1000", "ACKED\n{subs}");
+    assert!(fwd[8].parse::<f64>().is_ok(), "ACKED/S\n{subs}");
     let topics = cli.ok(&["topic", "list"]);
     assert!(topics.starts_with("NAME"), "{topics}");
     assert_eq!(row(&topics, "in.out")[2], "1000", "MESSAGES\n{topics}");

@@ -3,7 +3,8 @@
 //!
 //! A background task trims each partition's oldest messages (one range
 //! delete), then flushes and compacts that range so the disk space is
-//! reclaimed, keeping the data directory bounded under steady load.
+//! reclaimed, keeping the data directory bounded under steady load. Its
+//! once-a-second tick also samples the subscriptions' acknowledgement rates.
 
 use super::log::{Log, Topic};
 use super::subscriptions::Subscriptions;
@@ -29,6 +30,7 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = stop.changed() => return,
         }
+        subscriptions.sample_rates();
         for topic in log.all() {
             for partition in 0..topic.partitions() {
                 if let Err(e) = sweep(&log, &subscriptions, &topic, partition).await {

@@ -22,6 +22,9 @@ const PURGE_PAGE: usize = 10_000;
 /// Most dead letters (and about most bytes of them) redriven in one write.
 const REDRIVE_PAGE: usize = 1_000;
 const REDRIVE_PAGE_BYTES: usize = 64 << 20;
+/// Samples of `acked` kept for the rate: about five seconds' worth.
+const RATE_SAMPLES: usize = 6;
+
 /// Present (with value `true`) for a paused subscription.
 const META_PAUSED: &str = "paused";
 
@@ -50,6 +53,8 @@ pub struct SubscriptionStats {
     pub lag: u64,
     /// Attempts running now.
     pub in_flight: u64,
+    /// Messages acknowledged per second over the last few seconds.
+    pub acked_per_sec: f64,
     /// Outbound HTTP requests of its plugin, since the host started.
     #[serde(skip)]
     pub egress: crate::runtime::egress::EgressSnapshot,
@@ -112,12 +117,15 @@ pub(crate) struct Shared {
     pub(crate) desk: std::sync::OnceLock<Arc<super::runner::LeaseDesk>>,
     /// Per consumed topic and partition: the runner's current watermark.
     watermarks: RwLock<HashMap<String, Vec<AtomicU64>>>,
+    /// `acked` sampled about once a second, for `acked_per_sec`.
+    acked_samples: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
 }
 
 impl Shared {
     pub(crate) fn new(name: &str, spec: SubscriptionSpec) -> Self {
         Self {
             watermarks: RwLock::new(HashMap::new()),
+            acked_samples: std::sync::Mutex::new(std::collections::VecDeque::new()),
             name: name.to_string(),
             spec,
             delivered: AtomicU64::new(0),
@@ -182,6 +190,29 @@ impl Shared {
         topic_matches(&self.spec.topic, topic)
     }
 
+    /// Record `acked` now; the last [`RATE_SAMPLES`] make the rate.
+    fn sample_acked(&self) {
+        let mut samples = self.acked_samples.lock().expect("rate samples lock");
+        samples.push_back((
+            std::time::Instant::now(),
+            self.acked.load(Ordering::Relaxed),
+        ));
+        while samples.len() > RATE_SAMPLES {
+            samples.pop_front();
+        }
+    }
+
+    /// Acknowledgements per second between the oldest and newest samples.
+    fn acked_per_sec(&self) -> f64 {
+        let samples = self.acked_samples.lock().expect("rate samples lock");
+        match (samples.front(), samples.back()) {
+            (Some((t0, a0)), Some((t1, a1))) if t1 > t0 => {
+                a1.saturating_sub(*a0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
     fn info(&self, paused: bool) -> SubscriptionInfo {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SubscriptionInfo {
@@ -207,6 +238,7 @@ impl Shared {
                 filtered: get(&self.filtered),
                 lag: get(&self.lag),
                 in_flight: get(&self.in_flight),
+                acked_per_sec: (self.acked_per_sec() * 10.0).round() / 10.0,
                 egress: self.egress.snapshot(),
             },
         }
@@ -428,6 +460,15 @@ impl Subscriptions {
         let running = self.running.lock().expect("subscriptions lock");
         for r in running.values().filter(|r| r.shared.consumes(name)) {
             let _ = r.control.send(Control::Topic(topic.clone()));
+        }
+    }
+
+    /// Sample every running subscription's acknowledgements (about once a
+    /// second), for `acked_per_sec`.
+    pub(crate) fn sample_rates(&self) {
+        let running = self.running.lock().expect("subscriptions lock");
+        for r in running.values() {
+            r.shared.sample_acked();
         }
     }
 
@@ -871,6 +912,32 @@ mod tests {
 
     async fn open(dir: &std::path::Path) -> Broker {
         Broker::open(BrokerConfig::new(dir)).await.expect("opens")
+    }
+
+    #[test]
+    fn the_ack_rate_spans_the_samples_kept() {
+        use std::sync::atomic::Ordering;
+        let shared = super::Shared::new("s", pull("t"));
+        assert_eq!(shared.acked_per_sec(), 0.0, "no samples");
+        shared.sample_acked();
+        assert_eq!(shared.acked_per_sec(), 0.0, "one sample");
+        let t0 = std::time::Instant::now();
+        {
+            let mut samples = shared.acked_samples.lock().unwrap();
+            samples.clear();
+            samples.push_back((t0, 100));
+            samples.push_back((t0 + Duration::from_secs(2), 110));
+        }
+        assert_eq!(shared.acked_per_sec(), 5.0);
+        shared.acked.store(1000, Ordering::Relaxed);
+        for _ in 0..super::RATE_SAMPLES {
+            shared.sample_acked();
+        }
+        assert_eq!(
+            shared.acked_samples.lock().unwrap().len(),
+            super::RATE_SAMPLES
+        );
+        assert_eq!(shared.acked_per_sec(), 0.0, "the older samples aged out");
     }
 
     /// Lease and ack whatever is ready; returns the offsets leased.

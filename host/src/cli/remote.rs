@@ -416,6 +416,7 @@ const SUB_COLUMNS: &[Column] = &[
     ("LAG", |s| text(&s["stats"]["lag"])),
     ("IN_FLIGHT", |s| text(&s["stats"]["in_flight"])),
     ("ACKED", |s| text(&s["stats"]["acked"])),
+    ("ACKED/S", |s| text(&s["stats"]["acked_per_sec"])),
     ("DEAD", |s| text(&s["stats"]["dead_lettered"])),
 ];
 
