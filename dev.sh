@@ -26,7 +26,23 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# The shared target directory only grows (each change leaves test binaries of
+# ~0.5 GB and incremental state behind): when its disk is short of space,
+# drop the incremental state and executables unused for a day. Dependencies
+# stay built.
+prune_target() {
+  local free_kib
+  mkdir -p "$CARGO_TARGET_DIR"
+  free_kib=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')
+  if [ "${free_kib:-0}" -lt $((20 * 1024 * 1024)) ]; then
+    echo "dev.sh: less than 20 GiB free; pruning stale build output in $CARGO_TARGET_DIR" >&2
+    rm -rf "$CARGO_TARGET_DIR"/{release,debug}/incremental
+    find "$CARGO_TARGET_DIR"/{release,debug}/deps -maxdepth 1 -type f -executable -mtime +0 -delete 2>/dev/null || true
+  fi
+}
+
 setup() {
+  prune_target
   # The rocksdb crate generates its bindings with libclang and builds RocksDB with a C++ compiler.
   if ! compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || ! command -v clang >/dev/null; then
     echo "dev.sh: installing libclang-dev and clang" >&2
