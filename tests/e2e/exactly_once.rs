@@ -212,18 +212,17 @@ fn exactly_once_survives_kill9_without_duplicates_or_losses() {
     for cycle in 0..CYCLES {
         let cycle_ids: Vec<String> = (0..PER_CYCLE).map(|i| format!("c{cycle}-m{i}")).collect();
         ids.extend(cycle_ids.iter().cloned());
-        let acked_chunks = Arc::new(Mutex::new(0usize));
+        let acked_ids = Arc::new(Mutex::new(Vec::new()));
         let publisher = {
-            let (base, cycle_ids, acked) =
-                (s.base.clone(), cycle_ids.clone(), acked_chunks.clone());
-            std::thread::spawn(move || publish_chunks(&base, &cycle_ids, &acked))
+            let (base, cycle_ids, acked) = (s.base.clone(), cycle_ids.clone(), acked_ids.clone());
+            std::thread::spawn(move || publish_chunks(&base, &cycle_ids, CHUNK, &acked))
         };
         // Kill at a random point: while publishing, or while delivering.
         let done_before = ids.len() - PER_CYCLE;
         let kill_at = done_before + rand::random::<u64>() as usize % PER_CYCLE;
         crate::support::wait_for(LIMIT, "deliveries under way", || {
             let acked = s.stats("tally")["acked"].as_u64().unwrap_or(0) as usize;
-            (acked >= kill_at || *acked_chunks.lock().unwrap() * CHUNK == PER_CYCLE).then_some(())
+            (acked >= kill_at || acked_ids.lock().unwrap().len() == PER_CYCLE).then_some(())
         });
         s.kill9();
         publisher.join().expect("publisher thread");
@@ -247,25 +246,25 @@ fn exactly_once_survives_kill9_without_duplicates_or_losses() {
     assert_counted_once(&s, "tally", &ids);
 }
 
-fn message(id: &str) -> Value {
+pub(crate) fn message(id: &str) -> Value {
     json!({"id": id, "key": format!("k{}", id.len() % 5), "payload": id})
 }
 
-/// Publish `ids` in chunks until done or the server is gone; counts the
-/// acknowledged chunks.
-fn publish_chunks(base: &str, ids: &[String], acked: &Mutex<usize>) {
+/// Publish `ids` to topic `in` in chunks of `chunk` until done or the
+/// server is gone; records the acknowledged ids.
+pub(crate) fn publish_chunks(base: &str, ids: &[String], chunk: usize, acked: &Mutex<Vec<String>>) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in ids.chunks(chunk) {
         let messages: Vec<Value> = chunk.iter().map(|id| message(id)).collect();
         let sent = agent
             .post(&format!("{base}/v1/topics/in/messages"))
             .send_json(json!({ "messages": messages }));
         match sent {
-            Ok(resp) if resp.status() == 200 => *acked.lock().unwrap() += 1,
+            Ok(resp) if resp.status() == 200 => acked.lock().unwrap().extend(chunk.iter().cloned()),
             _ => return,
         }
     }

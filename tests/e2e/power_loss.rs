@@ -7,6 +7,7 @@
 //! acknowledged messages, which proves the check can fail (delivery.md D1,
 //! D18; docs/operations.md, "Faults").
 
+use crate::exactly_once::{message, publish_chunks};
 use crate::lazyfs::LazyFs;
 use crate::support::{wait_for, Body, Options, Server};
 use serde_json::{json, Value};
@@ -94,7 +95,7 @@ fn campaign(fsync_interval_ms: Option<u64>, cycles: usize, strict: bool) -> Repo
         let acked = Arc::new(Mutex::new(Vec::<String>::new()));
         let publisher = {
             let (base, ids, acked) = (s.base.clone(), ids.clone(), acked.clone());
-            std::thread::spawn(move || publish_chunks(&base, &ids, &acked))
+            std::thread::spawn(move || publish_chunks(&base, &ids, CHUNK, &acked))
         };
         // Cut at a random point of the publishing, with delivery under way.
         let cut_after = CHUNK + rand::random::<u64>() as usize % (PER_CYCLE - CHUNK);
@@ -167,28 +168,4 @@ fn forwarded(s: &Server) -> BTreeMap<String, usize> {
         *counts.entry(source.to_string()).or_default() += 1;
     }
     counts.into_iter().collect()
-}
-
-fn message(id: &str) -> Value {
-    json!({"id": id, "key": format!("k{}", id.len() % 5), "payload": id})
-}
-
-/// Publish `ids` in chunks until done or the host is gone; records the
-/// acknowledged ids.
-fn publish_chunks(base: &str, ids: &[String], acked: &Mutex<Vec<String>>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    for chunk in ids.chunks(CHUNK) {
-        let messages: Vec<Value> = chunk.iter().map(|id| message(id)).collect();
-        let sent = agent
-            .post(&format!("{base}/v1/topics/in/messages"))
-            .send_json(json!({ "messages": messages }));
-        match sent {
-            Ok(resp) if resp.status() == 200 => acked.lock().unwrap().extend(chunk.iter().cloned()),
-            _ => return,
-        }
-    }
 }
