@@ -2,6 +2,7 @@
 //! with a temporary data directory and real wasm plugins, and talks HTTP to it.
 //! See tests/README.md for the test tiers.
 
+mod contract;
 mod lazyfs;
 mod origin;
 #[path = "../../host/benches/common/padding.rs"]
@@ -23,6 +24,7 @@ mod exactly_once;
 mod examples;
 mod model;
 mod new_project;
+mod openapi;
 mod power_loss;
 mod pull;
 mod semantics;

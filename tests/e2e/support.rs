@@ -249,6 +249,12 @@ impl Server {
             .run(req)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let text = resp
             .body_mut()
             .with_config()
@@ -256,7 +262,20 @@ impl Server {
             .read_to_string()
             .unwrap_or_default();
         let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if is_json(&content_type) {
+            self.contract()
+                .check(method, path, status, &content_type, &value);
+        }
         (status, value)
+    }
+
+    /// The API's OpenAPI document, which every JSON answer must match.
+    fn contract(&self) -> &'static crate::contract::Contract {
+        crate::contract::get(|| {
+            let (status, text) = self.get_text("/v1/openapi.json");
+            assert_eq!(status, 200, "{text}");
+            serde_json::from_str(&text).expect("the OpenAPI document is JSON")
+        })
     }
 
     /// A GET without a token; returns the status and the body as text.
@@ -463,4 +482,10 @@ pub fn dir_size(dir: &Path) -> u64 {
 /// A message with a key and a text payload.
 pub fn msg(key: &str, payload: &str) -> Value {
     json!({ "key": key, "payload": payload })
+}
+
+/// Whether a content type is JSON (`application/json`, `...+json`).
+fn is_json(content_type: &str) -> bool {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    media == "application/json" || media.ends_with("+json")
 }

@@ -241,13 +241,13 @@ pub fn reply<T: Serialize>(
     Ok(response)
 }
 
-/// 201 if something was created, else 200.
 /// The answer to a successful DELETE: `{"deleted": "<name>"}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Deleted<'a> {
     pub deleted: &'a str,
 }
 
+/// 201 if something was created, else 200.
 pub fn created_or_ok(created: bool) -> StatusCode {
     if created {
         StatusCode::CREATED

@@ -19,6 +19,49 @@ use serde_json::{Map, Value};
 pub const STRUCTURED: &str = "application/cloudevents+json";
 pub const BATCH: &str = "application/cloudevents-batch+json";
 
+/// A CloudEvent in the JSON event format, as the API documents it.
+pub struct CloudEvent;
+
+impl utoipa::PartialSchema for CloudEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, Type};
+        let text = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .description(Some(
+                "CloudEvents 1.0, JSON event format. Extension attributes are allowed",
+            ))
+            .property("specversion", text("`1.0`").enum_values(Some(["1.0"])))
+            .property(
+                "id",
+                text("The message id (dedup applies)").min_length(Some(1)),
+            )
+            .property("source", text("URI-reference").min_length(Some(1)))
+            .property("type", text("Event type").min_length(Some(1)))
+            .property("datacontenttype", text("Content type of `data`"))
+            .property("subject", text("Subject"))
+            .property("time", text("RFC 3339 timestamp"))
+            .property("partitionkey", text("The message key"))
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+                    .description(Some("Any JSON value")),
+            )
+            .property("data_base64", text("Binary data, base64"))
+            .required("specversion")
+            .required("id")
+            .required("source")
+            .required("type")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CloudEvent {}
+
 /// How a publish carries CloudEvents, if it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

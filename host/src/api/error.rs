@@ -101,17 +101,8 @@ impl ApiError {
 
     /// The JSON response for this error.
     pub fn into_response(self) -> super::body::Reply {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: Inner<'a>,
-        }
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            code: &'a str,
-            message: &'a str,
-        }
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
             },
@@ -129,6 +120,26 @@ impl ApiError {
         }
         response
     }
+}
+
+/// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorDetail<'a> {
+    /// Stable and machine-readable: `invalid`, `malformed`, `plugin_rejected`
+    /// (400), `unauthorized` (401), `forbidden` (403), `not_found` (404),
+    /// `method_not_allowed` (405), `timeout` (408), `conflict` (409),
+    /// `too_large` (413), `unsupported_media_type` (415), `internal` (500),
+    /// `unavailable` (503), `out_of_disk` (507).
+    #[schema(pattern = "^[a-z_]+$")]
+    code: &'a str,
+    /// For humans: what was wrong, naming the field or resource.
+    message: &'a str,
 }
 
 impl From<BrokerError> for ApiError {

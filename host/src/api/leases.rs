@@ -5,7 +5,7 @@
 //! a result per item).
 
 use super::body::{self, Reply, ReplyBody};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::wire::{LeaseIn, LeasesOut, SettleIn, SettlesOut, DEFAULT_LEASE_MAX};
 use super::{Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{Broker, MAX_DELAY_MS, MAX_LEASE_BATCH, MAX_WAIT};
@@ -20,6 +20,11 @@ use std::time::Duration;
 /// Largest settle body: room for a thousand items of each kind with reasons.
 const MAX_SETTLE_BYTES: usize = 4 << 20;
 
+#[utoipa::path(post, path = "/v1/subscriptions/{name}/lease", tag = "pull", params(("name" = String, Path, description = "Subscription name")),
+    request_body(content = Option<LeaseIn>, description = "An empty body takes the defaults"),
+    responses(
+        (status = 200, description = "The leased messages (none if `wait_ms` passed first)", body = LeasesOut),
+        (status = 409, description = "Not a pull subscription", body = ErrorBody)))]
 pub async fn lease(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let input: LeaseIn = body::read_optional(req, MAX_SETTINGS_BYTES, "the lease body")
         .await?
@@ -61,6 +66,11 @@ pub async fn lease(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Repl
     Ok(reply)
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions/{name}/settle", tag = "pull", params(("name" = String, Path, description = "Subscription name")),
+    request_body(content = SettleIn),
+    responses(
+        (status = 200, description = "A result per item, in request order", body = SettlesOut),
+        (status = 409, description = "Not a pull subscription", body = ErrorBody)))]
 pub async fn settle(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let input: SettleIn = body::read_optional(req, MAX_SETTLE_BYTES, "the settle body")
         .await?

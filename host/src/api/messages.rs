@@ -2,7 +2,7 @@
 //! `GET /v1/topics/{topic}/partitions/{p}/messages?from=&limit=` (read).
 
 use super::body::{self, Format, Reply, MAX_REQUEST_BYTES};
-use super::cloudevents;
+use super::cloudevents::{self, CloudEvent};
 use super::error::ApiError;
 use super::query::Query;
 use super::wire::{MessagesOut, PublishBody, PublishedOut};
@@ -17,14 +17,33 @@ const DEFAULT_READ_LIMIT: u64 = 100;
 /// it holds a RocksDB iterator; clients page with `next`.
 const MAX_READ_LIMIT: u64 = 1000;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BatchResults {
     results: Vec<PublishedOut>,
+}
+
+/// The answer to a publish: one position, or a batch's in order.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum PublishAnswer {
+    One(PublishedOut),
+    Batch(BatchResults),
 }
 
 /// Answers once the messages are durable: the position for a single
 /// message, `{"results": [...]}` in order for a batch.
 /// CloudEvents (structured, batch or binary mode) are taken as messages too.
+#[utoipa::path(post, path = "/v1/topics/{topic}/messages", tag = "messages", params(("topic" = String, Path, description = "Topic name")),
+    request_body(description = "One message or `{\"messages\": [...]}`; or CloudEvents: structured, \
+        a batch, or binary mode (any content type with `ce-specversion`, `ce-id`, `ce-source` and \
+        `ce-type` headers; the body is the payload)",
+        content(
+            (PublishBody = "application/json"),
+            (PublishBody = "application/msgpack"),
+            (CloudEvent = "application/cloudevents+json"),
+            (Vec<CloudEvent> = "application/cloudevents-batch+json"))),
+    responses(
+        (status = 200, description = "Durable: the position of the message, or of each message of a batch in order", body = PublishAnswer)))]
 pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let (parts, incoming) = req.into_parts();
     let events = cloudevents::mode(&parts.headers);
@@ -54,18 +73,28 @@ pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<R
     let published = ctx.broker.publish(topic, messages).await?;
     if batch {
         let results = published.into_iter().map(PublishedOut::from).collect();
-        body::reply(StatusCode::OK, ctx.format, &BatchResults { results })
+        let answer = PublishAnswer::Batch(BatchResults { results });
+        body::reply(StatusCode::OK, ctx.format, &answer)
     } else {
         let one = published
             .into_iter()
             .next()
             .ok_or_else(|| ApiError::internal("the broker returned no position for the message"))?;
-        body::reply(StatusCode::OK, ctx.format, &PublishedOut::from(one))
+        let answer = PublishAnswer::One(PublishedOut::from(one));
+        body::reply(StatusCode::OK, ctx.format, &answer)
     }
 }
 
 /// `{"messages": [...], "next": <offset after the last one>}`, or with
 /// `Accept: application/cloudevents-batch+json` the messages as CloudEvents.
+#[utoipa::path(get, path = "/v1/topics/{topic}/partitions/{partition}/messages", tag = "messages",
+    params(("topic" = String, Path, description = "Topic name"), ("partition" = u32, Path, description = "Partition number"),
+        ("from" = Option<u64>, Query, description = "First offset to read. Default 0"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most messages returned. Default 100")),
+    responses(
+        (status = 200, description = "The messages from `from` on, and the offset to ask for next", content(
+            (MessagesOut = "application/json"),
+            (Vec<CloudEvent> = "application/cloudevents-batch+json")))))]
 pub async fn read(
     ctx: &Ctx,
     topic: &str,

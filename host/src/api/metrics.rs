@@ -115,6 +115,9 @@ fn disk(registry: &mut Registry, disk: DiskSnapshot) {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4",
+        body = String, content_type = "text/plain")))]
 pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
     let mut registry = Registry::with_prefix("switchyard");
     let next_offset = Family::<Vec<(&'static str, String)>, Gauge>::default();

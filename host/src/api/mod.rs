@@ -38,6 +38,7 @@ mod health;
 mod leases;
 mod messages;
 mod metrics;
+mod openapi;
 mod plugins;
 mod query;
 mod router;

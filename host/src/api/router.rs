@@ -16,6 +16,7 @@ pub enum Route<'a> {
     Health,
     Ready,
     Metrics,
+    OpenApi,
     Topics,
     Topic(&'a str),
     Publish(&'a str),
@@ -49,6 +50,7 @@ impl<'a> Route<'a> {
             ["healthz"] => Route::Health,
             ["readyz"] => Route::Ready,
             ["metrics"] => Route::Metrics,
+            ["v1", "openapi.json"] => Route::OpenApi,
             ["v1", "topics"] => Route::Topics,
             ["v1", "topics", t] => Route::Topic(t),
             ["v1", "topics", t, "messages"] => Route::Publish(t),
@@ -72,6 +74,64 @@ impl<'a> Route<'a> {
         })
     }
 
+    /// Every route's path template, as the OpenAPI document names them.
+    #[cfg(test)]
+    pub const TEMPLATES: [&'static str; 23] = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/openapi.json",
+        "/v1/topics",
+        "/v1/topics/{topic}",
+        "/v1/topics/{topic}/messages",
+        "/v1/topics/{topic}/partitions/{partition}/messages",
+        "/v1/plugins",
+        "/v1/plugins/{name}",
+        "/v1/subscriptions",
+        "/v1/subscriptions/{name}",
+        "/v1/subscriptions/{name}/dead-letters",
+        "/v1/subscriptions/{name}/pause",
+        "/v1/subscriptions/{name}/resume",
+        "/v1/subscriptions/{name}/dead-letters/{id}",
+        "/v1/subscriptions/{name}/dead-letters/redrive",
+        "/v1/subscriptions/{name}/messages/{id}",
+        "/v1/subscriptions/{name}/kv",
+        "/v1/subscriptions/{name}/lease",
+        "/v1/subscriptions/{name}/settle",
+        "/v1/topics/{topic}/tail",
+        "/v1/subscriptions/{name}/events",
+    ];
+
+    /// The path template of this route (one of [`Route::TEMPLATES`]).
+    #[cfg(test)]
+    pub fn template(self) -> &'static str {
+        match self {
+            Route::Health => "/healthz",
+            Route::Ready => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/v1/openapi.json",
+            Route::Topics => "/v1/topics",
+            Route::Topic(_) => "/v1/topics/{topic}",
+            Route::Publish(_) => "/v1/topics/{topic}/messages",
+            Route::Partition(..) => "/v1/topics/{topic}/partitions/{partition}/messages",
+            Route::Plugins => "/v1/plugins",
+            Route::Plugin(_) => "/v1/plugins/{name}",
+            Route::Subscriptions => "/v1/subscriptions",
+            Route::Subscription(_) => "/v1/subscriptions/{name}",
+            Route::DeadLetters(_) => "/v1/subscriptions/{name}/dead-letters",
+            Route::Pause(_) => "/v1/subscriptions/{name}/pause",
+            Route::Resume(_) => "/v1/subscriptions/{name}/resume",
+            Route::DeadLetter(..) => "/v1/subscriptions/{name}/dead-letters/{id}",
+            Route::Redrive(_) => "/v1/subscriptions/{name}/dead-letters/redrive",
+            Route::Ledger(..) => "/v1/subscriptions/{name}/messages/{id}",
+            Route::Kv(_) => "/v1/subscriptions/{name}/kv",
+            Route::Lease(_) => "/v1/subscriptions/{name}/lease",
+            Route::Settle(_) => "/v1/subscriptions/{name}/settle",
+            Route::Tail(_) => "/v1/topics/{topic}/tail",
+            Route::Events(_) => "/v1/subscriptions/{name}/events",
+        }
+    }
+
     /// The methods the resource accepts, as sent in `Allow`.
     pub fn allow(self) -> &'static str {
         match self {
@@ -93,7 +153,10 @@ impl<'a> Route<'a> {
 
     /// Health endpoints answer without a token.
     fn is_public(self) -> bool {
-        matches!(self, Route::Health | Route::Ready | Route::Metrics)
+        matches!(
+            self,
+            Route::Health | Route::Ready | Route::Metrics | Route::OpenApi
+        )
     }
 }
 
@@ -143,6 +206,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Health => return health::healthz(),
         Route::Metrics => return super::metrics::render(&state.broker().await?),
         Route::Ready => return health::readyz(state),
+        Route::OpenApi => return super::openapi::document(),
         _ => Ctx {
             broker: state.broker().await?,
             format: Format::for_response(req.headers()),
@@ -165,22 +229,20 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Subscription(name) if is_put => subscriptions::put(&ctx, name, req).await,
         Route::Subscription(name) if is_delete => subscriptions::delete(&ctx, name).await,
         Route::Subscription(name) => subscriptions::get(&ctx, name),
-        Route::DeadLetters(name) if is_delete => subscriptions::purge(&ctx, name, None).await,
+        Route::DeadLetters(name) if is_delete => subscriptions::purge_all(&ctx, name).await,
         Route::DeadLetters(name) => subscriptions::dead_letters(&ctx, name, query).await,
-        Route::DeadLetter(name, id) if is_delete => {
-            subscriptions::purge(&ctx, name, Some(id)).await
-        }
+        Route::DeadLetter(name, id) if is_delete => subscriptions::purge_one(&ctx, name, id).await,
         Route::DeadLetter(name, id) => subscriptions::dead_letter(&ctx, name, id).await,
         Route::Redrive(name) => subscriptions::redrive(&ctx, name, req).await,
         Route::Ledger(name, id) => subscriptions::ledger(&ctx, name, id).await,
         Route::Kv(name) => subscriptions::kv(&ctx, name, query).await,
-        Route::Pause(name) => subscriptions::set_paused(&ctx, name, true).await,
-        Route::Resume(name) => subscriptions::set_paused(&ctx, name, false).await,
+        Route::Pause(name) => subscriptions::pause(&ctx, name).await,
+        Route::Resume(name) => subscriptions::resume(&ctx, name).await,
         Route::Lease(name) => leases::lease(&ctx, name, req).await,
         Route::Tail(topic) => streams::tail(&ctx, topic, query, req.headers()).await,
         Route::Events(name) => streams::events(&ctx, name),
         Route::Settle(name) => leases::settle(&ctx, name, req).await,
-        Route::Health | Route::Ready | Route::Metrics => {
+        Route::Health | Route::Ready | Route::Metrics | Route::OpenApi => {
             Err(ApiError::internal("public routes are answered above"))
         }
     }

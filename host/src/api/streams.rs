@@ -45,6 +45,12 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 const READ_CHUNK: usize = CLIENT_BUFFER;
 
 /// `GET /v1/topics/{t}/tail`.
+#[utoipa::path(get, path = "/v1/topics/{topic}/tail", tag = "streams",
+    params(("topic" = String, Path, description = "Topic name"),
+        ("from" = Option<String>, Query, description = "`latest` (default) or `earliest`"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event's cursor")),
+    responses((status = 200, description = "Server-sent events: `message` (data: a message as partition reads show it), `lagged`",
+        body = String, content_type = "text/event-stream")))]
 pub async fn tail(
     ctx: &Ctx,
     topic: &str,
@@ -81,6 +87,9 @@ pub async fn tail(
 }
 
 /// `GET /v1/subscriptions/{s}/events`.
+#[utoipa::path(get, path = "/v1/subscriptions/{name}/events", tag = "streams", params(("name" = String, Path, description = "Subscription name")),
+    responses((status = 200, description = "Server-sent events, one per completed attempt, named after the message's state",
+        body = String, content_type = "text/event-stream")))]
 pub fn events(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     let events = ctx.broker.subscription_events(name)?;
     let (tx, rx) = mpsc::channel(EVENTS_BUFFER);

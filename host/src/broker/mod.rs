@@ -131,7 +131,7 @@ impl BrokerConfig {
 pub const DEFAULT_COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Information about a topic.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TopicInfo {
     pub name: String,
     pub partitions: u32,

@@ -21,7 +21,7 @@ pub const MAX_PLUGIN_BYTES: usize = 32 << 20;
 const META_PLUGIN: &str = "plugin";
 
 /// One stored version of a plugin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginVersionInfo {
     pub version: u32,
     /// `sha256:<hex>` of the component bytes.
@@ -31,7 +31,7 @@ pub struct PluginVersionInfo {
 }
 
 /// A plugin name and its versions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PluginInfo {
     pub name: String,
     pub latest: u32,

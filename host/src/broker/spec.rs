@@ -19,7 +19,7 @@ pub const MAX_TIMEOUT_MS: u64 = 300_000;
 pub const MAX_ATTEMPTS: u32 = 1000;
 
 /// A topic's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
     /// Number of partitions, fixed at creation (1 to 1024). Default 1.
@@ -156,7 +156,7 @@ fn validate_name(kind: &str, name: &str, max: usize) -> Result<(), BrokerError> 
 }
 
 /// How a subscription's messages reach their consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// The host calls the subscription's plugin.
@@ -179,7 +179,7 @@ pub const DEFAULT_LEASE_MS: u64 = 30_000;
 pub const MAX_LEASE_MS: u64 = 12 * 3600 * 1000;
 
 /// When progress is committed relative to the plugin call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeliveryGuarantee {
     /// Progress is committed before the plugin runs; no retries.
@@ -194,7 +194,7 @@ pub enum DeliveryGuarantee {
 }
 
 /// Which messages of a subscription must be handled one at a time, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Ordering {
     /// Any order, full concurrency; a retry blocks nothing else.
@@ -208,7 +208,7 @@ pub enum Ordering {
 }
 
 /// How plugin instances are shared between messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// A fresh instance per message: no state leaks between messages.
@@ -221,7 +221,7 @@ pub enum Isolation {
 }
 
 /// Backoff curve between attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backoff {
     Fixed,
@@ -230,7 +230,7 @@ pub enum Backoff {
 }
 
 /// Retry policy of a subscription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySpec {
     /// Attempts per message, counting the first; then it is dead-lettered. Default 5.
@@ -260,7 +260,7 @@ impl Default for RetrySpec {
 }
 
 /// Where a new subscription starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Start {
     /// From the oldest retained message.
@@ -271,7 +271,7 @@ pub enum Start {
 }
 
 /// A subscription's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
     /// The topic to consume, or a pattern: `orders.*` (one more segment) or
@@ -329,7 +329,7 @@ pub struct SubscriptionSpec {
 
 /// Where a subscription's plugin may send HTTP requests, and the limits of
 /// each attempt's requests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EgressSpec {
     /// Allowed destinations, `scheme://host[:port]`: `https://api.example.com`,
@@ -360,7 +360,7 @@ fn default_max_requests() -> u32 {
 }
 
 /// Which messages a subscription keeps a delivery record of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LedgerMode {
     /// Messages with at least one failed attempt (retried, dead-lettered, failed).
@@ -371,7 +371,7 @@ pub enum LedgerMode {
 }
 
 /// Which messages a subscription delivers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     /// Every listed header must be present with exactly this value.

@@ -29,7 +29,7 @@ const RATE_SAMPLES: usize = 6;
 const META_PAUSED: &str = "paused";
 
 /// Counters and gauges of a subscription.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionStats {
     /// Attempts started.
     pub delivered: u64,
@@ -61,7 +61,7 @@ pub struct SubscriptionStats {
 }
 
 /// A subscription as reported by the API.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionInfo {
     pub name: String,
     #[serde(flatten)]

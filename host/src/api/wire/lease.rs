@@ -10,7 +10,7 @@ use std::time::Duration;
 pub const DEFAULT_MAX: usize = 10;
 
 /// `POST /v1/subscriptions/{s}/lease`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseIn {
     /// Most messages to lease (1 to 1,000). Default 10.
@@ -25,7 +25,7 @@ pub struct LeaseIn {
 }
 
 /// One leased message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct LeaseOut {
     lease_id: String,
     expires_ms: u64,
@@ -33,7 +33,7 @@ struct LeaseOut {
 }
 
 /// A leased message: the shape of partition reads, plus its topic and attempt.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct LeasedMessage {
     topic: String,
     /// 1 on the first delivery.
@@ -43,7 +43,7 @@ struct LeasedMessage {
 }
 
 /// The answer to a lease call.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LeasesOut {
     leases: Vec<LeaseOut>,
 }
@@ -84,7 +84,7 @@ impl LeasesOut {
 }
 
 /// `POST /v1/subscriptions/{s}/settle`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettleIn {
     /// Lease ids of messages handled.
@@ -98,7 +98,7 @@ pub struct SettleIn {
     pub extend: Vec<ExtendIn>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryIn {
     pub lease_id: String,
@@ -109,7 +109,7 @@ pub struct RetryIn {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterIn {
     pub lease_id: String,
@@ -117,7 +117,7 @@ pub struct DeadLetterIn {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendIn {
     pub lease_id: String,
@@ -155,7 +155,7 @@ impl SettleIn {
 }
 
 /// One settle item's result.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SettledOut {
     lease_id: String,
     /// `acked`, `retried`, `dead_lettered`, `extended`, `expired` or `unknown`.
@@ -163,7 +163,7 @@ struct SettledOut {
 }
 
 /// The answer to a settle call, one result per item in request order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SettlesOut {
     results: Vec<SettledOut>,
 }

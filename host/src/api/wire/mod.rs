@@ -105,6 +105,51 @@ impl Serialize for Headers {
     }
 }
 
+/// In JSON a payload is a string: text as it is (`payload`); binary travels
+/// as base64 in `payload_base64`. In MessagePack it is binary.
+fn payload_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .description(Some(
+            "UTF-8 text in JSON (binary payloads use `payload_base64`); binary in MessagePack",
+        ))
+        .into()
+}
+
+impl utoipa::PartialSchema for PayloadIn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        payload_schema()
+    }
+}
+impl utoipa::ToSchema for PayloadIn {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Payload".into()
+    }
+}
+
+impl utoipa::PartialSchema for PayloadOut {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        payload_schema()
+    }
+}
+impl utoipa::ToSchema for PayloadOut {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Payload".into()
+    }
+}
+
+impl utoipa::PartialSchema for Headers {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .additional_properties(Some(
+                utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String),
+            ))
+            .description(Some("Message headers: names to string values, in order"))
+            .into()
+    }
+}
+impl utoipa::ToSchema for Headers {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

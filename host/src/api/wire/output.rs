@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 /// Where a published message landed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PublishedOut {
     pub id: String,
     pub partition: u32,
@@ -48,7 +48,7 @@ pub(super) fn payload_fields(
 }
 
 /// One message read from a partition.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MessageOut {
     id: String,
     partition: u32,
@@ -79,7 +79,7 @@ impl MessageOut {
 }
 
 /// `GET .../partitions/{p}/messages`: the messages and the offset to ask for next.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MessagesOut {
     messages: Vec<MessageOut>,
     /// The offset after the last message returned (`from` if none).
@@ -98,7 +98,7 @@ impl MessagesOut {
 }
 
 /// One delivery attempt of a dead letter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AttemptOut {
     attempt: u32,
     started_ms: u64,
@@ -117,7 +117,7 @@ pub struct AttemptOut {
 }
 
 /// One outbound HTTP request of an attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 struct HttpOut {
     method: String,
     /// `scheme://host:port`.
@@ -160,7 +160,7 @@ impl From<AttemptRecord> for AttemptOut {
 }
 
 /// `GET /v1/subscriptions/{name}/messages/{id}`: one message's delivery record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LedgerOut {
     id: String,
     topic: String,
@@ -185,7 +185,7 @@ impl LedgerOut {
 }
 
 /// A message a subscription gave up on, with its history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeadLetterOut {
     topic: String,
     partition: u32,
@@ -204,7 +204,7 @@ pub struct DeadLetterOut {
 }
 
 /// `GET /v1/subscriptions/{name}/dead-letters`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DeadLettersOut {
     dead_letters: Vec<DeadLetterOut>,
 }
@@ -240,7 +240,7 @@ impl DeadLettersOut {
 }
 
 /// One entry of a subscription's kv state; the value renders like a payload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct KvEntryOut {
     key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -250,7 +250,7 @@ pub struct KvEntryOut {
 }
 
 /// `GET /v1/subscriptions/{name}/kv`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct KvOut {
     entries: Vec<KvEntryOut>,
     /// The last key listed when the page is full (pass as `after`), else null.

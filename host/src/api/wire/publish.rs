@@ -14,7 +14,7 @@ pub const MAX_BATCH: usize = 10_000;
 /// One message, or a batch under `messages` (then no other field may be set).
 /// The single-message fields are repeated here rather than flattened, since
 /// serde cannot deny unknown fields through `flatten`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
     messages: Option<Vec<MessageIn>>,
@@ -28,7 +28,7 @@ pub struct PublishBody {
 }
 
 /// A message as a producer sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageIn {
     /// Idempotency id; publishing the same id again within the dedup window
