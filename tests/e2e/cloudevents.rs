@@ -2,8 +2,9 @@
 //! into messages (id, key, `ce-*` headers, data), the dedup window applies
 //! to `ce-id`, and invalid events get 400 naming the field.
 
-use crate::support::Server;
+use crate::support::{Body, Server};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// POST to topic `events` with these headers and body; (status, JSON answer).
 fn post(s: &Server, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
@@ -11,23 +12,12 @@ fn post(s: &Server, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
 }
 
 fn post_to(s: &Server, topic: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut request = ureq::http::Request::builder()
-        .method("POST")
-        .uri(format!("{}/v1/topics/{topic}/messages", s.base));
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let mut answer = agent
-        .run(request.body(body.to_vec()).expect("request"))
-        .expect("an answer");
-    let status = answer.status().as_u16();
-    let text = answer.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let path = format!("/v1/topics/{topic}/messages");
+    let (status, _, answer) = s.send("POST", &path, None, headers, Body::Raw(None, body.to_vec()));
+    (status, answer)
 }
+
+const BATCH_ACCEPT: (&str, &str) = ("accept", "application/cloudevents-batch+json");
 
 /// A 400 whose message names `field`.
 fn refused_naming(status: u16, error: &Value, field: &str) {
@@ -108,27 +98,13 @@ fn cloudevents_are_published_in_every_mode_and_checked() {
     // Read back as CloudEvents, and published again elsewhere: the same
     // ids, keys, attributes and payloads.
     s.topic("copy", 2);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
     let mut events = Vec::new();
     for p in 0..2 {
-        let mut answer = agent
-            .get(format!(
-                "{}/v1/topics/events/partitions/{p}/messages",
-                s.base
-            ))
-            .header("accept", "application/cloudevents-batch+json")
-            .call()
-            .expect("read");
-        assert_eq!(
-            answer.headers()["content-type"],
-            "application/cloudevents-batch+json"
-        );
-        let batch: Vec<Value> =
-            serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
-        events.extend(batch);
+        let path = format!("/v1/topics/events/partitions/{p}/messages");
+        let (status, content_type, batch) = s.send("GET", &path, None, &[BATCH_ACCEPT], Body::None);
+        assert_eq!(status, 200, "{batch}");
+        assert_eq!(content_type, "application/cloudevents-batch+json");
+        events.extend(batch.as_array().expect("a batch").iter().cloned());
     }
     assert_eq!(events.len(), 4);
     let e1 = events.iter().find(|e| e["id"] == "e1").expect("e1");
@@ -175,4 +151,59 @@ fn cloudevents_are_published_in_every_mode_and_checked() {
     let (status, error) = post(&s, &[ce_json], b"{not json");
     assert_eq!(status, 400, "{error}");
     assert_eq!(s.read_all("events").len(), 4);
+}
+
+#[test]
+fn dead_letters_read_as_cloudevents() {
+    let s = Server::start();
+    s.topic("t", 1);
+    s.deploy("poison", "poison");
+    s.subscribe("dl", json!({"topic": "t", "plugin": "poison"}));
+    let (status, answer) = post_to(
+        &s,
+        "t",
+        &[("content-type", "application/cloudevents+json")],
+        json!({"specversion": "1.0", "id": "ev-1", "source": "/jobs", "type": "job.created",
+               "partitionkey": "j1", "datacontenttype": "text/plain", "data": "dead on arrival"})
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    s.wait_stats("dl", Duration::from_secs(60), |st| st["dead_lettered"] == 1);
+
+    let path = "/v1/subscriptions/dl/dead-letters";
+    let (status, content_type, batch) = s.send("GET", path, None, &[BATCH_ACCEPT], Body::None);
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/cloudevents-batch+json")
+    );
+    let events = batch.as_array().expect("a batch");
+    assert_eq!(events.len(), 1, "{batch}");
+    let event = &events[0];
+    for (attribute, value) in [
+        ("id", json!("ev-1")),
+        ("source", json!("/jobs")),
+        ("type", json!("job.created")),
+        ("partitionkey", json!("j1")),
+        ("data", json!("dead on arrival")),
+        ("deadletterreason", json!("poison: dead on arrival")),
+        ("attempts", json!(1)),
+    ] {
+        assert_eq!(event[attribute], value, "{attribute} of {event}");
+    }
+    assert!(event["deadlettertime"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+
+    let one = ("accept", "application/cloudevents+json");
+    let (status, content_type, single) =
+        s.send("GET", &format!("{path}/ev-1"), None, &[one], Body::None);
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "application/cloudevents+json")
+    );
+    assert_eq!(&single, event);
+    // Without the Accept, the usual shape.
+    let plain = s.ok("GET", &format!("{path}/ev-1"), Body::None);
+    assert_eq!(plain["reason"], "poison: dead on arrival");
 }

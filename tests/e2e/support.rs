@@ -223,8 +223,25 @@ impl Server {
 
     /// Send a request; returns (status, JSON body or Null).
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> (u16, Value) {
+        let (status, _, value) = self.send(method, path, token, &[], body);
+        (status, value)
+    }
+
+    /// Send a request with extra headers; returns (status, content type,
+    /// JSON body or Null). A JSON answer must match the OpenAPI document.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> (u16, String, Value) {
         let url = format!("{}{}", self.base, path);
         let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         // `Some("")` sends no Authorization header at all.
         let token = token
             .or(self.options.token.as_deref())
@@ -266,7 +283,7 @@ impl Server {
             self.contract()
                 .check(method, path, status, &content_type, &value);
         }
-        (status, value)
+        (status, content_type, value)
     }
 
     /// The API's OpenAPI document, which every JSON answer must match.

@@ -351,6 +351,38 @@ pub fn event(topic: &str, entry: &crate::broker::LogEntry) -> Value {
     Value::Object(event)
 }
 
+/// A dead letter as a CloudEvent: its message as [`event`] renders it, with
+/// the extensions `deadletterreason`, `deadlettertime` (RFC 3339) and
+/// `attempts` (how many were made).
+pub fn dead_letter_event(letter: crate::broker::DeadLetter) -> Value {
+    let (reason, dead_at_ms, attempts) = (letter.reason, letter.dead_at_ms, letter.history.len());
+    let m = letter.message;
+    let entry = crate::broker::LogEntry {
+        id: m.id,
+        partition: letter.partition,
+        offset: letter.offset,
+        key: m.key,
+        payload: m.payload,
+        headers: m.headers,
+        timestamp_ms: m.timestamp_ms,
+    };
+    let mut event = self::event(&letter.topic, &entry);
+    event["deadletterreason"] = reason.into();
+    event["deadlettertime"] = rfc3339(dead_at_ms).into();
+    event["attempts"] = attempts.into();
+    event
+}
+
+/// One event as a structured answer (`application/cloudevents+json`).
+pub fn reply(event: Value) -> Result<super::body::Reply, ApiError> {
+    let mut reply = super::body::reply(hyper::StatusCode::OK, super::body::Format::Json, &event)?;
+    reply.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(STRUCTURED),
+    );
+    Ok(reply)
+}
+
 /// Milliseconds since the Unix epoch as an RFC 3339 UTC time.
 fn rfc3339(ms: u64) -> String {
     let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);

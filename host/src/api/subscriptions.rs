@@ -9,6 +9,7 @@
 //! `GET /v1/subscriptions/{name}/kv?prefix=&after=&limit=` (the plugin's state).
 
 use super::body::{self, Format, Reply};
+use super::cloudevents::{self, CloudEvent};
 use super::error::{ApiError, ErrorBody};
 use super::query::Query;
 use super::wire::{DeadLetterOut, DeadLettersOut, KvOut, LedgerOut};
@@ -75,7 +76,10 @@ pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
 /// `{"dead_letters": [...]}`.
 #[utoipa::path(get, path = "/v1/subscriptions/{name}/dead-letters", tag = "dead-letters",
     params(("name" = String, Path, description = "Subscription name"), ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most dead letters listed. Default 100")),
-    responses((status = 200, description = "The dead letters, oldest first", body = DeadLettersOut)))]
+    responses((status = 200, description = "The dead letters, oldest first; as CloudEvents (with \
+        `deadletterreason`, `deadlettertime` and `attempts`) if `Accept` asks for them", content(
+            (DeadLettersOut = "application/json"),
+            (Vec<CloudEvent> = "application/cloudevents-batch+json")))))]
 pub async fn dead_letters(ctx: &Ctx, name: &str, query: Option<&str>) -> Result<Reply, ApiError> {
     let query = Query::parse(query, &["limit"])?;
     let limit = query.number(
@@ -86,6 +90,10 @@ pub async fn dead_letters(ctx: &Ctx, name: &str, query: Option<&str>) -> Result<
     let broker = ctx.broker.clone();
     let name = name.to_owned();
     let letters = blocking(move || broker.dead_letters(&name, limit)).await?;
+    if ctx.events {
+        let events = letters.into_iter().map(cloudevents::dead_letter_event);
+        return cloudevents::batch_reply(events.collect());
+    }
     body::reply(
         StatusCode::OK,
         ctx.format,
@@ -144,10 +152,16 @@ async fn set_paused(ctx: &Ctx, name: &str, paused: bool) -> Result<Reply, ApiErr
 /// One dead letter, by message id.
 #[utoipa::path(get, path = "/v1/subscriptions/{name}/dead-letters/{id}", tag = "dead-letters",
     params(("name" = String, Path, description = "Subscription name"), ("id" = String, Path, description = "Message id")),
-    responses((status = 200, description = "The dead letter with its attempts", body = DeadLetterOut)))]
+    responses((status = 200, description = "The dead letter with its attempts, or as a CloudEvent \
+        if `Accept` asks for one", content(
+            (DeadLetterOut = "application/json"),
+            (CloudEvent = "application/cloudevents+json")))))]
 pub async fn dead_letter(ctx: &Ctx, name: &str, id: &str) -> Result<Reply, ApiError> {
     let (broker, name, id) = (ctx.broker.clone(), name.to_owned(), id.to_owned());
     let letter = blocking(move || broker.dead_letter(&name, &id)).await?;
+    if ctx.events {
+        return cloudevents::reply(cloudevents::dead_letter_event(letter));
+    }
     body::reply(
         StatusCode::OK,
         ctx.format,
