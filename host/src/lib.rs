@@ -12,6 +12,7 @@
 //!   delivery guarantees. Knows neither HTTP nor RocksDB nor wasmtime.
 //! - [`runtime`]: the wasmtime embedding. The only module that names wasmtime.
 //! - [`store`]: RocksDB storage. The only module that names RocksDB.
+//! - [`histogram`]: atomic histograms that any of them observe and the api renders.
 //!
 //! Entry point: [`run`] takes its configuration, a bound listener and a
 //! shutdown future, so tests can bind port 0 and stop the host at will.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod histogram;
 pub mod runtime;
 pub mod store;
 

@@ -67,6 +67,7 @@ impl LazyFs {
                 dirs: HashMap::new(),
                 next_fh: 1,
             }),
+            failing: std::sync::atomic::AtomicBool::new(false),
         });
         let mut config = Config::default();
         config.mount_options = vec![MountOption::FSName("lazyfs".to_string())];
@@ -93,6 +94,16 @@ impl LazyFs {
         let dropped = st.pending.values().map(|p| p.bytes).sum();
         st.pending.clear();
         dropped
+    }
+}
+
+impl LazyFs {
+    /// From now on every fsync/fdatasync fails with EIO (a failing disk);
+    /// nothing becomes durable.
+    pub fn fail_syncs(&self) {
+        self.inner
+            .failing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -317,6 +328,8 @@ struct Inner {
     /// Inode number of `backing`, reported to the kernel as the FUSE root.
     root_ino: u64,
     state: Mutex<State>,
+    /// Every fsync/fdatasync fails with EIO, as on a failing disk.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -873,6 +886,9 @@ impl Filesystem for LazyFsImpl {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if self.0.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return reply.error(Errno::EIO);
+        }
         let mut st = self.0.lock();
         match self.0.sync(&mut st, ino, Some(fh), datasync) {
             Ok(()) => reply.ok(),

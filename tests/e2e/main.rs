@@ -22,6 +22,7 @@ mod disk_full;
 mod egress;
 mod exactly_once;
 mod examples;
+mod metrics;
 mod model;
 mod new_project;
 mod openapi;

@@ -4,36 +4,46 @@
 
 use super::body::Reply;
 use super::error::ApiError;
-use crate::broker::{Broker, DiskSnapshot, PoolSnapshot};
-use crate::runtime::egress::EgressSnapshot;
+use crate::broker::{Broker, DiskSnapshot, HostStats, PoolSnapshot, SubscriptionInfo};
+use crate::histogram::HistogramSnapshot;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use std::time::Duration;
 
 /// Label of per-subscription metrics.
 type BySubscription = Vec<(&'static str, String)>;
+/// Labels of any metric.
+type Labels = Vec<(&'static str, String)>;
 
 /// The Prometheus text format's content type.
 const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A histogram read from the broker's counters at scrape time.
 #[derive(Debug, Default)]
-struct Latency(std::sync::Mutex<EgressSnapshot>);
+struct Observed(std::sync::Mutex<HistogramSnapshot>);
 
-impl TypedMetric for Latency {
+impl Observed {
+    fn set(&self, snapshot: HistogramSnapshot) {
+        *self.0.lock().expect("histogram lock") = snapshot;
+    }
+}
+
+impl TypedMetric for Observed {
     const TYPE: MetricType = MetricType::Histogram;
 }
 
-impl EncodeMetric for Latency {
+impl EncodeMetric for Observed {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.0.lock().expect("latency lock");
-        encoder.encode_histogram::<NoLabelSet>(s.sum_seconds, s.count, &s.buckets, None)
+        let s = self.0.lock().expect("histogram lock");
+        encoder.encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -63,6 +73,16 @@ fn plugin_threads(registry: &mut Registry, pool: &PoolSnapshot) {
             "plugin_queued_chunks",
             "Chunks of deliveries waiting for a plugin thread",
             pool.queued,
+        ),
+        (
+            "plugin_instances",
+            "Plugin instances alive now (running, or kept for reuse)",
+            pool.instances,
+        ),
+        (
+            "plugin_instances_max",
+            "Most plugin instances the instance pool holds",
+            pool.instances_max,
         ),
     ];
     for (name, help, value) in gauges {
@@ -115,11 +135,139 @@ fn disk(registry: &mut Registry, disk: DiskSnapshot) {
     }
 }
 
+/// Requests the API answered, by route (the path template), method and
+/// status, and how long each took to answer (to its response headers).
+#[derive(Clone)]
+pub struct Requests {
+    answered: Family<Labels, Counter>,
+    seconds: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        fn histogram() -> Histogram {
+            Histogram::new(crate::histogram::SECONDS.iter().copied())
+        }
+        Self {
+            answered: Family::default(),
+            seconds: Family::new_with_constructor(histogram),
+        }
+    }
+}
+
+impl Requests {
+    pub fn observe(&self, route: &'static str, method: &Method, status: u16, elapsed: Duration) {
+        let labels = vec![
+            ("route", route.to_string()),
+            ("method", method.as_str().to_string()),
+            ("status", status.to_string()),
+        ];
+        self.answered.get_or_create(&labels).inc();
+        self.seconds
+            .get_or_create(&vec![("route", route.to_string())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            self.answered.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (to its response headers), by route",
+            self.seconds.clone(),
+        );
+    }
+}
+
+/// Host-wide histograms and the store's failed writes.
+fn host(registry: &mut Registry, stats: HostStats) {
+    let histograms = [
+        (
+            "publish_batch_messages",
+            "Messages per publish call",
+            stats.publish_batch,
+        ),
+        (
+            "store_group_commit_writes",
+            "Writes (publishes, commits, admin changes) merged into one synced store write",
+            stats.group_commit,
+        ),
+        (
+            "plugin_compile_duration_seconds",
+            "Time an accepted plugin upload took to compile (or to load code compiled before)",
+            stats.compile_seconds,
+        ),
+    ];
+    for (name, help, snapshot) in histograms {
+        let observed = Observed::default();
+        observed.set(snapshot);
+        registry.register(name, help, observed);
+    }
+    let failures = Counter::<u64>::default();
+    failures.inc_by(stats.write_failures);
+    registry.register(
+        "store_write_failures",
+        "Store writes answered with an error (after the first, the host refuses every write until restarted)",
+        failures,
+    );
+}
+
+/// Completed attempts of each subscription by outcome, and their durations.
+fn attempts(registry: &mut Registry, subscriptions: &[SubscriptionInfo]) {
+    let outcomes = Family::<Vec<(&'static str, String)>, Counter>::default();
+    registry.register(
+        "attempts",
+        "Completed plugin attempts, by subscription and outcome (ack, retry, dead-letter, trap, timeout, memory-limit, kv-conflict)",
+        outcomes.clone(),
+    );
+    let durations = Family::<BySubscription, Observed>::default();
+    registry.register(
+        "attempt_duration_seconds",
+        "Time a plugin call took, by subscription",
+        durations.clone(),
+    );
+    let states = Family::<Vec<(&'static str, String)>, Gauge>::default();
+    registry.register(
+        "subscription_state",
+        "1 for the state a subscription is in (running, paused, waiting_for_disk, halted)",
+        states.clone(),
+    );
+    let halted = Gauge::<i64>::default();
+    registry.register(
+        "subscriptions_halted",
+        "Subscriptions stopped by a failed progress write until the host restarts",
+        halted.clone(),
+    );
+    for sub in subscriptions {
+        let name = || ("subscription", sub.name.clone());
+        for (outcome, n) in &sub.stats.attempts.outcomes {
+            let labels = vec![name(), ("outcome", outcome.to_string())];
+            outcomes.get_or_create(&labels).inc_by(*n);
+        }
+        if sub.stats.attempts.duration.count > 0 {
+            durations
+                .get_or_create(&vec![name()])
+                .set(sub.stats.attempts.duration.clone());
+        }
+        states
+            .get_or_create(&vec![name(), ("state", sub.state.to_string())])
+            .set(1);
+        if sub.state == "halted" {
+            halted.inc();
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text exposition format 0.0.4",
-        body = String, content_type = "text/plain")))]
-pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
+    responses((status = 200, description = "OpenMetrics text (`application/openmetrics-text; version=1.0.0`)",
+        body = String, content_type = "application/openmetrics-text")))]
+pub fn render(broker: &Broker, requests: &Requests) -> Result<Reply, ApiError> {
     let mut registry = Registry::with_prefix("switchyard");
+    requests.register(&mut registry);
+    host(&mut registry, broker.host_stats());
     let next_offset = Family::<Vec<(&'static str, String)>, Gauge>::default();
     registry.register(
         "partition_next_offset",
@@ -200,13 +348,15 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
         "Outbound HTTP requests of plugins, by outcome (status class, denied, prohibited, timeout, error)",
         egress_requests.clone(),
     );
-    let egress_latency = Family::<BySubscription, Latency>::default();
+    let subscriptions = broker.subscriptions();
+    attempts(&mut registry, &subscriptions);
+    let egress_latency = Family::<BySubscription, Observed>::default();
     registry.register(
         "egress_request_duration_seconds",
         "Time from an outbound HTTP request to its response headers (or failure)",
         egress_latency.clone(),
     );
-    for sub in broker.subscriptions() {
+    for sub in subscriptions {
         let labels = vec![("subscription", sub.name.clone())];
         let egress = &sub.stats.egress;
         for (outcome, n) in &egress.outcomes {
@@ -216,12 +366,10 @@ pub fn render(broker: &Broker) -> Result<Reply, ApiError> {
             ];
             egress_requests.get_or_create(&labels).inc_by(*n);
         }
-        if egress.count > 0 {
-            *egress_latency
+        if egress.latency.count > 0 {
+            egress_latency
                 .get_or_create(&labels)
-                .0
-                .lock()
-                .expect("latency lock") = egress.clone();
+                .set(egress.latency.clone());
         }
         let st = &sub.stats;
         let values = [

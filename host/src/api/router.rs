@@ -103,7 +103,6 @@ impl<'a> Route<'a> {
     ];
 
     /// The path template of this route (one of [`Route::TEMPLATES`]).
-    #[cfg(test)]
     pub fn template(self) -> &'static str {
         match self {
             Route::Health => "/healthz",
@@ -160,10 +159,23 @@ impl<'a> Route<'a> {
     }
 }
 
-/// Answer one request.
+/// Answer one request, counted by route, method and status.
 pub async fn handle(state: &State, req: Request<Incoming>) -> Reply {
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let reply = answer(state, req, &method, &path).await;
+    let template = Route::parse(&path).map_or("unmatched", Route::template);
+    state.requests.observe(
+        template,
+        &method,
+        reply.status().as_u16(),
+        started.elapsed(),
+    );
+    reply
+}
+
+async fn answer(state: &State, req: Request<Incoming>, method: &Method, path: &str) -> Reply {
     match route(state, req).await {
         Ok(reply) => reply,
         Err(e) => {
@@ -204,7 +216,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
     let is_delete = req.method() == Method::DELETE;
     let ctx = match route {
         Route::Health => return health::healthz(),
-        Route::Metrics => return super::metrics::render(&state.broker().await?),
+        Route::Metrics => return super::metrics::render(&state.broker().await?, &state.requests),
         Route::Ready => return health::readyz(state),
         Route::OpenApi => return super::openapi::document(),
         _ => Ctx {

@@ -53,6 +53,8 @@ pub struct State {
     /// Turns true when shutdown starts, so that endless responses (event
     /// streams) end and connections can drain.
     pub closing: watch::Receiver<bool>,
+    /// Requests answered, for `/metrics`.
+    pub requests: super::metrics::Requests,
 }
 
 impl State {
@@ -95,6 +97,7 @@ impl Server {
             auth,
             broker,
             closing,
+            requests: super::metrics::Requests::default(),
         });
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(

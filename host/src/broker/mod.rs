@@ -26,6 +26,7 @@ mod subscriptions;
 mod watch;
 mod worker;
 
+use crate::histogram::{Histogram, HistogramSnapshot};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{Store, StoreError};
 use serde::Serialize;
@@ -46,7 +47,7 @@ pub use spec::{
     EgressSpec, Filter, Isolation, LedgerMode, Mode, Ordering, RetrySpec, Start, SubscriptionSpec,
     TopicSpec, MAX_LEASE_MS,
 };
-pub use subscriptions::{SubscriptionInfo, SubscriptionStats};
+pub use subscriptions::{AttemptSnapshot, SubscriptionInfo, SubscriptionStats, ATTEMPT_OUTCOMES};
 pub use watch::{DeliveryEvent, TopicWatch, EVENT_BUFFER};
 pub use worker::{PoolSnapshot, DEFAULT_WORKER_THREADS};
 
@@ -156,6 +157,22 @@ struct Inner {
     /// Stops background work (retention).
     background: tokio::sync::watch::Sender<bool>,
     retention: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    store: Store,
+    /// Messages per publish call.
+    publish_sizes: Histogram,
+}
+
+/// Host-wide figures for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct HostStats {
+    /// Messages per publish call.
+    pub publish_batch: HistogramSnapshot,
+    /// Submissions merged into each store write.
+    pub group_commit: HistogramSnapshot,
+    /// Store writes answered with an error.
+    pub write_failures: u64,
+    /// Seconds accepted plugin uploads took to compile.
+    pub compile_seconds: HistogramSnapshot,
 }
 
 impl Broker {
@@ -185,7 +202,7 @@ impl Broker {
         }
         let plugins = Arc::new(registry);
         let subscriptions = Arc::new(
-            subscriptions::Subscriptions::load(store, log.clone(), plugins.clone()).await?,
+            subscriptions::Subscriptions::load(store.clone(), log.clone(), plugins.clone()).await?,
         );
         let (background, stop) = tokio::sync::watch::channel(false);
         let retention = tokio::spawn(retention::run(log.clone(), subscriptions.clone(), stop));
@@ -196,6 +213,8 @@ impl Broker {
                 subscriptions,
                 background,
                 retention: std::sync::Mutex::new(Some(retention)),
+                store,
+                publish_sizes: Histogram::new(crate::histogram::SIZES),
             }),
         })
     }
@@ -229,7 +248,9 @@ impl Broker {
 
     /// The host's plugin threads and instance pool, for metrics.
     pub fn workers(&self) -> PoolSnapshot {
-        self.inner.plugins.workers().snapshot()
+        let mut snapshot = self.inner.plugins.workers().snapshot();
+        (snapshot.instances, snapshot.instances_max) = self.inner.plugins.runtime().instances();
+        snapshot
     }
 
     pub fn topics(&self) -> Vec<TopicInfo> {
@@ -246,7 +267,19 @@ impl Broker {
         topic: &str,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Published>, BrokerError> {
+        self.inner.publish_sizes.observe(messages.len() as f64);
         self.inner.log.publish(topic, messages).await
+    }
+
+    /// Host-wide figures for metrics.
+    pub fn host_stats(&self) -> HostStats {
+        let store = self.inner.store.stats();
+        HostStats {
+            publish_batch: self.inner.publish_sizes.snapshot(),
+            group_commit: store.group_commit,
+            write_failures: store.write_failures,
+            compile_seconds: self.inner.plugins.compile_seconds(),
+        }
     }
 
     /// Read a partition from `from`, at most `limit` messages.

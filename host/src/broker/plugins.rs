@@ -8,6 +8,7 @@ use super::compile::Compiler;
 use super::spec::{parse_plugin_ref, validate_resource_name};
 use super::worker::WorkerPool;
 use super::{now_ms, BrokerError};
+use crate::histogram::{self, Histogram, HistogramSnapshot};
 use crate::runtime::{Plugin, Runtime};
 use crate::store::{Durability, Op, Store};
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,9 @@ pub(crate) struct Registry {
     compile_timeout: Duration,
     entries: RwLock<HashMap<String, Entry>>,
     uploads: tokio::sync::Mutex<()>,
+    /// How long accepted uploads took to compile (or to load code compiled
+    /// earlier from the same bytes).
+    compile_seconds: Histogram,
 }
 
 impl Registry {
@@ -77,6 +81,11 @@ impl Registry {
     /// The host's plugin threads.
     pub(crate) fn workers(&self) -> &WorkerPool {
         &self.workers
+    }
+
+    /// How long accepted uploads took to compile.
+    pub(crate) fn compile_seconds(&self) -> HistogramSnapshot {
+        self.compile_seconds.snapshot()
     }
 
     /// Compile uploads in processes `compiler` starts from now on.
@@ -170,6 +179,7 @@ impl Registry {
             compile_timeout,
             entries: RwLock::new(entries),
             uploads: tokio::sync::Mutex::new(()),
+            compile_seconds: Histogram::new(histogram::SLOW_SECONDS),
         })
     }
 
@@ -200,10 +210,12 @@ impl Registry {
             }
         }
         let size = wasm.len() as u64;
+        let started = std::time::Instant::now();
         let (plugin, wasm, kept) = match &self.compiler {
             Some(compiler) => self.compile_in_process(compiler, &digest, wasm).await?,
             None => self.compile_here(&digest, wasm).await?,
         };
+        self.compile_seconds.observe_duration(started.elapsed());
         kept?;
         // The component first, then the version that names it.
         let mut ops = Vec::new();

@@ -8,6 +8,7 @@ use super::runner::{Control, Runner};
 use super::spec::{is_pattern, topic_matches};
 use super::spec::{validate_resource_name, Start, SubscriptionSpec};
 use super::BrokerError;
+use crate::histogram::{self, Histogram, HistogramSnapshot};
 use crate::store::{DeadLetter, Durability, LedgerEntry, Op, Redrive, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +59,67 @@ pub struct SubscriptionStats {
     /// Outbound HTTP requests of its plugin, since the host started.
     #[serde(skip)]
     pub egress: crate::runtime::egress::EgressSnapshot,
+    /// Attempts by outcome, and their durations, since the host started.
+    #[serde(skip)]
+    pub attempts: AttemptSnapshot,
+}
+
+/// Outcome kinds of completed attempts, as `/metrics` labels them.
+pub const ATTEMPT_OUTCOMES: [&str; 7] = [
+    "ack",
+    "retry",
+    "dead-letter",
+    "trap",
+    "timeout",
+    "memory-limit",
+    "kv-conflict",
+];
+
+/// A subscription's completed attempts by outcome, and how long they ran.
+#[derive(Debug)]
+pub(crate) struct AttemptStats {
+    outcomes: [AtomicU64; ATTEMPT_OUTCOMES.len()],
+    duration: Histogram,
+}
+
+/// A reading of a subscription's attempt counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttemptSnapshot {
+    /// Attempts per outcome kind (only those seen).
+    pub outcomes: Vec<(&'static str, u64)>,
+    /// Seconds each attempt's plugin call took.
+    pub duration: HistogramSnapshot,
+}
+
+impl Default for AttemptStats {
+    fn default() -> Self {
+        Self {
+            outcomes: Default::default(),
+            duration: Histogram::new(histogram::SECONDS),
+        }
+    }
+}
+
+impl AttemptStats {
+    /// Count one completed attempt of kind `outcome` (one of [`ATTEMPT_OUTCOMES`]).
+    pub(crate) fn observe(&self, outcome: &str, duration: std::time::Duration) {
+        if let Some(i) = ATTEMPT_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration.observe_duration(duration);
+    }
+
+    fn snapshot(&self) -> AttemptSnapshot {
+        AttemptSnapshot {
+            outcomes: ATTEMPT_OUTCOMES
+                .iter()
+                .zip(&self.outcomes)
+                .map(|(o, n)| (*o, n.load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            duration: self.duration.snapshot(),
+        }
+    }
 }
 
 /// A subscription as reported by the API.
@@ -111,6 +173,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: AtomicU64,
     /// Outbound HTTP requests of the plugin.
     pub(crate) egress: Arc<crate::runtime::EgressStats>,
+    /// Completed attempts by outcome, and their durations.
+    pub(crate) attempts: AttemptStats,
     /// Completed attempts, for `GET .../events` watchers.
     pub(crate) events: tokio::sync::broadcast::Sender<super::DeliveryEvent>,
     /// A pull subscription's lease desk, once its runner started.
@@ -141,6 +205,7 @@ impl Shared {
             lag: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             egress: Arc::default(),
+            attempts: AttemptStats::default(),
             desk: std::sync::OnceLock::new(),
             events: tokio::sync::broadcast::Sender::new(super::EVENT_BUFFER),
         }
@@ -240,6 +305,7 @@ impl Shared {
                 in_flight: get(&self.in_flight),
                 acked_per_sec: (self.acked_per_sec() * 10.0).round() / 10.0,
                 egress: self.egress.snapshot(),
+                attempts: self.attempts.snapshot(),
             },
         }
     }

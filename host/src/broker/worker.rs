@@ -195,6 +195,9 @@ pub struct PoolSnapshot {
     pub spawn_failures: u64,
     pub pool_full: u64,
     pub reclaimed: u64,
+    /// Plugin instances alive now, and the most the instance pool holds.
+    pub instances: u64,
+    pub instances_max: u64,
 }
 
 impl WorkerPool {
@@ -283,6 +286,8 @@ impl WorkerPool {
             spawn_failures: get(&stats.spawn_failures),
             pool_full: get(&stats.pool_full),
             reclaimed: get(&stats.reclaimed),
+            instances: 0,
+            instances_max: 0,
         }
     }
 }

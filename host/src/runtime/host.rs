@@ -70,6 +70,24 @@ pub(crate) struct HostState {
     pub(crate) stderr_tail: String,
     /// Epoch ticks the current call may still run after its next deadline.
     pub(crate) ticks_left: u64,
+    /// Counts this store among the live instances while it exists.
+    pub(crate) live: Option<Live>,
+}
+
+/// One live plugin instance, counted until it is dropped.
+pub(crate) struct Live(Arc<AtomicU64>);
+
+impl Live {
+    pub(crate) fn new(count: Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A clock that reads a shared millisecond counter (the harness's virtual
@@ -143,6 +161,7 @@ impl HostState {
             label: String::new(),
             stderr_tail: String::new(),
             ticks_left: 0,
+            live: None,
         }
     }
 

@@ -21,7 +21,7 @@ mod limits;
 mod plugin;
 pub mod priority;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +83,8 @@ struct Inner {
     config: RuntimeConfig,
     network: egress::Network,
     ticker_stop: Arc<AtomicBool>,
+    /// Plugin instances alive now (each in its own store).
+    live: Arc<AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -107,8 +109,15 @@ impl Runtime {
                 config,
                 network,
                 ticker_stop,
+                live: Arc::new(AtomicU64::new(0)),
             }),
         })
+    }
+
+    /// Plugin instances alive now, and the most the instance pool holds.
+    pub fn instances(&self) -> (u64, u64) {
+        let live = self.inner.live.load(Ordering::Relaxed);
+        (live, u64::from(self.inner.config.max_instances))
     }
 
     /// Validate and compile a component. Blocking and CPU-heavy (milliseconds to

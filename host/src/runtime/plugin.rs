@@ -144,6 +144,7 @@ impl Plugin {
         let mut state = HostState::new(config.memory_limit_bytes, config.virtual_time.clone());
         state.label = label;
         state.env = env;
+        state.live = Some(super::host::Live::new(self.runtime.inner.live.clone()));
         let mut store = Store::new(&self.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         // At the first deadline a call is demoted (it has run long); at the

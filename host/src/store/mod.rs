@@ -106,6 +106,15 @@ pub struct Store {
     writer: writer::Writer,
 }
 
+/// What the store reports for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Submissions merged into each write (the group commit).
+    pub group_commit: crate::histogram::HistogramSnapshot,
+    /// Submissions answered with an error.
+    pub write_failures: u64,
+}
+
 /// Finished offset ranges above a watermark: (start, end exclusive).
 pub type DoneRanges = Vec<(u64, u64)>;
 
@@ -125,6 +134,15 @@ pub struct Progress {
 }
 
 impl Store {
+    /// Group-commit sizes and failed writes so far.
+    pub fn stats(&self) -> StoreStats {
+        let stats = &self.writer.stats;
+        StoreStats {
+            group_commit: stats.group.snapshot(),
+            write_failures: stats.failures.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Open (or create) the store in `dir`. With `sync_interval`, writes asked
     /// to be [`Durability::Synced`] are only written to the WAL, which a
     /// background thread syncs every `sync_interval`.

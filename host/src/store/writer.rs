@@ -3,8 +3,9 @@
 
 use super::records::{Counters, DeadLetter, LedgerEntry, Redrive, RetryState, StoredMessage};
 use super::{encode, keys, StoreError, CF_BLOBS, CF_DEAD, CF_DEDUP, CF_LOG, CF_META, CF_PROGRESS};
+use crate::histogram::{self, Histogram};
 use rocksdb::{WriteBatch, WriteOptions, DB};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -393,9 +394,28 @@ enum Message {
     Stop,
 }
 
+/// What the writer reports for metrics.
+#[derive(Debug)]
+pub(super) struct WriterStats {
+    /// Submissions merged into each RocksDB write (the group commit).
+    pub(super) group: Histogram,
+    /// Submissions answered with an error.
+    pub(super) failures: AtomicU64,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self {
+            group: Histogram::new(histogram::SIZES),
+            failures: AtomicU64::new(0),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Message>,
+    pub(super) stats: Arc<WriterStats>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Tells the periodic WAL syncer (if any) to stop.
     stopped: Arc<AtomicBool>,
@@ -408,12 +428,15 @@ impl Writer {
         if let Some(every) = sync_interval {
             spawn_syncer(db.clone(), every, stopped.clone());
         }
+        let stats = Arc::new(WriterStats::default());
+        let reported = stats.clone();
         let thread = std::thread::Builder::new()
             .name("switchyard-store-writer".into())
-            .spawn(move || run(&db, rx, sync_interval.is_none()))
+            .spawn(move || run(&db, rx, sync_interval.is_none(), &reported))
             .expect("spawning the store writer thread");
         Self {
             queue,
+            stats,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
             stopped,
         }
@@ -493,7 +516,7 @@ fn spawn_syncer(db: Arc<DB>, every: Duration, stopped: Arc<AtomicBool>) {
 /// After a write fails, every later one fails too without being applied: what
 /// is on disk is always a prefix of what was submitted, so no later batch
 /// (progress, say) can cover one that was lost. A restart starts afresh.
-fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
+fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool, stats: &WriterStats) {
     let mut stopping = false;
     let mut failed: Option<StoreError> = None;
     while !stopping {
@@ -511,6 +534,7 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
                 Err(_) => break,
             }
         }
+        stats.group.observe(group.len() as f64);
         let sync = sync_on_request && group.iter().any(|r| r.durability == Durability::Synced);
         let mut merged = WriteBatch::default();
         let mut waiters = Vec::with_capacity(group.len());
@@ -541,6 +565,11 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool) {
         if let (Err(e), None) = (&result, &failed) {
             tracing::error!(error = %e, "store write failed; refusing every later write");
             failed = Some(e.same());
+        }
+        if result.is_err() {
+            stats
+                .failures
+                .fetch_add(waiters.len() as u64, Ordering::Relaxed);
         }
         for waiter in waiters {
             let _ = waiter.send(result.as_ref().map_err(StoreError::same).copied());

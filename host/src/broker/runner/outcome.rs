@@ -154,6 +154,12 @@ impl Runner {
         } else {
             outcome
         };
+        let kind = if conflict && !at_most_once {
+            "kv-conflict"
+        } else {
+            outcome.kind()
+        };
+        self.shared.attempts.observe(kind, duration);
         if conflict && !at_most_once {
             // Another attempt changed a key this one read: its writes were
             // computed from a stale value. Run it again, uncounted.

@@ -27,6 +27,7 @@ pub use rules::{
     DEFAULT_TIMEOUT_MS, MAX_REQUESTS, MAX_RESPONSE_BYTES,
 };
 
+use crate::histogram::{Histogram, HistogramSnapshot};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::BodyExt;
@@ -200,12 +201,19 @@ pub const OUTCOMES: [&str; 9] = [
 ];
 
 /// A subscription's outbound-request counters, for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EgressStats {
     outcomes: [AtomicU64; OUTCOMES.len()],
-    /// Per bucket (not cumulative); the last slot counts the rest (+Inf).
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_us: AtomicU64,
+    latency: Histogram,
+}
+
+impl Default for EgressStats {
+    fn default() -> Self {
+        Self {
+            outcomes: Default::default(),
+            latency: Histogram::new(&LATENCY_BUCKETS),
+        }
+    }
 }
 
 /// A reading of [`EgressStats`].
@@ -213,10 +221,8 @@ pub struct EgressStats {
 pub struct EgressSnapshot {
     /// Requests by outcome label (only those seen).
     pub outcomes: Vec<(&'static str, u64)>,
-    /// Cumulative counts per upper bound (seconds), as Prometheus has them.
-    pub buckets: Vec<(f64, u64)>,
-    pub count: u64,
-    pub sum_seconds: f64,
+    /// Time to response headers (or failure), in seconds.
+    pub latency: HistogramSnapshot,
 }
 
 impl EgressStats {
@@ -224,14 +230,7 @@ impl EgressStats {
         if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
             self.outcomes[i].fetch_add(1, Ordering::Relaxed);
         }
-        let secs = latency.as_secs_f64();
-        let slot = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        self.latency.observe_duration(latency);
     }
 
     pub fn snapshot(&self) -> EgressSnapshot {
@@ -241,18 +240,9 @@ impl EgressStats {
             .map(|(o, n)| (*o, n.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let mut total = 0;
-        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
-        for (bound, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            total += n.load(Ordering::Relaxed);
-            buckets.push((*bound, total));
-        }
-        let count = total + self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
         EgressSnapshot {
             outcomes,
-            buckets,
-            count,
-            sum_seconds: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            latency: self.latency.snapshot(),
         }
     }
 }
