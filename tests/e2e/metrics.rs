@@ -157,3 +157,71 @@ fn a_failing_disk_shows_as_write_failures_a_halted_subscription_and_5xx() {
     drop(s);
     drop(fs);
 }
+
+/// docs/metrics.md lists every series `/metrics` shows, with its type.
+#[test]
+fn every_series_is_documented() {
+    let s = Server::start();
+    s.topic("t", 1);
+    s.deploy("noop", "noop");
+    s.subscribe("s", json!({"topic": "t", "plugin": "noop"}));
+    s.publish("t", vec![msg("k", "hello")]);
+    s.wait_stats("s", LIMIT, |st| st["acked"] == 1);
+    let docs = std::fs::read_to_string(crate::support::workspace().join("docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let (status, text) = s.get_text("/metrics");
+    assert_eq!(status, 200);
+    let mut families = 0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+        let series = match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_string(),
+        };
+        let row = format!("| `{series}` | {kind} |");
+        assert!(docs.contains(&row), "docs/metrics.md lacks the row {row}");
+        families += 1;
+    }
+    assert!(families >= 30, "{families} families:\n{text}");
+}
+
+/// The starter Grafana dashboard parses and queries only documented series.
+#[test]
+fn the_grafana_dashboard_queries_documented_series() {
+    let root = crate::support::workspace();
+    let docs = std::fs::read_to_string(root.join("docs/metrics.md")).expect("docs/metrics.md");
+    let text = std::fs::read_to_string(root.join("examples/grafana-dashboard.json"))
+        .expect("examples/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut queried = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for (start, _) in expr.match_indices("switchyard_") {
+                let name: String = expr[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let series = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                assert!(
+                    docs.contains(&format!("| `{series}` |")),
+                    "panel {:?} queries {name}, which docs/metrics.md does not list",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(
+        panels.len() >= 15 && queried >= 20,
+        "{} panels",
+        panels.len()
+    );
+}
