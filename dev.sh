@@ -98,6 +98,32 @@ install_peers() {
   fi
 }
 
+# The dashboard's browser test: Chromium from Debian, and Playwright (PyPI)
+# in a venv under the tools directory, driving that Chromium.
+PLAYWRIGHT_VERSION=1.65.2
+install_browser() {
+  if [ -z "${SWITCHYARD_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+    echo "dev.sh: installing chromium" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  export SWITCHYARD_CHROMIUM="${SWITCHYARD_CHROMIUM:-$(command -v chromium)}"
+  if [ -z "${SWITCHYARD_PLAYWRIGHT_PYTHON:-}" ]; then
+    local tools="${SWITCHYARD_TOOLS:-$HOME/.cache/switchyard/tools}"
+    local venv="$tools/playwright"
+    if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
+      echo "dev.sh: installing playwright $PLAYWRIGHT_VERSION into $venv" >&2
+      mkdir -p "$tools"
+      if ! "$venv/bin/python" -c '' 2>/dev/null; then
+        rm -rf "$venv"
+        "${PYTHON:-python3}" -m venv "$venv"
+      fi
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
+    fi
+    export SWITCHYARD_PLAYWRIGHT_PYTHON="$venv/bin/python"
+  fi
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -109,6 +135,7 @@ case "$cmd" in
   test)
     setup
     build_plugins
+    install_browser
     cargo test --release --workspace
     # The peer benchmark's quick mode: every system and phase, ~15 s.
     install_peers

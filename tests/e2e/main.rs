@@ -18,6 +18,7 @@ mod cloudevents;
 mod config_file;
 mod core_path;
 mod crash;
+mod dashboard;
 mod disk_full;
 mod egress;
 mod exactly_once;

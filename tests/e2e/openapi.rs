@@ -52,7 +52,7 @@ fn the_document_is_public_and_names_every_schema_it_uses() {
             );
         }
     }
-    assert_eq!(operations, 31);
+    assert_eq!(operations, 34);
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn every_operation_answers_as_documented() {
     wait_for(Duration::from_secs(60), "readiness", || {
         (s.call("GET", "/readyz", None, Body::None).0 == 200).then_some(())
     });
-    for path in ["/healthz", "/v1/openapi.json"] {
+    for path in ["/healthz", "/v1/openapi.json", "/v1/host"] {
         ok("GET", path, Body::None);
     }
     ok("PUT", "/v1/topics/t", spec(json!({"partitions": 2})));

@@ -21,7 +21,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Role::Read => "read",
             Role::Publish => "publish",

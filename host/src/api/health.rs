@@ -31,3 +31,27 @@ pub fn readyz(state: &State) -> Result<Reply, ApiError> {
         Ok(ApiError::unavailable("the broker is still opening").into_response())
     }
 }
+
+/// The host as the caller sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Host)]
+struct HostOut {
+    /// The host's version.
+    version: &'static str,
+    /// Milliseconds since the host started serving.
+    uptime_ms: u64,
+    /// The caller's role: `read`, `publish`, `consume` or `admin` (every
+    /// caller is admin when the host has no tokens).
+    role: &'static str,
+}
+
+#[utoipa::path(get, path = "/v1/host", tag = "host",
+    responses((status = 200, description = "Version, uptime and the caller's role", body = HostOut)))]
+pub fn host(ctx: &super::Ctx, state: &State, role: super::auth::Role) -> Result<Reply, ApiError> {
+    let out = HostOut {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_ms: state.started.elapsed().as_millis() as u64,
+        role: role.name(),
+    };
+    body::reply(StatusCode::OK, ctx.format, &out)
+}

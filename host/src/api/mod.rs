@@ -47,6 +47,7 @@ mod streams;
 mod subscriptions;
 mod tls;
 mod topics;
+mod ui;
 mod wire;
 
 pub use auth::{Auth, Role};

@@ -8,7 +8,7 @@
 
 use super::body::{self, Reply};
 use super::error::{ApiError, ErrorBody};
-use super::{health, leases, messages, metrics, plugins, streams, subscriptions, topics};
+use super::{health, leases, messages, metrics, plugins, streams, subscriptions, topics, ui};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
 use serde_json::{json, Map, Value};
@@ -38,6 +38,9 @@ const BEARER: &str = "bearer";
         health::readyz,
         metrics::render,
         document,
+        health::host,
+        ui::index,
+        ui::asset,
         topics::list,
         topics::get,
         topics::put,
@@ -69,6 +72,8 @@ const BEARER: &str = "bearer";
     modifiers(&Conventions),
     tags(
         (name = "health", description = "Liveness, readiness, metrics and this document; no token"),
+        (name = "host", description = "The host and the caller's role"),
+        (name = "ui", description = "The web dashboard's page and assets; no token (the page asks for one)"),
         (name = "topics", description = "Topics and their partitions"),
         (name = "messages", description = "Publishing and reading messages"),
         (name = "plugins", description = "Consumer components and their versions"),
@@ -173,7 +178,7 @@ fn conventions(operation: &mut Operation, has_params: bool, writes: bool) {
     let public = operation
         .tags
         .as_ref()
-        .is_some_and(|tags| tags.iter().any(|t| t == "health"));
+        .is_some_and(|tags| tags.iter().any(|t| t == "health" || t == "ui"));
     let with_body = operation.request_body.is_some();
     let mut errors: Vec<(&str, &str)> = vec![
         ("500", "The store failed"),

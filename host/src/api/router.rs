@@ -17,6 +17,8 @@ pub enum Route<'a> {
     Ready,
     Metrics,
     OpenApi,
+    Host,
+    Ui(&'a str),
     Topics,
     Topic(&'a str),
     Publish(&'a str),
@@ -51,6 +53,9 @@ impl<'a> Route<'a> {
             ["readyz"] => Route::Ready,
             ["metrics"] => Route::Metrics,
             ["v1", "openapi.json"] => Route::OpenApi,
+            ["v1", "host"] => Route::Host,
+            ["ui"] => Route::Ui("index.html"),
+            ["ui", asset] => Route::Ui(asset),
             ["v1", "topics"] => Route::Topics,
             ["v1", "topics", t] => Route::Topic(t),
             ["v1", "topics", t, "messages"] => Route::Publish(t),
@@ -76,11 +81,14 @@ impl<'a> Route<'a> {
 
     /// Every route's path template, as the OpenAPI document names them.
     #[cfg(test)]
-    pub const TEMPLATES: [&'static str; 23] = [
+    pub const TEMPLATES: [&'static str; 26] = [
         "/healthz",
         "/readyz",
         "/metrics",
         "/v1/openapi.json",
+        "/v1/host",
+        "/ui",
+        "/ui/{asset}",
         "/v1/topics",
         "/v1/topics/{topic}",
         "/v1/topics/{topic}/messages",
@@ -109,6 +117,9 @@ impl<'a> Route<'a> {
             Route::Ready => "/readyz",
             Route::Metrics => "/metrics",
             Route::OpenApi => "/v1/openapi.json",
+            Route::Host => "/v1/host",
+            Route::Ui("index.html") => "/ui",
+            Route::Ui(_) => "/ui/{asset}",
             Route::Topics => "/v1/topics",
             Route::Topic(_) => "/v1/topics/{topic}",
             Route::Publish(_) => "/v1/topics/{topic}/messages",
@@ -154,7 +165,7 @@ impl<'a> Route<'a> {
     fn is_public(self) -> bool {
         matches!(
             self,
-            Route::Health | Route::Ready | Route::Metrics | Route::OpenApi
+            Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::Ui(_)
         )
     }
 }
@@ -203,6 +214,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
     if !route.accepts(req.method()) {
         return Err(ApiError::method_not_allowed(route.allow()));
     }
+    let mut role = None;
     if !route.is_public() {
         let special = match route {
             Route::Publish(_) => Some(Role::Publish),
@@ -210,7 +222,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
             _ => None,
         };
         let needed = Role::required(req.method(), special);
-        state.auth.check(req.headers(), needed)?;
+        role = Some(state.auth.check(req.headers(), needed)?);
     }
     let is_put = req.method() == Method::PUT;
     let is_delete = req.method() == Method::DELETE;
@@ -219,6 +231,8 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Metrics => return super::metrics::render(&state.broker().await?, &state.requests),
         Route::Ready => return health::readyz(state),
         Route::OpenApi => return super::openapi::document(),
+        Route::Ui("index.html") => return super::ui::index(),
+        Route::Ui(asset) => return super::ui::asset(asset),
         _ => Ctx {
             broker: state.broker().await?,
             format: Format::for_response(req.headers()),
@@ -227,6 +241,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         },
     };
     match route {
+        Route::Host => health::host(&ctx, state, role.unwrap_or(Role::Admin)),
         Route::Topics => topics::list(&ctx),
         Route::Topic(name) if is_put => topics::put(&ctx, name, req).await,
         Route::Topic(name) if is_delete => topics::delete(&ctx, name, query).await,
@@ -254,7 +269,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Tail(topic) => streams::tail(&ctx, topic, query, req.headers()).await,
         Route::Events(name) => streams::events(&ctx, name),
         Route::Settle(name) => leases::settle(&ctx, name, req).await,
-        Route::Health | Route::Ready | Route::Metrics | Route::OpenApi => {
+        Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::Ui(_) => {
             Err(ApiError::internal("public routes are answered above"))
         }
     }

@@ -55,6 +55,8 @@ pub struct State {
     pub closing: watch::Receiver<bool>,
     /// Requests answered, for `/metrics`.
     pub requests: super::metrics::Requests,
+    /// When the host started serving.
+    pub started: std::time::Instant,
 }
 
 impl State {
@@ -98,6 +100,7 @@ impl Server {
             broker,
             closing,
             requests: super::metrics::Requests::default(),
+            started: std::time::Instant::now(),
         });
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(
