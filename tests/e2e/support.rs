@@ -97,7 +97,6 @@ pub struct Server {
     pub data: Arc<tempfile::TempDir>,
     options: Options,
     output: Arc<Mutex<Vec<String>>>,
-    agent: ureq::Agent,
 }
 
 impl Server {
@@ -167,18 +166,12 @@ impl Server {
         let base = rx
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|_| panic!("switchyard did not start: {:?}", output.lock().unwrap()));
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
         Server {
             child: Some(child),
             base,
             data,
             options,
             output,
-            agent,
         }
     }
 
@@ -237,47 +230,26 @@ impl Server {
         headers: &[(&str, &str)],
         body: Body,
     ) -> (u16, String, Value) {
-        let url = format!("{}{}", self.base, path);
-        let mut req = ureq::http::Request::builder().method(method).uri(&url);
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
         // `Some("")` sends no Authorization header at all.
         let token = token
             .or(self.options.token.as_deref())
             .filter(|t| !t.is_empty());
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
         let (content_type, bytes) = match body {
             Body::None => (None, Vec::new()),
-            Body::Json(v) => (
-                Some("application/json".to_string()),
-                v.to_string().into_bytes(),
-            ),
-            Body::Raw(ct, b) => (ct.map(str::to_string), b),
+            Body::Json(v) => (Some("application/json"), v.to_string().into_bytes()),
+            Body::Raw(ct, b) => (ct, b),
         };
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
         if let Some(ct) = content_type {
-            req = req.header("Content-Type", ct);
+            all.push(("content-type", ct));
         }
-        let req = req.body(bytes).expect("valid request");
-        let mut resp = self
-            .agent
-            .run(req)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
+        let (status, answer_headers, answer) = self.exchange(method, path, token, &all, bytes);
+        let content_type = answer_headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_string()
-            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&answer).into_owned();
         let value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if is_json(&content_type) {
             self.contract()
@@ -297,13 +269,29 @@ impl Server {
 
     /// A GET without a token; returns the status and the body as text.
     pub fn get_text(&self, path: &str) -> (u16, String) {
-        let mut resp = self
-            .agent
-            .get(&format!("{}{}", self.base, path))
-            .call()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (resp.status().as_u16(), text)
+        let (status, _, body) = self.exchange("GET", path, None, &[], Vec::new());
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// One request through the host's own API client (`switchyard::api::Client`,
+    /// what the client commands use); the answer as it came.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, hyper::HeaderMap, Vec<u8>) {
+        use http_body_util::BodyExt;
+        let client = switchyard::api::Client::new(&self.base, token.map(str::to_owned), None)
+            .expect("the server's address is a URL");
+        let method = hyper::Method::from_bytes(method.as_bytes()).expect("a method");
+        let body = http_body_util::Full::new(bytes::Bytes::from(body)).boxed_unsync();
+        let (status, headers, answer) = client_runtime()
+            .block_on(client.exchange(method.clone(), path, headers, body))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
+        (status.as_u16(), headers, answer.to_vec())
     }
 
     /// The value of one series of `/metrics`, named as printed before its
@@ -505,4 +493,17 @@ pub fn msg(key: &str, payload: &str) -> Value {
 fn is_json(content_type: &str) -> bool {
     let media = content_type.split(';').next().unwrap_or("").trim();
     media == "application/json" || media.ends_with("+json")
+}
+
+/// The runtime the tests' API client runs on (the tests themselves are
+/// plain threads).
+fn client_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the test client's runtime")
+    })
 }

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ impl Client {
     /// A connection to the host, ready for one or more requests.
     async fn connect(
         &self,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
+    ) -> Result<hyper::client::conn::http1::SendRequest<RequestBody>, ClientError> {
         let unreachable = |e: &dyn std::fmt::Display| {
             ClientError::Transport(format!("cannot reach {}: {e}", self.base))
         };
@@ -125,44 +126,85 @@ impl Client {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Value, ClientError> {
+        let (content_type, bytes) = match body {
+            Some((content_type, bytes)) => (Some(content_type), bytes),
+            None => (None, Vec::new()),
+        };
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|c| ("content-type", c))
+            .into_iter()
+            .collect();
+        let body = Full::new(Bytes::from(bytes)).boxed_unsync();
+        let (status, _, answer) = self.exchange(method, path, &headers, body).await?;
+        decode(status, &answer)
+    }
+
+    /// Send `bytes` (of `content_type`) with `method path`, counting in
+    /// `sent` the bytes handed to the connection as they go; the answer's JSON.
+    pub async fn upload(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+        sent: Arc<AtomicU64>,
+    ) -> Result<Value, ClientError> {
+        let body = Counted {
+            rest: Bytes::from(bytes),
+            sent,
+        };
+        let headers = [("content-type", content_type)];
+        let (status, _, answer) = self
+            .exchange(method, path, &headers, body.boxed_unsync())
+            .await?;
+        decode(status, &answer)
+    }
+
+    /// One request with extra headers and any body; the answer's status,
+    /// headers and body as they came, whatever the status.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: RequestBody,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", format!("{}:{}", self.host, self.port))
-            .header("accept", "application/json");
+            .header("host", format!("{}:{}", self.host, self.port));
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("accept"))
+        {
+            request = request.header("accept", "application/json");
+        }
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let bytes = match body {
-            Some((content_type, bytes)) => {
-                request = request.header("content-type", content_type);
-                bytes
-            }
-            None => Vec::new(),
-        };
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let request = request
-            .body(Full::new(Bytes::from(bytes)))
+            .body(body)
             .map_err(|e| ClientError::Transport(format!("{url}: {e}")))?;
-        let answer = tokio::time::timeout(CALL_TIMEOUT, async {
+        tokio::time::timeout(CALL_TIMEOUT, async {
             let mut sender = self.connect().await?;
             let response = sender
                 .send_request(request)
                 .await
                 .map_err(|e| ClientError::Transport(format!("{url}: {}", source_text(&e))))?;
-            let status = response.status();
-            let body = response
-                .into_body()
+            let (parts, body) = response.into_parts();
+            let body = body
                 .collect()
                 .await
                 .map_err(|e| ClientError::Transport(format!("{url}: {e}")))?
                 .to_bytes();
-            Ok::<_, ClientError>((status, body))
+            Ok::<_, ClientError>((parts.status, parts.headers, body))
         })
         .await
-        .map_err(|_| ClientError::Transport(format!("{url}: no answer in {CALL_TIMEOUT:?}")))?;
-        let (status, body) = answer?;
-        decode(status, &body)
+        .map_err(|_| ClientError::Transport(format!("{url}: no answer in {CALL_TIMEOUT:?}")))?
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
@@ -178,6 +220,44 @@ impl Client {
         let bytes = serde_json::to_vec(body).expect("a JSON value serializes");
         self.call(method, path, Some(("application/json", bytes)))
             .await
+    }
+}
+
+/// A request body.
+pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// Bytes sent in pieces of this size, so progress can be counted.
+const UPLOAD_CHUNK: usize = 256 << 10;
+
+/// A body that counts what the connection has taken of it.
+struct Counted {
+    rest: Bytes,
+    sent: Arc<AtomicU64>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.rest.len().min(UPLOAD_CHUNK);
+        let chunk = self.rest.split_to(n);
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 

@@ -10,6 +10,9 @@ use hyper::Method;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, IsTerminal as _, Read};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Where the host is and how to print its answers (every client command).
 #[derive(Debug, Clone, Args)]
@@ -728,16 +731,41 @@ async fn plugin(c: &Client, command: PluginCommand) -> Result<Shown, Failure> {
         PluginCommand::Deploy { name, file } => {
             let wasm = std::fs::read(&file)
                 .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?;
-            eprintln!(
-                "uploading {} ({} bytes) and compiling…",
-                file.display(),
-                wasm.len()
-            );
             let path = format!("/v1/plugins/{}", enc(&name));
-            let answer = c
-                .call(Method::PUT, &path, Some(("application/wasm", wasm)))
-                .await?;
-            let text = format!("deployed {name}@{}", text(&answer["latest"]));
+            let total = wasm.len() as u64;
+            let sent = Arc::new(AtomicU64::new(0));
+            let started = Instant::now();
+            let upload = c.upload(Method::PUT, &path, "application/wasm", wasm, sent.clone());
+            let answer = if std::io::stderr().is_terminal() {
+                tokio::pin!(upload);
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                let mut uploaded = None;
+                loop {
+                    tokio::select! {
+                        answer = &mut upload => break answer,
+                        _ = tick.tick() => {
+                            let done = sent.load(Ordering::Relaxed);
+                            eprint!("\r\x1b[K{}", deploy_progress(done, total, &mut uploaded, started));
+                        }
+                    }
+                }
+            } else {
+                eprintln!(
+                    "uploading {} ({total} bytes) and compiling…",
+                    file.display()
+                );
+                upload.await
+            };
+            if std::io::stderr().is_terminal() {
+                eprint!("\r\x1b[K");
+            }
+            let answer = answer?;
+            let latest = text(&answer["latest"]);
+            let text = format!(
+                "deployed {name}@{latest} ({} in {:.1} s)",
+                mib(total),
+                started.elapsed().as_secs_f64()
+            );
             Ok(line(answer, text))
         }
         PluginCommand::List => Ok(rows(c.get("/v1/plugins").await?, "plugins", PLUGIN_COLUMNS)),
@@ -925,4 +953,52 @@ async fn status(c: &Client) -> Result<Shown, Failure> {
         )
     );
     Ok(line(value, text.trim_end().to_string()))
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// The deploy's progress line: the upload's bytes, then how long the host
+/// has been compiling (`uploaded` is when the last byte went).
+fn deploy_progress(
+    done: u64,
+    total: u64,
+    uploaded: &mut Option<Instant>,
+    started: Instant,
+) -> String {
+    if done < total {
+        let percent = done * 100 / total.max(1);
+        return format!("uploading {} of {} ({percent}%)", mib(done), mib(total));
+    }
+    let since = *uploaded.get_or_insert_with(Instant::now);
+    format!(
+        "uploaded {} in {:.1} s; compiling… {:.1} s",
+        mib(total),
+        since.duration_since(started).as_secs_f64(),
+        since.elapsed().as_secs_f64()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deploy_shows_the_upload_then_the_compile() {
+        let started = Instant::now();
+        let mut uploaded = None;
+        let total = 20 << 20;
+        let line = deploy_progress(5 << 20, total, &mut uploaded, started);
+        assert_eq!(line, "uploading 5.0 MiB of 20.0 MiB (25%)");
+        assert!(uploaded.is_none());
+        let line = deploy_progress(total, total, &mut uploaded, started);
+        assert!(
+            line.starts_with("uploaded 20.0 MiB in ") && line.contains("; compiling… "),
+            "{line}"
+        );
+        let when = uploaded.expect("the upload's end is noted");
+        deploy_progress(total, total, &mut uploaded, started);
+        assert_eq!(uploaded, Some(when), "noted once");
+    }
 }
