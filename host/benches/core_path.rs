@@ -51,6 +51,8 @@
 //!   understate the waiting (coordinated omission).
 
 mod common;
+#[path = "common/otlp.rs"]
+mod otlp;
 #[path = "common/padding.rs"]
 mod padding;
 
@@ -110,7 +112,7 @@ core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS
   --rate N            latency scenario publish rate, msg/s        [2000]
   --seconds N         latency scenario duration                   [10]
   --senders N         latency scenario sender threads             [16]
-  --only WHAT         `throughput`, `latency`, `curves`, `stalls` or `hostile`
+  --only WHAT         `throughput`, `latency`, `curves`, `stalls`, `hostile` or `traces`
                       [throughput and latency]
 
 `--only curves` measures cost curves instead (noop plugin, worker isolation):
@@ -124,7 +126,12 @@ one after another, and while a subscription catches up a backlog of
 
 `--only hostile` measures the latency scenario (worker isolation) twice: on a
 host of its own, and beside 5 subscriptions of endless loops and 5 of memory
-hogs (concurrency 10 each, 1 s timeout).";
+hogs (concurrency 10 each, 1 s timeout).
+
+`--only traces` measures the throughput scenario (first --isolation and
+--concurrency) with trace context only (no exporter) and with every span
+exported over OTLP/HTTP to a receiver in this process, alternating, three
+rounds each: the server's CPU per message shows what exporting costs.";
 
 fn main() {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -155,6 +162,9 @@ fn main() {
     if options.hostile {
         run_hostile(&options, &plugins);
     }
+    if options.traces {
+        run_traces(&options, &plugins);
+    }
 }
 
 // ---------------------------------------------------------------- options
@@ -175,6 +185,7 @@ struct Options {
     curves: bool,
     stalls: bool,
     hostile: bool,
+    traces: bool,
 }
 
 impl Options {
@@ -195,6 +206,7 @@ impl Options {
             curves: false,
             stalls: false,
             hostile: false,
+            traces: false,
         };
         while let Some(flag) = args.next() {
             let mut value = || {
@@ -250,6 +262,7 @@ impl Options {
                     "curves" => (o.throughput, o.latency, o.curves) = (false, false, true),
                     "stalls" => (o.throughput, o.latency, o.stalls) = (false, false, true),
                     "hostile" => (o.throughput, o.latency, o.hostile) = (false, false, true),
+                    "traces" => (o.throughput, o.latency, o.traces) = (false, false, true),
                     other => return Err(format!("--only: unknown {other:?}\n\n{USAGE}")),
                 },
                 "-h" | "--help" => return Err(USAGE.to_string()),
@@ -294,6 +307,11 @@ struct ServerLog {
 
 impl Server {
     fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Start with these `serve` arguments besides the usual ones.
+    fn start_with(args: &[String]) -> Server {
         let data = tempfile::tempdir().expect("temporary data dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args([
@@ -305,6 +323,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data.path())
+            .args(args)
             .env_remove("SWITCHYARD_TOKEN")
             .env_remove("SWITCHYARD_PUBLISH_TOKEN")
             .env_remove("SWITCHYARD_READ_TOKEN")
@@ -637,7 +656,7 @@ fn run_throughput(options: &Options, plugins: &PluginDir) {
     for &delivery in &options.delivery {
         for &isolation in &options.isolation {
             for &concurrency in &options.concurrency {
-                let run = throughput_run(options, plugins, delivery, isolation, concurrency);
+                let run = throughput_run(options, plugins, delivery, isolation, concurrency, &[]);
                 print_throughput_row(options, &run);
                 runs.push(run);
             }
@@ -662,8 +681,9 @@ fn throughput_run(
     delivery: &'static str,
     isolation: &'static str,
     concurrency: u32,
+    server_args: &[String],
 ) -> ThroughputRun {
-    let server = Server::start();
+    let server = Server::start_with(server_args);
     let client = &server.client;
     client.create_topic(THROUGHPUT_TOPIC);
     client.create_topic(&format!("{THROUGHPUT_TOPIC}.out"));
@@ -1448,5 +1468,52 @@ fn hostile_load(client: &Client, plugins: &PluginDir, seconds: u64) {
                 client.publish(&topic, body.as_bytes());
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- traces
+
+/// The throughput scenario with trace context only and with every span
+/// exported, alternating so that drift on a shared machine hits both.
+fn run_traces(options: &Options, plugins: &PluginDir) {
+    let exported = Arc::new(AtomicU64::new(0));
+    let counted = exported.clone();
+    let endpoint = otlp::receive(move |body| {
+        counted.fetch_add(body.len() as u64, Ordering::Relaxed);
+    });
+    let isolation = options.isolation[0];
+    let concurrency = options.concurrency[0];
+    let delivery = options.delivery[0];
+    println!(
+        "\n## Traces: {} messages, {delivery}, {isolation} isolation, concurrency {concurrency}, plugin {}",
+        options.messages, options.plugin
+    );
+    println!(
+        "\n{:<10} {:>10} {:>10} {:>8} {:>14} {:>14}",
+        "traces", "publish/s", "e2e/s", "server", "server µs/msg", "exported KiB"
+    );
+    let export = vec!["--otlp-endpoint".to_string(), endpoint];
+    for round in 0..6 {
+        let (label, args): (&str, &[String]) = if round % 2 == 0 {
+            ("context", &[])
+        } else {
+            ("exported", &export)
+        };
+        let before = exported.load(Ordering::Relaxed);
+        let run = throughput_run(options, plugins, delivery, isolation, concurrency, args);
+        let Some(total) = run.total else {
+            println!("{label:<10} STALL@{}", run.acked);
+            continue;
+        };
+        let cpu_us = run.cpu.server * total.as_secs_f64() * 1e6 / options.messages as f64;
+        let sent = exported.load(Ordering::Relaxed) - before;
+        println!(
+            "{label:<10} {:>10.0} {:>10.0} {:>8.2} {:>14.1} {:>14}",
+            per_second(options.messages, run.publish),
+            per_second(options.messages, total),
+            run.cpu.server,
+            cpu_us,
+            sent >> 10
+        );
     }
 }

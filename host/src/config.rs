@@ -29,6 +29,8 @@ pub const ENV_FSYNC_INTERVAL_MS: &str = "SWITCHYARD_FSYNC_INTERVAL_MS";
 pub const ENV_EGRESS_ALLOW_CIDR: &str = "SWITCHYARD_EGRESS_ALLOW_CIDR";
 /// Environment variable for [`Config::egress_ca_file`].
 pub const ENV_EGRESS_CA_FILE: &str = "SWITCHYARD_EGRESS_CA_FILE";
+/// Environment variable for [`Config::otlp_endpoint`].
+pub const ENV_OTLP_ENDPOINT: &str = "SWITCHYARD_OTLP_ENDPOINT";
 /// Environment variable for [`Limits::worker_threads`].
 pub const ENV_WORKER_THREADS: &str = "SWITCHYARD_WORKER_THREADS";
 /// Environment variable for [`Limits::max_instances`].
@@ -109,6 +111,11 @@ pub struct Config {
     /// besides the webpki (Mozilla) roots: an internal CA.
     #[serde(default)]
     pub egress_ca_file: Option<PathBuf>,
+    /// Export traces of the message path over OTLP/HTTP (protobuf) to this
+    /// collector URL (`http://host:4318`, or the full `/v1/traces` URL).
+    /// Without it nothing is exported.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
     /// Serve HTTPS with this certificate chain (PEM), read again on SIGHUP.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -278,6 +285,7 @@ impl Config {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            otlp_endpoint: None,
             tls_cert: None,
             tls_key: None,
             limits: Limits::default(),
@@ -377,6 +385,7 @@ mod tests {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            otlp_endpoint: None,
             tls_cert: None,
             tls_key: None,
             limits: Limits::default(),

@@ -13,6 +13,8 @@
 //! - [`runtime`]: the wasmtime embedding. The only module that names wasmtime.
 //! - [`store`]: RocksDB storage. The only module that names RocksDB.
 //! - [`histogram`]: atomic histograms that any of them observe and the api renders.
+//! - [`telemetry`]: trace context on messages and OTLP export. The only module
+//!   that names OpenTelemetry.
 //!
 //! Entry point: [`run`] takes its configuration, a bound listener and a
 //! shutdown future, so tests can bind port 0 and stop the host at will.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod histogram;
 pub mod runtime;
 pub mod store;
+pub mod telemetry;
 
 pub use broker::harness;
 
@@ -41,6 +44,8 @@ pub enum RunError {
     Broker(#[from] BrokerError),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Telemetry(String),
     #[error("cannot read the egress CA file {}: {error}", path.display())]
     EgressCa {
         path: std::path::PathBuf,
@@ -85,6 +90,9 @@ pub async fn run(
             error,
         })?;
         broker_config.runtime.egress.ca_pem = Some(pem);
+    }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        telemetry::export(endpoint).map_err(RunError::Telemetry)?;
     }
     let (broker_tx, broker_rx) = watch::channel(None);
     let http = api::HttpLimits {
@@ -138,6 +146,8 @@ pub async fn run(
     server.shutdown().await;
     tracing::info!("stopping delivery");
     broker.shutdown().await;
+    // The exporter's task needs the runtime while the flush waits.
+    let _ = tokio::task::spawn_blocking(telemetry::flush).await;
     tracing::info!("stopped");
     Ok(())
 }

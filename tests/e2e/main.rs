@@ -5,6 +5,8 @@
 mod contract;
 mod lazyfs;
 mod origin;
+#[path = "../../host/benches/common/otlp.rs"]
+mod otlp;
 #[path = "../../host/benches/common/padding.rs"]
 mod padding;
 mod support;
@@ -34,4 +36,5 @@ mod slow_clients;
 mod streams;
 mod tls_server;
 mod topics;
+mod traces;
 mod versions;

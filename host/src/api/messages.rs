@@ -33,7 +33,11 @@ enum PublishAnswer {
 /// Answers once the messages are durable: the position for a single
 /// message, `{"results": [...]}` in order for a batch.
 /// CloudEvents (structured, batch or binary mode) are taken as messages too.
-#[utoipa::path(post, path = "/v1/topics/{topic}/messages", tag = "messages", params(("topic" = String, Path, description = "Topic name")),
+/// A W3C `traceparent` header makes the publish part of that trace.
+#[utoipa::path(post, path = "/v1/topics/{topic}/messages", tag = "messages",
+    params(("topic" = String, Path, description = "Topic name"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: the publish and the \
+            messages' attempts join this trace (else each publish starts one)")),
     request_body(description = "One message or `{\"messages\": [...]}`; or CloudEvents: structured, \
         a batch, or binary mode (any content type with `ce-specversion`, `ce-id`, `ce-source` and \
         `ce-type` headers; the body is the payload)",
@@ -70,7 +74,12 @@ pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<R
             publish.into_messages()?
         }
     };
-    let published = ctx.broker.publish(topic, messages).await?;
+    let parent = parts
+        .headers
+        .get(crate::telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::telemetry::TraceContext::parse);
+    let published = ctx.broker.publish_traced(topic, messages, parent).await?;
     if batch {
         let results = published.into_iter().map(PublishedOut::from).collect();
         let answer = PublishAnswer::Batch(BatchResults { results });

@@ -29,6 +29,7 @@ mod worker;
 use crate::histogram::{Histogram, HistogramSnapshot};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{Store, StoreError};
+use crate::telemetry::{self, TraceContext, TRACEPARENT};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -162,6 +163,17 @@ struct Inner {
     publish_sizes: Histogram,
 }
 
+/// Give a message the `traceparent` header `value`: in place of any it has
+/// (`replace`, for a plugin's publications, which continue the attempt's
+/// trace), or only if it has no valid one (a producer's own context wins).
+pub(crate) fn stamp(headers: &mut Vec<(String, String)>, value: &str, replace: bool) {
+    match headers.iter_mut().find(|(n, _)| n == TRACEPARENT) {
+        Some((_, v)) if replace || TraceContext::parse(v).is_none() => *v = value.to_string(),
+        Some(_) => {}
+        None => headers.push((TRACEPARENT.to_string(), value.to_string())),
+    }
+}
+
 /// Host-wide figures for metrics.
 #[derive(Debug, Clone, Default)]
 pub struct HostStats {
@@ -267,8 +279,38 @@ impl Broker {
         topic: &str,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Published>, BrokerError> {
+        self.publish_traced(topic, messages, None).await
+    }
+
+    /// [`Broker::publish`] in the trace of `parent` (a producer's
+    /// `traceparent`): the publish is a span of that trace (or of a new
+    /// one), and each message without a valid `traceparent` header of its
+    /// own gets one naming that span, which its attempts continue.
+    pub async fn publish_traced(
+        &self,
+        topic: &str,
+        mut messages: Vec<NewMessage>,
+        parent: Option<TraceContext>,
+    ) -> Result<Vec<Published>, BrokerError> {
         self.inner.publish_sizes.observe(messages.len() as f64);
-        self.inner.log.publish(topic, messages).await
+        let mut span = telemetry::start(
+            "publish",
+            telemetry::Kind::Producer,
+            parent.as_ref(),
+            std::time::SystemTime::now(),
+        );
+        span.set_text("messaging.destination.name", topic);
+        span.set_number("messaging.batch.message_count", messages.len() as u64);
+        let header = span.context().header();
+        for m in &mut messages {
+            stamp(&mut m.headers, &header, false);
+        }
+        let published = self.inner.log.publish(topic, messages).await;
+        if let Err(e) = &published {
+            span.fail(e.to_string());
+        }
+        span.end();
+        published
     }
 
     /// Host-wide figures for metrics.

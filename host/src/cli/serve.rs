@@ -70,6 +70,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = config::ENV_EGRESS_CA_FILE)]
     pub egress_ca_file: Option<PathBuf>,
 
+    /// Export traces of the message path (publish, attempts, commits) over
+    /// OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318. Default: no
+    /// export.
+    #[arg(long, value_name = "URL", env = config::ENV_OTLP_ENDPOINT)]
+    pub otlp_endpoint: Option<String>,
+
     /// Serve HTTPS with this certificate chain (PEM); SIGHUP reads it and
     /// --tls-key again without dropping connections.
     #[arg(long, value_name = "FILE", env = config::ENV_TLS_CERT, requires = "tls_key")]
@@ -131,6 +137,7 @@ struct FileConfig {
     fsync_interval_ms: Option<u64>,
     egress_allow_cidr: Option<Vec<String>>,
     egress_ca_file: Option<PathBuf>,
+    otlp_endpoint: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     log: Option<String>,
@@ -214,6 +221,7 @@ impl ServeArgs {
         take!(fsync_interval_ms, file.fsync_interval_ms.map(Some));
         take!(egress_allow_cidr, file.egress_allow_cidr);
         take!(egress_ca_file, file.egress_ca_file.map(Some));
+        take!(otlp_endpoint, file.otlp_endpoint.map(Some));
         take!(tls_cert, file.tls_cert.map(Some));
         take!(tls_key, file.tls_key.map(Some));
         take!(log, file.log.map(Some));
@@ -254,6 +262,7 @@ impl ServeArgs {
             fsync_interval_ms: self.fsync_interval_ms,
             egress_allow_cidr: self.egress_allow_cidr.clone(),
             egress_ca_file: self.egress_ca_file.clone(),
+            otlp_endpoint: self.otlp_endpoint.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             limits: Limits {
@@ -347,6 +356,7 @@ mod tests {
             fsync_interval_ms: None,
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
+            otlp_endpoint: None,
             tls_cert: None,
             tls_key: None,
             worker_threads: 1,

@@ -111,6 +111,9 @@ pub(crate) struct Runner {
     kv: Arc<KvState>,
     /// Acked attempts' publications, by topic, to commit with the next batch.
     outputs: BTreeMap<String, Vec<NewMessage>>,
+    /// Commit spans of the attempts whose results the next batch records
+    /// (only while traces are exported).
+    commit_spans: Vec<crate::telemetry::Span>,
     /// The last kv commit in the next batch.
     kv_commit: Option<u64>,
     /// Attempts in flight by their `kv_start` (a multiset).
@@ -255,6 +258,7 @@ impl Runner {
             log,
             kv,
             outputs: BTreeMap::new(),
+            commit_spans: Vec::new(),
             kv_commit: None,
             kv_starts: BTreeMap::new(),
             rng,
@@ -794,8 +798,16 @@ impl Runner {
         let kv_commit = self.kv_commit.take();
         self.kv.prune(self.kv_starts.keys().next().copied());
         let (shared, counters, kv) = (self.shared.clone(), self.counters, self.kv.clone());
+        let spans = std::mem::take(&mut self.commit_spans);
         Some(async move {
-            match write.await {
+            let written = write.await;
+            for mut span in spans {
+                if let Err(e) = &written {
+                    span.fail(e.to_string());
+                }
+                span.end();
+            }
+            match written {
                 Ok(()) => {
                     shared.publish_counters(&counters);
                     if let Some(seq) = kv_commit {

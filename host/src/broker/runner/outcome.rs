@@ -13,8 +13,10 @@ use crate::runtime::{HttpCall, Invocation, LogLine, Outcome, Publication};
 use crate::store::{
     AttemptRecord, DeadLetter, HttpRecord, LedgerEntry, Op, Redrive, RetryState, StoredMessage,
 };
+use crate::telemetry::{self, TraceContext, TRACEPARENT};
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(super) enum Verdict {
     Acked,
@@ -160,6 +162,22 @@ impl Runner {
             outcome.kind()
         };
         self.shared.attempts.observe(kind, duration);
+        let attempt = trace_attempt(
+            &self.shared.name,
+            head,
+            (&done.label, done.started_ms),
+            kind,
+            duration,
+        );
+        if telemetry::exporting() {
+            let commit = telemetry::start(
+                "commit",
+                telemetry::Kind::Internal,
+                Some(&attempt),
+                SystemTime::now(),
+            );
+            self.commit_spans.push(commit);
+        }
         if conflict && !at_most_once {
             // Another attempt changed a key this one read: its writes were
             // computed from a stale value. Run it again, uncounted.
@@ -302,7 +320,7 @@ impl Runner {
                 self.kv_commit = Some(seq);
             }
             if !published.is_empty() {
-                self.stage_outputs(&head, published);
+                self.stage_outputs(&head, published, &attempt);
             }
         }
         self.finish(head, verdict, now);
@@ -400,21 +418,68 @@ impl Runner {
     /// (`{subscription}/{topic}/{source id}/{index}`), registered for
     /// deduplication, so that no replay of the source can add them twice and
     /// fan-out subscriptions do not collide; otherwise the host assigns ids.
-    fn stage_outputs(&mut self, head: &Pending, published: Vec<Publication>) {
+    /// Each publication carries the attempt's trace context on
+    /// (`traceparent`), so its own attempts continue the trace.
+    fn stage_outputs(
+        &mut self,
+        head: &Pending,
+        published: Vec<Publication>,
+        attempt: &TraceContext,
+    ) {
         let topic = &self.sources[head.source].topic.name;
         let derive = self.spec.delivery == DeliveryGuarantee::ExactlyOnce;
+        let traceparent = attempt.header();
         for (index, p) in published.into_iter().enumerate() {
             let id =
                 derive.then(|| format!("{}/{topic}/{}/{index}", self.shared.name, head.message.id));
+            let mut headers = p.headers;
+            crate::broker::stamp(&mut headers, &traceparent, true);
             self.outputs.entry(p.topic).or_default().push(NewMessage {
                 id,
                 key: p.key,
                 payload: p.payload,
-                headers: p.headers,
+                headers,
                 delay_ms: None,
             });
         }
     }
+}
+
+/// Record an attempt as a span of its message's trace (from the message's
+/// `traceparent`), and give back its context for what it published.
+fn trace_attempt(
+    subscription: &str,
+    head: &Pending,
+    (plugin, started_ms): (&str, u64),
+    outcome: &'static str,
+    duration: std::time::Duration,
+) -> TraceContext {
+    let parent = head
+        .message
+        .headers
+        .iter()
+        .find(|(n, _)| n == TRACEPARENT)
+        .and_then(|(_, v)| TraceContext::parse(v));
+    let started = UNIX_EPOCH + std::time::Duration::from_millis(started_ms);
+    let mut span = telemetry::start(
+        "attempt",
+        telemetry::Kind::Consumer,
+        parent.as_ref(),
+        started,
+    );
+    let context = *span.context();
+    if telemetry::exporting() {
+        span.set_text("switchyard.subscription", subscription);
+        span.set_text("switchyard.plugin", plugin);
+        span.set_text("switchyard.outcome", outcome);
+        span.set_text("messaging.message.id", head.message.id.clone());
+        span.set_number("switchyard.attempt", u64::from(head.attempts));
+        if outcome != "ack" {
+            span.fail(outcome);
+        }
+        span.end_at(started + duration);
+    }
+    context
 }
 
 /// Tell `GET .../events` watchers, if any, how an attempt ended.

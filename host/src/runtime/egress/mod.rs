@@ -75,7 +75,8 @@ impl Network {
 }
 
 enum Transport {
-    Network(Client<net::Connector, WasiBody>),
+    // Boxed: the client is large beside the mock's pointer.
+    Network(Box<Client<net::Connector, WasiBody>>),
     Mock(Arc<HttpMock>),
 }
 
@@ -111,7 +112,7 @@ impl Egress {
                     .pool_idle_timeout(POOL_IDLE)
                     .pool_max_idle_per_host(pool_size.max(1))
                     .build(connector);
-                Transport::Network(client)
+                Transport::Network(Box::new(client))
             }
         };
         Self {
