@@ -6,12 +6,12 @@
 //! span is recorded: [`start`] only makes the ids a message carries on.
 
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, IdGenerator, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -70,7 +70,7 @@ impl TraceContext {
     }
 
     /// A new span in `parent`'s trace, or the first span of a new trace.
-    fn next(parent: Option<&TraceContext>) -> Self {
+    pub fn next(parent: Option<&TraceContext>) -> Self {
         let span_id = nonzero(rand::random);
         match parent {
             Some(p) => Self { span_id, ..*p },
@@ -98,7 +98,7 @@ impl TraceContext {
         };
         Context::new().with_remote_span_context(SpanContext::new(
             TraceId::from_bytes(self.trace_id),
-            opentelemetry::trace::SpanId::from_bytes(self.span_id),
+            SpanId::from_bytes(self.span_id),
             flags,
             true,
             TraceState::default(),
@@ -196,12 +196,31 @@ pub fn start(
     parent: Option<&TraceContext>,
     at: SystemTime,
 ) -> Span {
+    start_as(name, kind, parent, at, None)
+}
+
+/// [`start`], with the span id already chosen (`chosen`, a
+/// [`TraceContext::next`] of `parent`) because the span's context was
+/// handed on before the span is recorded: an attempt's, to the plugin's
+/// outbound requests.
+pub fn start_as(
+    name: &'static str,
+    kind: Kind,
+    parent: Option<&TraceContext>,
+    at: SystemTime,
+    chosen: Option<&TraceContext>,
+) -> Span {
     let Some((_, tracer)) = EXPORT.get() else {
         return Span {
-            context: TraceContext::next(parent),
+            context: chosen
+                .copied()
+                .unwrap_or_else(|| TraceContext::next(parent)),
             recording: None,
         };
     };
+    if let Some(chosen) = chosen {
+        CHOSEN.set(Some(chosen.span_id));
+    }
     let parent_cx = parent.map_or_else(Context::new, TraceContext::remote);
     let kind = match kind {
         Kind::Producer => SpanKind::Producer,
@@ -213,9 +232,29 @@ pub fn start(
         .with_kind(kind)
         .with_start_time(at)
         .start_with_context(tracer, &parent_cx);
+    CHOSEN.set(None);
     Span {
         context: TraceContext::of(span.span_context()),
         recording: Some(span),
+    }
+}
+
+thread_local! {
+    /// The id the next span started on this thread takes (see [`start_as`]).
+    static CHOSEN: std::cell::Cell<Option<[u8; 8]>> = const { std::cell::Cell::new(None) };
+}
+
+/// Random ids, except a span id chosen beforehand ([`start_as`]).
+#[derive(Debug)]
+struct Ids;
+
+impl IdGenerator for Ids {
+    fn new_trace_id(&self) -> TraceId {
+        TraceId::from_bytes(nonzero(rand::random))
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        SpanId::from_bytes(CHOSEN.take().unwrap_or_else(|| nonzero(rand::random)))
     }
 }
 
@@ -241,6 +280,7 @@ pub fn export(endpoint: &str) -> Result<(), String> {
         .with_batch_config(batch)
         .build();
     let provider = SdkTracerProvider::builder()
+        .with_id_generator(Ids)
         .with_span_processor(processor)
         .with_resource(Resource::builder().with_service_name("switchyard").build())
         .build();

@@ -92,6 +92,7 @@ fn the_dashboard_shows_and_operates_a_subscription_in_a_real_browser() {
         "trace",
         "topic",
         "plugins",
+        "live",
         "overview-phone",
     ] {
         let file = out.join(format!("{page}.png"));

@@ -85,6 +85,23 @@ fn webhook_retries_a_flaky_endpoint_with_one_idempotency_key() {
         .map(|r| r.headers["x-switchyard-attempt"].as_str())
         .collect();
     assert_eq!(attempts, ["1", "2", "3"]);
+    // Each attempt's requests carry the attempt's trace context: the
+    // message's trace, a span of each attempt's own (delivery.md P10).
+    let stored = s.read_all("orders");
+    let message = stored[0]["headers"]["traceparent"]
+        .as_str()
+        .expect("a traceparent");
+    let trace = &message[3..35];
+    let spans: std::collections::HashSet<&str> = seen
+        .iter()
+        .map(|r| {
+            let context = r.headers["traceparent"].as_str();
+            assert_eq!(&context[3..35], trace, "{context} continues {message}");
+            &context[36..52]
+        })
+        .collect();
+    assert_eq!(spans.len(), 3, "a span per attempt: {spans:?}");
+    assert!(!spans.contains(&message[36..52]));
 
     let entry = ledger(&s, "hooks", "m1");
     assert_eq!(entry["state"], "acked");

@@ -11,6 +11,7 @@ printed last.
 import json
 import os
 import sys
+import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -28,6 +29,19 @@ def sign_in(page, token):
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     page.get_by_label("Token").fill(token)
     page.get_by_role("button", name="Sign in").click()
+
+
+def publish(base, token, topic, message_id, payload):
+    """Publish one message through the API, as a producer would."""
+    body = json.dumps({"id": message_id, "payload": payload}).encode()
+    request = urllib.request.Request(
+        f"{base}/v1/topics/{topic}/messages",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200, answer.status
 
 
 def main():
@@ -65,6 +79,7 @@ def main():
         expect(page.locator("#sub-lag")).to_have_text("0")
         expect(page.locator("#sub-dead-lettered")).to_have_text("1")
         expect(page.locator("#sub-state")).to_have_text("running")
+        expect(page.locator("#sub-plugin")).to_have_text("flaky@1 (latest)")
         shot(page, "subscription")
 
         # The dead letter: every attempt's error and the plugin's log line.
@@ -106,6 +121,16 @@ def main():
         page.get_by_role("link", name="Plugins").click()
         expect(page.get_by_role("cell", name="flaky", exact=True)).to_be_visible()
         shot(page, "plugins")
+
+        # Live: a tail of the topic shows a message published after it began
+        # (a streamed fetch that sends the token).
+        page.get_by_role("link", name="Live").click()
+        page.get_by_label("Topic").select_option("jobs")
+        page.get_by_role("button", name="Tail new messages").click()
+        expect(page.locator("main")).to_contain_text("Following topic jobs (connected)")
+        publish(BASE, ADMIN, "jobs", "live-1", "seen live")
+        expect(page.locator(".feed")).to_contain_text("seen live")
+        shot(page, "live")
 
         # Keyboard: the navigation is in tab order and Enter follows it.
         page.locator("header .brand").focus()

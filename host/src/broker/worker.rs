@@ -125,6 +125,7 @@ fn empty_invocation(outcome: Outcome) -> Invocation {
         logs: Vec::new(),
         http: Vec::new(),
         duration: Duration::ZERO,
+        context: None,
     }
 }
 

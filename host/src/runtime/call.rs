@@ -138,6 +138,9 @@ pub struct Invocation {
     /// The outbound HTTP requests the call made, in order.
     pub http: Vec<super::HttpCall>,
     pub duration: Duration,
+    /// The call's trace context (a child of the message's `traceparent`),
+    /// which its outbound requests carried; `None` if it never ran.
+    pub context: Option<crate::telemetry::TraceContext>,
 }
 
 /// Run `handle` once on an instantiated consumer, classifying every failure.
@@ -165,8 +168,14 @@ pub(crate) fn run(
         attempt: delivery.attempt,
     };
     let egress = store.data().env.as_ref().and_then(|env| env.egress());
+    let parent = delivery
+        .headers
+        .iter()
+        .find(|(n, _)| n == crate::telemetry::TRACEPARENT)
+        .and_then(|(_, v)| crate::telemetry::TraceContext::parse(v));
+    let context = crate::telemetry::TraceContext::next(parent.as_ref());
     store.data_mut().egress =
-        super::egress::CallEgress::begin(egress, started + timeout, &delivery.id);
+        super::egress::CallEgress::begin(egress, started + timeout, &delivery.id, &context);
     let result = consumer.call_handle(&mut *store, &message);
     store.data_mut().drain_stdio(stdio_seen);
     let outcome = match result {
@@ -178,7 +187,9 @@ pub(crate) fn run(
         Ok(WitOutcome::DeadLetter(reason)) => Outcome::DeadLetter(reason),
         Err(err) => classify(store.data(), &err, timeout, memory_limit),
     };
-    finish(store, outcome, started)
+    let mut invocation = finish(store, outcome, started);
+    invocation.context = Some(context);
+    invocation
 }
 
 /// Bound a call by `timeout`, demoting it once it has run
@@ -259,5 +270,6 @@ pub(crate) fn finish(
         logs,
         http,
         duration: started.elapsed(),
+        context: None,
     }
 }

@@ -141,7 +141,7 @@ async function attempt(action) {
 
 /// Follow a server-sent event stream with fetch (EventSource cannot send a
 /// token). Calls `onEvent(name, data, id)` until the page is left.
-async function follow(path, onEvent, onEnd) {
+async function follow(path, onEvent, onEnd, onOpen) {
   const headers = { Accept: "text/event-stream" };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   try {
@@ -150,6 +150,7 @@ async function follow(path, onEvent, onEnd) {
       const e = await res.json().catch(() => ({}));
       throw new ApiError(res.status, e.error?.code, e.error?.message || res.statusText);
     }
+    onOpen?.();
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -344,14 +345,26 @@ async function topic(name) {
   await read();
 }
 
+/// `name@N` as the subscription runs it: pinned, or the latest version of
+/// the plugin it follows.
+function pluginVersion(sub, plugins) {
+  if (!sub.plugin) return sub.mode || "–";
+  if (sub.plugin.includes("@")) return sub.plugin;
+  const p = plugins.find((x) => x.name === sub.plugin);
+  return p ? `${sub.plugin}@${p.latest} (latest)` : sub.plugin;
+}
+
 async function subscriptions() {
+  const plugins = (await api("GET", "/v1/plugins")).plugins;
   const body = live(async () => {
     const now = state.history[state.history.length - 1];
     return table([
       { label: "Subscription", cell: (x) => h("a", { href: `#/subscriptions/${enc(x.name)}` }, x.name) },
       { label: "State", cell: (x) => h("span", { class: `state-${x.state}` }, x.state) },
       { label: "Topic", cell: (x) => x.topic },
-      { label: "Plugin", cell: (x) => x.plugin || x.mode || "–" },
+      { label: "Plugin", cell: (x) => pluginVersion(x, plugins) },
+      { label: "Ordering", cell: (x) => x.ordering },
+      { label: "Concurrency", num: true, cell: (x) => x.concurrency },
       { label: "Delivery", cell: (x) => x.delivery },
       { label: "Lag", num: true, cell: (x) => fmt(x.stats.lag) },
       { label: "In flight", num: true, cell: (x) => fmt(x.stats.in_flight) },
@@ -365,6 +378,7 @@ async function subscriptions() {
 
 async function subscription(name) {
   const path = `/v1/subscriptions/${enc(name)}`;
+  const plugins = (await api("GET", "/v1/plugins")).plugins;
   const letters = h("div", {});
   const loadLetters = async () => {
     const out = await api("GET", `${path}/dead-letters?limit=1000`);
@@ -391,6 +405,7 @@ async function subscription(name) {
         h("button", { type: "button", disabled: !isAdmin() || sub.state !== "paused", onclick: () => setPaused(name, false) }, "Resume")),
       h("div", { class: "cards" },
         card("State", h("span", { class: `state-${sub.state}`, id: "sub-state" }, sub.state)),
+        card("Plugin", h("span", { id: "sub-plugin" }, pluginVersion(sub, plugins))),
         card("Lag", fmt(st.lag), "sub-lag"),
         card("In flight", fmt(st.in_flight)),
         card("Acked/s", fmt(st.acked_per_sec)),
@@ -527,7 +542,8 @@ async function liveTail() {
     rows.length = 0;
     feed.replaceChildren();
     status.textContent = `Following ${what}…`;
-    follow(path, (name, data) => show(render(name, data)), (why) => { status.textContent = `Stopped: ${why}`; });
+    follow(path, (name, data) => show(render(name, data)), (why) => { status.textContent = `Stopped: ${why}`; },
+      () => { status.textContent = `Following ${what} (connected).`; });
   };
   const topicPick = h("select", { id: "tail-topic" }, topicsOut.topics.map((t) => h("option", { value: t.name }, t.name)));
   const subPick = h("select", { id: "events-sub" }, subsOut.subscriptions.map((x) => h("option", { value: x.name }, x.name)));

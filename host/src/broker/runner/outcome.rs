@@ -94,6 +94,7 @@ impl Runner {
             duration,
             logs,
             http,
+            context,
         } = done.invocation;
         if done.released.is_none() {
             self.call_us = self.call_us * 0.9 + duration.as_micros() as f64 * 0.1;
@@ -165,7 +166,7 @@ impl Runner {
         let attempt = trace_attempt(
             &self.shared.name,
             head,
-            (&done.label, done.started_ms),
+            (&done.label, done.started_ms, context),
             kind,
             duration,
         );
@@ -450,7 +451,7 @@ impl Runner {
 fn trace_attempt(
     subscription: &str,
     head: &Pending,
-    (plugin, started_ms): (&str, u64),
+    (plugin, started_ms, chosen): (&str, u64, Option<TraceContext>),
     outcome: &'static str,
     duration: std::time::Duration,
 ) -> TraceContext {
@@ -461,11 +462,12 @@ fn trace_attempt(
         .find(|(n, _)| n == TRACEPARENT)
         .and_then(|(_, v)| TraceContext::parse(v));
     let started = UNIX_EPOCH + std::time::Duration::from_millis(started_ms);
-    let mut span = telemetry::start(
+    let mut span = telemetry::start_as(
         "attempt",
         telemetry::Kind::Consumer,
         parent.as_ref(),
         started,
+        chosen.as_ref(),
     );
     let context = *span.context();
     if telemetry::exporting() {

@@ -254,6 +254,8 @@ pub(crate) struct CallEgress {
     egress: Option<Arc<Egress>>,
     deadline: Instant,
     idempotency_key: Option<HeaderValue>,
+    /// The call's trace context, for requests that carry none of their own.
+    traceparent: Option<HeaderValue>,
     made: u32,
     /// Requests over the limit: refused and not recorded one by one.
     over: u32,
@@ -266,6 +268,7 @@ impl Default for CallEgress {
             egress: None,
             deadline: Instant::now(),
             idempotency_key: None,
+            traceparent: None,
             made: 0,
             over: 0,
             calls: Calls::default(),
@@ -274,15 +277,25 @@ impl Default for CallEgress {
 }
 
 impl CallEgress {
-    /// The gate of a call of `message_id` that must end by `deadline`.
-    pub(crate) fn begin(egress: Option<Arc<Egress>>, deadline: Instant, message_id: &str) -> Self {
+    /// The gate of a call of `message_id` in trace context `context` that
+    /// must end by `deadline`.
+    pub(crate) fn begin(
+        egress: Option<Arc<Egress>>,
+        deadline: Instant,
+        message_id: &str,
+        context: &crate::telemetry::TraceContext,
+    ) -> Self {
         let idempotency_key = egress
             .as_ref()
             .and_then(|e| HeaderValue::from_str(&format!("{}/{message_id}", e.subscription)).ok());
+        let traceparent = egress
+            .as_ref()
+            .and_then(|_| HeaderValue::from_str(&context.header()).ok());
         Self {
             egress,
             deadline,
             idempotency_key,
+            traceparent,
             made: 0,
             over: 0,
             calls: Calls::default(),
@@ -402,6 +415,16 @@ impl WasiHttpHooks for CallEgress {
                 request
                     .headers_mut()
                     .insert(IDEMPOTENCY_HEADER, key.clone());
+            }
+        }
+        if let Some(context) = &self.traceparent {
+            if !request
+                .headers()
+                .contains_key(crate::telemetry::TRACEPARENT)
+            {
+                request
+                    .headers_mut()
+                    .insert(crate::telemetry::TRACEPARENT, context.clone());
             }
         }
         let deadline = self.deadline.min(started + egress.timeout());
