@@ -172,10 +172,10 @@ case "$cmd" in
     ;;
   install)
     setup
-    # The shipping profile; its own target directory keeps the everyday
-    # builds' incremental state.
+    # The shipping profile, in the shared target directory: what `serve`
+    # built with the same profile is reused.
     exec cargo install --locked --profile dist --path host --bin switchyard \
-      --target-dir "$CARGO_TARGET_DIR/install" "$@"
+      --target-dir "$CARGO_TARGET_DIR" "$@"
     ;;
   *)
     sed -n '2,12p' "$0"
