@@ -34,6 +34,11 @@ fn requests_attempts_and_the_host_show_in_metrics() {
     });
     let (status, _) = s.call("GET", "/v1/topics/nope", None, Body::None);
     assert_eq!(status, 404);
+    // Made-up methods share one label: a client cannot grow the series.
+    for method in ["BREW", "WHEN"] {
+        let (status, _) = s.call(method, "/v1/topics", None, Body::None);
+        assert_eq!(status, 405);
+    }
 
     let m = |series: &str| s.metric(series);
     let attempts = |outcome: &str| {
@@ -63,6 +68,7 @@ fn requests_attempts_and_the_host_show_in_metrics() {
     };
     assert_eq!(requests("/v1/topics/{topic}/messages", "POST", 200), 2);
     assert_eq!(requests("/v1/topics/{topic}", "GET", 404), 1);
+    assert_eq!(requests("/v1/topics", "other", 405), 2);
     assert_eq!(requests("/v1/plugins/{name}", "PUT", 201), 1);
     assert!(
         m("switchyard_http_request_duration_seconds_count{route=\"/v1/topics/{topic}/messages\"}")

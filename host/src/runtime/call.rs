@@ -139,7 +139,8 @@ pub struct Invocation {
     pub http: Vec<super::HttpCall>,
     pub duration: Duration,
     /// The call's trace context (a child of the message's `traceparent`),
-    /// which its outbound requests carried; `None` if it never ran.
+    /// which its outbound requests carried; `None` if it never ran or the
+    /// message has none.
     pub context: Option<crate::telemetry::TraceContext>,
 }
 
@@ -173,9 +174,11 @@ pub(crate) fn run(
         .iter()
         .find(|(n, _)| n == crate::telemetry::TRACEPARENT)
         .and_then(|(_, v)| crate::telemetry::TraceContext::parse(v));
-    let context = crate::telemetry::TraceContext::next(parent.as_ref());
+    // A message without a trace context (the plugin test harness publishes
+    // none) gives its call none, so harness runs repeat exactly.
+    let context = parent.map(|p| crate::telemetry::TraceContext::next(Some(&p)));
     store.data_mut().egress =
-        super::egress::CallEgress::begin(egress, started + timeout, &delivery.id, &context);
+        super::egress::CallEgress::begin(egress, started + timeout, &delivery.id, context.as_ref());
     let result = consumer.call_handle(&mut *store, &message);
     store.data_mut().drain_stdio(stdio_seen);
     let outcome = match result {
@@ -188,7 +191,7 @@ pub(crate) fn run(
         Err(err) => classify(store.data(), &err, timeout, memory_limit),
     };
     let mut invocation = finish(store, outcome, started);
-    invocation.context = Some(context);
+    invocation.context = context;
     invocation
 }
 

@@ -283,14 +283,15 @@ impl CallEgress {
         egress: Option<Arc<Egress>>,
         deadline: Instant,
         message_id: &str,
-        context: &crate::telemetry::TraceContext,
+        context: Option<&crate::telemetry::TraceContext>,
     ) -> Self {
         let idempotency_key = egress
             .as_ref()
             .and_then(|e| HeaderValue::from_str(&format!("{}/{message_id}", e.subscription)).ok());
         let traceparent = egress
             .as_ref()
-            .and_then(|_| HeaderValue::from_str(&context.header()).ok());
+            .and(context)
+            .and_then(|c| HeaderValue::from_str(&c.header()).ok());
         Self {
             egress,
             deadline,
