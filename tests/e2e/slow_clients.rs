@@ -3,7 +3,7 @@
 //! stop arriving are cut off by the HTTP timeout while healthy clients are
 //! served (latency under this load: `./dev.sh bench --only stalls`).
 
-use crate::support::{msg, Options, Server};
+use crate::support::{msg, Server};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -40,10 +40,7 @@ fn until_closed(mut c: TcpStream, what: &str) -> String {
 
 #[test]
 fn slow_clients_are_cut_off_while_healthy_ones_are_served() {
-    let s = Server::start_with(Options {
-        args: vec!["--http-timeout-secs".into(), "1".into()],
-        ..Options::default()
-    });
+    let s = Server::start_args(&["--http-timeout-secs", "1"]);
     s.topic("t", 1);
     let addr = s.base.trim_start_matches("http://").to_string();
     let head = b"POST /v1/topics/t/messages HTTP/1.1\r\nHost: test\r\nX-Slow: ";

@@ -109,6 +109,14 @@ impl Server {
         Self::spawn(data, options)
     }
 
+    /// Start with these extra `serve` arguments.
+    pub fn start_args(args: &[&str]) -> Server {
+        Self::start_with(Options {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Options::default()
+        })
+    }
+
     /// Start on a data directory the test prepared (e.g. a mount on it).
     pub fn start_on(data: Arc<tempfile::TempDir>, options: Options) -> Server {
         Self::spawn(data, options)

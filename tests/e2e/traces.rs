@@ -74,10 +74,7 @@ fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
 #[test]
 fn one_message_is_one_trace_from_publish_through_a_forward() {
     let (endpoint, spans) = receiver();
-    let s = Server::start_with(crate::support::Options {
-        args: vec!["--otlp-endpoint".into(), endpoint],
-        ..Default::default()
-    });
+    let s = Server::start_args(&["--otlp-endpoint", &endpoint]);
     s.topic("orders", 1);
     s.topic("orders.out", 1);
     s.deploy("forwarder", "forwarder");

@@ -86,9 +86,7 @@ fn plugin_threads(registry: &mut Registry, pool: &PoolSnapshot) {
         ),
     ];
     for (name, help, value) in gauges {
-        let gauge = Gauge::<i64>::default();
-        gauge.set(value as i64);
-        registry.register(name, help, gauge);
+        register_gauge(registry, name, help, value);
     }
     let counters = [
         (
@@ -108,10 +106,22 @@ fn plugin_threads(registry: &mut Registry, pool: &PoolSnapshot) {
         ),
     ];
     for (name, help, value) in counters {
-        let counter = Counter::<u64>::default();
-        counter.inc_by(value);
-        registry.register(name, help, counter);
+        register_counter(registry, name, help, value);
     }
+}
+
+/// A gauge read at scrape time (saturated at `i64::MAX`).
+fn register_gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(value.min(i64::MAX as u64) as i64);
+    registry.register(name, help, gauge);
+}
+
+/// A counter read at scrape time.
+fn register_counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let counter = Counter::<u64>::default();
+    counter.inc_by(value);
+    registry.register(name, help, counter);
 }
 
 /// Free space on the data directory's filesystem against its reserve.
@@ -129,9 +139,7 @@ fn disk(registry: &mut Registry, disk: DiskSnapshot) {
         ),
     ];
     for (name, help, value) in gauges {
-        let gauge = Gauge::<i64>::default();
-        gauge.set(value.min(i64::MAX as u64) as i64);
-        registry.register(name, help, gauge);
+        register_gauge(registry, name, help, value);
     }
 }
 
@@ -218,12 +226,11 @@ fn host(registry: &mut Registry, stats: HostStats) {
         observed.set(snapshot);
         registry.register(name, help, observed);
     }
-    let failures = Counter::<u64>::default();
-    failures.inc_by(stats.write_failures);
-    registry.register(
+    register_counter(
+        registry,
         "store_write_failures",
         "Store writes answered with an error (after the first, the host refuses every write until restarted)",
-        failures,
+        stats.write_failures,
     );
 }
 

@@ -29,7 +29,7 @@ mod worker;
 use crate::histogram::{Histogram, HistogramSnapshot};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{Store, StoreError};
-use crate::telemetry::{self, TraceContext, TRACEPARENT};
+use crate::telemetry::{self, TraceContext};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub use spec::{
     EgressSpec, Filter, Isolation, LedgerMode, Mode, Ordering, RetrySpec, Start, SubscriptionSpec,
     TopicSpec, MAX_LEASE_MS,
 };
-pub use subscriptions::{AttemptSnapshot, SubscriptionInfo, SubscriptionStats, ATTEMPT_OUTCOMES};
+pub use subscriptions::{AttemptSnapshot, SubscriptionInfo, SubscriptionStats};
 pub use watch::{DeliveryEvent, TopicWatch, EVENT_BUFFER};
 pub use worker::{PoolSnapshot, DEFAULT_WORKER_THREADS};
 
@@ -161,17 +161,6 @@ struct Inner {
     store: Store,
     /// Messages per publish call.
     publish_sizes: Histogram,
-}
-
-/// Give a message the `traceparent` header `value`: in place of any it has
-/// (`replace`, for a plugin's publications, which continue the attempt's
-/// trace), or only if it has no valid one (a producer's own context wins).
-pub(crate) fn stamp(headers: &mut Vec<(String, String)>, value: &str, replace: bool) {
-    match headers.iter_mut().find(|(n, _)| n == TRACEPARENT) {
-        Some((_, v)) if replace || TraceContext::parse(v).is_none() => *v = value.to_string(),
-        Some(_) => {}
-        None => headers.push((TRACEPARENT.to_string(), value.to_string())),
-    }
 }
 
 /// Host-wide figures for metrics.
@@ -303,7 +292,7 @@ impl Broker {
         span.set_number("messaging.batch.message_count", messages.len() as u64);
         let header = span.context().header();
         for m in &mut messages {
-            stamp(&mut m.headers, &header, false);
+            telemetry::stamp(&mut m.headers, &header, false);
         }
         let published = self.inner.log.publish(topic, messages).await;
         if let Err(e) = &published {

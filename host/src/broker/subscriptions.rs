@@ -8,7 +8,7 @@ use super::runner::{Control, Runner};
 use super::spec::{is_pattern, topic_matches};
 use super::spec::{validate_resource_name, Start, SubscriptionSpec};
 use super::BrokerError;
-use crate::histogram::{self, Histogram, HistogramSnapshot};
+use crate::histogram::{self, Histogram, HistogramSnapshot, Tally};
 use crate::store::{DeadLetter, Durability, LedgerEntry, Op, Redrive, Store};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -65,7 +65,7 @@ pub struct SubscriptionStats {
 }
 
 /// Outcome kinds of completed attempts, as `/metrics` labels them.
-pub const ATTEMPT_OUTCOMES: [&str; 7] = [
+const ATTEMPT_OUTCOMES: [&str; 7] = [
     "ack",
     "retry",
     "dead-letter",
@@ -78,7 +78,7 @@ pub const ATTEMPT_OUTCOMES: [&str; 7] = [
 /// A subscription's completed attempts by outcome, and how long they ran.
 #[derive(Debug)]
 pub(crate) struct AttemptStats {
-    outcomes: [AtomicU64; ATTEMPT_OUTCOMES.len()],
+    outcomes: Tally,
     duration: Histogram,
 }
 
@@ -94,7 +94,7 @@ pub struct AttemptSnapshot {
 impl Default for AttemptStats {
     fn default() -> Self {
         Self {
-            outcomes: Default::default(),
+            outcomes: Tally::new(&ATTEMPT_OUTCOMES),
             duration: Histogram::new(histogram::SECONDS),
         }
     }
@@ -103,20 +103,13 @@ impl Default for AttemptStats {
 impl AttemptStats {
     /// Count one completed attempt of kind `outcome` (one of [`ATTEMPT_OUTCOMES`]).
     pub(crate) fn observe(&self, outcome: &str, duration: std::time::Duration) {
-        if let Some(i) = ATTEMPT_OUTCOMES.iter().position(|o| *o == outcome) {
-            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.outcomes.add(outcome);
         self.duration.observe_duration(duration);
     }
 
     fn snapshot(&self) -> AttemptSnapshot {
         AttemptSnapshot {
-            outcomes: ATTEMPT_OUTCOMES
-                .iter()
-                .zip(&self.outcomes)
-                .map(|(o, n)| (*o, n.load(Ordering::Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
+            outcomes: self.outcomes.snapshot(),
             duration: self.duration.snapshot(),
         }
     }

@@ -169,14 +169,10 @@ pub(crate) fn run(
         attempt: delivery.attempt,
     };
     let egress = store.data().env.as_ref().and_then(|env| env.egress());
-    let parent = delivery
-        .headers
-        .iter()
-        .find(|(n, _)| n == crate::telemetry::TRACEPARENT)
-        .and_then(|(_, v)| crate::telemetry::TraceContext::parse(v));
     // A message without a trace context (the plugin test harness publishes
     // none) gives its call none, so harness runs repeat exactly.
-    let context = parent.map(|p| crate::telemetry::TraceContext::next(Some(&p)));
+    let context = crate::telemetry::of_headers(&delivery.headers)
+        .map(|parent| crate::telemetry::TraceContext::next(Some(&parent)));
     store.data_mut().egress =
         super::egress::CallEgress::begin(egress, started + timeout, &delivery.id, context.as_ref());
     let result = consumer.call_handle(&mut *store, &message);

@@ -13,7 +13,7 @@ use crate::runtime::{HttpCall, Invocation, LogLine, Outcome, Publication};
 use crate::store::{
     AttemptRecord, DeadLetter, HttpRecord, LedgerEntry, Op, Redrive, RetryState, StoredMessage,
 };
-use crate::telemetry::{self, TraceContext, TRACEPARENT};
+use crate::telemetry::{self, TraceContext};
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -435,7 +435,7 @@ impl Runner {
                 derive.then(|| format!("{}/{topic}/{}/{index}", self.shared.name, head.message.id));
             let mut headers = p.headers;
             if let Some(traceparent) = &traceparent {
-                crate::broker::stamp(&mut headers, traceparent, true);
+                telemetry::stamp(&mut headers, traceparent, true);
             }
             self.outputs.entry(p.topic).or_default().push(NewMessage {
                 id,
@@ -459,12 +459,7 @@ fn trace_attempt(
     outcome: &'static str,
     duration: std::time::Duration,
 ) -> Option<TraceContext> {
-    let parent = head
-        .message
-        .headers
-        .iter()
-        .find(|(n, _)| n == TRACEPARENT)
-        .and_then(|(_, v)| TraceContext::parse(v));
+    let parent = telemetry::of_headers(&head.message.headers);
     if parent.is_none() && !telemetry::exporting() {
         return None;
     }

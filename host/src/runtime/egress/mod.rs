@@ -27,14 +27,13 @@ pub use rules::{
     DEFAULT_TIMEOUT_MS, MAX_REQUESTS, MAX_RESPONSE_BYTES,
 };
 
-use crate::histogram::{Histogram, HistogramSnapshot};
+use crate::histogram::{Histogram, HistogramSnapshot, Tally};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -204,14 +203,14 @@ pub const OUTCOMES: [&str; 9] = [
 /// A subscription's outbound-request counters, for `/metrics`.
 #[derive(Debug)]
 pub struct EgressStats {
-    outcomes: [AtomicU64; OUTCOMES.len()],
+    outcomes: Tally,
     latency: Histogram,
 }
 
 impl Default for EgressStats {
     fn default() -> Self {
         Self {
-            outcomes: Default::default(),
+            outcomes: Tally::new(&OUTCOMES),
             latency: Histogram::new(&LATENCY_BUCKETS),
         }
     }
@@ -228,21 +227,13 @@ pub struct EgressSnapshot {
 
 impl EgressStats {
     fn observe(&self, outcome: &'static str, latency: Duration) {
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
-            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.outcomes.add(outcome);
         self.latency.observe_duration(latency);
     }
 
     pub fn snapshot(&self) -> EgressSnapshot {
-        let outcomes = OUTCOMES
-            .iter()
-            .zip(&self.outcomes)
-            .map(|(o, n)| (*o, n.load(Ordering::Relaxed)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
         EgressSnapshot {
-            outcomes,
+            outcomes: self.outcomes.snapshot(),
             latency: self.latency.snapshot(),
         }
     }
