@@ -129,9 +129,10 @@ host of its own, and beside 5 subscriptions of endless loops and 5 of memory
 hogs (concurrency 10 each, 1 s timeout).
 
 `--only traces` measures the throughput scenario (first --isolation and
---concurrency) with trace context only (no exporter) and with every span
-exported over OTLP/HTTP to a receiver in this process, alternating, three
-rounds each: the server's CPU per message shows what exporting costs.";
+--concurrency) without trace contexts (--trace-context false), with trace
+contexts only (no exporter) and with every span exported over OTLP/HTTP to
+a receiver in this process, in turn, three rounds each: the server's CPU
+per message shows what each costs.";
 
 fn main() {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -1473,8 +1474,9 @@ fn hostile_load(client: &Client, plugins: &PluginDir, seconds: u64) {
 
 // ---------------------------------------------------------------- traces
 
-/// The throughput scenario with trace context only and with every span
-/// exported, alternating so that drift on a shared machine hits both.
+/// The throughput scenario without trace contexts, with trace contexts
+/// only, and with every span exported, in turn so that drift on a shared
+/// machine hits each.
 fn run_traces(options: &Options, plugins: &PluginDir) {
     let exported = Arc::new(AtomicU64::new(0));
     let counted = exported.clone();
@@ -1492,13 +1494,11 @@ fn run_traces(options: &Options, plugins: &PluginDir) {
         "\n{:<10} {:>10} {:>10} {:>8} {:>14} {:>14}",
         "traces", "publish/s", "e2e/s", "server", "server µs/msg", "exported KiB"
     );
-    let export = vec!["--otlp-endpoint".to_string(), endpoint];
-    for round in 0..6 {
-        let (label, args): (&str, &[String]) = if round % 2 == 0 {
-            ("context", &[])
-        } else {
-            ("exported", &export)
-        };
+    let off = ["--trace-context".to_string(), "false".to_string()];
+    let export = ["--otlp-endpoint".to_string(), endpoint];
+    let modes: [(&str, &[String]); 3] = [("off", &off), ("context", &[]), ("exported", &export)];
+    for round in 0..9 {
+        let (label, args) = modes[round % modes.len()];
         let before = exported.load(Ordering::Relaxed);
         let run = throughput_run(options, plugins, delivery, isolation, concurrency, args);
         let Some(total) = run.total else {

@@ -31,6 +31,8 @@ pub const ENV_EGRESS_ALLOW_CIDR: &str = "SWITCHYARD_EGRESS_ALLOW_CIDR";
 pub const ENV_EGRESS_CA_FILE: &str = "SWITCHYARD_EGRESS_CA_FILE";
 /// Environment variable for [`Config::otlp_endpoint`].
 pub const ENV_OTLP_ENDPOINT: &str = "SWITCHYARD_OTLP_ENDPOINT";
+/// Environment variable for [`Config::trace_context`].
+pub const ENV_TRACE_CONTEXT: &str = "SWITCHYARD_TRACE_CONTEXT";
 /// Environment variable for [`Limits::worker_threads`].
 pub const ENV_WORKER_THREADS: &str = "SWITCHYARD_WORKER_THREADS";
 /// Environment variable for [`Limits::max_instances`].
@@ -116,6 +118,13 @@ pub struct Config {
     /// Without it nothing is exported.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// Carry a W3C trace context on messages: publishes give each message
+    /// without one a `traceparent`, attempts and plugin publications
+    /// continue it. Off, the host neither starts nor continues traces (a
+    /// producer's `traceparent` is then an ordinary header), and nothing is
+    /// exported.
+    #[serde(default = "on")]
+    pub trace_context: bool,
     /// Serve HTTPS with this certificate chain (PEM), read again on SIGHUP.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -273,6 +282,12 @@ pub enum ConfigError {
     BadCidr(String),
     #[error("--{0} must be between 1 and {1}")]
     LimitOutOfRange(&'static str, u64),
+    #[error("--otlp-endpoint exports traces, which --trace-context false turns off")]
+    ExportWithoutContext,
+}
+
+fn on() -> bool {
+    true
 }
 
 impl Config {
@@ -286,6 +301,7 @@ impl Config {
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
             otlp_endpoint: None,
+            trace_context: true,
             tls_cert: None,
             tls_key: None,
             limits: Limits::default(),
@@ -325,6 +341,9 @@ impl Config {
             return Err(ConfigError::PublicWithoutToken(self.listen));
         }
         self.egress_ranges()?;
+        if self.otlp_endpoint.is_some() && !self.trace_context {
+            return Err(ConfigError::ExportWithoutContext);
+        }
         let limits = &self.limits;
         let bounds = [
             (
@@ -386,6 +405,7 @@ mod tests {
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
             otlp_endpoint: None,
+            trace_context: true,
             tls_cert: None,
             tls_key: None,
             limits: Limits::default(),
@@ -400,6 +420,17 @@ mod tests {
 
     fn check(config: Config, expected: Result<(), ConfigError>) {
         assert_eq!(config.validate(), expected, "{config:?}");
+    }
+
+    #[test]
+    fn exporting_needs_trace_contexts() {
+        let mut c = config("127.0.0.1:0", None, None, None);
+        c.otlp_endpoint = Some("http://127.0.0.1:4318".into());
+        check(c.clone(), Ok(()));
+        c.trace_context = false;
+        check(c.clone(), Err(ConfigError::ExportWithoutContext));
+        c.otlp_endpoint = None;
+        check(c, Ok(()));
     }
 
     #[test]

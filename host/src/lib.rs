@@ -91,6 +91,7 @@ pub async fn run(
         })?;
         broker_config.runtime.egress.ca_pem = Some(pem);
     }
+    telemetry::carry(config.trace_context);
     if let Some(endpoint) = &config.otlp_endpoint {
         telemetry::export(endpoint).map_err(RunError::Telemetry)?;
     }

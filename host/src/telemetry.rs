@@ -13,6 +13,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, IdGenerator, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +24,9 @@ pub const TRACEPARENT: &str = "traceparent";
 const EXPORT_DELAY: Duration = Duration::from_millis(500);
 
 static EXPORT: OnceLock<(SdkTracerProvider, SdkTracer)> = OnceLock::new();
+
+/// Whether messages carry trace contexts (see [`carry`]).
+static CARRY: AtomicBool = AtomicBool::new(true);
 
 /// A W3C trace context: which trace, which span in it, and whether it is
 /// sampled (`traceparent: 00-<trace id>-<span id>-<flags>`).
@@ -64,9 +68,20 @@ impl TraceContext {
 
     /// The `traceparent` value.
     pub fn header(&self) -> String {
-        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let flags = if self.sampled { "01" } else { "00" };
-        format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&self.span_id))
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let hex = |out: &mut String, bytes: &[u8]| {
+            for b in bytes {
+                out.push(DIGITS[usize::from(b >> 4)] as char);
+                out.push(DIGITS[usize::from(b & 15)] as char);
+            }
+        };
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        hex(&mut out, &self.trace_id);
+        out.push('-');
+        hex(&mut out, &self.span_id);
+        out.push_str(if self.sampled { "-01" } else { "-00" });
+        out
     }
 
     /// A new span in `parent`'s trace, or the first span of a new trace.
@@ -128,8 +143,12 @@ fn hex(text: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-/// The trace context a message carries, if its `traceparent` header is valid.
+/// The trace context a message carries, if its `traceparent` header is
+/// valid and the host carries trace contexts at all ([`carrying`]).
 pub fn of_headers(headers: &[(String, String)]) -> Option<TraceContext> {
+    if !carrying() {
+        return None;
+    }
     headers
         .iter()
         .find(|(n, _)| n == TRACEPARENT)
@@ -200,6 +219,17 @@ impl Span {
             span.end_with_timestamp(at);
         }
     }
+}
+
+/// Whether the host starts and continues trace contexts on messages (the
+/// default). Set once at start, before any message moves.
+pub fn carry(on: bool) {
+    CARRY.store(on, Ordering::Relaxed);
+}
+
+/// See [`carry`].
+pub fn carrying() -> bool {
+    CARRY.load(Ordering::Relaxed)
 }
 
 /// Whether spans are exported (else [`start`] records nothing).

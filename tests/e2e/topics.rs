@@ -108,6 +108,27 @@ fn a_deleted_topics_space_is_reclaimed() {
     }
     let full = dir_size(s.data.path());
     assert!(full > 40 << 20, "40 MiB of messages stored: {full} bytes");
+    // The topic's size is estimated per partition, memtable included, and
+    // exported as a metric.
+    s.topic("small", 1);
+    s.publish("small", vec![msg("k", "one small message")]);
+    let bytes = |topic: &str| -> Vec<u64> {
+        let t = s.ok("GET", &format!("/v1/topics/{topic}"), Body::None);
+        serde_json::from_value(t["bytes"].clone()).expect("bytes per partition")
+    };
+    let (bulk, small) = (bytes("bulk"), bytes("small"));
+    assert_eq!(bulk.len(), 4, "{bulk:?}");
+    assert!(bulk.iter().all(|b| *b > 1 << 20), "{bulk:?}");
+    assert!(small[0] > 0 && small[0] < 1 << 20, "{small:?}");
+    let (status, metrics) = s.get_text("/metrics");
+    assert_eq!(status, 200);
+    let series = "switchyard_partition_bytes{topic=\"bulk\",partition=\"0\"} ";
+    let exported: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"));
+    assert!(exported > 1 << 20, "{exported}");
     s.ok("DELETE", "/v1/topics/bulk", Body::None);
     let after = wait_for(LIMIT, "the deleted topic's space to come back", || {
         let size = dir_size(s.data.path());

@@ -182,3 +182,40 @@ fn messages_carry_a_trace_context_without_an_exporter() {
     assert!(!fresh.contains(TRACE), "{fresh}");
     assert_eq!(header(2), own, "a message's own context is kept");
 }
+
+/// `--trace-context false`: the host neither starts nor continues traces.
+/// Messages get no `traceparent`, and one a producer set is an ordinary
+/// header that a forward copies as it is.
+#[test]
+fn trace_context_off_leaves_headers_alone() {
+    let s = Server::start_args(&["--trace-context", "false"]);
+    s.topic("t", 1);
+    s.topic("t.out", 1);
+    s.deploy("forwarder", "forwarder");
+    s.subscribe("fwd", json!({"topic": "t", "plugin": "forwarder"}));
+    let traceparent = format!("00-{TRACE}-{PRODUCER_SPAN}-01");
+    let (status, _, _) = s.send(
+        "POST",
+        "/v1/topics/t/messages",
+        None,
+        &[("traceparent", &traceparent)],
+        Body::Json(msg("k", "header")),
+    );
+    assert_eq!(status, 200);
+    let own = format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16));
+    s.publish(
+        "t",
+        vec![json!({"key": "k", "payload": "own", "headers": {"traceparent": own}})],
+    );
+    s.wait_stats("fwd", Duration::from_secs(60), |st| st["acked"] == 2);
+    let read = s.read_all("t");
+    assert_eq!(read[0]["headers"].get("traceparent"), None, "{}", read[0]);
+    assert_eq!(read[1]["headers"]["traceparent"], own);
+    let out = s.read_all("t.out");
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0]["headers"].get("traceparent"), None, "{}", out[0]);
+    assert_eq!(
+        out[1]["headers"]["traceparent"], own,
+        "copied, not continued"
+    );
+}

@@ -102,3 +102,21 @@ fn new_versions_switch_followers_while_pinned_subscriptions_stay() {
     let (status, _) = s.call("GET", "/v1/plugins/fwd", None, Body::None);
     assert_eq!(status, 404);
 }
+
+/// Each version records what its plugin was written in, from the
+/// component's producers metadata: one example per guest language.
+#[test]
+fn a_version_records_the_language_its_plugin_was_written_in() {
+    let s = Server::start();
+    for (example, language) in [
+        ("example_rust", "Rust"),
+        ("example_c", "C99"),
+        ("example_js", "JavaScript"),
+        ("example_python", "Python"),
+    ] {
+        s.deploy(example, example);
+        let info = s.ok("GET", &format!("/v1/plugins/{example}"), Body::None);
+        let languages = &info["versions"][0]["languages"];
+        assert_eq!(languages[0], language, "{example}: {info}");
+    }
+}

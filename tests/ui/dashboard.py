@@ -120,6 +120,7 @@ def main():
         shot(page, "topic")
         page.get_by_role("link", name="Plugins").click()
         expect(page.get_by_role("cell", name="flaky", exact=True)).to_be_visible()
+        expect(page.get_by_role("row", name="flaky")).to_contain_text("Rust")
         shot(page, "plugins")
 
         # Live: a tail of the topic shows a message published after it began

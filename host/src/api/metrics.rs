@@ -293,10 +293,19 @@ pub fn render(broker: &Broker, requests: &Requests) -> Result<Reply, ApiError> {
         "Offset the next message of a partition gets (messages ever stored)",
         next_offset.clone(),
     );
+    let bytes = Family::<Vec<(&'static str, String)>, Gauge>::default();
+    registry.register(
+        "partition_bytes",
+        "Bytes a partition's stored messages take, about (compressed as stored)",
+        bytes.clone(),
+    );
     for topic in broker.topics() {
         for (p, offset) in topic.offsets.iter().enumerate() {
             let labels = vec![("topic", topic.name.clone()), ("partition", p.to_string())];
             next_offset.get_or_create(&labels).set(*offset as i64);
+            if let Some(size) = topic.bytes.get(p) {
+                bytes.get_or_create(&labels).set(*size as i64);
+            }
         }
     }
     plugin_threads(&mut registry, &broker.workers());

@@ -172,6 +172,7 @@ impl Topic {
             dedup_window_ms: spec.dedup_window_ms,
             offsets: (0..self.partitions).map(|p| self.head(p)).collect(),
             first_offsets: (0..self.partitions).map(|p| self.first(p)).collect(),
+            bytes: Vec::new(),
         }
     }
 }
@@ -400,12 +401,25 @@ impl Log {
     }
 
     pub(crate) fn topics(&self) -> Vec<TopicInfo> {
-        let topics = self.topics.read().expect("topics lock");
-        topics.values().map(|t| t.info()).collect()
+        self.all().iter().map(|t| self.sized(t)).collect()
     }
 
     pub(crate) fn topic_info(&self, name: &str) -> Result<TopicInfo, BrokerError> {
-        Ok(self.require(name)?.info())
+        Ok(self.sized(self.require(name)?.as_ref()))
+    }
+
+    /// A topic's info with the store's estimate of its size (taken outside
+    /// the topics lock).
+    fn sized(&self, topic: &Topic) -> TopicInfo {
+        let mut info = topic.info();
+        info.bytes = self
+            .store
+            .log_bytes(&topic.name, topic.partitions)
+            .unwrap_or_else(|error| {
+                tracing::warn!(topic = %topic.name, %error, "estimating the topic's size failed");
+                Vec::new()
+            });
+        info
     }
 
     pub(crate) fn publish(

@@ -143,6 +143,9 @@ pub struct TopicInfo {
     pub offsets: Vec<u64>,
     /// Per partition, the oldest offset still stored (retention deletes below).
     pub first_offsets: Vec<u64>,
+    /// Per partition, about how many bytes its stored messages take (the
+    /// store's estimate, compressed as stored; empty if it cannot tell).
+    pub bytes: Vec<u64>,
 }
 
 /// The running broker. Cheap to clone.
@@ -274,7 +277,8 @@ impl Broker {
     /// [`Broker::publish`] in the trace of `parent` (a producer's
     /// `traceparent`): the publish is a span of that trace (or of a new
     /// one), and each message without a valid `traceparent` header of its
-    /// own gets one naming that span, which its attempts continue.
+    /// own gets one naming that span, which its attempts continue. Without
+    /// trace contexts ([`telemetry::carrying`]) it is [`Broker::publish`].
     pub async fn publish_traced(
         &self,
         topic: &str,
@@ -282,6 +286,9 @@ impl Broker {
         parent: Option<TraceContext>,
     ) -> Result<Vec<Published>, BrokerError> {
         self.inner.publish_sizes.observe(messages.len() as f64);
+        if !telemetry::carrying() {
+            return self.inner.log.publish(topic, messages).await;
+        }
         let mut span = telemetry::start(
             "publish",
             telemetry::Kind::Producer,

@@ -29,6 +29,11 @@ pub struct PluginVersionInfo {
     pub digest: String,
     pub size: u64,
     pub created_ms: u64,
+    /// What the plugin was written in, as its producers metadata tells
+    /// (e.g. `Rust`, `Python`, `JavaScript`, `C99`); empty if it does not
+    /// say, or for versions uploaded before the host recorded it.
+    #[serde(default)]
+    pub languages: Vec<String>,
 }
 
 /// A plugin name and its versions.
@@ -217,6 +222,10 @@ impl Registry {
         };
         self.compile_seconds.observe_duration(started.elapsed());
         kept?;
+        let (languages, wasm) =
+            tokio::task::spawn_blocking(move || (crate::runtime::languages(&wasm), wasm))
+                .await
+                .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         // The component first, then the version that names it.
         let mut ops = Vec::new();
         match self.wasm.clone() {
@@ -245,6 +254,7 @@ impl Registry {
             digest,
             size,
             created_ms: now_ms(),
+            languages,
         });
         ops.push(Op::put_meta(META_PLUGIN, name, &record));
         self.store.submit(ops, Durability::Synced).await?;

@@ -406,6 +406,7 @@ const TOPIC_COLUMNS: &[Column] = &[
     ("NAME", |t| text(&t["name"])),
     ("PARTITIONS", |t| text(&t["partitions"])),
     ("MESSAGES", |t| sum(&t["offsets"]).to_string()),
+    ("BYTES", |t| sum(&t["bytes"]).to_string()),
     ("RETENTION_MS", |t| text(&t["retention_ms"])),
     ("DEDUP_WINDOW_MS", |t| text(&t["dedup_window_ms"])),
 ];
@@ -435,6 +436,15 @@ const VERSION_COLUMNS: &[Column] = &[
     ("VERSION", |v| text(&v["version"])),
     ("DIGEST", |v| text(&v["digest"])),
     ("SIZE", |v| text(&v["size"])),
+    ("LANGUAGES", |v| {
+        let names = v["languages"].as_array().map_or(&[][..], Vec::as_slice);
+        let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+        if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(",")
+        }
+    }),
 ];
 
 const MESSAGE_COLUMNS: &[Column] = &[

@@ -76,6 +76,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", env = config::ENV_OTLP_ENDPOINT)]
     pub otlp_endpoint: Option<String>,
 
+    /// Carry a W3C trace context (`traceparent`) on messages, from publish
+    /// through attempts to plugin publications and outbound requests.
+    /// `false`: the host neither starts nor continues traces.
+    #[arg(long, value_name = "BOOL", env = config::ENV_TRACE_CONTEXT, default_value_t = true, action = clap::ArgAction::Set)]
+    pub trace_context: bool,
+
     /// Serve HTTPS with this certificate chain (PEM); SIGHUP reads it and
     /// --tls-key again without dropping connections.
     #[arg(long, value_name = "FILE", env = config::ENV_TLS_CERT, requires = "tls_key")]
@@ -138,6 +144,7 @@ struct FileConfig {
     egress_allow_cidr: Option<Vec<String>>,
     egress_ca_file: Option<PathBuf>,
     otlp_endpoint: Option<String>,
+    trace_context: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     log: Option<String>,
@@ -222,6 +229,7 @@ impl ServeArgs {
         take!(egress_allow_cidr, file.egress_allow_cidr);
         take!(egress_ca_file, file.egress_ca_file.map(Some));
         take!(otlp_endpoint, file.otlp_endpoint.map(Some));
+        take!(trace_context, file.trace_context);
         take!(tls_cert, file.tls_cert.map(Some));
         take!(tls_key, file.tls_key.map(Some));
         take!(log, file.log.map(Some));
@@ -263,6 +271,7 @@ impl ServeArgs {
             egress_allow_cidr: self.egress_allow_cidr.clone(),
             egress_ca_file: self.egress_ca_file.clone(),
             otlp_endpoint: self.otlp_endpoint.clone(),
+            trace_context: self.trace_context,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             limits: Limits {
@@ -357,6 +366,7 @@ mod tests {
             egress_allow_cidr: Vec::new(),
             egress_ca_file: None,
             otlp_endpoint: None,
+            trace_context: true,
             tls_cert: None,
             tls_key: None,
             worker_threads: 1,

@@ -17,6 +17,7 @@ pub mod egress;
 #[cfg(test)]
 pub(crate) mod fuzz;
 mod host;
+mod languages;
 mod limits;
 mod plugin;
 pub mod priority;
@@ -28,6 +29,7 @@ use std::time::Duration;
 pub use call::{Delivery, Invocation, KvEffects, LogLevel, LogLine, Outcome, Publication};
 pub use egress::{Egress, EgressConfig, EgressRules, EgressStats, HttpCall};
 pub use host::HostEnv;
+pub use languages::languages;
 pub use plugin::{CallResult, Plugin, PluginError, PluginWorker, PoolFull};
 
 /// How often the engine's epoch advances. A plugin overrunning its timeout is

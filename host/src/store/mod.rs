@@ -262,6 +262,57 @@ impl Store {
         Ok(out)
     }
 
+    /// About how many bytes each of a topic's first `partitions` partitions
+    /// takes: in files on disk and in the memtable not yet flushed (RocksDB's
+    /// estimate, compressed as stored).
+    pub fn log_bytes(&self, topic: &str, partitions: u32) -> Result<Vec<u64>, StoreError> {
+        use rocksdb::{AsColumnFamilyRef as _, AsRawPtr as _};
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..partitions)
+            .map(|p| (keys::log(topic, p, 0), keys::log(topic, p, u64::MAX)))
+            .collect();
+        let starts: Vec<*const std::ffi::c_char> =
+            ranges.iter().map(|r| r.0.as_ptr().cast()).collect();
+        let start_lens: Vec<usize> = ranges.iter().map(|r| r.0.len()).collect();
+        let ends: Vec<*const std::ffi::c_char> =
+            ranges.iter().map(|r| r.1.as_ptr().cast()).collect();
+        let end_lens: Vec<usize> = ranges.iter().map(|r| r.1.len()).collect();
+        let mut sizes = vec![0u64; ranges.len()];
+        let mut error: *mut std::ffi::c_char = std::ptr::null_mut();
+        let flags = (librocksdb_sys::rocksdb_size_approximation_flags_include_memtable
+            | librocksdb_sys::rocksdb_size_approximation_flags_include_files)
+            as u8;
+        // SAFETY: the database and the column family outlive the call; every
+        // array has `ranges.len()` elements and the keys they point into stay
+        // alive (`ranges`) until it returns. The only call with this flag
+        // argument the rocksdb crate does not wrap.
+        unsafe {
+            librocksdb_sys::rocksdb_approximate_sizes_cf_with_flags(
+                self.db.as_raw_ptr(),
+                self.cf(CF_LOG).inner(),
+                ranges.len() as i32,
+                starts.as_ptr(),
+                start_lens.as_ptr(),
+                ends.as_ptr(),
+                end_lens.as_ptr(),
+                flags,
+                sizes.as_mut_ptr(),
+                &raw mut error,
+            );
+        }
+        if !error.is_null() {
+            // SAFETY: RocksDB gives an error as a C string for us to free.
+            let text = unsafe {
+                let text = std::ffi::CStr::from_ptr(error)
+                    .to_string_lossy()
+                    .into_owned();
+                librocksdb_sys::rocksdb_free(error.cast());
+                text
+            };
+            return Err(StoreError::Engine(text));
+        }
+        Ok(sizes)
+    }
+
     /// The oldest offset still stored in a partition (`None` when empty).
     pub fn first_offset(&self, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
         let start = keys::log_prefix(topic, partition);

@@ -64,6 +64,14 @@ function notice(message) {
 const main = () => document.getElementById("main");
 const enc = encodeURIComponent;
 const fmt = (n) => (n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US", { maximumFractionDigits: 1 }));
+const size = (n) => {
+  if (n === undefined || n === null) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${fmt(n)} ${units[i]}`;
+};
+const total = (xs) => (xs && xs.length ? xs.reduce((a, b) => a + b, 0) : undefined);
 const time = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").replace("Z", "") : "–");
 const isAdmin = () => state.role === "admin";
 
@@ -296,6 +304,7 @@ async function topics() {
       { label: "Partitions", num: true, cell: (t) => t.partitions },
       { label: "Messages stored", num: true, cell: (t) => fmt(stored(t) - t.first_offsets.reduce((a, b) => a + b, 0)) },
       { label: "Published (all time)", num: true, cell: (t) => fmt(stored(t)) },
+      { label: "Size", num: true, cell: (t) => size(total(t.bytes)) },
       { label: "Msg/s", cell: (t) => {
         const points = series((smp) => { const x = smp.topics.find((y) => y.name === t.name); return x && stored(x); });
         return h("span", {}, sparkline(points, `messages per second of ${t.name}`), " ", fmt(points.length ? points[points.length - 1].rate : undefined));
@@ -335,6 +344,7 @@ async function topic(name) {
       { label: "Partition", num: true, cell: (p) => p },
       { label: "First offset", num: true, cell: (p) => fmt(t.first_offsets[p]) },
       { label: "Next offset", num: true, cell: (p) => fmt(t.offsets[p]) },
+      { label: "Size", num: true, cell: (p) => size(t.bytes[p]) },
     ], t.offsets.map((_, p) => p)),
     h("h2", {}, "Browse"),
     h("form", { class: "inline", onsubmit: read },
@@ -520,8 +530,9 @@ async function plugins() {
   page("Plugins", table([
     { label: "Plugin", cell: (p) => p.name },
     { label: "Latest", num: true, cell: (p) => p.latest },
+    { label: "Language", cell: (p) => (p.versions[p.versions.length - 1]?.languages ?? []).join(", ") || "–" },
     { label: "Versions", cell: (p) => h("pre", {}, p.versions.map((v) =>
-      `${v.version}  ${v.digest.slice(0, 19)}…  ${fmt(v.size / 1024)} KiB  ${time(v.created_ms)}`).join("\n")) },
+      `${v.version}  ${v.digest.slice(0, 19)}…  ${size(v.size)}  ${time(v.created_ms)}`).join("\n")) },
     { label: "Used by", cell: (p) => users(p.name).join(", ") || "–" },
   ], list.plugins));
 }

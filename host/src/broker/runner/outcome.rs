@@ -429,6 +429,9 @@ impl Runner {
     ) {
         let topic = &self.sources[head.source].topic.name;
         let derive = self.spec.delivery == DeliveryGuarantee::ExactlyOnce;
+        if published.is_empty() {
+            return;
+        }
         let traceparent = attempt.map(TraceContext::header);
         for (index, p) in published.into_iter().enumerate() {
             let id =
