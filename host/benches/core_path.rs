@@ -124,9 +124,10 @@ msg/s, each with an id) on a quiet host, while 32 MiB plugins are uploaded
 one after another, and while a subscription catches up a backlog of
 --messages messages.
 
-`--only hostile` measures the latency scenario (worker isolation) twice: on a
-host of its own, and beside 5 subscriptions of endless loops and 5 of memory
-hogs (concurrency 10 each, 1 s timeout).
+`--only hostile` measures the latency scenario (worker isolation) three
+times: on a host of its own, and beside 5 subscriptions of endless loops and
+5 of memory hogs (concurrency 10 each, 1 s timeout) on a host without a
+long-call slot limit (--long-call-slots 0) and on one with the default.
 
 `--only traces` measures the throughput scenario (first --isolation and
 --concurrency) without trace contexts (--trace-context false), with trace
@@ -855,7 +856,7 @@ fn run_latency(options: &Options, plugins: &PluginDir) {
         .iter()
         .flat_map(|d| options.isolation.iter().map(move |i| (*d, *i)))
         .map(|(delivery, isolation)| {
-            let run = latency_run(options, plugins, delivery, isolation, &|_| {});
+            let run = latency_run(options, plugins, delivery, isolation, &[], &|_| {});
             print_percentiles(&run.mode, "publish", &run.publish);
             print_percentiles(&run.mode, "publish→handle", &run.handle);
             run
@@ -872,11 +873,12 @@ fn latency_run(
     plugins: &PluginDir,
     delivery: &'static str,
     isolation: &'static str,
+    server_args: &[String],
     beside: &dyn Fn(&Client),
 ) -> LatencyRun {
     let mode = format!("{isolation}/{delivery}");
     let total = options.rate * options.seconds;
-    let server = Server::start();
+    let server = Server::start_with(server_args);
     let client = &server.client;
     client.create_topic(LATENCY_TOPIC);
     client.create_topic(STAMPS_TOPIC);
@@ -1421,22 +1423,39 @@ fn run_hostile(options: &Options, plugins: &PluginDir) {
         "\n{:<23} {:<15} {:>9} {:>9} {:>9} {:>9}",
         "host", "latency (ms)", "p50", "p90", "p99", "max"
     );
-    let solo = latency_run(options, plugins, "at-least-once", "worker", &|_| {});
+    let solo = latency_run(options, plugins, "at-least-once", "worker", &[], &|_| {});
     print_percentiles("alone", "publish→handle", &solo.handle);
     print_percentiles("alone", "publish", &solo.publish);
-    let hostile = latency_run(options, plugins, "at-least-once", "worker", &|client| {
-        hostile_load(client, plugins, options.seconds)
-    });
+    let beside = |args: &[String]| {
+        latency_run(
+            options,
+            plugins,
+            "at-least-once",
+            "worker",
+            args,
+            &|client| hostile_load(client, plugins, options.seconds),
+        )
+    };
+    let unlimited = beside(&["--long-call-slots".to_string(), "0".to_string()]);
+    print_percentiles(
+        "hostile, no slot limit",
+        "publish→handle",
+        &unlimited.handle,
+    );
+    print_percentiles("hostile, no slot limit", "publish", &unlimited.publish);
+    let hostile = beside(&[]);
     print_percentiles("beside hostile", "publish→handle", &hostile.handle);
     print_percentiles("beside hostile", "publish", &hostile.publish);
-    if let (Some(a), Some(b)) = (&solo.handle, &hostile.handle) {
-        println!(
-            "\npublish→handle p99 beside hostile plugins / alone: {:.2}× (p50 {:.2}×)",
-            b.p99 / a.p99,
-            b.p50 / a.p50
-        );
+    for (label, run) in [("no slot limit", &unlimited), ("long-call slots", &hostile)] {
+        if let (Some(a), Some(b)) = (&solo.handle, &run.handle) {
+            println!(
+                "\npublish→handle p99 beside hostile plugins ({label}) / alone: {:.2}× (p50 {:.2}×)",
+                b.p99 / a.p99,
+                b.p50 / a.p50
+            );
+        }
     }
-    for run in [&solo, &hostile] {
+    for run in [&solo, &unlimited, &hostile] {
         print_latency_facts(run);
     }
 }

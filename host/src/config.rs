@@ -37,6 +37,8 @@ pub const ENV_TRACE_CONTEXT: &str = "SWITCHYARD_TRACE_CONTEXT";
 pub const ENV_WORKER_THREADS: &str = "SWITCHYARD_WORKER_THREADS";
 /// Environment variable for [`Limits::max_instances`].
 pub const ENV_MAX_INSTANCES: &str = "SWITCHYARD_MAX_INSTANCES";
+/// Environment variable for [`Limits::long_call_slots`].
+pub const ENV_LONG_CALL_SLOTS: &str = "SWITCHYARD_LONG_CALL_SLOTS";
 /// Environment variable for [`Limits::instance_memory_mib`].
 pub const ENV_INSTANCE_MEMORY_MIB: &str = "SWITCHYARD_INSTANCE_MEMORY_MIB";
 /// Environment variable for [`Limits::compile_timeout_secs`].
@@ -152,6 +154,12 @@ pub struct Limits {
     pub max_instances: u32,
     /// Linear memory one plugin instance may grow to, in MiB. Default 64.
     pub instance_memory_mib: u32,
+    /// How many plugin calls that have run past 10 ms may run at once,
+    /// across all plugins; the others wait their turn (20 ms each) without
+    /// CPU, their timeouts running. Keeps a core for the host and short
+    /// calls while plugins loop or grind. 0: no limit. Default: the cores
+    /// less one, at least 1.
+    pub long_call_slots: usize,
     /// Longest a plugin upload may take to compile, in seconds (and twice
     /// that in CPU time). Default 60.
     pub compile_timeout_secs: u64,
@@ -183,6 +191,7 @@ impl Default for Limits {
             worker_threads: crate::broker::DEFAULT_WORKER_THREADS,
             max_instances: runtime.max_instances,
             instance_memory_mib: (runtime.memory_limit_bytes >> 20) as u32,
+            long_call_slots: runtime.long_call_slots,
             compile_timeout_secs: crate::broker::DEFAULT_COMPILE_TIMEOUT.as_secs(),
             compile_memory_mib: 4096,
             http_timeout_secs: 30,
@@ -366,6 +375,12 @@ impl Config {
             ("http-timeout-secs", limits.http_timeout_secs, 3600),
             ("max-connections", limits.max_connections as u64, 65_536),
         ];
+        if limits.long_call_slots > MAX_WORKER_THREADS {
+            return Err(ConfigError::LimitOutOfRange(
+                "long-call-slots",
+                MAX_WORKER_THREADS as u64,
+            ));
+        }
         for (flag, value, max) in bounds {
             if value == 0 || value > max {
                 return Err(ConfigError::LimitOutOfRange(flag, max));

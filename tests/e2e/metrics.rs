@@ -114,6 +114,50 @@ fn the_instance_pool_in_use_and_its_capacity_are_metrics() {
     );
 }
 
+/// Long calls take turns in the long-call slots: with one slot, of three
+/// endless loops one runs and two wait, without CPU, until their timeouts
+/// stop them (as timeouts), while a healthy subscription goes on acking.
+/// The slots and both gauges are metrics.
+#[test]
+fn long_calls_take_turns_in_their_slots() {
+    let s = Server::start_args(&["--long-call-slots", "1"]);
+    s.topic("slow", 1);
+    s.topic("fast", 1);
+    s.deploy("spin", "spin");
+    s.deploy("noop", "noop");
+    s.subscribe(
+        "spinner",
+        json!({"topic": "slow", "plugin": "spin", "timeout_ms": 3000, "ordering": "none",
+               "concurrency": 3, "retry": {"max_attempts": 1}}),
+    );
+    s.subscribe("healthy", json!({"topic": "fast", "plugin": "noop"}));
+    s.publish(
+        "slow",
+        (0..3).map(|i| msg(&format!("k{i}"), "loop")).collect(),
+    );
+    wait_for(LIMIT, "one loop running and two waiting", || {
+        let running = s.metric("switchyard_plugin_long_calls_running");
+        let waiting = s.metric("switchyard_plugin_long_calls_waiting");
+        (running == 1 && waiting == 2).then_some(())
+    });
+    assert_eq!(s.metric("switchyard_plugin_long_call_slots"), 1);
+    s.publish(
+        "fast",
+        (0..100).map(|i| msg(&format!("k{i}"), "ok")).collect(),
+    );
+    s.wait_stats("healthy", LIMIT, |st| st["acked"] == 100);
+    s.wait_stats("spinner", LIMIT, |st| st["dead_lettered"] == 3);
+    assert_eq!(
+        s.metric("switchyard_attempts_total{subscription=\"spinner\",outcome=\"timeout\"}"),
+        3
+    );
+    wait_for(LIMIT, "the slots to be free", || {
+        let running = s.metric("switchyard_plugin_long_calls_running");
+        let waiting = s.metric("switchyard_plugin_long_calls_waiting");
+        (running == 0 && waiting == 0).then_some(())
+    });
+}
+
 /// A disk that fails every sync under a running host: the failed writes,
 /// the subscription halted by its failed commit and the 500s all show.
 #[test]

@@ -84,6 +84,21 @@ fn plugin_threads(registry: &mut Registry, pool: &PoolSnapshot) {
             "Most plugin instances the instance pool holds",
             pool.instances_max,
         ),
+        (
+            "plugin_long_calls_running",
+            "Plugin calls past 10 ms running in a long-call slot now",
+            pool.long_calls_running,
+        ),
+        (
+            "plugin_long_calls_waiting",
+            "Plugin calls past 10 ms waiting for a long-call slot now",
+            pool.long_calls_waiting,
+        ),
+        (
+            "plugin_long_call_slots",
+            "Long-call slots (--long-call-slots; 0: no limit)",
+            pool.long_call_slots,
+        ),
     ];
     for (name, help, value) in gauges {
         register_gauge(registry, name, help, value);

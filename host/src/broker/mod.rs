@@ -253,7 +253,12 @@ impl Broker {
     /// The host's plugin threads and instance pool, for metrics.
     pub fn workers(&self) -> PoolSnapshot {
         let mut snapshot = self.inner.plugins.workers().snapshot();
-        (snapshot.instances, snapshot.instances_max) = self.inner.plugins.runtime().instances();
+        let runtime = self.inner.plugins.runtime();
+        (snapshot.instances, snapshot.instances_max) = runtime.instances();
+        let (running, waiting, slots) = runtime.long_calls();
+        snapshot.long_calls_running = running as u64;
+        snapshot.long_calls_waiting = waiting as u64;
+        snapshot.long_call_slots = slots as u64;
         snapshot
     }
 

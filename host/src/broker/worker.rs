@@ -199,6 +199,11 @@ pub struct PoolSnapshot {
     /// Plugin instances alive now, and the most the instance pool holds.
     pub instances: u64,
     pub instances_max: u64,
+    /// Long plugin calls (past 10 ms) running in a slot, waiting for one,
+    /// and the slots (0: no limit).
+    pub long_calls_running: u64,
+    pub long_calls_waiting: u64,
+    pub long_call_slots: u64,
 }
 
 impl WorkerPool {
@@ -287,8 +292,7 @@ impl WorkerPool {
             spawn_failures: get(&stats.spawn_failures),
             pool_full: get(&stats.pool_full),
             reclaimed: get(&stats.reclaimed),
-            instances: 0,
-            instances_max: 0,
+            ..PoolSnapshot::default()
         }
     }
 }

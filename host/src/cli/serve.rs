@@ -104,6 +104,13 @@ pub struct ServeArgs {
     #[arg(long, env = config::ENV_INSTANCE_MEMORY_MIB, default_value_t = Limits::default().instance_memory_mib)]
     pub instance_memory_mib: u32,
 
+    /// Plugin calls past 10 ms that may run at once, across all plugins;
+    /// the others wait their turn without CPU (their timeouts running), so
+    /// looping plugins never fill every core. 0: no limit. Default: the
+    /// cores less one, at least 1.
+    #[arg(long, env = config::ENV_LONG_CALL_SLOTS, default_value_t = Limits::default().long_call_slots)]
+    pub long_call_slots: usize,
+
     /// Longest a plugin upload may take to compile, in seconds.
     #[arg(long, env = config::ENV_COMPILE_TIMEOUT_SECS, default_value_t = Limits::default().compile_timeout_secs)]
     pub compile_timeout_secs: u64,
@@ -174,6 +181,7 @@ struct FileLimits {
     worker_threads: Option<usize>,
     max_instances: Option<u32>,
     instance_memory_mib: Option<u32>,
+    long_call_slots: Option<usize>,
     compile_timeout_secs: Option<u64>,
     compile_memory_mib: Option<u64>,
     http_timeout_secs: Option<u64>,
@@ -248,6 +256,7 @@ impl ServeArgs {
         take!(worker_threads, l.worker_threads);
         take!(max_instances, l.max_instances);
         take!(instance_memory_mib, l.instance_memory_mib);
+        take!(long_call_slots, l.long_call_slots);
         take!(compile_timeout_secs, l.compile_timeout_secs);
         take!(compile_memory_mib, l.compile_memory_mib);
         take!(http_timeout_secs, l.http_timeout_secs);
@@ -278,6 +287,7 @@ impl ServeArgs {
                 worker_threads: self.worker_threads,
                 max_instances: self.max_instances,
                 instance_memory_mib: self.instance_memory_mib,
+                long_call_slots: self.long_call_slots,
                 compile_timeout_secs: self.compile_timeout_secs,
                 compile_memory_mib: self.compile_memory_mib,
                 http_timeout_secs: self.http_timeout_secs,
@@ -372,6 +382,7 @@ mod tests {
             worker_threads: 1,
             max_instances: 1,
             instance_memory_mib: 1,
+            long_call_slots: 1,
             compile_timeout_secs: 1,
             compile_memory_mib: 1,
             http_timeout_secs: 1,

@@ -191,12 +191,11 @@ pub(crate) fn run(
     invocation
 }
 
-/// Bound a call by `timeout`, demoting it once it has run
-/// [`super::priority::DEMOTE_AFTER`].
+/// Bound a call by `timeout`; once it has run
+/// [`super::priority::DEMOTE_AFTER`] it is a long call (see `priority`).
 pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
-    let total = super::deadline_ticks(timeout);
-    let first = total.min(super::deadline_ticks(super::priority::DEMOTE_AFTER));
-    store.data_mut().ticks_left = total - first;
+    let first = super::deadline_ticks(timeout.min(super::priority::DEMOTE_AFTER));
+    store.data_mut().deadline = Some(Instant::now() + timeout);
     store.set_epoch_deadline(first);
 }
 

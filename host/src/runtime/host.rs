@@ -68,8 +68,8 @@ pub(crate) struct HostState {
     pub(crate) label: String,
     /// The end of what the current call wrote to stderr (a guest panic message).
     pub(crate) stderr_tail: String,
-    /// Epoch ticks the current call may still run after its next deadline.
-    pub(crate) ticks_left: u64,
+    /// When the current call must end (its timeout).
+    pub(crate) deadline: Option<std::time::Instant>,
     /// Counts this store among the live instances while it exists.
     pub(crate) live: Option<Live>,
 }
@@ -160,7 +160,7 @@ impl HostState {
             stderr,
             label: String::new(),
             stderr_tail: String::new(),
-            ticks_left: 0,
+            deadline: None,
             live: None,
         }
     }

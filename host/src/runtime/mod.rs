@@ -50,6 +50,9 @@ pub struct RuntimeConfig {
     pub virtual_time: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The operator's outbound-HTTP settings.
     pub egress: EgressConfig,
+    /// How many long plugin calls (past 10 ms) may run at once across all
+    /// plugins; the rest wait their turn without CPU. 0: no limit.
+    pub long_call_slots: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -59,6 +62,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             virtual_time: None,
             egress: EgressConfig::default(),
+            long_call_slots: priority::LongCalls::default_slots(),
         }
     }
 }
@@ -87,6 +91,8 @@ struct Inner {
     ticker_stop: Arc<AtomicBool>,
     /// Plugin instances alive now (each in its own store).
     live: Arc<AtomicU64>,
+    /// The slots long calls take turns in.
+    long_calls: Arc<priority::LongCalls>,
 }
 
 impl Drop for Inner {
@@ -104,6 +110,7 @@ impl Runtime {
         let network = egress::Network::new(&config.egress).map_err(RuntimeError::Egress)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), ticker_stop.clone());
+        let long_calls = priority::LongCalls::new(config.long_call_slots);
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
@@ -112,11 +119,19 @@ impl Runtime {
                 network,
                 ticker_stop,
                 live: Arc::new(AtomicU64::new(0)),
+                long_calls,
             }),
         })
     }
 
     /// Plugin instances alive now, and the most the instance pool holds.
+    /// Long plugin calls running in a slot, waiting for one, and the slots
+    /// (0: no limit).
+    pub fn long_calls(&self) -> (usize, usize, usize) {
+        let (running, waiting) = self.inner.long_calls.load();
+        (running, waiting, self.inner.config.long_call_slots)
+    }
+
     pub fn instances(&self) -> (u64, u64) {
         let live = self.inner.live.load(Ordering::Relaxed);
         (live, u64::from(self.inner.config.max_instances))

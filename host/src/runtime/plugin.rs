@@ -147,15 +147,26 @@ impl Plugin {
         state.live = Some(super::host::Live::new(self.runtime.inner.live.clone()));
         let mut store = Store::new(&self.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // At the first deadline a call is demoted (it has run long); at the
-        // second, its timeout, it is stopped.
-        store.epoch_deadline_callback(|mut ctx| {
-            let left = std::mem::take(&mut ctx.data_mut().ticks_left);
-            if left == 0 {
+        // At the first deadline a call has run long: it is demoted, and from
+        // then on runs only in a long-call slot, checked every turn, until
+        // its timeout stops it.
+        let slots = self.runtime.inner.long_calls.clone();
+        store.epoch_deadline_callback(move |ctx| {
+            let Some(deadline) = ctx.data().deadline else {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            };
+            if Instant::now() >= deadline {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
             super::priority::demote();
-            Ok(wasmtime::UpdateDeadline::Continue(left))
+            if !slots.run(deadline) {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let next = left.min(super::priority::SLICE);
+            Ok(wasmtime::UpdateDeadline::Continue(super::deadline_ticks(
+                next,
+            )))
         });
         store
     }

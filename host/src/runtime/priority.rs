@@ -1,23 +1,158 @@
 //! CPU priority of plugin calls. A call that runs past [`DEMOTE_AFTER`] is
-//! moved to the lowest scheduling class (`SCHED_IDLE`) for the rest of the
-//! call: on a machine short of CPU, the host's own threads (answering
-//! publishes, writing the store, dispatching) and short plugin calls run
-//! before it, so endless loops up to their timeout cost only themselves.
-//! When the CPU is free, a long call runs as fast as before.
+//! a *long call*: it moves to the lowest scheduling class (`SCHED_IDLE`)
+//! for the rest of the call, and it runs only while it holds one of the
+//! host's long-call slots ([`LongCalls`], by default one fewer than the
+//! cores): the others wait, using no CPU, taking turns of [`SLICE`]. On a
+//! machine short of CPU, the host's own threads (answering publishes,
+//! writing the store, dispatching) and short plugin calls run before long
+//! ones, and long calls — endless loops up to their timeouts among them —
+//! never fill every core. A long call's timeout runs while it waits, as it
+//! would while it shared a core.
 //!
 //! Moving back needs privileges an unprivileged host may lack
 //! (`RLIMIT_NICE`); a thread that cannot move back says so through
 //! [`stuck_low`], and the plugin thread pool lets it go.
 
-use std::cell::Cell;
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-/// How long a call runs at normal priority.
+/// How long a call runs at normal priority, without a slot.
 pub(super) const DEMOTE_AFTER: Duration = Duration::from_millis(10);
+
+/// How long a long call keeps its slot while others wait for one.
+pub(super) const SLICE: Duration = Duration::from_millis(20);
 
 thread_local! {
     /// This thread was demoted (and not moved back yet).
     static LOW: Cell<bool> = const { Cell::new(false) };
+    /// The long-call slot this thread's call holds: whose, its id, and
+    /// since when.
+    static HELD: RefCell<Option<(Arc<LongCalls>, u64, Instant)>> = const { RefCell::new(None) };
+}
+
+/// The slots long calls run in, shared by every plugin of a runtime.
+///
+/// A holder checks in at every turn of [`SLICE`] while it runs wasm; one
+/// that has not for two turns is waiting in a host call (an outbound
+/// request, a sleep) and using no CPU, and a waiter takes its slot. It
+/// queues again when it runs wasm again.
+#[derive(Debug)]
+pub struct LongCalls {
+    /// How many long calls may run at once; 0: no limit.
+    slots: usize,
+    /// How long a holder may go without checking in before it counts as
+    /// waiting in a host call (two turns).
+    silent: Duration,
+    state: Mutex<Turns>,
+    freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Turns {
+    /// Calls holding a slot, and when each last checked in.
+    holders: HashMap<u64, Instant>,
+    /// Calls waiting for a slot, in order of arrival.
+    queue: VecDeque<u64>,
+    next: u64,
+}
+
+impl LongCalls {
+    /// `slots` long calls at once (0: no limit).
+    pub fn new(slots: usize) -> Arc<Self> {
+        Self::with_silence(slots, 2 * SLICE)
+    }
+
+    fn with_silence(slots: usize, silent: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            slots,
+            silent,
+            state: Mutex::new(Turns::default()),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// The default: one core kept for the host and short calls, on a
+    /// machine of more than one.
+    pub fn default_slots() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        cores.saturating_sub(1).max(1)
+    }
+
+    /// Long calls holding a slot now, and waiting for one.
+    pub fn load(&self) -> (usize, usize) {
+        let turns = self.state.lock().expect("long-call slots lock");
+        (turns.holders.len(), turns.queue.len())
+    }
+
+    /// Let the calling thread's long call run on: keep its slot, or give it
+    /// up after its turn if others wait, and wait (without CPU) for one.
+    /// `false` if `deadline` passed first: the call is to be stopped.
+    pub(super) fn run(self: &Arc<Self>, deadline: Instant) -> bool {
+        if self.slots == 0 {
+            return true;
+        }
+        let mut turns = self.state.lock().expect("long-call slots lock");
+        let now = Instant::now();
+        if let Some((id, since)) = HELD.with_borrow(|h| h.as_ref().map(|(_, id, t)| (*id, *t))) {
+            if let Some(seen) = turns.holders.get_mut(&id) {
+                *seen = now;
+                if turns.queue.is_empty() || now - since < SLICE {
+                    return true;
+                }
+                turns.holders.remove(&id);
+                self.freed.notify_all();
+            }
+            HELD.set(None);
+        }
+        let ticket = turns.next;
+        turns.next += 1;
+        turns.queue.push_back(ticket);
+        loop {
+            let now = Instant::now();
+            if turns.queue.front() == Some(&ticket) {
+                if turns.holders.len() >= self.slots {
+                    // A holder silent for two turns is not running wasm.
+                    let stale = turns
+                        .holders
+                        .iter()
+                        .find(|(_, seen)| now - **seen >= self.silent)
+                        .map(|(id, _)| *id);
+                    if let Some(id) = stale {
+                        turns.holders.remove(&id);
+                    }
+                }
+                if turns.holders.len() < self.slots {
+                    turns.queue.pop_front();
+                    turns.holders.insert(ticket, now);
+                    HELD.set(Some((self.clone(), ticket, now)));
+                    // The next in line may find a slot free too.
+                    self.freed.notify_all();
+                    return true;
+                }
+            }
+            if now >= deadline {
+                turns.queue.retain(|t| *t != ticket);
+                self.freed.notify_all();
+                return false;
+            }
+            let wait = (deadline - now).min(SLICE);
+            turns = self
+                .freed
+                .wait_timeout(turns, wait)
+                .expect("long-call slots lock")
+                .0;
+        }
+    }
+
+    fn release(&self, id: u64) {
+        let mut turns = self.state.lock().expect("long-call slots lock");
+        if turns.holders.remove(&id).is_some() {
+            drop(turns);
+            self.freed.notify_all();
+        }
+    }
 }
 
 fn set_policy(policy: libc::c_int) -> bool {
@@ -33,8 +168,12 @@ pub(super) fn demote() {
     }
 }
 
-/// After a call: move the calling thread back if it was demoted.
+/// After a call: give up its long-call slot, if it held one, and move the
+/// calling thread back if it was demoted.
 pub(super) fn restore() {
+    if let Some((slots, id, _)) = HELD.take() {
+        slots.release(id);
+    }
     if LOW.get() && set_policy(libc::SCHED_OTHER) {
         LOW.set(false);
     }
@@ -67,6 +206,92 @@ mod tests {
     fn policy() -> libc::c_int {
         // SAFETY: `pid` 0 names the calling thread.
         unsafe { libc::sched_getscheduler(0) }
+    }
+
+    /// A long call waits for a slot no longer than its deadline, and
+    /// leaves the queue when it gives up; a call's end frees its slot.
+    #[test]
+    fn a_long_call_waits_for_a_slot_until_its_deadline() {
+        // A holder that never counts as silent.
+        let slots = LongCalls::with_silence(1, Duration::from_secs(3600));
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert!(slots.run(far), "a free slot is taken");
+        assert_eq!(slots.load(), (1, 0));
+        let other = slots.clone();
+        let waited = std::thread::spawn(move || {
+            let started = Instant::now();
+            let ran = other.run(started + SLICE);
+            (ran, started.elapsed())
+        })
+        .join()
+        .unwrap();
+        assert!(!waited.0, "no slot came before the deadline");
+        assert!(waited.1 >= SLICE, "{:?}", waited.1);
+        assert_eq!(slots.load(), (1, 0), "the one that gave up left the queue");
+        restore();
+        assert_eq!(slots.load(), (0, 0), "the call's end frees its slot");
+    }
+
+    /// Long calls take turns: a holder gives its slot up after its turn
+    /// when another waits, and gets it back when that one ends.
+    #[test]
+    fn long_calls_take_turns() {
+        let slots = LongCalls::with_silence(1, Duration::from_secs(3600));
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert!(slots.run(far));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (other, finished) = (slots.clone(), done.clone());
+        let waiter = std::thread::spawn(move || {
+            assert!(other.run(far), "a turn came");
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            restore();
+        });
+        while slots.load().1 == 0 {
+            std::thread::yield_now();
+        }
+        // Runs on while its turn lasts, then waits for the other's turn to
+        // end, and runs again.
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(slots.run(far));
+        }
+        waiter.join().unwrap();
+        assert_eq!(slots.load(), (1, 0));
+        restore();
+        assert_eq!(slots.load(), (0, 0));
+        assert!(LongCalls::new(0).run(Instant::now()), "0: no limit");
+    }
+
+    /// A holder that stops checking in (it waits in a host call, using no
+    /// CPU) loses its slot to a waiter, and queues again when it runs.
+    #[test]
+    fn a_silent_holder_loses_its_slot_to_a_waiter() {
+        let slots = LongCalls::new(1);
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert!(slots.run(far));
+        let (other, (tx, rx)) = (slots.clone(), std::sync::mpsc::channel());
+        let waiter = std::thread::spawn(move || {
+            let started = Instant::now();
+            assert!(other.run(far), "the silent holder's slot was taken");
+            tx.send(started.elapsed()).unwrap();
+            // Hold it until the first holder has queued again.
+            while other.load().1 == 0 {
+                std::thread::yield_now();
+            }
+            restore();
+        });
+        let waited = rx.recv().unwrap();
+        assert!(
+            waited >= 2 * SLICE,
+            "taken after two silent turns: {waited:?}"
+        );
+        assert!(
+            slots.run(far),
+            "the first holder runs again after the waiter"
+        );
+        waiter.join().unwrap();
+        assert_eq!(slots.load(), (1, 0));
+        restore();
+        assert_eq!(slots.load(), (0, 0));
     }
 
     #[test]
