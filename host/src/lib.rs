@@ -22,6 +22,7 @@
 pub mod api;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod histogram;
 pub mod runtime;

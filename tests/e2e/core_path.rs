@@ -77,7 +77,7 @@ fn flaky_message_succeeds_on_its_third_attempt() {
     assert_eq!(st["delivered"], 3);
     assert_eq!(st["retried"], 2);
     assert_eq!(st["dead_lettered"], 0);
-    // delivery.md L1: the ledger has every attempt.
+    // delivery.md D26: the ledger has every attempt.
     let id = r[0]["id"].as_str().unwrap();
     let ledger = s.ok(
         "GET",

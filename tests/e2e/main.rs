@@ -4,6 +4,7 @@
 
 mod contract;
 mod lazyfs;
+mod nats;
 mod origin;
 #[path = "../../host/benches/common/otlp.rs"]
 mod otlp;
@@ -17,6 +18,7 @@ mod capacity;
 mod cli_client;
 mod cli_test;
 mod cloudevents;
+mod cluster;
 mod config_file;
 mod core_path;
 mod crash;

@@ -1,0 +1,64 @@
+//! A NATS JetStream cluster on 127.0.0.1 for cluster mode's tests, started
+//! and stopped by `scripts/nats-cluster` (the script `./dev.sh cluster`
+//! uses): 3 nodes, free ports, a file store each under a temp dir,
+//! `sync_interval: always`. Stopped, by PID, when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    pub urls: Vec<String>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-cluster")
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(script())
+        .args(args)
+        .output()
+        .expect("running scripts/nats-cluster");
+    assert!(
+        out.status.success(),
+        "scripts/nats-cluster {args:?} failed (NATS_SERVER={:?}; ./dev.sh test installs nats-server): {}",
+        std::env::var("NATS_SERVER").ok(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NatsCluster {
+    /// Three nodes, each healthy with JetStream.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let path = dir.path().to_str().expect("a UTF-8 temp path").to_string();
+        run(&["start", &path, "3"]);
+        let urls = std::fs::read_to_string(dir.path().join("urls"))
+            .expect("the cluster's urls")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        Self { dir, urls }
+    }
+
+    fn path(&self) -> &str {
+        self.dir.path().to_str().expect("a UTF-8 temp path")
+    }
+
+    /// kill -9 node `n` (`n1`.. by server name).
+    pub fn kill(&self, n: usize) {
+        run(&["kill", self.path(), &n.to_string()]);
+    }
+
+    /// Start node `n` again on its ports and store; returns once healthy.
+    pub fn restart(&self, n: usize) {
+        run(&["restart", self.path(), &n.to_string()]);
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["stop", self.path()]).status();
+    }
+}
