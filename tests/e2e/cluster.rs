@@ -137,3 +137,91 @@ fn atomic_batches_are_whole_fenced_and_survive_a_leader_kill() {
     cluster.restart(n);
     assert_eq!(messages(&rt, &js), 7);
 }
+
+/// Membership and leases on a real cluster: two hosts see each other and
+/// agree on every unit's owner; a lease has one holder; a host that stops
+/// beating (as a killed one would) drops out within the TTL, its lease
+/// passes to the other host, and its own stale renewal is refused.
+#[test]
+fn hosts_see_each_other_agree_on_owners_and_take_over_a_dead_hosts_lease() {
+    use switchyard::cluster::ownership::{owner, Leases, Membership, Timing};
+    let cluster = NatsCluster::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let _inside = rt.enter();
+    let client = rt
+        .block_on(async_nats::connect(cluster.urls.clone()))
+        .expect("connecting to the cluster");
+    let js = jetstream::new(client);
+    let timing = Timing {
+        ttl: Duration::from_secs(3),
+        beat: Duration::from_millis(500),
+        replicas: 3,
+    };
+    let a = rt
+        .block_on(Membership::join(&js, "host-a", timing))
+        .expect("a joins");
+    let b = rt
+        .block_on(Membership::join(&js, "host-b", timing))
+        .expect("b joins");
+    let both = vec!["host-a".to_string(), "host-b".to_string()];
+    for m in [&a, &b] {
+        assert_eq!(rt.block_on(m.live()).expect("live hosts"), both);
+    }
+    let units: Vec<String> = (0..16).map(|p| format!("sub/t/{p}")).collect();
+    let owned_by_a = units
+        .iter()
+        .filter(|u| owner(&both, u) == Some("host-a"))
+        .count();
+    assert!(
+        (1..16).contains(&owned_by_a),
+        "both hosts own some: {owned_by_a}"
+    );
+
+    let leases_a = rt
+        .block_on(Leases::open(&js, "host-a", timing))
+        .expect("a's leases");
+    let leases_b = rt
+        .block_on(Leases::open(&js, "host-b", timing))
+        .expect("b's leases");
+    let held = rt
+        .block_on(leases_a.acquire("sub/t/0"))
+        .expect("acquiring")
+        .expect("a free lease is taken");
+    assert_eq!(
+        rt.block_on(leases_b.acquire("sub/t/0")).expect("acquiring"),
+        None
+    );
+    let held = rt
+        .block_on(leases_a.renew("sub/t/0", held))
+        .expect("renewing")
+        .expect("the holder renews");
+
+    // Host a stops beating and renewing, as a killed host would.
+    let died = std::time::Instant::now();
+    drop(a);
+    wait_for(LIMIT, "host a to drop out", || {
+        (rt.block_on(b.live()).expect("live hosts") == ["host-b"]).then_some(())
+    });
+    let gone = died.elapsed();
+    let taken = wait_for(LIMIT, "b to take a's lease", || {
+        rt.block_on(leases_b.acquire("sub/t/0")).expect("acquiring")
+    });
+    let took = died.elapsed();
+    assert!(taken.revision > held.revision);
+    assert_eq!(
+        rt.block_on(leases_a.renew("sub/t/0", held))
+            .expect("renewing"),
+        None,
+        "a's lease is lost"
+    );
+    assert_eq!(owner(&["host-b".to_string()], "sub/t/0"), Some("host-b"));
+    eprintln!(
+        "a host that stopped beating (ttl {:?}) was gone after {gone:?}, its lease taken after {took:?}",
+        timing.ttl
+    );
+    rt.block_on(b.leave()).expect("b leaves");
+}

@@ -3,6 +3,8 @@
 //!
 //! Built so far: the commit primitive everything else rests on, an atomic
 //! batch to one stream whose first message is fenced by the sequence its
-//! writer expects ([`batch`]).
+//! writer expects ([`batch`]), and which host runs what: membership,
+//! rendezvous placement and leases ([`ownership`]).
 
 pub mod batch;
+pub mod ownership;
