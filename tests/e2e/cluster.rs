@@ -29,6 +29,19 @@ fn checkpoint_and_output(checkpoint: &str, id: &str, payload: &str) -> Vec<Entry
     ]
 }
 
+/// A runtime for the test's client, and a client of every node.
+fn connect(cluster: &NatsCluster) -> (tokio::runtime::Runtime, async_nats::Client) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let client = rt
+        .block_on(async_nats::connect(cluster.urls.clone()))
+        .expect("connecting to the cluster");
+    (rt, client)
+}
+
 fn messages(rt: &tokio::runtime::Runtime, js: &jetstream::Context) -> u64 {
     rt.block_on(async {
         let mut stream = js.get_stream("SUB_s").await.expect("the stream");
@@ -39,15 +52,8 @@ fn messages(rt: &tokio::runtime::Runtime, js: &jetstream::Context) -> u64 {
 #[test]
 fn atomic_batches_are_whole_fenced_and_survive_a_leader_kill() {
     let cluster = NatsCluster::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let (rt, client) = connect(&cluster);
     let _inside = rt.enter();
-    let client = rt
-        .block_on(async_nats::connect(cluster.urls.clone()))
-        .expect("connecting to the cluster");
     let js = jetstream::new(client.clone());
     rt.block_on(js.create_stream(stream::Config {
         name: "SUB_s".into(),
@@ -146,15 +152,8 @@ fn atomic_batches_are_whole_fenced_and_survive_a_leader_kill() {
 fn hosts_see_each_other_agree_on_owners_and_take_over_a_dead_hosts_lease() {
     use switchyard::cluster::ownership::{owner, Leases, Membership, Timing};
     let cluster = NatsCluster::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let (rt, client) = connect(&cluster);
     let _inside = rt.enter();
-    let client = rt
-        .block_on(async_nats::connect(cluster.urls.clone()))
-        .expect("connecting to the cluster");
     let js = jetstream::new(client);
     let timing = Timing {
         ttl: Duration::from_secs(3),
@@ -224,4 +223,79 @@ fn hosts_see_each_other_agree_on_owners_and_take_over_a_dead_hosts_lease() {
         timing.ttl
     );
     rt.block_on(b.leave()).expect("b leaves");
+}
+
+/// Topic partitions as streams: a publish of several messages is one
+/// atomic batch at dense offsets; a retried publish holding an id stored
+/// before stores only what is new and finds the rest at their offsets;
+/// reading from an offset gives the messages back in order, with their
+/// ids, keys, headers and payloads.
+#[test]
+fn topic_partitions_are_streams_with_dense_offsets_and_producer_ids() {
+    use switchyard::cluster::log::{Appended, Record, TopicLog};
+    let cluster = NatsCluster::start();
+    let (rt, client) = connect(&cluster);
+    let _inside = rt.enter();
+    let log = TopicLog::new(client, 3);
+    rt.block_on(log.create_topic("orders.eu", 2, Duration::from_secs(120)))
+        .expect("the topic's streams");
+    let record = |id: &str, key: &str| Record {
+        producer_id: Some(id.to_string()),
+        id: id.to_string(),
+        key: Some(key.to_string()),
+        headers: vec![("traceparent".to_string(), format!("trace-{id}"))],
+        payload: format!("payload of {id}").into(),
+    };
+    let fresh = |offset| Appended {
+        offset,
+        duplicate: false,
+    };
+    let first = rt
+        .block_on(log.append(
+            "orders.eu",
+            1,
+            vec![record("a", "k1"), record("b", "k2"), record("c", "k1")],
+        ))
+        .expect("appending");
+    assert_eq!(first, [fresh(0), fresh(1), fresh(2)]);
+    // The producer retries with b again, and d new.
+    let retried = rt
+        .block_on(log.append("orders.eu", 1, vec![record("b", "k2"), record("d", "k3")]))
+        .expect("appending again");
+    assert_eq!(
+        retried,
+        [
+            Appended {
+                offset: 1,
+                duplicate: true
+            },
+            fresh(3)
+        ]
+    );
+    let single = rt
+        .block_on(log.append("orders.eu", 1, vec![record("e", "k1")]))
+        .expect("one message");
+    assert_eq!(single, [fresh(4)]);
+    assert_eq!(
+        rt.block_on(log.next_offset("orders.eu", 1)).expect("head"),
+        5
+    );
+    assert_eq!(
+        rt.block_on(log.next_offset("orders.eu", 0)).expect("head"),
+        0
+    );
+
+    let read = rt
+        .block_on(log.read("orders.eu", 1, 1, 10))
+        .expect("reading");
+    let ids: Vec<(u64, &str)> = read
+        .iter()
+        .map(|m| (m.offset, m.record.id.as_str()))
+        .collect();
+    assert_eq!(ids, [(1, "b"), (2, "c"), (3, "d"), (4, "e")]);
+    assert_eq!(read[0].record, record("b", "k2"), "stored as published");
+    assert!(read[0].timestamp_ms > 0);
+    let page = rt.block_on(log.read("orders.eu", 1, 0, 2)).expect("a page");
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[1].record.id, "b");
 }

@@ -55,6 +55,12 @@ pub struct ClusterError {
     error: String,
 }
 
+impl ClusterError {
+    pub(crate) fn new(what: &'static str, error: String) -> Self {
+        Self { what, error }
+    }
+}
+
 fn failed(what: &'static str) -> impl FnOnce(String) -> ClusterError {
     move |error| ClusterError { what, error }
 }
