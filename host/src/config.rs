@@ -291,6 +291,8 @@ pub enum ConfigError {
     BadCidr(String),
     #[error("--{0} must be between 1 and {1}")]
     LimitOutOfRange(&'static str, u64),
+    #[error("--{0} must be at most {1} (0: no limit)")]
+    LimitTooHigh(&'static str, u64),
     #[error("--otlp-endpoint exports traces, which --trace-context false turns off")]
     ExportWithoutContext,
 }
@@ -376,7 +378,7 @@ impl Config {
             ("max-connections", limits.max_connections as u64, 65_536),
         ];
         if limits.long_call_slots > MAX_WORKER_THREADS {
-            return Err(ConfigError::LimitOutOfRange(
+            return Err(ConfigError::LimitTooHigh(
                 "long-call-slots",
                 MAX_WORKER_THREADS as u64,
             ));

@@ -7,6 +7,7 @@
 use crate::nats::NatsCluster;
 use crate::support::wait_for;
 use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
 use std::time::Duration;
 use switchyard::cluster::batch::{commit, BatchError, Entry};
 
@@ -18,7 +19,14 @@ fn entry(subject: &str, id: Option<&str>, payload: &str) -> Entry {
         id: id.map(str::to_string),
         headers: vec![("switchyard-test".to_string(), "1".to_string())],
         payload: payload.to_string().into(),
+        expect: None,
     }
+}
+
+/// `entries` with the first fenced at `expect`.
+fn fenced(mut entries: Vec<Entry>, expect: u64) -> Vec<Entry> {
+    entries[0].expect = Some(expect);
+    entries
 }
 
 /// A checkpoint of partition 0 and one output.
@@ -69,12 +77,14 @@ fn atomic_batches_are_whole_fenced_and_survive_a_leader_kill() {
     let first = rt
         .block_on(commit(
             &client,
-            vec![
-                entry("s.ckpt.0", None, "watermark 1"),
-                entry("s.out", Some("m1/0"), "a"),
-                entry("s.out", Some("m1/1"), "b"),
-            ],
-            Some(0),
+            fenced(
+                vec![
+                    entry("s.ckpt.0", None, "watermark 1"),
+                    entry("s.out", Some("m1/0"), "a"),
+                    entry("s.out", Some("m1/1"), "b"),
+                ],
+                0,
+            ),
         ))
         .expect("the first commit");
     assert_eq!(
@@ -82,20 +92,20 @@ fn atomic_batches_are_whole_fenced_and_survive_a_leader_kill() {
         ("SUB_s", 3, 3)
     );
 
-    let run = |entries, expect| rt.block_on(commit(&client, entries, expect));
+    let run = |entries, expect| rt.block_on(commit(&client, fenced(entries, expect)));
     // A writer that still expects the checkpoint subject empty is fenced:
     // nothing of its batch is stored.
-    let stale = run(checkpoint_and_output("stale", "x/0", "x"), Some(0));
+    let stale = run(checkpoint_and_output("stale", "x/0", "x"), 0);
     assert!(matches!(stale, Err(BatchError::Fenced(_))), "{stale:?}");
     assert_eq!(messages(&rt, &js), 3);
 
     // The owner, at the checkpoint's sequence, goes on.
     let second =
-        run(checkpoint_and_output("watermark 2", "m2/0", "c"), Some(1)).expect("the second commit");
+        run(checkpoint_and_output("watermark 2", "m2/0", "c"), 1).expect("the second commit");
     assert_eq!(second.last_sequence, 5);
 
     // A batch holding an id stored before is refused whole.
-    let again = run(checkpoint_and_output("watermark 3", "m1/0", "a"), Some(4));
+    let again = run(checkpoint_and_output("watermark 3", "m1/0", "a"), 4);
     assert!(matches!(again, Err(BatchError::Duplicate(_))), "{again:?}");
     assert_eq!(messages(&rt, &js), 5);
 
@@ -116,7 +126,7 @@ fn atomic_batches_are_whole_fenced_and_survive_a_leader_kill() {
     cluster.kill(n);
     let mut unanswered = false;
     let third = wait_for(LIMIT, "a commit under a new leader", || {
-        match run(checkpoint_and_output("watermark 3", "m3/0", "d"), Some(4)) {
+        match run(checkpoint_and_output("watermark 3", "m3/0", "d"), 4) {
             Ok(done) => Some(done.last_sequence),
             // No leader yet, or an answer lost while it changed: retried
             // with the same expectation, the batch is stored at most once.
@@ -298,4 +308,83 @@ fn topic_partitions_are_streams_with_dense_offsets_and_producer_ids() {
     let page = rt.block_on(log.read("orders.eu", 1, 0, 2)).expect("a page");
     assert_eq!(page.len(), 2);
     assert_eq!(page[1].record.id, "b");
+}
+
+/// A subscription's state: a commit is fenced by its partition's checkpoint
+/// and each kv write by the version its attempt read, and the two refusals
+/// are told apart; nothing of a refused commit is stored.
+#[test]
+fn subscription_state_commits_are_fenced_and_kv_writes_checked() {
+    use switchyard::cluster::state::{Changes, CommitError, KvWrite, SubscriptionState};
+    let cluster = NatsCluster::start();
+    let (rt, client) = connect(&cluster);
+    let _inside = rt.enter();
+    let state = rt
+        .block_on(SubscriptionState::open(client, "billing.eu", 3))
+        .expect("the state stream");
+    let initial = rt
+        .block_on(state.checkpoint("orders.eu", 0))
+        .expect("checkpoint");
+    assert_eq!(initial.sequence, 0);
+    let write = |key: &str, value: Option<&str>, read_version| KvWrite {
+        key: key.to_string(),
+        value: value.map(|v| Bytes::from(v.to_string())),
+        read_version,
+    };
+    let changes = |kv: Vec<KvWrite>| Changes {
+        effects: vec![Bytes::from_static(b"attempt effects")],
+        kv,
+        dead: vec![("m/1".to_string(), Bytes::from_static(b"a dead letter"))],
+    };
+    let commit = |expected, checkpoint: &'static str, kv| {
+        rt.block_on(state.commit(
+            "orders.eu",
+            0,
+            expected,
+            Bytes::from_static(checkpoint.as_bytes()),
+            changes(kv),
+        ))
+    };
+    let first =
+        commit(0, "watermark 1", vec![write("total:k1", Some("1"), 0)]).expect("the first commit");
+    assert_eq!(first, 1, "the checkpoint is the batch's first message");
+    let k1 = rt.block_on(state.kv_get("total:k1")).expect("kv");
+    assert_eq!(k1.value.as_deref(), Some(&b"1"[..]));
+
+    // A runner whose view is stale is fenced and told where the
+    // checkpoint is.
+    match commit(0, "stale", vec![]) {
+        Err(CommitError::Fenced(at)) => assert_eq!(at, first),
+        other => panic!("{other:?}"),
+    }
+    // An attempt that read k1 before its last write conflicts.
+    match commit(first, "watermark 2", vec![write("total:k1", Some("2"), 0)]) {
+        Err(CommitError::KvConflict) => {}
+        other => panic!("{other:?}"),
+    }
+    let unchanged = rt
+        .block_on(state.checkpoint("orders.eu", 0))
+        .expect("checkpoint");
+    assert_eq!(
+        (unchanged.sequence, &unchanged.value[..]),
+        (first, &b"watermark 1"[..])
+    );
+    assert_eq!(rt.block_on(state.kv_get("total:k1")).expect("kv"), k1);
+
+    // At the versions read, it commits; a delete reads back as absent.
+    let second = commit(
+        first,
+        "watermark 2",
+        vec![
+            write("total:k1", None, k1.version),
+            write("total:k2", Some("5"), 0),
+        ],
+    )
+    .expect("the second commit");
+    assert!(second > first);
+    let gone = rt.block_on(state.kv_get("total:k1")).expect("kv");
+    assert_eq!(gone.value, None);
+    assert!(gone.version > k1.version);
+    let k2 = rt.block_on(state.kv_get("total:k2")).expect("kv");
+    assert_eq!(k2.value.as_deref(), Some(&b"5"[..]));
 }

@@ -127,7 +127,7 @@ fn long_calls_take_turns_in_their_slots() {
     s.deploy("noop", "noop");
     s.subscribe(
         "spinner",
-        json!({"topic": "slow", "plugin": "spin", "timeout_ms": 3000, "ordering": "none",
+        json!({"topic": "slow", "plugin": "spin", "timeout_ms": 8000, "ordering": "none",
                "concurrency": 3, "retry": {"max_attempts": 1}}),
     );
     s.subscribe("healthy", json!({"topic": "fast", "plugin": "noop"}));

@@ -20,6 +20,10 @@ fn run(args: &[&str]) {
         .args(args)
         .output()
         .expect("running scripts/nats-cluster");
+    if !out.status.success() && args.len() > 1 {
+        // Leave no node running behind a failed step.
+        let _ = Command::new(script()).args(["stop", args[1]]).status();
+    }
     assert!(
         out.status.success(),
         "scripts/nats-cluster {args:?} failed (NATS_SERVER={:?}; ./dev.sh test installs nats-server): {}",

@@ -111,6 +111,9 @@ pub(crate) struct Topic {
     round_robin: AtomicU64,
     /// Woken after each durable append.
     watchers: Mutex<Vec<Arc<Notify>>>,
+    /// Per partition, the store's latest estimate of its size in bytes
+    /// (measured in the background: [`Log::measure`]).
+    bytes: Mutex<Vec<u64>>,
 }
 
 impl Topic {
@@ -172,7 +175,7 @@ impl Topic {
             dedup_window_ms: spec.dedup_window_ms,
             offsets: (0..self.partitions).map(|p| self.head(p)).collect(),
             first_offsets: (0..self.partitions).map(|p| self.first(p)).collect(),
-            bytes: Vec::new(),
+            bytes: self.bytes.lock().expect("topic sizes lock").clone(),
         }
     }
 }
@@ -401,25 +404,26 @@ impl Log {
     }
 
     pub(crate) fn topics(&self) -> Vec<TopicInfo> {
-        self.all().iter().map(|t| self.sized(t)).collect()
+        let topics = self.topics.read().expect("topics lock");
+        topics.values().map(|t| t.info()).collect()
     }
 
     pub(crate) fn topic_info(&self, name: &str) -> Result<TopicInfo, BrokerError> {
-        Ok(self.sized(self.require(name)?.as_ref()))
+        Ok(self.require(name)?.info())
     }
 
-    /// A topic's info with the store's estimate of its size (taken outside
-    /// the topics lock).
-    fn sized(&self, topic: &Topic) -> TopicInfo {
-        let mut info = topic.info();
-        info.bytes = self
-            .store
-            .log_bytes(&topic.name, topic.partitions)
-            .unwrap_or_else(|error| {
-                tracing::warn!(topic = %topic.name, %error, "estimating the topic's size failed");
-                Vec::new()
-            });
-        info
+    /// Ask the store how large each topic's partitions are, for
+    /// [`TopicInfo::bytes`]. Blocking (it may read index blocks): retention's
+    /// background task calls it on a blocking thread every few seconds.
+    pub(crate) fn measure(&self) {
+        for topic in self.all() {
+            match self.store.log_bytes(&topic.name, topic.partitions) {
+                Ok(bytes) => *topic.bytes.lock().expect("topic sizes lock") = bytes,
+                Err(error) => {
+                    tracing::warn!(topic = %topic.name, %error, "estimating the topic's size failed");
+                }
+            }
+        }
     }
 
     pub(crate) fn publish(
@@ -749,6 +753,7 @@ impl Topic {
             }),
             round_robin: AtomicU64::new(0),
             watchers: Mutex::new(Vec::new()),
+            bytes: Mutex::new(Vec::new()),
         }
     }
 }
@@ -770,6 +775,7 @@ fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, Broke
         settings: RwLock::new(spec),
         round_robin: AtomicU64::new(0),
         watchers: Mutex::new(Vec::new()),
+        bytes: Mutex::new(Vec::new()),
     })
 }
 

@@ -144,7 +144,9 @@ pub struct TopicInfo {
     /// Per partition, the oldest offset still stored (retention deletes below).
     pub first_offsets: Vec<u64>,
     /// Per partition, about how many bytes its stored messages take (the
-    /// store's estimate, compressed as stored; empty if it cannot tell).
+    /// store's estimate: compressed as stored on disk, plus what the
+    /// memtable holds uncompressed), measured every 5 s; empty until the
+    /// first measurement.
     pub bytes: Vec<u64>,
 }
 

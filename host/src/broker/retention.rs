@@ -4,7 +4,8 @@
 //! A background task trims each partition's oldest messages (one range
 //! delete), then flushes and compacts that range so the disk space is
 //! reclaimed, keeping the data directory bounded under steady load. Its
-//! once-a-second tick also samples the subscriptions' acknowledgement rates.
+//! once-a-second tick also samples the subscriptions' acknowledgement rates,
+//! and every fifth measures the topics' sizes.
 
 use super::log::{Log, Topic};
 use super::subscriptions::Subscriptions;
@@ -16,6 +17,8 @@ use tokio::sync::watch;
 /// How often partitions are checked: 1 s keeps the backlog of finished
 /// messages small at a cost of one log read per partition.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Every how many sweeps the topics' sizes are measured (5 s).
+const MEASURE_EVERY: u64 = 5;
 /// Most messages examined per partition per sweep; bounds one sweep's work.
 const SWEEP_CHUNK: usize = 20_000;
 
@@ -25,12 +28,16 @@ pub(crate) async fn run(
     subscriptions: Arc<Subscriptions>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
+    for tick in 0u64.. {
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
             _ = stop.changed() => return,
         }
         subscriptions.sample_rates();
+        if tick % MEASURE_EVERY == 0 {
+            let measured = log.clone();
+            let _ = tokio::task::spawn_blocking(move || measured.measure()).await;
+        }
         for topic in log.all() {
             for partition in 0..topic.partitions() {
                 if let Err(e) = sweep(&log, &subscriptions, &topic, partition).await {

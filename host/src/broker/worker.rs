@@ -323,6 +323,8 @@ impl PoolCore {
                     // A panic ends the task, not the thread.
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).is_err() {
                         tracing::error!("a plugin task panicked");
+                        // Its call did not finish: give back what it held.
+                        crate::runtime::priority::restore();
                     }
                     // A long call left this thread at the lowest priority
                     // and it may not move back: a fresh thread takes its

@@ -1,6 +1,7 @@
 //! Topic partitions as JetStream streams (docs/cluster.md, "Mapping"):
-//! partition `p` of topic `t` is the stream `T_<t>_<p>` (dots written as
-//! `~`, which topic names cannot hold) with the one subject `t.<t>.<p>`, R3
+//! partition `p` of topic `t` is the stream `T_<t>_<p>` with the one
+//! subject `t.<t>.<p>` (the topic's dots written as `~`, which names cannot
+//! hold), R3
 //! on file storage, its duplicate window the topic's dedup window. A
 //! message's offset is its sequence less one; a producer's id is its
 //! `Nats-Msg-Id`, so a retried publish is stored once (C4).
@@ -47,11 +48,17 @@ pub struct Appended {
 
 /// The stream of a topic's partition.
 pub fn stream_name(topic: &str, partition: u32) -> String {
-    format!("T_{}_{partition}", topic.replace('.', "~"))
+    format!("T_{}_{partition}", token(topic))
 }
 
 fn subject(topic: &str, partition: u32) -> String {
-    format!("t.{topic}.{partition}")
+    format!("t.{}.{partition}", token(topic))
+}
+
+/// A name as one subject token or in a stream name: its dots as `~`, which
+/// names cannot hold, so that `a.b` and `a` never share a subject prefix.
+pub(crate) fn token(name: &str) -> String {
+    name.replace('.', "~")
 }
 
 fn failed(what: &'static str, error: impl ToString) -> ClusterError {
@@ -112,7 +119,7 @@ impl TopicLog {
         let subject = subject(topic, partition);
         if records.len() > 1 && records.len() <= batch::MAX_BATCH {
             let entries = records.iter().map(|r| entry(&subject, r)).collect();
-            match batch::commit(&self.client, entries, None).await {
+            match batch::commit(&self.client, entries).await {
                 Ok(done) => {
                     let first = done.last_sequence + 1 - records.len() as u64;
                     return Ok((0..records.len() as u64)
@@ -131,7 +138,7 @@ impl TopicLog {
             let e = entry(&subject, record);
             let ack = self
                 .js
-                .publish_with_headers(subject.clone(), headers(&e), e.payload)
+                .publish_with_headers(subject.clone(), headers(&e)?, e.payload)
                 .await
                 .map_err(|e| failed("appending", e))?
                 .await
@@ -204,18 +211,16 @@ fn entry(subject: &str, record: &Record) -> Entry {
         id: record.producer_id.clone(),
         headers,
         payload: record.payload.clone(),
+        expect: None,
     }
 }
 
-fn headers(entry: &Entry) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in &entry.headers {
-        map.append(name.as_str(), value.as_str());
-    }
+fn headers(entry: &Entry) -> Result<HeaderMap, ClusterError> {
+    let mut map = batch::headers_of(entry).map_err(|e| failed("appending", e))?;
     if let Some(id) = &entry.id {
         map.insert(NATS_MESSAGE_ID, id.as_str());
     }
-    map
+    Ok(map)
 }
 
 fn stored(message: jetstream::message::StreamMessage) -> Stored {

@@ -4,9 +4,11 @@
 //! Built so far: the commit primitive everything else rests on, an atomic
 //! batch to one stream whose first message is fenced by the sequence its
 //! writer expects ([`batch`]), and which host runs what: membership,
-//! rendezvous placement and leases ([`ownership`]), and topic partitions
-//! as streams ([`log`]).
+//! rendezvous placement and leases ([`ownership`]), topic partitions as
+//! streams ([`log`]), and a subscription's state with its fenced commit
+//! ([`state`]).
 
 pub mod batch;
 pub mod log;
 pub mod ownership;
+pub mod state;

@@ -87,6 +87,7 @@ pub struct Membership {
     hosts: kv::Store,
     host: String,
     stop: watch::Sender<bool>,
+    beat: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Membership {
@@ -105,7 +106,7 @@ impl Membership {
             .map_err(|e| failed("announcing the host")(e.to_string()))?;
         let (stop, mut stopped) = watch::channel(false);
         let (beating, name) = (hosts.clone(), host.to_string());
-        tokio::spawn(async move {
+        let beat = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stopped.changed() => return,
@@ -120,6 +121,7 @@ impl Membership {
             hosts,
             host: host.to_string(),
             stop,
+            beat: Some(beat),
         })
     }
 
@@ -145,8 +147,12 @@ impl Membership {
 
     /// Leave at once (a clean stop): the others see it gone without
     /// waiting for the TTL.
-    pub async fn leave(self) -> Result<(), ClusterError> {
+    pub async fn leave(mut self) -> Result<(), ClusterError> {
         let _ = self.stop.send(true);
+        // A beat in flight must not land after the delete.
+        if let Some(beat) = self.beat.take() {
+            let _ = beat.await;
+        }
         self.hosts
             .delete(&self.host)
             .await

@@ -124,7 +124,6 @@ impl Runtime {
         })
     }
 
-    /// Plugin instances alive now, and the most the instance pool holds.
     /// Long plugin calls running in a slot, waiting for one, and the slots
     /// (0: no limit).
     pub fn long_calls(&self) -> (usize, usize, usize) {
@@ -132,6 +131,7 @@ impl Runtime {
         (running, waiting, self.inner.config.long_call_slots)
     }
 
+    /// Plugin instances alive now, and the most the instance pool holds.
     pub fn instances(&self) -> (u64, u64) {
         let live = self.inner.live.load(Ordering::Relaxed);
         (live, u64::from(self.inner.config.max_instances))

@@ -192,6 +192,9 @@ impl Plugin {
             Ok(consumer) => Ok((store, consumer)),
             Err(err) => {
                 if let Some(full) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+                    // A start function may have run long before the pool
+                    // refused a later part of the component.
+                    super::priority::restore();
                     return Err(Failed::PoolFull(PoolFull(full.to_string())));
                 }
                 let outcome = call::classify(store.data(), &err, timeout, self.memory_limit());

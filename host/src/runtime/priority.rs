@@ -15,6 +15,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub struct LongCalls {
     silent: Duration,
     state: Mutex<Turns>,
     freed: Condvar,
+    /// Holders and waiters, for metrics without taking the lock.
+    running: AtomicUsize,
+    waiting: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +74,8 @@ impl LongCalls {
             silent,
             state: Mutex::new(Turns::default()),
             freed: Condvar::new(),
+            running: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -82,17 +88,31 @@ impl LongCalls {
 
     /// Long calls holding a slot now, and waiting for one.
     pub fn load(&self) -> (usize, usize) {
-        let turns = self.state.lock().expect("long-call slots lock");
-        (turns.holders.len(), turns.queue.len())
+        (
+            self.running.load(Ordering::Relaxed),
+            self.waiting.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Publish the counts for [`LongCalls::load`] (under the lock).
+    fn count(&self, turns: &Turns) {
+        self.running.store(turns.holders.len(), Ordering::Relaxed);
+        self.waiting.store(turns.queue.len(), Ordering::Relaxed);
     }
 
     /// Let the calling thread's long call run on: keep its slot, or give it
     /// up after its turn if others wait, and wait (without CPU) for one.
-    /// `false` if `deadline` passed first: the call is to be stopped.
+    /// `false` if `deadline` passed first: the call is to be stopped. The
+    /// lock is taken at normal priority (the metrics read no lock, but
+    /// other calls wait for it).
     pub(super) fn run(self: &Arc<Self>, deadline: Instant) -> bool {
         if self.slots == 0 {
             return true;
         }
+        normal(|| self.take_turn(deadline))
+    }
+
+    fn take_turn(self: &Arc<Self>, deadline: Instant) -> bool {
         let mut turns = self.state.lock().expect("long-call slots lock");
         let now = Instant::now();
         if let Some((id, since)) = HELD.with_borrow(|h| h.as_ref().map(|(_, id, t)| (*id, *t))) {
@@ -127,6 +147,7 @@ impl LongCalls {
                     turns.queue.pop_front();
                     turns.holders.insert(ticket, now);
                     HELD.set(Some((self.clone(), ticket, now)));
+                    self.count(&turns);
                     // The next in line may find a slot free too.
                     self.freed.notify_all();
                     return true;
@@ -134,9 +155,11 @@ impl LongCalls {
             }
             if now >= deadline {
                 turns.queue.retain(|t| *t != ticket);
+                self.count(&turns);
                 self.freed.notify_all();
                 return false;
             }
+            self.count(&turns);
             let wait = (deadline - now).min(SLICE);
             turns = self
                 .freed
@@ -149,6 +172,7 @@ impl LongCalls {
     fn release(&self, id: u64) {
         let mut turns = self.state.lock().expect("long-call slots lock");
         if turns.holders.remove(&id).is_some() {
+            self.count(&turns);
             drop(turns);
             self.freed.notify_all();
         }
@@ -168,14 +192,16 @@ pub(super) fn demote() {
     }
 }
 
-/// After a call: give up its long-call slot, if it held one, and move the
-/// calling thread back if it was demoted.
-pub(super) fn restore() {
-    if let Some((slots, id, _)) = HELD.take() {
-        slots.release(id);
-    }
+/// After a call: move the calling thread back if it was demoted, then give
+/// up its long-call slot if it held one (at normal priority: other calls
+/// wait for the lock). Also for a call that ended without finishing (a
+/// panic, a full instance pool).
+pub fn restore() {
     if LOW.get() && set_policy(libc::SCHED_OTHER) {
         LOW.set(false);
+    }
+    if let Some((slots, id, _)) = HELD.take() {
+        normal(|| slots.release(id));
     }
 }
 
@@ -267,12 +293,12 @@ mod tests {
     fn a_silent_holder_loses_its_slot_to_a_waiter() {
         let slots = LongCalls::new(1);
         let far = Instant::now() + Duration::from_secs(3600);
+        let acquired = Instant::now();
         assert!(slots.run(far));
         let (other, (tx, rx)) = (slots.clone(), std::sync::mpsc::channel());
         let waiter = std::thread::spawn(move || {
-            let started = Instant::now();
             assert!(other.run(far), "the silent holder's slot was taken");
-            tx.send(started.elapsed()).unwrap();
+            tx.send(acquired.elapsed()).unwrap();
             // Hold it until the first holder has queued again.
             while other.load().1 == 0 {
                 std::thread::yield_now();

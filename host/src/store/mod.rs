@@ -263,8 +263,8 @@ impl Store {
     }
 
     /// About how many bytes each of a topic's first `partitions` partitions
-    /// takes: in files on disk and in the memtable not yet flushed (RocksDB's
-    /// estimate, compressed as stored).
+    /// takes (RocksDB's estimate): in files on disk, compressed as stored,
+    /// and in the memtable not yet flushed, uncompressed.
     pub fn log_bytes(&self, topic: &str, partitions: u32) -> Result<Vec<u64>, StoreError> {
         use rocksdb::{AsColumnFamilyRef as _, AsRawPtr as _};
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = (0..partitions)
