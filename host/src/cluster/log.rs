@@ -92,13 +92,8 @@ impl TopicLog {
         for p in 0..partitions {
             self.js
                 .get_or_create_stream(stream::Config {
-                    name: stream_name(topic, p),
-                    subjects: vec![subject(topic, p)],
-                    num_replicas: self.replicas,
                     duplicate_window: dedup_window,
-                    allow_atomic_publish: true,
-                    allow_direct: true,
-                    ..Default::default()
+                    ..super::stream_config(stream_name(topic, p), subject(topic, p), self.replicas)
                 })
                 .await
                 .map_err(|e| failed("creating a partition stream", e))?;

@@ -12,3 +12,19 @@ pub mod batch;
 pub mod log;
 pub mod ownership;
 pub mod state;
+
+use async_nats::jetstream::stream;
+
+/// The settings of every stream cluster mode makes: one name, its
+/// subjects, `replicas` copies on file storage, atomic batches and direct
+/// reads allowed (a subject's last message is read from any replica).
+fn stream_config(name: String, subject: String, replicas: usize) -> stream::Config {
+    stream::Config {
+        name,
+        subjects: vec![subject],
+        num_replicas: replicas,
+        allow_atomic_publish: true,
+        allow_direct: true,
+        ..Default::default()
+    }
+}

@@ -86,14 +86,11 @@ impl SubscriptionState {
     ) -> Result<Self, ClusterError> {
         let prefix = format!("s.{}", token(subscription));
         let stream = jetstream::new(client.clone())
-            .get_or_create_stream(stream::Config {
-                name: format!("S_{}", token(subscription)),
-                subjects: vec![format!("{prefix}.>")],
-                num_replicas: replicas,
-                allow_atomic_publish: true,
-                allow_direct: true,
-                ..Default::default()
-            })
+            .get_or_create_stream(super::stream_config(
+                format!("S_{}", token(subscription)),
+                format!("{prefix}.>"),
+                replicas,
+            ))
             .await
             .map_err(|e| failed("opening a subscription's state", e))?;
         Ok(Self {
