@@ -6,6 +6,7 @@
 #   ./dev.sh bench [bench options]   run the core-path benchmark
 #   ./dev.sh bench-consumers         webhook deliveries, pull consumers, egress latency
 #   ./dev.sh bench-peers [options]   the same workload on Switchyard, Redis and NATS JetStream
+#   ./dev.sh bench-cluster [options] cluster mode's JetStream pieces on a 3-node cluster
 #   ./dev.sh fuzz [CASES]            randomized campaign over the decoders of untrusted input
 #                                    (CASES per target, default 1,000,000; the test suite runs 256)
 #   ./dev.sh cluster [start|stop]    a 3-node NATS JetStream cluster on loopback (cluster mode)
@@ -170,6 +171,11 @@ case "$cmd" in
     time PROPTEST_CASES="$cases" cargo test --release -p switchyard --lib -- \
       api::fuzz:: runtime::fuzz:: store::tests::keys_and_records --test-threads 2
     echo "dev.sh fuzz: $cases cases per target passed"
+    ;;
+  bench-cluster)
+    setup
+    install_nats
+    exec cargo bench -p switchyard --bench cluster -- "$@"
     ;;
   bench-peers)
     setup
