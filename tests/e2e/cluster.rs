@@ -388,3 +388,77 @@ fn subscription_state_commits_are_fenced_and_kv_writes_checked() {
     let k2 = rt.block_on(state.kv_get("total:k2")).expect("kv");
     assert_eq!(k2.value.as_deref(), Some(&b"5"[..]));
 }
+
+/// Fencing, not the lease, keeps a paused owner harmless: host a owns a
+/// partition and commits; it stalls past its lease (as a SIGSTOP would
+/// make it); host b takes the lease and commits from the checkpoint it
+/// reads; when a wakes and commits from its old view, its whole batch is
+/// refused, and nothing of it is stored.
+#[test]
+fn an_owner_paused_past_its_lease_is_fenced() {
+    use switchyard::cluster::ownership::{Leases, Timing};
+    use switchyard::cluster::state::{Changes, CommitError, SubscriptionState};
+    let cluster = NatsCluster::start();
+    let (rt, client) = connect(&cluster);
+    let _inside = rt.enter();
+    let js = jetstream::new(client.clone());
+    let timing = Timing {
+        ttl: Duration::from_secs(2),
+        beat: Duration::from_millis(500),
+        replicas: 3,
+    };
+    let open = |host: &str| {
+        let leases = rt
+            .block_on(Leases::open(&js, host, timing))
+            .expect("leases");
+        let state = rt
+            .block_on(SubscriptionState::open(client.clone(), "fenced", 3))
+            .expect("state");
+        (leases, state)
+    };
+    let ((leases_a, state_a), (leases_b, state_b)) = (open("host-a"), open("host-b"));
+    let unit = "fenced/t/0";
+    let effects = |what: &'static str| Changes {
+        effects: vec![Bytes::from_static(what.as_bytes())],
+        ..Changes::default()
+    };
+    let commit = |state: &SubscriptionState, expected, what: &'static str| {
+        rt.block_on(state.commit(
+            "t",
+            0,
+            expected,
+            Bytes::from_static(what.as_bytes()),
+            effects(what),
+        ))
+    };
+
+    rt.block_on(leases_a.acquire(unit))
+        .expect("acquiring")
+        .expect("a takes the free lease");
+    let a_view = commit(&state_a, 0, "a1").expect("a commits as owner");
+
+    // a stalls: no renewal, no commit. b takes the lease once it expires
+    // and commits from the checkpoint it reads.
+    wait_for(LIMIT, "b to take the expired lease", || {
+        rt.block_on(leases_b.acquire(unit)).expect("acquiring")
+    });
+    let b_reads = rt.block_on(state_b.checkpoint("t", 0)).expect("checkpoint");
+    assert_eq!(b_reads.sequence, a_view);
+    let b_view = commit(&state_b, b_reads.sequence, "b1").expect("b commits as the new owner");
+
+    // a wakes, still believing it owns the partition.
+    match commit(&state_a, a_view, "a2 from a stale view") {
+        Err(CommitError::Fenced(at)) => assert_eq!(at, b_view),
+        other => panic!("a stale owner's commit must be fenced: {other:?}"),
+    }
+    let now = rt.block_on(state_b.checkpoint("t", 0)).expect("checkpoint");
+    assert_eq!((now.sequence, &now.value[..]), (b_view, &b"b1"[..]));
+    let stored = rt.block_on(async {
+        let mut stream = js.get_stream("S_fenced").await.expect("the stream");
+        stream.info().await.expect("info").state.messages
+    });
+    assert_eq!(
+        stored, 4,
+        "a1 and b1, each a checkpoint and one effect; nothing of a2"
+    );
+}
