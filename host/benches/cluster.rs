@@ -14,11 +14,12 @@
 
 #[allow(dead_code)]
 mod common;
+#[allow(dead_code)]
+#[path = "common/nats_cluster.rs"]
+mod nats_cluster;
 
 use bytes::Bytes;
 use common::{process_ticks, USER_HZ};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use switchyard::cluster::log::{Record, TopicLog};
 use switchyard::cluster::state::{Changes, KvWrite, SubscriptionState};
@@ -61,51 +62,6 @@ fn parse() -> Result<Options, String> {
     Ok(o)
 }
 
-/// The cluster, stopped (by the script, by PID) when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-cluster")
-}
-
-impl Cluster {
-    fn start() -> (Self, Vec<String>) {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let path = dir.path().to_str().expect("a UTF-8 path");
-        let status = Command::new(script())
-            .args(["start", path, "3"])
-            .status()
-            .expect("running scripts/nats-cluster");
-        assert!(
-            status.success(),
-            "the NATS cluster did not start (NATS_SERVER?)"
-        );
-        let urls = std::fs::read_to_string(dir.path().join("urls"))
-            .expect("urls")
-            .lines()
-            .map(str::to_string)
-            .collect();
-        (Self { dir }, urls)
-    }
-
-    /// CPU ticks of the three servers so far.
-    fn ticks(&self) -> u64 {
-        (1..=3)
-            .filter_map(|n| std::fs::read_to_string(self.dir.path().join(format!("n{n}.pid"))).ok())
-            .map(|pid| process_ticks(&format!("/proc/{}/stat", pid.trim())))
-            .sum()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let path = self.dir.path().to_str().expect("a UTF-8 path");
-        let _ = Command::new(script()).args(["stop", path]).status();
-    }
-}
-
 fn percentiles(mut samples: Vec<Duration>) -> String {
     samples.sort();
     let at = |q: f64| {
@@ -140,7 +96,15 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let (cluster, urls) = Cluster::start();
+    let cluster = nats_cluster::NatsCluster::start();
+    // CPU ticks of the three servers so far.
+    let ticks = || -> u64 {
+        cluster
+            .pids()
+            .iter()
+            .map(|pid| process_ticks(&format!("/proc/{pid}/stat")))
+            .sum()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -148,7 +112,7 @@ fn main() {
         .expect("a runtime");
     let _inside = rt.enter();
     let client = rt
-        .block_on(async_nats::connect(urls))
+        .block_on(async_nats::connect(cluster.urls.clone()))
         .expect("connecting to the cluster");
     let log = TopicLog::new(client.clone(), 3);
     rt.block_on(log.create_topic("bench", 4, Duration::from_secs(120)))
@@ -157,7 +121,7 @@ fn main() {
 
     // 1. Appends in atomic batches of 1,000, one task per partition.
     let per_partition = options.messages / 4;
-    let before = cluster.ticks();
+    let before = ticks();
     let started = Instant::now();
     rt.block_on(async {
         let tasks: Vec<_> = (0..4u32)
@@ -180,7 +144,7 @@ fn main() {
     });
     let took = started.elapsed();
     let appended = per_partition * 4;
-    let cpu = (cluster.ticks() - before) as f64 / USER_HZ;
+    let cpu = (ticks() - before) as f64 / USER_HZ;
     println!(
         "append, batches of 1,000: {appended} messages in {:.2} s = {:.0} msg/s; NATS servers {:.2} cores, {:.1} µs CPU per message",
         took.as_secs_f64(),

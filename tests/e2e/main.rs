@@ -4,6 +4,9 @@
 
 mod contract;
 mod lazyfs;
+// Shared with the cluster benchmark, which also reads the nodes' CPU.
+#[allow(dead_code)]
+#[path = "../../host/benches/common/nats_cluster.rs"]
 mod nats;
 mod origin;
 #[path = "../../host/benches/common/otlp.rs"]

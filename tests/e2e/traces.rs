@@ -33,6 +33,20 @@ impl Received {
     }
 }
 
+/// Publish one message to `topic` with the producer's `traceparent`
+/// (trace [`TRACE`], span [`PRODUCER_SPAN`]) on the request.
+fn publish_in_trace(s: &Server, topic: &str, payload: &str) {
+    let traceparent = format!("00-{TRACE}-{PRODUCER_SPAN}-01");
+    let (status, _, answer) = s.send(
+        "POST",
+        &format!("/v1/topics/{topic}/messages"),
+        None,
+        &[("traceparent", &traceparent)],
+        Body::Json(msg("k", payload)),
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -81,15 +95,7 @@ fn one_message_is_one_trace_from_publish_through_a_forward() {
     s.deploy("noop", "noop");
     s.subscribe("fwd", json!({"topic": "orders", "plugin": "forwarder"}));
     s.subscribe("sink", json!({"topic": "orders.out", "plugin": "noop"}));
-    let traceparent = format!("00-{TRACE}-{PRODUCER_SPAN}-01");
-    let (status, _, answer) = s.send(
-        "POST",
-        "/v1/topics/orders/messages",
-        None,
-        &[("traceparent", &traceparent)],
-        Body::Json(msg("k", "hello")),
-    );
-    assert_eq!(status, 200, "{answer}");
+    publish_in_trace(&s, "orders", "hello");
     s.wait_stats("sink", Duration::from_secs(60), |st| st["acked"] == 1);
 
     let all = wait_for(Duration::from_secs(60), "the spans", || {
@@ -149,15 +155,7 @@ fn one_message_is_one_trace_from_publish_through_a_forward() {
 fn messages_carry_a_trace_context_without_an_exporter() {
     let s = Server::start();
     s.topic("t", 1);
-    let traceparent = format!("00-{TRACE}-{PRODUCER_SPAN}-01");
-    let (status, _, _) = s.send(
-        "POST",
-        "/v1/topics/t/messages",
-        None,
-        &[("traceparent", &traceparent)],
-        Body::Json(msg("k", "joined")),
-    );
-    assert_eq!(status, 200);
+    publish_in_trace(&s, "t", "joined");
     s.publish("t", vec![msg("k", "new")]);
     let own = format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16));
     s.publish(
@@ -193,15 +191,7 @@ fn trace_context_off_leaves_headers_alone() {
     s.topic("t.out", 1);
     s.deploy("forwarder", "forwarder");
     s.subscribe("fwd", json!({"topic": "t", "plugin": "forwarder"}));
-    let traceparent = format!("00-{TRACE}-{PRODUCER_SPAN}-01");
-    let (status, _, _) = s.send(
-        "POST",
-        "/v1/topics/t/messages",
-        None,
-        &[("traceparent", &traceparent)],
-        Body::Json(msg("k", "header")),
-    );
-    assert_eq!(status, 200);
+    publish_in_trace(&s, "t", "header");
     let own = format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16));
     s.publish(
         "t",

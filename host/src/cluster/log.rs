@@ -7,7 +7,7 @@
 //! `Nats-Msg-Id`, so a retried publish is stored once (C4).
 
 use super::batch::{self, BatchError, Entry};
-use super::ownership::ClusterError;
+use super::ClusterError;
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
@@ -61,10 +61,6 @@ pub(crate) fn token(name: &str) -> String {
     name.replace('.', "~")
 }
 
-fn failed(what: &'static str, error: impl ToString) -> ClusterError {
-    ClusterError::new(what, error.to_string())
-}
-
 /// The topics' partitions on a JetStream cluster.
 #[derive(Clone)]
 pub struct TopicLog {
@@ -96,7 +92,7 @@ impl TopicLog {
                     ..super::stream_config(stream_name(topic, p), subject(topic, p), self.replicas)
                 })
                 .await
-                .map_err(|e| failed("creating a partition stream", e))?;
+                .map_err(|e| ClusterError::new("creating a partition stream", e))?;
         }
         Ok(())
     }
@@ -125,7 +121,7 @@ impl TopicLog {
                         .collect());
                 }
                 Err(BatchError::Duplicate(_)) => {}
-                Err(e) => return Err(failed("appending", e)),
+                Err(e) => return Err(ClusterError::new("appending", e)),
             }
         }
         let mut appended = Vec::with_capacity(records.len());
@@ -135,9 +131,9 @@ impl TopicLog {
                 .js
                 .publish_with_headers(subject.clone(), headers(&e)?, e.payload)
                 .await
-                .map_err(|e| failed("appending", e))?
+                .map_err(|e| ClusterError::new("appending", e))?
                 .await
-                .map_err(|e| failed("appending", e))?;
+                .map_err(|e| ClusterError::new("appending", e))?;
             appended.push(Appended {
                 offset: ack.sequence - 1,
                 duplicate: ack.duplicate,
@@ -155,24 +151,14 @@ impl TopicLog {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Stored>, ClusterError> {
-        let mut stream = self
-            .js
-            .get_stream(stream_name(topic, partition))
-            .await
-            .map_err(|e| failed("opening a partition", e))?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| failed("reading a partition's state", e))?
-            .state
-            .last_sequence;
+        let (stream, last) = self.partition(topic, partition).await?;
         let mut out = Vec::new();
         let mut sequence = from + 1;
         while sequence <= last && out.len() < limit {
             match stream.get_raw_message(sequence).await {
                 Ok(message) => out.push(stored(message)),
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
-                Err(e) => return Err(failed("reading a partition", e)),
+                Err(e) => return Err(ClusterError::new("reading a partition", e)),
             }
             sequence += 1;
         }
@@ -181,17 +167,27 @@ impl TopicLog {
 
     /// The offset the partition's next message gets.
     pub async fn next_offset(&self, topic: &str, partition: u32) -> Result<u64, ClusterError> {
+        Ok(self.partition(topic, partition).await?.1)
+    }
+
+    /// A partition's stream and its last sequence.
+    async fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(stream::Stream, u64), ClusterError> {
         let mut stream = self
             .js
             .get_stream(stream_name(topic, partition))
             .await
-            .map_err(|e| failed("opening a partition", e))?;
-        Ok(stream
+            .map_err(|e| ClusterError::new("opening a partition", e))?;
+        let last = stream
             .info()
             .await
-            .map_err(|e| failed("reading a partition's state", e))?
+            .map_err(|e| ClusterError::new("reading a partition's state", e))?
             .state
-            .last_sequence)
+            .last_sequence;
+        Ok((stream, last))
     }
 }
 
@@ -211,7 +207,7 @@ fn entry(subject: &str, record: &Record) -> Entry {
 }
 
 fn headers(entry: &Entry) -> Result<HeaderMap, ClusterError> {
-    let mut map = batch::headers_of(entry).map_err(|e| failed("appending", e))?;
+    let mut map = batch::headers_of(entry).map_err(|e| ClusterError::new("appending", e))?;
     if let Some(id) = &entry.id {
         map.insert(NATS_MESSAGE_ID, id.as_str());
     }

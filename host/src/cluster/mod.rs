@@ -15,6 +15,23 @@ pub mod state;
 
 use async_nats::jetstream::stream;
 
+/// What went wrong talking to JetStream.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {error}")]
+pub struct ClusterError {
+    what: &'static str,
+    error: String,
+}
+
+impl ClusterError {
+    fn new(what: &'static str, error: impl ToString) -> Self {
+        Self {
+            what,
+            error: error.to_string(),
+        }
+    }
+}
+
 /// The settings of every stream cluster mode makes: one name, its
 /// subjects, `replicas` copies on file storage, atomic batches and direct
 /// reads allowed (a subject's last message is read from any replica).

@@ -15,6 +15,7 @@
 //!   the same work most of the time; fencing of commits
 //!   ([`super::batch`]) is what keeps a stale owner from doing harm.
 
+use super::ClusterError;
 use async_nats::jetstream::{self, kv};
 use futures_util::TryStreamExt as _;
 use sha2::{Digest, Sha256};
@@ -47,24 +48,6 @@ impl Default for Timing {
     }
 }
 
-/// What went wrong talking to JetStream.
-#[derive(Debug, thiserror::Error)]
-#[error("{what}: {error}")]
-pub struct ClusterError {
-    what: &'static str,
-    error: String,
-}
-
-impl ClusterError {
-    pub(crate) fn new(what: &'static str, error: String) -> Self {
-        Self { what, error }
-    }
-}
-
-fn failed(what: &'static str) -> impl FnOnce(String) -> ClusterError {
-    move |error| ClusterError { what, error }
-}
-
 /// A bucket whose entries expire after `timing.ttl`, made if missing.
 async fn bucket(
     js: &jetstream::Context,
@@ -79,7 +62,7 @@ async fn bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| failed("opening a bucket")(e.to_string()))
+    .map_err(|e| ClusterError::new("opening a bucket", e))
 }
 
 /// This host's place among the live hosts.
@@ -103,7 +86,7 @@ impl Membership {
         hosts
             .put(host, host.to_string().into())
             .await
-            .map_err(|e| failed("announcing the host")(e.to_string()))?;
+            .map_err(|e| ClusterError::new("announcing the host", e))?;
         let (stop, mut stopped) = watch::channel(false);
         let (beating, name) = (hosts.clone(), host.to_string());
         let beat = tokio::spawn(async move {
@@ -131,11 +114,11 @@ impl Membership {
             .hosts
             .keys()
             .await
-            .map_err(|e| failed("listing the hosts")(e.to_string()))?;
+            .map_err(|e| ClusterError::new("listing the hosts", e))?;
         let mut hosts: Vec<String> = keys
             .try_collect()
             .await
-            .map_err(|e| failed("listing the hosts")(e.to_string()))?;
+            .map_err(|e| ClusterError::new("listing the hosts", e))?;
         hosts.sort();
         Ok(hosts)
     }
@@ -156,7 +139,7 @@ impl Membership {
         self.hosts
             .delete(&self.host)
             .await
-            .map_err(|e| failed("leaving")(e.to_string()))
+            .map_err(|e| ClusterError::new("leaving", e))
     }
 }
 
@@ -215,7 +198,7 @@ impl Leases {
         match self.leases.create(unit, self.host.clone().into()).await {
             Ok(revision) => Ok(Some(Lease { revision })),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(failed("taking a lease")(e.to_string())),
+            Err(e) => Err(ClusterError::new("taking a lease", e)),
         }
     }
 
@@ -229,7 +212,7 @@ impl Leases {
         {
             Ok(revision) => Ok(Some(Lease { revision })),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-            Err(e) => Err(failed("renewing a lease")(e.to_string())),
+            Err(e) => Err(ClusterError::new("renewing a lease", e)),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use super::batch::{self, BatchError, Entry};
 use super::log::token;
-use super::ownership::ClusterError;
+use super::ClusterError;
 use async_nats::jetstream::{self, stream};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -73,10 +73,6 @@ pub struct SubscriptionState {
     prefix: String,
 }
 
-fn failed(what: &'static str, error: impl ToString) -> ClusterError {
-    ClusterError::new(what, error.to_string())
-}
-
 impl SubscriptionState {
     /// The state stream of `subscription`, made if missing.
     pub async fn open(
@@ -92,7 +88,7 @@ impl SubscriptionState {
                 replicas,
             ))
             .await
-            .map_err(|e| failed("opening a subscription's state", e))?;
+            .map_err(|e| ClusterError::new("opening a subscription's state", e))?;
         Ok(Self {
             client,
             stream,
@@ -105,8 +101,7 @@ impl SubscriptionState {
     }
 
     fn kv_subject(&self, key: &str) -> String {
-        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
-        format!("{}.kv.{key}", self.prefix)
+        format!("{}.kv.{}", self.prefix, encoded(key))
     }
 
     /// The last message of `subject`, if any.
@@ -117,7 +112,7 @@ impl SubscriptionState {
         match self.stream.get_last_raw_message_by_subject(&subject).await {
             Ok(message) => Ok(Some(message)),
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(e) => Err(failed("reading the subscription's state", e)),
+            Err(e) => Err(ClusterError::new("reading the subscription's state", e)),
         }
     }
 
@@ -193,7 +188,7 @@ impl SubscriptionState {
             entries.push(entry);
         }
         for (id, letter) in changes.dead {
-            let subject = format!("{}.dead.{}", self.prefix, token_of_id(&id));
+            let subject = format!("{}.dead.{}", self.prefix, encoded(&id));
             entries.push(plain(subject, letter));
         }
         let count = entries.len() as u64;
@@ -207,12 +202,12 @@ impl SubscriptionState {
                     Err(CommitError::Fenced(now.sequence))
                 }
             }
-            Err(e) => Err(CommitError::Cluster(failed("committing", e))),
+            Err(e) => Err(CommitError::Cluster(ClusterError::new("committing", e))),
         }
     }
 }
 
-/// A message id as one subject token.
-fn token_of_id(id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+/// Any text (a kv key, a message id) as one subject token.
+fn encoded(text: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }

@@ -1,7 +1,7 @@
-//! A NATS JetStream cluster on 127.0.0.1 for cluster mode's tests, started
-//! and stopped by `scripts/nats-cluster` (the script `./dev.sh cluster`
-//! uses): 3 nodes, free ports, a file store each under a temp dir,
-//! `sync_interval: always`. Stopped, by PID, when dropped.
+//! A NATS JetStream cluster on 127.0.0.1 for cluster mode's tests and its
+//! benchmark, started and stopped by `scripts/nats-cluster` (the script
+//! `./dev.sh cluster` uses): 3 nodes, free ports, a file store each under a
+//! temp dir, `sync_interval: always`. Stopped, by PID, when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,6 +48,14 @@ impl NatsCluster {
 
     fn path(&self) -> &str {
         self.dir.path().to_str().expect("a UTF-8 temp path")
+    }
+
+    /// The running nodes' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        (1..=3)
+            .filter_map(|n| std::fs::read_to_string(self.dir.path().join(format!("n{n}.pid"))).ok())
+            .filter_map(|pid| pid.trim().parse().ok())
+            .collect()
     }
 
     /// kill -9 node `n` (`n1`.. by server name).
