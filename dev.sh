@@ -9,7 +9,7 @@
 #   ./dev.sh bench-cluster [options] cluster mode's JetStream pieces on a 3-node cluster
 #   ./dev.sh fuzz [CASES]            randomized campaign over the decoders of untrusted input
 #                                    (CASES per target, default 1,000,000; the test suite runs 256)
-#   ./dev.sh cluster [start|stop]    a 3-node NATS JetStream cluster on loopback (cluster mode)
+#   ./dev.sh cluster [start|stop]    cluster mode on loopback: 3 NATS JetStream nodes, 2 hosts
 #   ./dev.sh plugins                 build the example plugins only
 #   ./dev.sh install                 put an optimized `switchyard` on the PATH (~/.cargo/bin)
 set -euo pipefail
@@ -184,23 +184,55 @@ case "$cmd" in
     exec cargo bench -p switchyard --bench peers -- "$@"
     ;;
   cluster)
-    # A NATS JetStream cluster on loopback for cluster mode (docs/cluster.md):
-    # 3 nodes, state under DIR; `./dev.sh cluster stop` stops exactly them.
+    # Cluster mode on loopback (docs/cluster.md): 3 NATS JetStream nodes and
+    # 2 Switchyard hosts on them, state under DIR; `./dev.sh cluster stop`
+    # stops exactly those processes, by PID.
     install_nats
     dir="${SWITCHYARD_CLUSTER_DIR:-$HOME/.cache/switchyard/cluster}"
     case "${1:-start}" in
       start)
-        if compgen -G "$dir/n*.pid" >/dev/null; then
+        if compgen -G "$dir/[nh]*.pid" >/dev/null; then
           echo "dev.sh: a cluster is running in $dir; ./dev.sh cluster stop first" >&2
           exit 1
         fi
+        setup
+        cargo build --profile "$PROFILE" --bin switchyard
+        bin="$CARGO_TARGET_DIR/$PROFILE/switchyard"
         rm -rf "$dir"
         scripts/nats-cluster start "$dir" 3
+        servers=$(paste -sd, "$dir/urls")
+        for h in 1 2; do
+          # The host prints the address it bound; port 0 picks a free one.
+          "$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/h$h" --cluster "$servers" \
+            >"$dir/h$h.log" 2>&1 &
+          echo $! >"$dir/h$h.pid"
+        done
+        for h in 1 2; do
+          for _ in $(seq 1 600); do
+            grep -q "broker ready" "$dir/h$h.log" && break
+            kill -0 "$(cat "$dir/h$h.pid")" 2>/dev/null || { tail -20 "$dir/h$h.log" >&2; exit 1; }
+            sleep 0.1
+          done
+          grep -q "broker ready" "$dir/h$h.log" || { echo "dev.sh: host $h did not start" >&2; exit 1; }
+          sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$dir/h$h.log" | head -1 >"$dir/h$h.url"
+        done
         echo "NATS JetStream (3 nodes, sync_interval: always), state in $dir:"
         sed 's/^/  /' "$dir/urls"
+        echo "Switchyard hosts (cluster mode; logs in $dir/h1.log, h2.log):"
+        sed 's/^/  /' "$dir/h1.url" "$dir/h2.url"
         echo "Stop with: ./dev.sh cluster stop"
         ;;
-      stop) scripts/nats-cluster stop "$dir" ;;
+      stop)
+        for pidfile in "$dir"/h*.pid; do
+          [ -e "$pidfile" ] || continue
+          pid=$(cat "$pidfile")
+          kill "$pid" 2>/dev/null || true
+          for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+          kill -9 "$pid" 2>/dev/null || true
+          rm -f "$pidfile"
+        done
+        scripts/nats-cluster stop "$dir"
+        ;;
       *) echo "usage: ./dev.sh cluster [start|stop]" >&2; exit 2 ;;
     esac
     ;;

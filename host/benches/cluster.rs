@@ -10,7 +10,13 @@
 //! 2. single appends at `--rate` msg/s for `--seconds`: confirm latency;
 //! 3. fenced commits of a subscription's state (`cluster::state`): a
 //!    checkpoint, 10 effects and 2 kv writes each, one after another for
-//!    `--seconds`: commit latency.
+//!    `--seconds`: commit latency;
+//! 4. through Switchyard hosts, side by side: an embedded host and a host
+//!    in cluster mode (`serve --cluster` on the same 3 nodes), each given
+//!    the same HTTP workload — `--messages` published by 4 producers in
+//!    batches of 1,000, then single publishes at `--rate` — msg/s, CPU per
+//!    message (the host's, and the NATS servers' beside it), and publish
+//!    latency.
 
 #[allow(dead_code)]
 mod common;
@@ -20,6 +26,7 @@ mod nats_cluster;
 
 use bytes::Bytes;
 use common::{process_ticks, USER_HZ};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::cluster::log::{Record, TopicLog};
 use switchyard::cluster::state::{Changes, KvWrite, SubscriptionState};
@@ -62,29 +69,22 @@ fn parse() -> Result<Options, String> {
     Ok(o)
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> String {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[i].as_secs_f64() * 1e3
-    };
+fn percentiles(samples: Vec<Duration>) -> String {
+    let count = samples.len();
+    let [p50, p99, p999, max] = quantiles(samples, [0.5, 0.99, 0.999, 1.0]);
     format!(
-        "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
-        at(0.5),
-        at(0.99),
-        at(0.999),
-        at(1.0),
-        samples.len()
+        "p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {max:.2} ms ({count} samples)"
     )
 }
 
 fn record(n: u64) -> Record {
     Record {
-        producer_id: None,
-        id: format!("m{n}"),
+        id: Some(format!("m{n}")),
+        dedup: false,
         key: Some(format!("k{}", n % 64)),
         headers: Vec::new(),
         payload: Bytes::from(vec![b'x'; 256]),
+        deliver_at_ms: None,
     }
 }
 
@@ -207,4 +207,189 @@ fn main() {
         commits.len() as f64 / options.seconds as f64,
         percentiles(commits)
     );
+
+    // 4. Through Switchyard hosts, the embedded mode beside cluster mode.
+    println!(
+        "\n## Through a Switchyard host (HTTP, JSON, 256-byte payloads, 64 keys, 4 partitions)\n"
+    );
+    println!("| | embedded (RocksDB) | cluster mode (3 NATS nodes, R3) |");
+    println!("| --- | --: | --: |");
+    let urls = cluster.urls.join(",");
+    let hosts = [
+        Host::start(&[]),
+        Host::start(&["--cluster", &urls, "--cluster-replicas", "3"]),
+    ];
+    let mut rows: Vec<[String; 2]> = vec![Default::default(); 3];
+    for (i, host) in hosts.iter().enumerate() {
+        host.put("/v1/topics/hosts", r#"{"partitions": 4}"#);
+        // Batches of 1,000 from 4 producers.
+        let cpu = || host.ticks() + if i == 1 { ticks() } else { 0 };
+        let (before, started) = (cpu(), Instant::now());
+        let per_producer = options.messages / 4;
+        std::thread::scope(|scope| {
+            for producer in 0..4u64 {
+                scope.spawn(move || {
+                    let mut n = 0;
+                    while n < per_producer {
+                        let size = 1000.min(per_producer - n);
+                        let first = producer * per_producer + n;
+                        host.post("/v1/topics/hosts/messages", &batch(first, size));
+                        n += size;
+                    }
+                });
+            }
+        });
+        let took = started.elapsed().as_secs_f64();
+        let published = per_producer * 4;
+        let cores = (cpu() - before) as f64 / USER_HZ;
+        rows[0][i] = format!("{:.0}", published as f64 / took);
+        rows[1][i] = format!(
+            "{:.1} µs ({:.2} cores)",
+            cores * 1e6 / published as f64,
+            cores / took
+        );
+        // Single publishes, paced.
+        let total = options.rate * options.seconds;
+        let gap = Duration::from_secs_f64(1.0 / options.rate as f64);
+        let mut confirms = Vec::with_capacity(total as usize);
+        let start = Instant::now();
+        for n in 0..total {
+            let due = start + gap * n as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            // Measured from when it was due, so a slow answer delays none
+            // of the samples after it (no coordinated omission).
+            host.post("/v1/topics/hosts/messages", &batch(n, 1));
+            confirms.push(due.max(start).elapsed());
+        }
+        let [p50, p99, p999] = quantiles(confirms, [0.5, 0.99, 0.999]);
+        rows[2][i] = format!("{p50:.2} / {p99:.2} / {p999:.2} ms");
+    }
+    let names = [
+        "publish, 4 producers, batches of 1,000 (msg/s)",
+        "CPU per published message (host, plus NATS in cluster mode)",
+        &format!(
+            "single publishes at {} msg/s, answered p50 / p99 / p99.9",
+            options.rate
+        ),
+    ];
+    for (name, row) in names.iter().zip(&rows) {
+        println!("| {name} | {} | {} |", row[0], row[1]);
+    }
+}
+
+/// Quantiles of `samples`, in milliseconds.
+fn quantiles<const N: usize>(mut samples: Vec<Duration>, qs: [f64; N]) -> [f64; N] {
+    samples.sort();
+    qs.map(|q| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e3
+    })
+}
+
+/// A JSON publish body of `size` messages numbered from `first`.
+fn batch(first: u64, size: u64) -> String {
+    let messages: Vec<serde_json::Value> = (first..first + size)
+        .map(|n| {
+            serde_json::json!({
+                "key": common::key(n),
+                "payload": common::payload(format!("m{n}")),
+            })
+        })
+        .collect();
+    serde_json::json!({ "messages": messages }).to_string()
+}
+
+/// A `switchyard serve` of this build on a free port and a fresh data dir,
+/// stopped when dropped.
+struct Host {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+    _data: tempfile::TempDir,
+}
+
+impl Host {
+    fn start(args: &[&str]) -> Host {
+        let data = tempfile::tempdir().expect("a data dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log",
+                "warn",
+            ])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .env_remove("SWITCHYARD_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting switchyard");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !agent
+            .get(format!("{base}/readyz"))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "switchyard {args:?} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Host {
+            child,
+            base,
+            agent,
+            _data: data,
+        }
+    }
+
+    fn ticks(&self) -> u64 {
+        process_ticks(&format!("/proc/{}/stat", self.child.id()))
+    }
+
+    fn send(&self, method: &str, path: &str, body: &str) {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "PUT" => self.agent.put(&url),
+            _ => self.agent.post(&url),
+        };
+        let mut answer = request
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = answer.status();
+        let text = answer.body_mut().read_to_string().unwrap_or_default();
+        assert!(status.is_success(), "{method} {path} -> {status}: {text}");
+    }
+
+    fn put(&self, path: &str, body: &str) {
+        self.send("PUT", path, body);
+    }
+
+    fn post(&self, path: &str, body: &str) {
+        self.send("POST", path, body);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

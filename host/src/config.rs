@@ -33,6 +33,12 @@ pub const ENV_EGRESS_CA_FILE: &str = "SWITCHYARD_EGRESS_CA_FILE";
 pub const ENV_OTLP_ENDPOINT: &str = "SWITCHYARD_OTLP_ENDPOINT";
 /// Environment variable for [`Config::trace_context`].
 pub const ENV_TRACE_CONTEXT: &str = "SWITCHYARD_TRACE_CONTEXT";
+/// Environment variable for [`Config::cluster`] (comma-separated).
+pub const ENV_CLUSTER: &str = "SWITCHYARD_CLUSTER";
+/// Environment variable for [`Config::cluster_replicas`].
+pub const ENV_CLUSTER_REPLICAS: &str = "SWITCHYARD_CLUSTER_REPLICAS";
+/// Default of [`Config::cluster_replicas`].
+pub const DEFAULT_CLUSTER_REPLICAS: usize = 3;
 /// Environment variable for [`Limits::worker_threads`].
 pub const ENV_WORKER_THREADS: &str = "SWITCHYARD_WORKER_THREADS";
 /// Environment variable for [`Limits::max_instances`].
@@ -133,6 +139,16 @@ pub struct Config {
     /// The private key of [`Config::tls_cert`] (PEM).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Cluster mode: the NATS JetStream servers (`nats://host:port`, any
+    /// of the cluster's nodes) where topics live, shared with every host
+    /// pointed at them (docs/cluster.md). Empty (the default): the embedded
+    /// RocksDB store in `data_dir`.
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    /// Cluster mode: copies JetStream keeps of each stream and bucket (1,
+    /// 3 or 5; at most the cluster's node count). Default 3.
+    #[serde(default = "default_replicas")]
+    pub cluster_replicas: usize,
     /// Limits of the plugin runtime.
     #[serde(default)]
     pub limits: Limits,
@@ -295,10 +311,18 @@ pub enum ConfigError {
     LimitTooHigh(&'static str, u64),
     #[error("--otlp-endpoint exports traces, which --trace-context false turns off")]
     ExportWithoutContext,
+    #[error("--cluster-replicas must be 1, 3 or 5, got {0}")]
+    BadReplicas(usize),
+    #[error("invalid --cluster server {0:?}: use nats://host:port (comma-separated for several)")]
+    BadClusterUrl(String),
 }
 
 fn on() -> bool {
     true
+}
+
+fn default_replicas() -> usize {
+    DEFAULT_CLUSTER_REPLICAS
 }
 
 impl Config {
@@ -315,6 +339,8 @@ impl Config {
             trace_context: true,
             tls_cert: None,
             tls_key: None,
+            cluster: Vec::new(),
+            cluster_replicas: DEFAULT_CLUSTER_REPLICAS,
             limits: Limits::default(),
         }
     }
@@ -354,6 +380,17 @@ impl Config {
         self.egress_ranges()?;
         if self.otlp_endpoint.is_some() && !self.trace_context {
             return Err(ConfigError::ExportWithoutContext);
+        }
+        if ![1, 3, 5].contains(&self.cluster_replicas) {
+            return Err(ConfigError::BadReplicas(self.cluster_replicas));
+        }
+        if let Some(bad) = self.cluster.iter().find(|url| {
+            let rest = url
+                .strip_prefix("nats://")
+                .or_else(|| url.strip_prefix("tls://"));
+            rest.is_none_or(|r| r.is_empty() || r.contains(['/', ' ', ',']))
+        }) {
+            return Err(ConfigError::BadClusterUrl(bad.clone()));
         }
         let limits = &self.limits;
         let bounds = [
@@ -425,6 +462,8 @@ mod tests {
             trace_context: true,
             tls_cert: None,
             tls_key: None,
+            cluster: Vec::new(),
+            cluster_replicas: 3,
             limits: Limits::default(),
             tokens: Tokens {
                 admin: admin.map(Secret::new),
@@ -437,6 +476,26 @@ mod tests {
 
     fn check(config: Config, expected: Result<(), ConfigError>) {
         assert_eq!(config.validate(), expected, "{config:?}");
+    }
+
+    #[test]
+    fn cluster_servers_and_replicas_are_checked() {
+        let mut c = config("127.0.0.1:7070", None, None, None);
+        c.cluster = vec!["nats://127.0.0.1:4222".into(), "tls://n2:4222".into()];
+        check(c.clone(), Ok(()));
+        c.cluster_replicas = 2;
+        check(c.clone(), Err(ConfigError::BadReplicas(2)));
+        c.cluster_replicas = 5;
+        check(c.clone(), Ok(()));
+        for bad in [
+            "127.0.0.1:4222",
+            "nats://",
+            "http://n1:4222",
+            "nats://a:1,nats://b:2",
+        ] {
+            c.cluster = vec![bad.into()];
+            check(c.clone(), Err(ConfigError::BadClusterUrl(bad.into())));
+        }
     }
 
     #[test]

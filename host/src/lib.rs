@@ -12,6 +12,9 @@
 //!   delivery guarantees. Knows neither HTTP nor RocksDB nor wasmtime.
 //! - [`runtime`]: the wasmtime embedding. The only module that names wasmtime.
 //! - [`store`]: RocksDB storage. The only module that names RocksDB.
+//! - [`cluster`]: cluster mode's storage on NATS JetStream, behind the
+//!   broker's `broker::shared::SharedLog` (it implements that trait; the
+//!   broker never names it). The only module that names NATS.
 //! - [`histogram`]: atomic histograms that any of them observe and the api renders.
 //! - [`telemetry`]: trace context on messages and OTLP export. The only module
 //!   that names OpenTelemetry.
@@ -47,6 +50,8 @@ pub enum RunError {
     Tls(String),
     #[error("{0}")]
     Telemetry(String),
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] cluster::ClusterError),
     #[error("cannot read the egress CA file {}: {error}", path.display())]
     EgressCa {
         path: std::path::PathBuf,
@@ -123,7 +128,14 @@ pub async fn run(
         tls,
     );
 
-    let opening = Broker::open(broker_config);
+    let opening = async {
+        if !config.cluster.is_empty() {
+            tracing::info!(servers = ?config.cluster, replicas = config.cluster_replicas, "cluster mode: connecting to NATS JetStream");
+            broker_config.shared_log =
+                Some(cluster::shared_log(&config.cluster, config.cluster_replicas).await?);
+        }
+        Ok::<_, RunError>(Broker::open(broker_config).await?)
+    };
     tokio::pin!(opening, shutdown);
     let (opened, stop_now) = tokio::select! {
         opened = &mut opening => (opened, false),
@@ -136,7 +148,7 @@ pub async fn run(
         Ok(broker) => broker,
         Err(e) => {
             server.shutdown().await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     broker_tx.send_replace(Some(broker.clone()));

@@ -38,7 +38,7 @@ fn checkpoint_and_output(checkpoint: &str, id: &str, payload: &str) -> Vec<Entry
 }
 
 /// A runtime for the test's client, and a client of every node.
-fn connect(cluster: &NatsCluster) -> (tokio::runtime::Runtime, async_nats::Client) {
+pub fn connect(cluster: &NatsCluster) -> (tokio::runtime::Runtime, async_nats::Client) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -250,11 +250,12 @@ fn topic_partitions_are_streams_with_dense_offsets_and_producer_ids() {
     rt.block_on(log.create_topic("orders.eu", 2, Duration::from_secs(120)))
         .expect("the topic's streams");
     let record = |id: &str, key: &str| Record {
-        producer_id: Some(id.to_string()),
-        id: id.to_string(),
+        id: Some(id.to_string()),
+        dedup: true,
         key: Some(key.to_string()),
         headers: vec![("traceparent".to_string(), format!("trace-{id}"))],
         payload: format!("payload of {id}").into(),
+        deliver_at_ms: None,
     };
     let fresh = |offset| Appended {
         offset,
@@ -300,14 +301,14 @@ fn topic_partitions_are_streams_with_dense_offsets_and_producer_ids() {
         .expect("reading");
     let ids: Vec<(u64, &str)> = read
         .iter()
-        .map(|m| (m.offset, m.record.id.as_str()))
+        .map(|m| (m.offset, m.record.id.as_deref().unwrap_or_default()))
         .collect();
     assert_eq!(ids, [(1, "b"), (2, "c"), (3, "d"), (4, "e")]);
     assert_eq!(read[0].record, record("b", "k2"), "stored as published");
     assert!(read[0].timestamp_ms > 0);
     let page = rt.block_on(log.read("orders.eu", 1, 0, 2)).expect("a page");
     assert_eq!(page.len(), 2);
-    assert_eq!(page[1].record.id, "b");
+    assert_eq!(page[1].record.id.as_deref(), Some("b"));
 }
 
 /// A subscription's state: a commit is fenced by its partition's checkpoint

@@ -22,6 +22,7 @@ mod cli_client;
 mod cli_test;
 mod cloudevents;
 mod cluster;
+mod cluster_hosts;
 mod config_file;
 mod core_path;
 mod crash;

@@ -135,7 +135,7 @@ struct ErrorDetail<'a> {
     /// (400), `unauthorized` (401), `forbidden` (403), `not_found` (404),
     /// `method_not_allowed` (405), `timeout` (408), `conflict` (409),
     /// `too_large` (413), `unsupported_media_type` (415), `internal` (500),
-    /// `unavailable` (503), `out_of_disk` (507).
+    /// `not_implemented` (501), `unavailable` (503), `out_of_disk` (507).
     #[schema(pattern = "^[a-z_]+$")]
     code: &'a str,
     /// For humans: what was wrong, naming the field or resource.
@@ -154,6 +154,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             BrokerError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "out_of_disk"),
             BrokerError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            BrokerError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
         };
         Self::new(status, code, e.to_string())
     }
@@ -179,6 +180,7 @@ mod tests {
         check(BrokerError::Unavailable(m()), 503, "unavailable");
         check(BrokerError::NoSpace(m()), 507, "out_of_disk");
         check(BrokerError::Store(m()), 500, "internal");
+        check(BrokerError::Unsupported(m()), 501, "not_implemented");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::cloudevents::{self, CloudEvent};
 use super::error::ApiError;
 use super::query::Query;
 use super::wire::{MessagesOut, PublishBody, PublishedOut};
-use super::{blocking, Ctx};
+use super::Ctx;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Serialize;
@@ -116,9 +116,7 @@ pub async fn read(
     let query = Query::parse(query, &["from", "limit"])?;
     let from = query.number("from", 0, 0..=u64::MAX)?;
     let limit = query.number("limit", DEFAULT_READ_LIMIT, 1..=MAX_READ_LIMIT)? as usize;
-    let broker = ctx.broker.clone();
-    let name = topic.to_owned();
-    let entries = blocking(move || broker.read(&name, partition, from, limit)).await?;
+    let entries = ctx.broker.read(topic, partition, from, limit).await?;
     if ctx.events {
         let events = entries
             .iter()

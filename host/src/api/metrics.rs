@@ -298,7 +298,7 @@ fn attempts(registry: &mut Registry, subscriptions: &[SubscriptionInfo]) {
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "OpenMetrics text (`application/openmetrics-text; version=1.0.0`)",
         body = String, content_type = "application/openmetrics-text")))]
-pub fn render(broker: &Broker, requests: &Requests) -> Result<Reply, ApiError> {
+pub async fn render(broker: &Broker, requests: &Requests) -> Result<Reply, ApiError> {
     let mut registry = Registry::with_prefix("switchyard");
     requests.register(&mut registry);
     host(&mut registry, broker.host_stats());
@@ -314,7 +314,7 @@ pub fn render(broker: &Broker, requests: &Requests) -> Result<Reply, ApiError> {
         "Bytes a partition's stored messages take, about (compressed as stored)",
         bytes.clone(),
     );
-    for topic in broker.topics() {
+    for topic in broker.topics().await? {
         for (p, offset) in topic.offsets.iter().enumerate() {
             let labels = vec![("topic", topic.name.clone()), ("partition", p.to_string())];
             next_offset.get_or_create(&labels).set(*offset as i64);

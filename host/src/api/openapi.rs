@@ -192,6 +192,10 @@ fn conventions(operation: &mut Operation, has_params: bool, writes: bool) {
         errors.push(("400", "Invalid input: a parameter, the body or a name"));
         errors.push(("401", "No token, or an unknown one"));
         errors.push(("403", "The token's role may not make this call"));
+        errors.push((
+            "501",
+            "Not available in this host's mode (a part of cluster mode not built yet)",
+        ));
     }
     if has_params {
         errors.push(("404", "No such resource"));

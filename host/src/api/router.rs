@@ -228,7 +228,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
     let is_delete = req.method() == Method::DELETE;
     let ctx = match route {
         Route::Health => return health::healthz(),
-        Route::Metrics => return super::metrics::render(&state.broker().await?, &state.requests),
+        Route::Metrics => {
+            return super::metrics::render(&state.broker().await?, &state.requests).await
+        }
         Route::Ready => return health::readyz(state),
         Route::OpenApi => return super::openapi::document(),
         Route::Ui("index.html") => return super::ui::index(),
@@ -242,10 +244,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
     };
     match route {
         Route::Host => health::host(&ctx, state, role.unwrap_or(Role::Admin)),
-        Route::Topics => topics::list(&ctx),
+        Route::Topics => topics::list(&ctx).await,
         Route::Topic(name) if is_put => topics::put(&ctx, name, req).await,
         Route::Topic(name) if is_delete => topics::delete(&ctx, name, query).await,
-        Route::Topic(name) => topics::get(&ctx, name),
+        Route::Topic(name) => topics::get(&ctx, name).await,
         Route::Publish(topic) => messages::publish(&ctx, topic, req).await,
         Route::Partition(topic, p) => messages::read(&ctx, topic, p, query).await,
         Route::Plugins => plugins::list(&ctx),

@@ -226,12 +226,12 @@ impl TailFeed {
             if self.cursor[p] >= heads[p] {
                 continue;
             }
-            let (broker, topic, from) = (self.broker.clone(), self.topic.clone(), self.cursor[p]);
-            let read = tokio::task::spawn_blocking(move || {
-                broker.read(&topic, p as u32, from, READ_CHUNK)
-            })
-            .await;
-            let Ok(Ok(entries)) = read else {
+            let from = self.cursor[p];
+            let read = self
+                .broker
+                .read(&self.topic, p as u32, from, READ_CHUNK)
+                .await;
+            let Ok(entries) = read else {
                 tracing::warn!(topic = %self.topic, partition = p, "tail: reading the log failed");
                 return None;
             };

@@ -4,7 +4,7 @@
 use super::body::{self, Reply};
 use super::error::{ApiError, ErrorBody};
 use super::query::Query;
-use super::{blocking, Ctx, MAX_SETTINGS_BYTES};
+use super::{Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{TopicInfo, TopicSpec};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -24,9 +24,7 @@ pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply,
     let spec: TopicSpec = body::read_optional(req, MAX_SETTINGS_BYTES, "the topic settings body")
         .await?
         .unwrap_or_default();
-    let broker = ctx.broker.clone();
-    let name = name.to_owned();
-    let (info, created) = blocking(move || broker.create_topic(&name, spec)).await?;
+    let (info, created) = ctx.broker.create_topic(name, spec).await?;
     body::reply(body::created_or_ok(created), ctx.format, &info)
 }
 
@@ -38,15 +36,15 @@ struct TopicList {
 /// `{"topics": [...]}`.
 #[utoipa::path(get, path = "/v1/topics", tag = "topics",
     responses((status = 200, description = "Every topic", body = TopicList)))]
-pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
-    let topics = ctx.broker.topics();
+pub async fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
+    let topics = ctx.broker.topics().await?;
     body::reply(StatusCode::OK, ctx.format, &TopicList { topics })
 }
 
 #[utoipa::path(get, path = "/v1/topics/{topic}", tag = "topics", params(("topic" = String, Path, description = "Topic name")),
     responses((status = 200, description = "The topic with its offsets", body = TopicInfo)))]
-pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
-    let info = ctx.broker.topic(name)?;
+pub async fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    let info = ctx.broker.topic(name).await?;
     body::reply(StatusCode::OK, ctx.format, &info)
 }
 

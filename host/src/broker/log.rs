@@ -94,6 +94,27 @@ pub fn partition_for_key(key: &str, partitions: u32) -> u32 {
     (hash % u64::from(partitions.max(1))) as u32
 }
 
+/// Refuse a publish of no messages, or of one over a limit.
+pub(crate) fn check_messages(messages: &[NewMessage]) -> Result<(), BrokerError> {
+    if messages.is_empty() {
+        return Err(BrokerError::Invalid("no messages to publish".into()));
+    }
+    for m in messages {
+        if m.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(BrokerError::TooLarge(format!(
+                "a payload of {} bytes is over the limit of {MAX_PAYLOAD_BYTES}",
+                m.payload.len()
+            )));
+        }
+        if m.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
+            return Err(BrokerError::Invalid(format!(
+                "delay_ms must be at most {MAX_DELAY_MS} (7 days)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// One topic's live state.
 pub(crate) struct Topic {
     pub(crate) name: String,
@@ -492,22 +513,7 @@ impl Log {
         BrokerError,
     > {
         let topic = self.require(topic_name)?;
-        if messages.is_empty() {
-            return Err(BrokerError::Invalid("no messages to publish".into()));
-        }
-        for m in &messages {
-            if m.payload.len() > MAX_PAYLOAD_BYTES {
-                return Err(BrokerError::TooLarge(format!(
-                    "a payload of {} bytes is over the limit of {MAX_PAYLOAD_BYTES}",
-                    m.payload.len()
-                )));
-            }
-            if m.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
-                return Err(BrokerError::Invalid(format!(
-                    "delay_ms must be at most {MAX_DELAY_MS} (7 days)"
-                )));
-            }
-        }
+        check_messages(&messages)?;
         let mut ops = Vec::with_capacity(messages.len());
         let mut appender = topic.next.lock().expect("offsets lock");
         if appender.deleted {

@@ -20,6 +20,7 @@ mod plugins;
 mod progress;
 mod retention;
 mod runner;
+pub mod shared;
 mod space;
 mod spec;
 mod subscriptions;
@@ -79,6 +80,10 @@ pub enum BrokerError {
     /// A storage failure (500).
     #[error("storage failure: {0}")]
     Store(String),
+    /// Not available in this host's mode, e.g. a part of cluster mode not
+    /// built yet (501).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<StoreError> for BrokerError {
@@ -110,6 +115,8 @@ pub struct BrokerConfig {
     pub compiler: Option<compile::Compiler>,
     /// Free bytes kept on the data directory's filesystem (see `space`).
     pub min_free_disk: u64,
+    /// Cluster mode: topics live in this log, shared with other hosts.
+    pub shared_log: Option<Arc<dyn shared::SharedLog>>,
 }
 
 impl BrokerConfig {
@@ -124,6 +131,7 @@ impl BrokerConfig {
             worker_threads: DEFAULT_WORKER_THREADS,
             compiler: None,
             min_free_disk: DEFAULT_RESERVE_MIB << 20,
+            shared_log: None,
         }
     }
 }
@@ -166,6 +174,8 @@ struct Inner {
     store: Store,
     /// Messages per publish call.
     publish_sizes: Histogram,
+    /// Cluster mode: where topics live instead of `log`.
+    shared: Option<shared::Shared>,
 }
 
 /// Host-wide figures for metrics.
@@ -212,6 +222,9 @@ impl Broker {
         );
         let (background, stop) = tokio::sync::watch::channel(false);
         let retention = tokio::spawn(retention::run(log.clone(), subscriptions.clone(), stop));
+        let shared = config
+            .shared_log
+            .map(|log| shared::Shared::new(log, Clock::system()));
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
@@ -221,6 +234,7 @@ impl Broker {
                 retention: std::sync::Mutex::new(Some(retention)),
                 store,
                 publish_sizes: Histogram::new(crate::histogram::SIZES),
+                shared,
             }),
         })
     }
@@ -228,16 +242,37 @@ impl Broker {
     /// Create a topic, or update an existing one's retention and dedup window
     /// (its partition count cannot change).
     /// Returns whether it was created.
-    pub fn create_topic(
+    pub async fn create_topic(
         &self,
         name: &str,
         spec: TopicSpec,
     ) -> Result<(TopicInfo, bool), BrokerError> {
-        let created = self.inner.log.create_topic(name, spec)?;
+        if let Some(shared) = &self.inner.shared {
+            return shared.create_topic(name, spec).await;
+        }
+        let (log, owned) = (self.inner.log.clone(), name.to_string());
+        let created = tokio::task::spawn_blocking(move || log.create_topic(&owned, spec))
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))??;
         if created {
             self.inner.subscriptions.topic_created(name);
         }
-        Ok((self.topic(name)?, created))
+        Ok((self.inner.log.topic_info(name)?, created))
+    }
+
+    /// Is this host in cluster mode (topics in a shared log)?
+    pub fn clustered(&self) -> bool {
+        self.inner.shared.is_some()
+    }
+
+    /// Refuse what cluster mode does not do yet.
+    fn local_only(&self, what: &str) -> Result<(), BrokerError> {
+        match self.inner.shared {
+            Some(_) => Err(BrokerError::Unsupported(format!(
+                "{what} are not available in cluster mode yet (docs/cluster.md, \"Status\")"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Free space on the data directory's filesystem, and the reserve.
@@ -249,6 +284,10 @@ impl Broker {
     /// `Subscriptions::delete_topic`); returns the subscriptions deleted
     /// with it (`force`).
     pub async fn delete_topic(&self, name: &str, force: bool) -> Result<Vec<String>, BrokerError> {
+        if let Some(shared) = &self.inner.shared {
+            shared.delete_topic(name).await?;
+            return Ok(Vec::new());
+        }
         self.inner.subscriptions.delete_topic(name, force).await
     }
 
@@ -264,12 +303,18 @@ impl Broker {
         snapshot
     }
 
-    pub fn topics(&self) -> Vec<TopicInfo> {
-        self.inner.log.topics()
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>, BrokerError> {
+        match &self.inner.shared {
+            Some(shared) => shared.topics().await,
+            None => Ok(self.inner.log.topics()),
+        }
     }
 
-    pub fn topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
-        self.inner.log.topic_info(name)
+    pub async fn topic(&self, name: &str) -> Result<TopicInfo, BrokerError> {
+        match &self.inner.shared {
+            Some(shared) => shared.topic_info(name).await,
+            None => self.inner.log.topic_info(name),
+        }
     }
 
     /// Append messages to a topic; returns once they are durable.
@@ -294,7 +339,7 @@ impl Broker {
     ) -> Result<Vec<Published>, BrokerError> {
         self.inner.publish_sizes.observe(messages.len() as f64);
         if !telemetry::carrying() {
-            return self.inner.log.publish(topic, messages).await;
+            return self.append(topic, messages).await;
         }
         let mut span = telemetry::start(
             "publish",
@@ -308,12 +353,24 @@ impl Broker {
         for m in &mut messages {
             telemetry::stamp(&mut m.headers, &header, false);
         }
-        let published = self.inner.log.publish(topic, messages).await;
+        let published = self.append(topic, messages).await;
         if let Err(e) = &published {
             span.fail(e.to_string());
         }
         span.end();
         published
+    }
+
+    /// Store published messages where this host keeps topics.
+    async fn append(
+        &self,
+        topic: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Published>, BrokerError> {
+        match &self.inner.shared {
+            Some(shared) => shared.publish(topic, messages).await,
+            None => self.inner.log.publish(topic, messages).await,
+        }
     }
 
     /// Host-wide figures for metrics.
@@ -328,14 +385,20 @@ impl Broker {
     }
 
     /// Read a partition from `from`, at most `limit` messages.
-    pub fn read(
+    pub async fn read(
         &self,
         topic: &str,
         partition: u32,
         from: u64,
         limit: usize,
     ) -> Result<Vec<LogEntry>, BrokerError> {
-        self.inner.log.read(topic, partition, from, limit)
+        if let Some(shared) = &self.inner.shared {
+            return shared.read(topic, partition, from, limit).await;
+        }
+        let (log, topic) = (self.inner.log.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || log.read(&topic, partition, from, limit))
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?
     }
 
     /// Validate, compile and store a plugin upload as the next version of `name`.
@@ -346,6 +409,7 @@ impl Broker {
         name: &str,
         wasm: Vec<u8>,
     ) -> Result<(PluginInfo, bool), BrokerError> {
+        self.local_only("plugins")?;
         self.inner.log.space().check()?;
         self.inner.plugins.put(name, wasm).await
     }
@@ -370,6 +434,7 @@ impl Broker {
         name: &str,
         spec: SubscriptionSpec,
     ) -> Result<(SubscriptionInfo, bool), BrokerError> {
+        self.local_only("subscriptions")?;
         self.inner.subscriptions.put(name, spec).await
     }
 
@@ -414,6 +479,7 @@ impl Broker {
 
     /// Watch a topic for new durable messages (the API's live tail).
     pub fn watch_topic(&self, name: &str) -> Result<TopicWatch, BrokerError> {
+        self.local_only("live tails of topics")?;
         let topic = self
             .inner
             .log

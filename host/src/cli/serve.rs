@@ -91,6 +91,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = config::ENV_TLS_KEY, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Cluster mode: keep topics on this NATS JetStream cluster, shared with
+    /// every host pointed at it (nats://host:port of any of its nodes;
+    /// repeatable, or comma-separated). Default: the embedded store.
+    #[arg(long, value_name = "URL", env = config::ENV_CLUSTER, value_delimiter = ',')]
+    pub cluster: Vec<String>,
+
+    /// Cluster mode: copies JetStream keeps of each stream (1, 3 or 5).
+    #[arg(long, env = config::ENV_CLUSTER_REPLICAS, default_value_t = config::DEFAULT_CLUSTER_REPLICAS)]
+    pub cluster_replicas: usize,
+
     /// Most threads running plugin calls at once, across all subscriptions.
     #[arg(long, env = config::ENV_WORKER_THREADS, default_value_t = Limits::default().worker_threads)]
     pub worker_threads: usize,
@@ -154,6 +164,8 @@ struct FileConfig {
     trace_context: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    cluster: Option<Vec<String>>,
+    cluster_replicas: Option<usize>,
     log: Option<String>,
     #[serde(default)]
     tokens: FileTokens,
@@ -240,6 +252,8 @@ impl ServeArgs {
         take!(trace_context, file.trace_context);
         take!(tls_cert, file.tls_cert.map(Some));
         take!(tls_key, file.tls_key.map(Some));
+        take!(cluster, file.cluster);
+        take!(cluster_replicas, file.cluster_replicas);
         take!(log, file.log.map(Some));
         let t = file.tokens;
         take!(token, token("admin", t.admin, t.admin_file)?.map(Some));
@@ -283,6 +297,8 @@ impl ServeArgs {
             trace_context: self.trace_context,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            cluster: self.cluster.clone(),
+            cluster_replicas: self.cluster_replicas,
             limits: Limits {
                 worker_threads: self.worker_threads,
                 max_instances: self.max_instances,
@@ -379,6 +395,8 @@ mod tests {
             trace_context: true,
             tls_cert: None,
             tls_key: None,
+            cluster: Vec::new(),
+            cluster_replicas: 3,
             worker_threads: 1,
             max_instances: 1,
             instance_memory_mib: 1,

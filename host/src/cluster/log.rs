@@ -13,21 +13,35 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use std::time::Duration;
 
-/// The header that carries a message's id (producer-given or assigned).
+/// The header that carries a producer-given message id.
 const ID: &str = "Switchyard-Id";
 /// The header that carries a message's key.
 const KEY: &str = "Switchyard-Key";
+/// The header that carries a delayed message's due time (ms since the epoch).
+const DELIVER_AT: &str = "Switchyard-Deliver-At";
 
 /// A message to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// The producer's id: deduplicated within the topic's window.
-    pub producer_id: Option<String>,
-    /// The id the message is known by (the producer's, or one assigned).
-    pub id: String,
+    /// The producer's id, if it gave one.
+    pub id: Option<String>,
+    /// Deduplicate by `id` (as `Nats-Msg-Id`) within the topic's window.
+    pub dedup: bool,
     pub key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub payload: Bytes,
+    /// Deliver no sooner than this (ms since the epoch).
+    pub deliver_at_ms: Option<u64>,
+}
+
+/// A partition's stored range and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The oldest offset still stored (the next one when empty).
+    pub first: u64,
+    /// The offset the next message gets.
+    pub next: u64,
+    pub bytes: u64,
 }
 
 /// A stored message, read back.
@@ -78,7 +92,9 @@ impl TopicLog {
         }
     }
 
-    /// Make a topic's partition streams (those that exist are kept).
+    /// Make a topic's partition streams (those that exist are kept), each
+    /// with `dedup_window` as its duplicate window (0: JetStream's default;
+    /// ids are then not sent).
     pub async fn create_topic(
         &self,
         topic: &str,
@@ -97,10 +113,85 @@ impl TopicLog {
         Ok(())
     }
 
-    /// Append `records` to a partition: one atomic batch when none of them
-    /// was stored before; with a producer id seen before, one by one, each
-    /// stored or found (a retried publish then completes what an earlier
-    /// attempt began).
+    /// Set the duplicate window of a topic's partition streams.
+    pub async fn set_dedup_window(
+        &self,
+        topic: &str,
+        partitions: u32,
+        dedup_window: Duration,
+    ) -> Result<(), ClusterError> {
+        for p in 0..partitions {
+            let mut stream = self
+                .js
+                .get_stream(stream_name(topic, p))
+                .await
+                .map_err(|e| ClusterError::new("opening a partition stream", e))?;
+            let mut config = stream
+                .info()
+                .await
+                .map_err(|e| ClusterError::new("reading a partition's settings", e))?
+                .config
+                .clone();
+            config.duplicate_window = dedup_window;
+            self.js
+                .update_stream(config)
+                .await
+                .map_err(|e| ClusterError::new("changing a partition's settings", e))?;
+        }
+        Ok(())
+    }
+
+    /// Delete a topic's partition streams with their messages (those
+    /// already gone are skipped).
+    pub async fn delete_topic(&self, topic: &str, partitions: u32) -> Result<(), ClusterError> {
+        for p in 0..partitions {
+            if let Err(e) = self.js.delete_stream(stream_name(topic, p)).await {
+                if !self.exists(topic, p).await? {
+                    continue;
+                }
+                return Err(ClusterError::new("deleting a partition stream", e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Does the partition's stream exist? (Asked after a failure, to tell
+    /// a deleted topic from a fault.)
+    pub async fn exists(&self, topic: &str, partition: u32) -> Result<bool, ClusterError> {
+        match self.js.get_stream(stream_name(topic, partition)).await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    Ok(false)
+                }
+                _ => Err(ClusterError::new("opening a partition stream", e)),
+            },
+        }
+    }
+
+    /// Can `record` be stored? Headers NATS cannot carry, and JetStream's
+    /// own, are refused with the reason.
+    pub fn check(record: &Record) -> Result<(), String> {
+        if let Some((name, _)) = record.headers.iter().find(|(name, _)| {
+            [ID, KEY, DELIVER_AT]
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+        }) {
+            return Err(format!(
+                "header {name:?} cannot be stored: Switchyard keeps the message's own fields there"
+            ));
+        }
+        batch::headers_of(&entry("t", record))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Append `records` to a partition, in atomic batches of up to
+    /// [`batch::MAX_BATCH`]; a batch holding a producer id stored before
+    /// is appended one by one instead, each stored or found (a retried
+    /// publish then completes what an earlier attempt began).
     pub async fn append(
         &self,
         topic: &str,
@@ -108,36 +199,37 @@ impl TopicLog {
         records: Vec<Record>,
     ) -> Result<Vec<Appended>, ClusterError> {
         let subject = subject(topic, partition);
-        if records.len() > 1 && records.len() <= batch::MAX_BATCH {
-            let entries = records.iter().map(|r| entry(&subject, r)).collect();
-            match batch::commit(&self.client, entries).await {
-                Ok(done) => {
-                    let first = done.last_sequence + 1 - records.len() as u64;
-                    return Ok((0..records.len() as u64)
-                        .map(|i| Appended {
+        let mut appended = Vec::with_capacity(records.len());
+        for chunk in records.chunks(batch::MAX_BATCH) {
+            if chunk.len() > 1 {
+                let entries = chunk.iter().map(|r| entry(&subject, r)).collect();
+                match batch::commit(&self.client, entries).await {
+                    Ok(done) => {
+                        let first = done.last_sequence + 1 - chunk.len() as u64;
+                        appended.extend((0..chunk.len() as u64).map(|i| Appended {
                             offset: first + i - 1,
                             duplicate: false,
-                        })
-                        .collect());
+                        }));
+                        continue;
+                    }
+                    Err(BatchError::Duplicate(_)) => {}
+                    Err(e) => return Err(ClusterError::new("appending", e)),
                 }
-                Err(BatchError::Duplicate(_)) => {}
-                Err(e) => return Err(ClusterError::new("appending", e)),
             }
-        }
-        let mut appended = Vec::with_capacity(records.len());
-        for record in &records {
-            let e = entry(&subject, record);
-            let ack = self
-                .js
-                .publish_with_headers(subject.clone(), headers(&e)?, e.payload)
-                .await
-                .map_err(|e| ClusterError::new("appending", e))?
-                .await
-                .map_err(|e| ClusterError::new("appending", e))?;
-            appended.push(Appended {
-                offset: ack.sequence - 1,
-                duplicate: ack.duplicate,
-            });
+            for record in chunk {
+                let e = entry(&subject, record);
+                let ack = self
+                    .js
+                    .publish_with_headers(subject.clone(), headers(&e)?, e.payload)
+                    .await
+                    .map_err(|e| ClusterError::new("appending", e))?
+                    .await
+                    .map_err(|e| ClusterError::new("appending", e))?;
+                appended.push(Appended {
+                    offset: ack.sequence - 1,
+                    duplicate: ack.duplicate,
+                });
+            }
         }
         Ok(appended)
     }
@@ -151,10 +243,10 @@ impl TopicLog {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Stored>, ClusterError> {
-        let (stream, last) = self.partition(topic, partition).await?;
+        let (stream, state) = self.partition(topic, partition).await?;
         let mut out = Vec::new();
-        let mut sequence = from + 1;
-        while sequence <= last && out.len() < limit {
+        let mut sequence = from.max(state.first) + 1;
+        while sequence <= state.next && out.len() < limit {
             match stream.get_raw_message(sequence).await {
                 Ok(message) => out.push(stored(message)),
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
@@ -167,39 +259,58 @@ impl TopicLog {
 
     /// The offset the partition's next message gets.
     pub async fn next_offset(&self, topic: &str, partition: u32) -> Result<u64, ClusterError> {
+        Ok(self.state(topic, partition).await?.next)
+    }
+
+    /// A partition's stored range and size.
+    pub async fn state(&self, topic: &str, partition: u32) -> Result<PartitionState, ClusterError> {
         Ok(self.partition(topic, partition).await?.1)
     }
 
-    /// A partition's stream and its last sequence.
+    /// A partition's stream and its state.
     async fn partition(
         &self,
         topic: &str,
         partition: u32,
-    ) -> Result<(stream::Stream, u64), ClusterError> {
+    ) -> Result<(stream::Stream, PartitionState), ClusterError> {
         let mut stream = self
             .js
             .get_stream(stream_name(topic, partition))
             .await
             .map_err(|e| ClusterError::new("opening a partition", e))?;
-        let last = stream
+        let state = stream
             .info()
             .await
             .map_err(|e| ClusterError::new("reading a partition's state", e))?
             .state
-            .last_sequence;
-        Ok((stream, last))
+            .clone();
+        let next = state.last_sequence;
+        Ok((
+            stream,
+            PartitionState {
+                // An empty stream's first sequence is one past its last.
+                first: state.first_sequence.saturating_sub(1).min(next),
+                next,
+                bytes: state.bytes,
+            },
+        ))
     }
 }
 
 fn entry(subject: &str, record: &Record) -> Entry {
     let mut headers = record.headers.clone();
-    headers.push((ID.to_string(), record.id.clone()));
+    if let Some(id) = &record.id {
+        headers.push((ID.to_string(), id.clone()));
+    }
     if let Some(key) = &record.key {
         headers.push((KEY.to_string(), key.clone()));
     }
+    if let Some(at) = record.deliver_at_ms {
+        headers.push((DELIVER_AT.to_string(), at.to_string()));
+    }
     Entry {
         subject: subject.to_string(),
-        id: record.producer_id.clone(),
+        id: record.id.clone().filter(|_| record.dedup),
         headers,
         payload: record.payload.clone(),
         expect: None,
@@ -221,7 +332,7 @@ fn stored(message: jetstream::message::StreamMessage) -> Stored {
         .iter()
         .filter(|(name, _)| {
             let name: &str = name.as_ref();
-            !name.starts_with("Nats-") && name != ID && name != KEY
+            !name.starts_with("Nats-") && ![ID, KEY, DELIVER_AT].contains(&name)
         })
         .flat_map(|(name, values)| {
             let name: &str = name.as_ref();
@@ -230,16 +341,19 @@ fn stored(message: jetstream::message::StreamMessage) -> Stored {
                 .map(move |v| (name.to_string(), v.as_str().to_string()))
         })
         .collect();
-    headers.sort();
+    // NATS keeps no order between header names: by name, each name's values
+    // in the order given.
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
     Stored {
         offset: message.sequence - 1,
         timestamp_ms: (message.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
         record: Record {
-            producer_id: header(NATS_MESSAGE_ID.as_ref()),
-            id: header(ID).unwrap_or_default(),
+            dedup: message.headers.get(NATS_MESSAGE_ID).is_some(),
+            id: header(ID),
             key: header(KEY),
             headers,
             payload: message.payload,
+            deliver_at_ms: header(DELIVER_AT).and_then(|at| at.parse().ok()),
         },
     }
 }

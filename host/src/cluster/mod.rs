@@ -5,13 +5,18 @@
 //! batch to one stream whose first message is fenced by the sequence its
 //! writer expects ([`batch`]), and which host runs what: membership,
 //! rendezvous placement and leases ([`ownership`]), topic partitions as
-//! streams ([`log`]), and a subscription's state with its fenced commit
-//! ([`state`]).
+//! streams ([`log`]), a subscription's state with its fenced commit
+//! ([`state`]), and the broker's shared log of topics on them ([`topics`],
+//! what `serve --cluster` runs on).
 
 pub mod batch;
 pub mod log;
 pub mod ownership;
 pub mod state;
+pub mod topics;
+
+use crate::broker::shared::SharedLog;
+use std::sync::Arc;
 
 use async_nats::jetstream::stream;
 
@@ -44,4 +49,20 @@ fn stream_config(name: String, subject: String, replicas: usize) -> stream::Conf
         allow_direct: true,
         ..Default::default()
     }
+}
+
+/// Connect to the NATS servers at `urls` (any of a cluster's nodes; the
+/// client learns the others and fails over between them) and open the
+/// broker's shared log of topics there, each stream and bucket with
+/// `replicas` copies.
+pub async fn shared_log(
+    urls: &[String],
+    replicas: usize,
+) -> Result<Arc<dyn SharedLog>, ClusterError> {
+    let client = async_nats::ConnectOptions::new()
+        .name("switchyard")
+        .connect(urls)
+        .await
+        .map_err(|e| ClusterError::new("connecting to the NATS cluster", e))?;
+    Ok(Arc::new(topics::Topics::open(client, replicas).await?))
 }

@@ -1,0 +1,324 @@
+//! Topics in a log that several hosts share (cluster mode,
+//! docs/cluster.md): the seam between the broker and that log.
+//!
+//! The embedded mode keeps its topics in [`super::log::Log`], which assigns
+//! offsets itself and commits them with subscriptions' progress in one
+//! store write. A shared log assigns offsets where it stores (a stream's
+//! sequence), so the seam sits at what the broker asks for: the broker
+//! still validates and partitions every publish here, exactly as the
+//! embedded mode does (so a key lands in the same partition in both), and
+//! the [`SharedLog`] stores each partition's messages and settings.
+
+use super::log::{check_messages, partition_for_key, LogEntry, NewMessage, Published};
+use super::spec::{validate_topic_name, TopicSpec};
+use super::{BrokerError, Clock, TopicInfo};
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A message handed to a [`SharedLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMessage {
+    /// The producer-given id, if any.
+    pub id: Option<String>,
+    /// Deduplicate by `id` within the topic's window.
+    pub dedup: bool,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+    /// Deliver no sooner than this (ms since the epoch).
+    pub deliver_at_ms: Option<u64>,
+}
+
+/// A message read back from a [`SharedLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedEntry {
+    pub offset: u64,
+    pub message: SharedMessage,
+    /// When it was stored (ms since the epoch).
+    pub timestamp_ms: u64,
+}
+
+/// Where a message was appended: its offset, and whether an earlier
+/// publish with its id had stored it (the offset is then that one's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedAppended {
+    pub offset: u64,
+    pub duplicate: bool,
+}
+
+/// A partition's stored range and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedPartition {
+    /// The oldest offset still stored (the next one when empty).
+    pub first: u64,
+    /// The offset the next message gets.
+    pub next: u64,
+    pub bytes: u64,
+}
+
+/// A log several hosts share: topics' settings, and per partition an
+/// append-only sequence of messages at dense offsets. Every call may be
+/// made by any host at any time; the implementation keeps them consistent
+/// (settings by compare-and-set, appends by the store's own sequence).
+pub trait SharedLog: Send + Sync + std::fmt::Debug + 'static {
+    /// Every topic, with its settings.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, TopicSpec)>, BrokerError>>;
+    /// A topic's settings, if it exists.
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<TopicSpec>, BrokerError>>;
+    /// Create a topic (`true`), or give an existing one these settings
+    /// (`false`); [`BrokerError::Conflict`] if it has another partition
+    /// count.
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        spec: &'a TopicSpec,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+    /// Delete a topic with its messages.
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Append `messages` to a partition in order, each durable before the
+    /// answer; [`BrokerError::NotFound`] if the partition does not exist.
+    fn append<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        messages: Vec<SharedMessage>,
+    ) -> BoxFuture<'a, Result<Vec<SharedAppended>, BrokerError>>;
+    /// Up to `limit` messages of a partition from offset `from`, in order.
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SharedEntry>, BrokerError>>;
+    /// A partition's stored range and size.
+    fn partition<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<SharedPartition, BrokerError>>;
+}
+
+/// The broker's side of a shared log: validation and partitioning as in
+/// the embedded mode, and a cache of topics' settings.
+pub(crate) struct Shared {
+    log: Arc<dyn SharedLog>,
+    clock: Clock,
+    /// Settings of topics seen, by name. Partition counts never change
+    /// under a name while it exists; an entry goes stale only when its
+    /// topic is deleted, which appends then report ([`BrokerError::NotFound`]).
+    specs: RwLock<HashMap<String, TopicSpec>>,
+    /// Spreads unkeyed messages without an id over partitions.
+    round_robin: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(log: Arc<dyn SharedLog>, clock: Clock) -> Self {
+        Self {
+            log,
+            clock,
+            specs: RwLock::new(HashMap::new()),
+            round_robin: AtomicU64::new(0),
+        }
+    }
+
+    /// A topic's settings: cached, else from the shared log.
+    async fn spec(&self, name: &str) -> Result<TopicSpec, BrokerError> {
+        if let Some(spec) = self.specs.read().expect("topic specs lock").get(name) {
+            return Ok(spec.clone());
+        }
+        let spec = self.log.get(name).await?.ok_or_else(|| not_found(name))?;
+        self.remember(name, &spec);
+        Ok(spec)
+    }
+
+    fn remember(&self, name: &str, spec: &TopicSpec) {
+        self.specs
+            .write()
+            .expect("topic specs lock")
+            .insert(name.to_string(), spec.clone());
+    }
+
+    fn forget(&self, name: &str) {
+        self.specs.write().expect("topic specs lock").remove(name);
+    }
+
+    /// Create a topic, or update an existing one's settings.
+    pub(crate) async fn create_topic(
+        &self,
+        name: &str,
+        spec: TopicSpec,
+    ) -> Result<(TopicInfo, bool), BrokerError> {
+        validate_topic_name(name)?;
+        spec.validate()?;
+        let created = self.log.put(name, &spec).await?;
+        self.remember(name, &spec);
+        Ok((self.info(name, spec).await?, created))
+    }
+
+    pub(crate) async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        self.forget(name);
+        self.log.delete(name).await
+    }
+
+    pub(crate) async fn topics(&self) -> Result<Vec<TopicInfo>, BrokerError> {
+        let mut topics = Vec::new();
+        for (name, spec) in self.log.list().await? {
+            self.remember(&name, &spec);
+            match self.info(&name, spec).await {
+                Ok(info) => topics.push(info),
+                // Deleted since it was listed.
+                Err(BrokerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    pub(crate) async fn topic_info(&self, name: &str) -> Result<TopicInfo, BrokerError> {
+        // Settings may change on another host: read them afresh.
+        let spec = self.log.get(name).await?.ok_or_else(|| not_found(name))?;
+        self.remember(name, &spec);
+        self.info(name, spec).await
+    }
+
+    async fn info(&self, name: &str, spec: TopicSpec) -> Result<TopicInfo, BrokerError> {
+        let partitions = futures_util::future::try_join_all(
+            (0..spec.partitions).map(|p| self.log.partition(name, p)),
+        )
+        .await?;
+        Ok(TopicInfo {
+            name: name.to_string(),
+            partitions: spec.partitions,
+            retention_ms: spec.retention_ms,
+            dedup_window_ms: spec.dedup_window_ms,
+            offsets: partitions.iter().map(|p| p.next).collect(),
+            first_offsets: partitions.iter().map(|p| p.first).collect(),
+            bytes: partitions.iter().map(|p| p.bytes).collect(),
+        })
+    }
+
+    /// Validate and partition `messages` as the embedded mode does, and
+    /// append each partition's share (all partitions at once). A message
+    /// with an id and no key goes to the partition its id hashes to, so a
+    /// retried publish meets its first copy there; without either, round
+    /// robin. If a partition's append fails after others succeeded, the
+    /// publish fails and those stay stored: producers retry with ids.
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Published>, BrokerError> {
+        check_messages(&messages)?;
+        let spec = self.spec(topic).await?;
+        let now = self.clock.now_ms();
+        let dedup = spec.dedup_window_ms > 0;
+        let count = messages.len();
+        let mut shares: Vec<(Vec<usize>, Vec<SharedMessage>)> =
+            vec![(Vec::new(), Vec::new()); spec.partitions as usize];
+        for (i, m) in messages.into_iter().enumerate() {
+            let partition = match (&m.key, &m.id) {
+                (Some(key), _) => partition_for_key(key, spec.partitions),
+                (None, Some(id)) if dedup => partition_for_key(id, spec.partitions),
+                _ => {
+                    (self.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(spec.partitions))
+                        as u32
+                }
+            };
+            let share = &mut shares[partition as usize];
+            share.0.push(i);
+            share.1.push(SharedMessage {
+                id: m.id,
+                dedup,
+                key: m.key,
+                headers: m.headers,
+                payload: m.payload,
+                deliver_at_ms: m.delay_ms.filter(|d| *d > 0).map(|d| now + d),
+            });
+        }
+        let mut positions = Vec::new();
+        let mut appends = Vec::new();
+        for (partition, (indexes, share)) in shares.into_iter().enumerate() {
+            if share.is_empty() {
+                continue;
+            }
+            let ids: Vec<Option<String>> = share.iter().map(|m| m.id.clone()).collect();
+            positions.push((partition as u32, indexes, ids));
+            appends.push(self.log.append(topic, partition as u32, share));
+        }
+        let appended = match futures_util::future::try_join_all(appends).await {
+            Ok(appended) => appended,
+            Err(e @ BrokerError::NotFound(_)) => {
+                // Deleted, perhaps on another host: look again next time.
+                self.forget(topic);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut results: Vec<Option<Published>> = vec![None; count];
+        for ((partition, indexes, ids), appended) in positions.into_iter().zip(appended) {
+            for ((i, id), a) in indexes.into_iter().zip(ids).zip(appended) {
+                results[i] = Some(Published {
+                    id: id.unwrap_or_else(|| assigned_id(topic, partition, a.offset)),
+                    partition,
+                    offset: a.offset,
+                    duplicate: a.duplicate,
+                });
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every message appended"))
+            .collect())
+    }
+
+    pub(crate) async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, BrokerError> {
+        let spec = self.spec(topic).await?;
+        if partition >= spec.partitions {
+            return Err(BrokerError::NotFound(format!(
+                "topic {topic:?} has no partition {partition} (it has {})",
+                spec.partitions
+            )));
+        }
+        let entries = match self.log.read(topic, partition, from, limit).await {
+            Err(e @ BrokerError::NotFound(_)) => {
+                self.forget(topic);
+                return Err(e);
+            }
+            other => other?,
+        };
+        Ok(entries
+            .into_iter()
+            .map(|e| LogEntry {
+                id: e
+                    .message
+                    .id
+                    .unwrap_or_else(|| assigned_id(topic, partition, e.offset)),
+                partition,
+                offset: e.offset,
+                key: e.message.key,
+                payload: e.message.payload,
+                headers: e.message.headers,
+                timestamp_ms: e.timestamp_ms,
+            })
+            .collect())
+    }
+}
+
+/// The id of a message published without one, as in the embedded mode.
+fn assigned_id(topic: &str, partition: u32, offset: u64) -> String {
+    format!("{topic}-{partition}-{offset}")
+}
+
+fn not_found(name: &str) -> BrokerError {
+    BrokerError::NotFound(format!("topic {name:?} does not exist"))
+}

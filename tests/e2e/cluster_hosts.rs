@@ -1,0 +1,218 @@
+//! `switchyard serve --cluster`: two hosts on one 3-node JetStream cluster
+//! share their topics. Either host creates, lists, updates and deletes
+//! them; producers publish through both, retrying with their ids through a
+//! kill -9 of a partition's stream leader; both hosts then read back every
+//! acknowledged message exactly once, at dense offsets, in per-key order.
+
+use crate::cluster::connect;
+use crate::nats::NatsCluster;
+use crate::support::{wait_for, Body, Server};
+use async_nats::jetstream;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const PARTITIONS: u64 = 4;
+const BATCHES: usize = 100;
+const BATCH: usize = 20;
+const KEYS: usize = 16;
+
+fn host(cluster: &NatsCluster) -> Server {
+    Server::start_args(&["--cluster", &cluster.urls.join(",")])
+}
+
+/// Publish `batch` through `server` until it is answered 200, as a
+/// producer that retries with its ids does; returns the answer's
+/// positions and how many tries it took.
+fn publish_until_stored(server: &Server, batch: &[Value]) -> (Vec<Value>, usize) {
+    let mut tries = 0;
+    let answer = wait_for(LIMIT, "a publish to be stored", || {
+        tries += 1;
+        let (status, body) = server.call(
+            "POST",
+            "/v1/topics/orders/messages",
+            None,
+            Body::Json(json!({ "messages": batch })),
+        );
+        match status {
+            200 => Some(body["results"].as_array().expect("results").clone()),
+            // The partition's stream has no leader yet: unavailable, retried.
+            500 | 503 => None,
+            other => panic!("publish answered {other}: {body}"),
+        }
+    });
+    (answer, tries)
+}
+
+#[test]
+fn two_hosts_share_topics_and_lose_no_acknowledged_publish_through_a_leader_kill() {
+    let cluster = NatsCluster::start();
+    let (a, b) = (host(&cluster), host(&cluster));
+
+    // Either host creates; the other sees the same topic.
+    let spec = json!({ "partitions": PARTITIONS });
+    let (status, created) = a.call("PUT", "/v1/topics/orders", None, Body::Json(spec.clone()));
+    assert_eq!(status, 201, "{created}");
+    let (status, again) = b.call("PUT", "/v1/topics/orders", None, Body::Json(spec));
+    assert_eq!(status, 200, "{again}");
+    let (status, other) = b.call(
+        "PUT",
+        "/v1/topics/orders",
+        None,
+        Body::Json(json!({ "partitions": 2 })),
+    );
+    assert_eq!(status, 409, "{other}");
+    let listed = b.ok("GET", "/v1/topics", Body::None);
+    assert_eq!(listed["topics"][0]["name"], "orders");
+    assert_eq!(listed["topics"][0]["partitions"], PARTITIONS);
+    // A setting changed on one host is the topic's on every host.
+    b.ok(
+        "PUT",
+        "/v1/topics/orders",
+        Body::Json(json!({ "partitions": PARTITIONS, "dedup_window_ms": 600_000 })),
+    );
+    assert_eq!(
+        a.ok("GET", "/v1/topics/orders", Body::None)["dedup_window_ms"],
+        600_000
+    );
+
+    // What cluster mode does not do yet is refused plainly.
+    let (status, refused) = a.call(
+        "PUT",
+        "/v1/subscriptions/s",
+        None,
+        Body::Json(json!({ "topic": "orders", "plugin": "p" })),
+    );
+    assert_eq!(status, 501, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_implemented");
+
+    // Producers publish through both hosts; a third of the way in, the
+    // leader of partition 0's stream is killed, and restarted later.
+    let (rt, client) = connect(&cluster);
+    let _inside = rt.enter();
+    let js = jetstream::new(client);
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut retried = 0;
+    let mut killed = None;
+    for n in 0..BATCHES {
+        if n == BATCHES / 3 {
+            let leader = rt.block_on(async {
+                let mut stream = js.get_stream("T_orders_0").await.expect("the stream");
+                let info = stream.info().await.expect("stream info");
+                info.cluster
+                    .clone()
+                    .and_then(|c| c.leader)
+                    .expect("a leader")
+            });
+            let node: usize = leader.trim_start_matches('n').parse().expect("n1..n3");
+            cluster.kill(node);
+            killed = Some(node);
+        }
+        if n == 2 * BATCHES / 3 {
+            cluster.restart(killed.take().expect("a node was killed"));
+        }
+        let batch: Vec<Value> = (0..BATCH)
+            .map(|i| {
+                let seq = n * BATCH + i;
+                json!({
+                    "id": format!("m{seq}"),
+                    "key": format!("k{}", seq % KEYS),
+                    "payload": format!("payload {seq}"),
+                    "headers": { "seq": seq.to_string() },
+                })
+            })
+            .collect();
+        let server = if n % 2 == 0 { &a } else { &b };
+        let (results, tries) = publish_until_stored(server, &batch);
+        retried += tries - 1;
+        assert_eq!(results.len(), BATCH);
+        for (sent, result) in batch.iter().zip(&results) {
+            assert_eq!(sent["id"], result["id"]);
+            acknowledged.push(result["id"].as_str().expect("id").to_string());
+        }
+    }
+    eprintln!("{retried} publishes were retried while partition 0 had no leader");
+
+    // A retried publish finds every message where it was stored.
+    let first = &acknowledged[..BATCH];
+    let batch: Vec<Value> = first
+        .iter()
+        .map(|id| {
+            let seq: usize = id[1..].parse().expect("m<seq>");
+            json!({ "id": id, "key": format!("k{}", seq % KEYS), "payload": "again" })
+        })
+        .collect();
+    let (results, _) = publish_until_stored(&b, &batch);
+    assert!(
+        results.iter().all(|r| r["duplicate"] == true),
+        "{results:?}"
+    );
+
+    // Both hosts read every acknowledged message exactly once, at dense
+    // offsets, each key's messages in the order published.
+    for server in [&a, &b] {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for p in 0..PARTITIONS as u32 {
+            let messages = server.read_partition("orders", p);
+            for (i, m) in messages.iter().enumerate() {
+                assert_eq!(m["offset"], i as u64, "dense offsets in partition {p}");
+                let id = m["id"].as_str().expect("id").to_string();
+                let seq: usize = id[1..].parse().expect("m<seq>");
+                assert_eq!(m["headers"]["seq"], seq.to_string());
+                assert!(seen.insert(id), "stored twice: {m}");
+                by_key
+                    .entry(m["key"].as_str().expect("key").to_string())
+                    .or_default()
+                    .push(seq);
+            }
+        }
+        assert_eq!(seen.len(), BATCHES * BATCH, "no duplicates, nothing extra");
+        for id in &acknowledged {
+            assert!(seen.contains(id), "acknowledged {id} was lost");
+        }
+        for (key, seqs) in &by_key {
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{key}: {seqs:?}");
+        }
+        let info = server.ok("GET", "/v1/topics/orders", Body::None);
+        let offsets: u64 = info["offsets"]
+            .as_array()
+            .expect("offsets")
+            .iter()
+            .map(|o| o.as_u64().expect("offset"))
+            .sum();
+        assert_eq!(offsets, (BATCHES * BATCH) as u64);
+    }
+
+    // One message read back as it was published.
+    let m = &a.read_partition("orders", 0)[0];
+    let seq: usize = m["id"].as_str().expect("id")[1..].parse().expect("m<seq>");
+    assert_eq!(m["payload"], format!("payload {seq}"));
+
+    // Deleted on one host, gone on both; created again, it starts empty.
+    b.ok("DELETE", "/v1/topics/orders", Body::None);
+    let (status, _) = a.call("GET", "/v1/topics/orders", None, Body::None);
+    assert_eq!(status, 404);
+    let (status, gone) = a.call(
+        "POST",
+        "/v1/topics/orders/messages",
+        None,
+        Body::Json(json!({ "messages": [{ "payload": "late" }] })),
+    );
+    assert_eq!(status, 404, "{gone}");
+    let (status, _) = a.call(
+        "PUT",
+        "/v1/topics/orders",
+        None,
+        Body::Json(json!({ "partitions": 2 })),
+    );
+    assert_eq!(status, 201);
+    let info = b.ok("GET", "/v1/topics/orders", Body::None);
+    assert_eq!(info["offsets"], json!([0, 0]));
+    let published = b.publish("orders", vec![json!({ "key": "k1", "payload": "fresh" })]);
+    let counts: HashMap<u64, usize> = (0..2)
+        .map(|p| (p, a.read_partition("orders", p as u32).len()))
+        .collect();
+    assert_eq!(counts.values().sum::<usize>(), 1, "{published:?}");
+}
