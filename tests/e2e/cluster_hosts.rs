@@ -22,16 +22,16 @@ fn host(cluster: &NatsCluster) -> Server {
     Server::start_args(&["--cluster", &cluster.urls.join(",")])
 }
 
-/// Publish `batch` through `server` until it is answered 200, as a
-/// producer that retries with its ids does; returns the answer's
+/// Publish `batch` to `topic` through `server` until it is answered 200,
+/// as a producer that retries with its ids does; returns the answer's
 /// positions and how many tries it took.
-fn publish_until_stored(server: &Server, batch: &[Value]) -> (Vec<Value>, usize) {
+fn publish_until_stored_on(server: &Server, topic: &str, batch: &[Value]) -> (Vec<Value>, usize) {
     let mut tries = 0;
     let answer = wait_for(LIMIT, "a publish to be stored", || {
         tries += 1;
         let (status, body) = server.call(
             "POST",
-            "/v1/topics/orders/messages",
+            &format!("/v1/topics/{topic}/messages"),
             None,
             Body::Json(json!({ "messages": batch })),
         );
@@ -43,6 +43,10 @@ fn publish_until_stored(server: &Server, batch: &[Value]) -> (Vec<Value>, usize)
         }
     });
     (answer, tries)
+}
+
+fn publish_until_stored(server: &Server, batch: &[Value]) -> (Vec<Value>, usize) {
+    publish_until_stored_on(server, "orders", batch)
 }
 
 #[test]
@@ -215,4 +219,138 @@ fn two_hosts_share_topics_and_lose_no_acknowledged_publish_through_a_leader_kill
         .map(|p| (p, a.read_partition("orders", p as u32).len()))
         .collect();
     assert_eq!(counts.values().sum::<usize>(), 1, "{published:?}");
+}
+
+/// The partition streams of `topic` that exist.
+fn streams_of(rt: &tokio::runtime::Runtime, js: &jetstream::Context, topic: &str) -> usize {
+    use futures_util::TryStreamExt as _;
+    let prefix = format!("T_{topic}_");
+    rt.block_on(async {
+        let names: Vec<String> = js.stream_names().try_collect().await.expect("stream names");
+        names.iter().filter(|n| n.starts_with(&prefix)).count()
+    })
+}
+
+/// A host killed -9 while it deletes a topic leaves it marked `deleting`:
+/// gone for every host, and the next create of the name finishes the
+/// deletion first, so the new topic starts empty and no stream of the old
+/// one is left behind.
+#[test]
+fn a_topic_delete_cut_by_kill9_is_finished_by_the_next_create() {
+    const BIG: u32 = 48;
+    let cluster = NatsCluster::start();
+    let (mut a, b) = (host(&cluster), host(&cluster));
+    let (rt, client) = connect(&cluster);
+    let _inside = rt.enter();
+    let js = jetstream::new(client);
+    a.ok(
+        "PUT",
+        "/v1/topics/big",
+        Body::Json(json!({ "partitions": BIG })),
+    );
+    let messages: Vec<Value> = (0..200)
+        .map(|i| json!({ "key": format!("k{i}"), "payload": "old" }))
+        .collect();
+    a.publish("big", messages);
+    assert_eq!(streams_of(&rt, &js, "big"), BIG as usize);
+
+    // Delete through a, and kill it once some streams are gone, not all.
+    let base = a.base.clone();
+    let deleting = std::thread::spawn(move || {
+        let client = switchyard::api::Client::new(&base, None, None).expect("a client");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        // The answer never comes: the host is killed midway.
+        let _ = runtime.block_on(client.exchange(
+            hyper::Method::DELETE,
+            "/v1/topics/big",
+            &[],
+            http_body_util::BodyExt::boxed_unsync(http_body_util::Full::new(bytes::Bytes::new())),
+        ));
+    });
+    wait_for(LIMIT, "the deletion to begin", || {
+        (streams_of(&rt, &js, "big") < BIG as usize).then_some(())
+    });
+    a.kill9();
+    deleting.join().expect("the deleting client");
+    let left = streams_of(&rt, &js, "big");
+    eprintln!("{left} of {BIG} partition streams were left by the cut delete");
+
+    // Gone for every host, though streams are left.
+    let (status, _) = b.call("GET", "/v1/topics/big", None, Body::None);
+    assert_eq!(status, 404);
+    assert!(b.ok("GET", "/v1/topics", Body::None)["topics"]
+        .as_array()
+        .expect("topics")
+        .is_empty());
+    // Created again (through the restarted host): empty, and nothing of
+    // the old topic's streams remains.
+    a.restart();
+    let (status, created) = a.call(
+        "PUT",
+        "/v1/topics/big",
+        None,
+        Body::Json(json!({ "partitions": 2 })),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["offsets"], json!([0, 0]));
+    assert_eq!(streams_of(&rt, &js, "big"), 2);
+    assert!(b.read_partition("big", 0).is_empty());
+}
+
+/// Every NATS node killed: both hosts say they are not ready, and publishes
+/// fail (503) without a false acknowledgement; the nodes back, the hosts
+/// are ready again and every message acknowledged before is still there.
+#[test]
+fn hosts_ride_out_a_restart_of_the_whole_nats_cluster() {
+    let cluster = NatsCluster::start();
+    let (a, b) = (host(&cluster), host(&cluster));
+    a.ok(
+        "PUT",
+        "/v1/topics/t",
+        Body::Json(json!({ "partitions": 2 })),
+    );
+    let before: Vec<Value> = (0..50)
+        .map(|i| json!({ "id": format!("m{i}"), "key": format!("k{i}"), "payload": "p" }))
+        .collect();
+    b.publish("t", before);
+
+    for n in 1..=3 {
+        cluster.kill(n);
+    }
+    for server in [&a, &b] {
+        wait_for(LIMIT, "the host to say it is cut off", || {
+            let (status, body) = server.call("GET", "/readyz", None, Body::None);
+            (status == 503).then_some(body)
+        });
+    }
+    let (status, refused) = a.call(
+        "POST",
+        "/v1/topics/t/messages",
+        None,
+        Body::Json(json!({ "id": "late", "payload": "p" })),
+    );
+    assert!(status == 503 || status == 500, "{status} {refused}");
+
+    cluster.restart_all();
+    for server in [&a, &b] {
+        wait_for(LIMIT, "the host to be ready again", || {
+            let (status, _) = server.call("GET", "/readyz", None, Body::None);
+            (status == 200).then_some(())
+        });
+    }
+    // The producer retries its unacknowledged message; everything is there once.
+    let (results, _) = publish_until_stored_on(&a, "t", &[json!({ "id": "late", "payload": "p" })]);
+    assert_eq!(results.len(), 1);
+    let mut ids: Vec<String> = (0..2)
+        .flat_map(|p| b.read_partition("t", p))
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    expected.push("late".to_string());
+    expected.sort();
+    assert_eq!(ids, expected);
 }

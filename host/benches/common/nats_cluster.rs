@@ -67,6 +67,12 @@ impl NatsCluster {
     pub fn restart(&self, n: usize) {
         run(&["restart", self.path(), &n.to_string()]);
     }
+
+    /// Start every node again (after all were killed); returns once all
+    /// are healthy.
+    pub fn restart_all(&self) {
+        run(&["restart", self.path(), "1", "2", "3"]);
+    }
 }
 
 impl Drop for NatsCluster {

@@ -21,14 +21,15 @@ pub fn healthz() -> Result<Reply, ApiError> {
     body::reply(StatusCode::OK, Format::Json, &Status { status: "ok" })
 }
 
-/// 200 `{"status":"ready"}` once the broker is open, 503 before.
+/// 200 `{"status":"ready"}` once the broker is open, 503 before (and, in
+/// cluster mode, while the host is cut off from the NATS cluster).
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, description = "The broker is open and serving", body = Status)))]
 pub fn readyz(state: &State) -> Result<Reply, ApiError> {
-    if state.is_ready() {
-        body::reply(StatusCode::OK, Format::Json, &Status { status: "ready" })
-    } else {
-        Ok(ApiError::unavailable("the broker is still opening").into_response())
+    match state.opened().map(|b| b.reachable()) {
+        Some(Ok(())) => body::reply(StatusCode::OK, Format::Json, &Status { status: "ready" }),
+        Some(Err(why)) => Ok(ApiError::unavailable(why).into_response()),
+        None => Ok(ApiError::unavailable("the broker is still opening").into_response()),
     }
 }
 

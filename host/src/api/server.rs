@@ -60,9 +60,9 @@ pub struct State {
 }
 
 impl State {
-    /// Whether the broker is open.
-    pub fn is_ready(&self) -> bool {
-        self.broker.borrow().is_some()
+    /// The broker, if it is open.
+    pub fn opened(&self) -> Option<Broker> {
+        self.broker.borrow().clone()
     }
 
     /// The broker, waiting for it if it is still opening.

@@ -260,6 +260,15 @@ impl Broker {
         Ok((self.inner.log.topic_info(name)?, created))
     }
 
+    /// Whether what the broker stores on can be reached now (always, in
+    /// the embedded mode); `Err` says why not.
+    pub fn reachable(&self) -> Result<(), String> {
+        match &self.inner.shared {
+            Some(shared) => shared.reachable(),
+            None => Ok(()),
+        }
+    }
+
     /// Is this host in cluster mode (topics in a shared log)?
     pub fn clustered(&self) -> bool {
         self.inner.shared.is_some()

@@ -99,6 +99,8 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug + 'static {
         topic: &'a str,
         partition: u32,
     ) -> BoxFuture<'a, Result<SharedPartition, BrokerError>>;
+    /// Whether the log can be reached now; `Err` says why not.
+    fn reachable(&self) -> Result<(), String>;
 }
 
 /// The broker's side of a shared log: validation and partitioning as in
@@ -122,6 +124,10 @@ impl Shared {
             specs: RwLock::new(HashMap::new()),
             round_robin: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn reachable(&self) -> Result<(), String> {
+        self.log.reachable()
     }
 
     /// A topic's settings: cached, else from the shared log.

@@ -44,6 +44,7 @@ struct TopicRecord {
 /// Topics on a JetStream cluster.
 #[derive(Clone)]
 pub struct Topics {
+    client: async_nats::Client,
     log: TopicLog,
     meta: kv::Store,
 }
@@ -69,7 +70,8 @@ impl Topics {
             .await
             .map_err(|e| ClusterError::new("opening the settings bucket", e))?;
         Ok(Self {
-            log: TopicLog::new(client, replicas),
+            log: TopicLog::new(client.clone(), replicas),
+            client,
             meta,
         })
     }
@@ -321,6 +323,10 @@ impl SharedLog for Topics {
         })
     }
 
+    fn reachable(&self) -> Result<(), String> {
+        self.connected()
+    }
+
     fn partition<'a>(
         &'a self,
         topic: &'a str,
@@ -338,6 +344,14 @@ impl SharedLog for Topics {
 }
 
 impl Topics {
+    /// Connected to a node of the cluster (the client reconnects by itself).
+    fn connected(&self) -> Result<(), String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!("cluster mode: not connected to NATS ({state})")),
+        }
+    }
+
     /// A failure on a partition: [`BrokerError::NotFound`] if its stream is
     /// gone (the topic was deleted), else the failure.
     async fn explain(&self, topic: &str, partition: u32, error: ClusterError) -> BrokerError {
