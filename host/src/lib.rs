@@ -131,8 +131,8 @@ pub async fn run(
     let opening = async {
         if !config.cluster.is_empty() {
             tracing::info!(servers = ?config.cluster, replicas = config.cluster_replicas, "cluster mode: connecting to NATS JetStream");
-            broker_config.shared_log =
-                Some(cluster::shared_log(&config.cluster, config.cluster_replicas).await?);
+            broker_config.shared =
+                Some(cluster::open(&config.cluster, config.cluster_replicas).await?);
         }
         Ok::<_, RunError>(Broker::open(broker_config).await?)
     };

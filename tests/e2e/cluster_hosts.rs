@@ -354,3 +354,78 @@ fn hosts_ride_out_a_restart_of_the_whole_nats_cluster() {
     expected.sort();
     assert_eq!(ids, expected);
 }
+
+/// Plugins in cluster mode: uploaded through one host, listed by every
+/// host, numbered from the shared record (the same bytes again make no new
+/// version, through any host), deleted through any host; the component is
+/// kept in the cluster under its digest.
+#[test]
+fn plugins_uploaded_through_one_host_are_every_hosts() {
+    use tokio::io::AsyncReadExt as _;
+    let cluster = NatsCluster::start();
+    let (a, b) = (host(&cluster), host(&cluster));
+    let upload = |server: &Server, bytes: &[u8]| {
+        server.call(
+            "PUT",
+            "/v1/plugins/p",
+            None,
+            Body::Raw(Some("application/wasm"), bytes.to_vec()),
+        )
+    };
+    let (noop, forwarder) = (
+        crate::support::plugin("noop"),
+        crate::support::plugin("forwarder"),
+    );
+
+    let (status, first) = upload(&a, &noop);
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["latest"], 1);
+    let listed = b.ok("GET", "/v1/plugins", Body::None);
+    assert_eq!(listed["plugins"][0]["name"], "p");
+    assert_eq!(listed["plugins"][0]["versions"][0], first["versions"][0]);
+    assert!(first["versions"][0]["languages"]
+        .as_array()
+        .expect("languages")
+        .contains(&json!("Rust")));
+
+    let (status, same) = upload(&b, &noop);
+    assert_eq!((status, &same["latest"]), (200, &json!(1)), "{same}");
+    let (status, second) = upload(&b, &forwarder);
+    assert_eq!((status, &second["latest"]), (201, &json!(2)), "{second}");
+    let versions = a.ok("GET", "/v1/plugins/p", Body::None)["versions"].clone();
+    assert_eq!(versions.as_array().expect("versions").len(), 2);
+
+    // The component is in the cluster, under its digest.
+    let digest = first["versions"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let (rt, client) = connect(&cluster);
+    let _inside = rt.enter();
+    let kept = rt.block_on(async {
+        let js = jetstream::new(client);
+        let bucket = js
+            .get_object_store("switchyard_plugins")
+            .await
+            .expect("the plugins bucket");
+        let mut object = bucket
+            .get(format!("wasm/{digest}"))
+            .await
+            .expect("the component");
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).await.expect("its bytes");
+        bytes
+    });
+    assert!(kept == noop, "the kept component is the uploaded one");
+
+    // Deleted through either host, for both.
+    a.ok("DELETE", "/v1/plugins/p@1", Body::None);
+    let left = b.ok("GET", "/v1/plugins/p", Body::None);
+    assert_eq!(left["versions"][0]["version"], 2);
+    assert_eq!(left["versions"].as_array().expect("versions").len(), 1);
+    b.ok("DELETE", "/v1/plugins/p", Body::None);
+    let (status, _) = a.call("GET", "/v1/plugins/p", None, Body::None);
+    assert_eq!(status, 404);
+    let (status, _) = a.call("DELETE", "/v1/plugins/p", None, Body::None);
+    assert_eq!(status, 404);
+}

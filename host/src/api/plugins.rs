@@ -48,8 +48,8 @@ struct PluginList {
 /// `{"plugins": [...]}`.
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
     responses((status = 200, description = "Every plugin", body = PluginList)))]
-pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
-    let plugins = ctx.broker.plugins();
+pub async fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
+    let plugins = ctx.broker.plugins().await?;
     body::reply(StatusCode::OK, ctx.format, &PluginList { plugins })
 }
 
@@ -71,7 +71,7 @@ pub async fn delete(ctx: &Ctx, reference: &str) -> Result<Reply, ApiError> {
 
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "plugins", params(("name" = String, Path, description = "Plugin name")),
     responses((status = 200, description = "The plugin and its versions", body = PluginInfo)))]
-pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
-    let info = ctx.broker.plugin(name)?;
+pub async fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    let info = ctx.broker.plugin(name).await?;
     body::reply(StatusCode::OK, ctx.format, &info)
 }

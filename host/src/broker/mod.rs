@@ -115,8 +115,8 @@ pub struct BrokerConfig {
     pub compiler: Option<compile::Compiler>,
     /// Free bytes kept on the data directory's filesystem (see `space`).
     pub min_free_disk: u64,
-    /// Cluster mode: topics live in this log, shared with other hosts.
-    pub shared_log: Option<Arc<dyn shared::SharedLog>>,
+    /// Cluster mode: topics and plugins live there, shared with other hosts.
+    pub shared: Option<shared::SharedBackend>,
 }
 
 impl BrokerConfig {
@@ -131,7 +131,7 @@ impl BrokerConfig {
             worker_threads: DEFAULT_WORKER_THREADS,
             compiler: None,
             min_free_disk: DEFAULT_RESERVE_MIB << 20,
-            shared_log: None,
+            shared: None,
         }
     }
 }
@@ -216,6 +216,9 @@ impl Broker {
         if let Some(compiler) = config.compiler.clone() {
             registry = registry.compile_in_processes(compiler);
         }
+        if let Some(backend) = &config.shared {
+            registry = registry.shared_in(backend.meta.clone());
+        }
         let plugins = Arc::new(registry);
         let subscriptions = Arc::new(
             subscriptions::Subscriptions::load(store.clone(), log.clone(), plugins.clone()).await?,
@@ -223,8 +226,8 @@ impl Broker {
         let (background, stop) = tokio::sync::watch::channel(false);
         let retention = tokio::spawn(retention::run(log.clone(), subscriptions.clone(), stop));
         let shared = config
-            .shared_log
-            .map(|log| shared::Shared::new(log, Clock::system()));
+            .shared
+            .map(|backend| shared::Shared::new(backend.log, Clock::system()));
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
@@ -418,7 +421,6 @@ impl Broker {
         name: &str,
         wasm: Vec<u8>,
     ) -> Result<(PluginInfo, bool), BrokerError> {
-        self.local_only("plugins")?;
         self.inner.log.space().check()?;
         self.inner.plugins.put(name, wasm).await
     }
@@ -426,15 +428,19 @@ impl Broker {
     /// Delete a plugin version (`name@N`) or the whole plugin (`name`);
     /// refused with [`BrokerError::Conflict`] while a subscription uses it.
     pub async fn delete_plugin(&self, reference: &str) -> Result<(), BrokerError> {
+        if self.clustered() {
+            // No subscription can use it: cluster mode has none yet.
+            return self.inner.plugins.delete_shared(reference).await;
+        }
         self.inner.subscriptions.delete_plugin(reference).await
     }
 
-    pub fn plugins(&self) -> Vec<PluginInfo> {
-        self.inner.plugins.list()
+    pub async fn plugins(&self) -> Result<Vec<PluginInfo>, BrokerError> {
+        self.inner.plugins.list_any().await
     }
 
-    pub fn plugin(&self, name: &str) -> Result<PluginInfo, BrokerError> {
-        self.inner.plugins.info(name)
+    pub async fn plugin(&self, name: &str) -> Result<PluginInfo, BrokerError> {
+        self.inner.plugins.info_any(name).await
     }
 
     /// Create or update a subscription. Returns whether it was created.

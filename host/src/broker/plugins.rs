@@ -5,6 +5,7 @@
 use super::blobs::WasmDir;
 use super::code::CodeDir;
 use super::compile::Compiler;
+use super::shared::SharedMeta;
 use super::spec::{parse_plugin_ref, validate_resource_name};
 use super::worker::WorkerPool;
 use super::{now_ms, BrokerError};
@@ -14,7 +15,7 @@ use crate::store::{Durability, Op, Store};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Largest plugin upload: 32 MiB (a Python component with its interpreter is ~20 MiB).
@@ -44,13 +45,14 @@ pub struct PluginInfo {
     pub versions: Vec<PluginVersionInfo>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct PluginRecord {
-    versions: Vec<PluginVersionInfo>,
+/// A plugin's stored record: its versions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub versions: Vec<PluginVersionInfo>,
     /// The highest version number ever given, so a deleted version's number
     /// is never given again (ledgers and dead letters name versions).
     #[serde(default)]
-    last_version: u32,
+    pub last_version: u32,
 }
 
 struct Entry {
@@ -75,7 +77,14 @@ pub(crate) struct Registry {
     /// How long accepted uploads took to compile (or to load code compiled
     /// earlier from the same bytes).
     compile_seconds: Histogram,
+    /// Cluster mode: records and components live there, shared by every
+    /// host; `entries` keeps what this host compiled.
+    shared: Option<Arc<dyn SharedMeta>>,
 }
+
+/// How often a change that lost a compare-and-set race to another host is
+/// tried again before the caller is told to retry.
+const RACES: usize = 16;
 
 impl Registry {
     /// The runtime plugins run in.
@@ -96,6 +105,12 @@ impl Registry {
     /// Compile uploads in processes `compiler` starts from now on.
     pub(crate) fn compile_in_processes(mut self, compiler: Compiler) -> Self {
         self.compiler = Some(compiler);
+        self
+    }
+
+    /// Keep plugins in `shared` (cluster mode) from now on.
+    pub(crate) fn shared_in(mut self, shared: Arc<dyn SharedMeta>) -> Self {
+        self.shared = Some(shared);
         self
     }
 }
@@ -185,6 +200,7 @@ impl Registry {
             entries: RwLock::new(entries),
             uploads: tokio::sync::Mutex::new(()),
             compile_seconds: Histogram::new(histogram::SLOW_SECONDS),
+            shared: None,
         })
     }
 
@@ -208,7 +224,7 @@ impl Registry {
         .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         // One upload at a time: version numbers are assigned in order.
         let _guard = self.uploads.lock().await;
-        if let Ok(info) = self.info(name) {
+        if let Ok(info) = self.info_any(name).await {
             let latest = info.versions.last().map(|v| v.digest.as_str());
             if latest == Some(digest.as_str()) {
                 return Ok((info, false));
@@ -226,6 +242,14 @@ impl Registry {
             tokio::task::spawn_blocking(move || (crate::runtime::languages(&wasm), wasm))
                 .await
                 .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        if let Some(shared) = &self.shared {
+            let version = Version {
+                digest,
+                size,
+                languages,
+            };
+            return self.put_shared(shared, name, version, wasm, plugin).await;
+        }
         // The component first, then the version that names it.
         let mut ops = Vec::new();
         match self.wasm.clone() {
@@ -437,6 +461,138 @@ impl Registry {
         Ok(())
     }
 
+    /// Cluster mode's upload: the component first, then the version that
+    /// names it, added to the plugin's shared record by compare-and-set
+    /// (version numbers stay unique across hosts).
+    async fn put_shared(
+        &self,
+        shared: &Arc<dyn SharedMeta>,
+        name: &str,
+        new: Version,
+        wasm: Vec<u8>,
+        plugin: Plugin,
+    ) -> Result<(PluginInfo, bool), BrokerError> {
+        shared.put_component(&new.digest, wasm).await?;
+        for _ in 0..RACES {
+            let (mut record, revision) = shared.plugin(name).await?.unwrap_or_default();
+            if record
+                .versions
+                .last()
+                .is_some_and(|v| v.digest == new.digest)
+            {
+                // Another host stored the same bytes meanwhile.
+                return Ok((to_info(name, &record), false));
+            }
+            let version = record
+                .versions
+                .last()
+                .map_or(0, |v| v.version)
+                .max(record.last_version)
+                + 1;
+            record.last_version = version;
+            record.versions.push(PluginVersionInfo {
+                version,
+                digest: new.digest.clone(),
+                size: new.size,
+                created_ms: now_ms(),
+                languages: new.languages.clone(),
+            });
+            if !shared.put_plugin(name, &record, revision).await? {
+                continue;
+            }
+            let mut entries = self.entries.write().expect("plugins lock");
+            let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
+                record: PluginRecord::default(),
+                compiled: BTreeMap::new(),
+            });
+            entry.record = record.clone();
+            entry.compiled.insert(version, plugin);
+            tracing::info!(
+                plugin = name,
+                version,
+                "plugin version deployed to the cluster"
+            );
+            return Ok((to_info(name, &record), true));
+        }
+        Err(busy(name))
+    }
+
+    /// Cluster mode's delete of one version (`name@N`) or every version
+    /// (`name`), by compare-and-set on the shared record. Components stay
+    /// in the shared store (another plugin, or an upload under way on
+    /// another host, may name the same digest).
+    pub(crate) async fn delete_shared(&self, reference: &str) -> Result<(), BrokerError> {
+        let shared = self
+            .shared
+            .as_ref()
+            .ok_or_else(|| BrokerError::Unsupported("not in cluster mode".into()))?;
+        let (name, pinned) = parse_plugin_ref(reference)?;
+        for _ in 0..RACES {
+            let Some((mut record, revision)) = shared.plugin(name).await? else {
+                return Err(BrokerError::NotFound(format!(
+                    "plugin {name:?} does not exist"
+                )));
+            };
+            let doomed: Vec<u32> = match pinned {
+                Some(v) if record.versions.iter().any(|i| i.version == v) => vec![v],
+                Some(_) => {
+                    return Err(BrokerError::NotFound(format!(
+                        "plugin {reference:?} has no such version"
+                    )))
+                }
+                None => record.versions.iter().map(|v| v.version).collect(),
+            };
+            record.versions.retain(|v| !doomed.contains(&v.version));
+            let done = if record.versions.is_empty() {
+                shared.delete_plugin(name, revision).await?
+            } else {
+                shared.put_plugin(name, &record, revision).await?
+            };
+            if !done {
+                continue;
+            }
+            let mut entries = self.entries.write().expect("plugins lock");
+            if record.versions.is_empty() {
+                entries.remove(name);
+            } else if let Some(entry) = entries.get_mut(name) {
+                entry.record = record;
+                entry.compiled.retain(|v, _| !doomed.contains(v));
+            }
+            tracing::info!(plugin = reference, "plugin deleted from the cluster");
+            return Ok(());
+        }
+        Err(busy(name))
+    }
+
+    /// Every plugin: the shared records in cluster mode, else this host's.
+    pub(crate) async fn list_any(&self) -> Result<Vec<PluginInfo>, BrokerError> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.list());
+        };
+        let mut out = Vec::new();
+        for name in shared.plugin_names().await? {
+            // Deleted since it was listed: left out.
+            if let Some((record, _)) = shared.plugin(&name).await? {
+                out.push(to_info(&name, &record));
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// One plugin: its shared record in cluster mode, else this host's.
+    pub(crate) async fn info_any(&self, name: &str) -> Result<PluginInfo, BrokerError> {
+        let Some(shared) = &self.shared else {
+            return self.info(name);
+        };
+        match shared.plugin(name).await? {
+            Some((record, _)) => Ok(to_info(name, &record)),
+            None => Err(BrokerError::NotFound(format!(
+                "plugin {name:?} does not exist"
+            ))),
+        }
+    }
+
     /// A copy of a plugin's stored record (empty if it has none).
     fn record(&self, name: &str) -> PluginRecord {
         self.entries
@@ -479,6 +635,19 @@ impl Registry {
         })?;
         Ok((plugin.clone(), format!("{name}@{version}")))
     }
+}
+
+/// A new version's facts, before it has a number.
+struct Version {
+    digest: String,
+    size: u64,
+    languages: Vec<String>,
+}
+
+fn busy(name: &str) -> BrokerError {
+    BrokerError::Unavailable(format!(
+        "plugin {name:?} is being changed by other hosts; try again"
+    ))
 }
 
 fn to_info(name: &str, record: &PluginRecord) -> PluginInfo {

@@ -8,8 +8,12 @@
 //! still validates and partitions every publish here, exactly as the
 //! embedded mode does (so a key lands in the same partition in both), and
 //! the [`SharedLog`] stores each partition's messages and settings.
+//!
+//! Plugins' versions and components live in a [`SharedMeta`]: records
+//! changed by compare-and-set (revision numbers), components by digest.
 
 use super::log::{check_messages, partition_for_key, LogEntry, NewMessage, Published};
+pub use super::plugins::PluginRecord;
 use super::spec::{validate_topic_name, TopicSpec};
 use super::{BrokerError, Clock, TopicInfo};
 use futures_util::future::BoxFuture;
@@ -101,6 +105,51 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<SharedPartition, BrokerError>>;
     /// Whether the log can be reached now; `Err` says why not.
     fn reachable(&self) -> Result<(), String>;
+}
+
+/// What hosts share besides the log: plugin records, each changed only
+/// if it is still at the revision its writer read, and components by name.
+pub trait SharedMeta: Send + Sync + std::fmt::Debug + 'static {
+    /// The names of every plugin with a record.
+    fn plugin_names(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>>;
+    /// A plugin's record and its revision, if it has one.
+    fn plugin<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(PluginRecord, u64)>, BrokerError>>;
+    /// Store `record` if the plugin's record is still at `revision` (0: it
+    /// has none); `false` if another host changed it since.
+    fn put_plugin<'a>(
+        &'a self,
+        name: &'a str,
+        record: &'a PluginRecord,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+    /// Remove the plugin's record if it is still at `revision`; `false` if
+    /// another host changed it since.
+    fn delete_plugin<'a>(
+        &'a self,
+        name: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+    /// Keep a component under its digest (durable before the answer).
+    fn put_component<'a>(
+        &'a self,
+        digest: &'a str,
+        bytes: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// A component by its digest, if kept.
+    fn component<'a>(
+        &'a self,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BrokerError>>;
+}
+
+/// A host's shared storage in cluster mode.
+#[derive(Debug, Clone)]
+pub struct SharedBackend {
+    pub log: Arc<dyn SharedLog>,
+    pub meta: Arc<dyn SharedMeta>,
 }
 
 /// The broker's side of a shared log: validation and partitioning as in

@@ -11,11 +11,12 @@
 
 pub mod batch;
 pub mod log;
+pub mod meta;
 pub mod ownership;
 pub mod state;
 pub mod topics;
 
-use crate::broker::shared::SharedLog;
+use crate::broker::shared::SharedBackend;
 use std::sync::Arc;
 
 use async_nats::jetstream::stream;
@@ -53,16 +54,16 @@ fn stream_config(name: String, subject: String, replicas: usize) -> stream::Conf
 
 /// Connect to the NATS servers at `urls` (any of a cluster's nodes; the
 /// client learns the others and fails over between them) and open the
-/// broker's shared log of topics there, each stream and bucket with
-/// `replicas` copies.
-pub async fn shared_log(
-    urls: &[String],
-    replicas: usize,
-) -> Result<Arc<dyn SharedLog>, ClusterError> {
+/// broker's shared storage there: topics ([`topics`]) and plugins
+/// ([`meta`]), each stream and bucket with `replicas` copies.
+pub async fn open(urls: &[String], replicas: usize) -> Result<SharedBackend, ClusterError> {
     let client = async_nats::ConnectOptions::new()
         .name("switchyard")
         .connect(urls)
         .await
         .map_err(|e| ClusterError::new("connecting to the NATS cluster", e))?;
-    Ok(Arc::new(topics::Topics::open(client, replicas).await?))
+    Ok(SharedBackend {
+        log: Arc::new(topics::Topics::open(client.clone(), replicas).await?),
+        meta: Arc::new(meta::Meta::open(client, replicas).await?),
+    })
 }
