@@ -194,6 +194,20 @@ fn two_hosts_share_topics_and_lose_no_acknowledged_publish_through_a_leader_kill
     let seq: usize = m["id"].as_str().expect("id")[1..].parse().expect("m<seq>");
     assert_eq!(m["payload"], format!("payload {seq}"));
 
+    // A live tail on one host shows what is published through the other.
+    let mut tail = crate::streams::Stream::open(&b, "/v1/topics/orders/tail", None);
+    let live: Vec<Value> = (0..3)
+        .map(|i| json!({ "key": "live", "payload": format!("live {i}") }))
+        .collect();
+    a.publish("orders", live);
+    for i in 0..3 {
+        let event = tail.next();
+        assert_eq!(event.name, "message");
+        assert_eq!(event.data["payload"], format!("live {i}"));
+        assert!(event.id.is_some(), "a cursor to resume from");
+    }
+    drop(tail);
+
     // Deleted on one host, gone on both; created again, it starts empty.
     b.ok("DELETE", "/v1/topics/orders", Body::None);
     let (status, _) = a.call("GET", "/v1/topics/orders", None, Body::None);

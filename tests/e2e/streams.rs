@@ -8,19 +8,19 @@ use std::time::Duration;
 
 /// One server-sent event.
 #[derive(Debug)]
-struct Event {
-    id: Option<String>,
-    name: String,
-    data: Value,
+pub struct Event {
+    pub id: Option<String>,
+    pub name: String,
+    pub data: Value,
 }
 
 /// An open event stream.
-struct Stream {
+pub struct Stream {
     lines: BufReader<Box<dyn Read + Send>>,
 }
 
 impl Stream {
-    fn open(s: &Server, path: &str, last_event_id: Option<&str>) -> Stream {
+    pub fn open(s: &Server, path: &str, last_event_id: Option<&str>) -> Stream {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -49,7 +49,7 @@ impl Stream {
     }
 
     /// The next event (comments skipped).
-    fn next(&mut self) -> Event {
+    pub fn next(&mut self) -> Event {
         let (mut id, mut name, mut data) = (None, String::new(), String::new());
         loop {
             let mut line = String::new();

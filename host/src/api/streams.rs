@@ -67,11 +67,11 @@ pub async fn tail(
             )))
         }
     };
-    let watch = ctx.broker.watch_topic(topic)?;
+    let watch = ctx.broker.watch_topic(topic).await?;
     let cursor = match headers.get("last-event-id") {
         Some(value) => parse_cursor(value.to_str().unwrap_or(""), watch.partitions())?,
-        None if earliest => watch.firsts(),
-        None => watch.heads(),
+        None if earliest => watch.offsets().await?.0,
+        None => watch.offsets().await?.1,
     };
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let feed = TailFeed {
@@ -217,8 +217,10 @@ impl TailFeed {
     /// Send what is new. `Some(true)`: sent some (look again), `Some(false)`:
     /// nothing new, `None`: the stream is over.
     async fn catch_up(&mut self) -> Option<bool> {
-        let heads = self.watch.heads();
-        let firsts = self.watch.firsts();
+        let Ok((firsts, heads)) = self.watch.offsets().await else {
+            tracing::warn!(topic = %self.topic, "tail: reading the topic's offsets failed");
+            return None;
+        };
         let mut sent = false;
         for p in 0..heads.len() {
             // Retention may have deleted what the cursor points at.

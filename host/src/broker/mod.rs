@@ -493,8 +493,10 @@ impl Broker {
     }
 
     /// Watch a topic for new durable messages (the API's live tail).
-    pub fn watch_topic(&self, name: &str) -> Result<TopicWatch, BrokerError> {
-        self.local_only("live tails of topics")?;
+    pub async fn watch_topic(&self, name: &str) -> Result<TopicWatch, BrokerError> {
+        if let Some(shared) = &self.inner.shared {
+            return shared.watch(name).await;
+        }
         let topic = self
             .inner
             .log

@@ -105,6 +105,13 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<SharedPartition, BrokerError>>;
     /// Whether the log can be reached now; `Err` says why not.
     fn reachable(&self) -> Result<(), String>;
+    /// A signal for each message appended to any partition of `topic` by
+    /// any host, heard as it arrives (it is readable once stored, a moment
+    /// later). Ends with the topic or the connection.
+    fn appends<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<futures_util::stream::BoxStream<'static, ()>, BrokerError>>;
 }
 
 /// What hosts share besides the log: plugin records, each changed only
@@ -177,6 +184,18 @@ impl Shared {
 
     pub(crate) fn reachable(&self) -> Result<(), String> {
         self.log.reachable()
+    }
+
+    /// Watch a topic's partitions for appends by any host.
+    pub(crate) async fn watch(&self, topic: &str) -> Result<super::TopicWatch, BrokerError> {
+        let spec = self.spec(topic).await?;
+        let appends = self.log.appends(topic).await?;
+        Ok(super::TopicWatch::shared(
+            self.log.clone(),
+            topic,
+            spec.partitions,
+            appends,
+        ))
     }
 
     /// A topic's settings: cached, else from the shared log.

@@ -3,53 +3,131 @@
 //! ([`DeliveryEvent`]). Neither touches any subscription's progress.
 
 use super::log::Topic;
-use super::AttemptRecord;
+use super::shared::SharedLog;
+use super::{AttemptRecord, BrokerError};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt as _;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Attempt events a subscription buffers for slow watchers before they
 /// miss some (and are told they lagged).
 pub const EVENT_BUFFER: usize = 1024;
 
+/// In a shared log, a message is seen on its way in, a moment before it is
+/// stored: a watcher looks this long after hearing of one.
+const SETTLE: Duration = Duration::from_millis(5);
+/// ...and at least this often, for a message heard of before it was stored.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// A topic's partitions' offsets, woken when new messages become durable.
 /// Stops watching when dropped.
 pub struct TopicWatch {
-    topic: Arc<Topic>,
-    notify: Arc<Notify>,
+    inner: Watched,
+}
+
+enum Watched {
+    /// The embedded log, which wakes its watchers after each durable append.
+    Local {
+        topic: Arc<Topic>,
+        notify: Arc<Notify>,
+    },
+    /// A shared log (cluster mode): woken by appends of any host.
+    Shared {
+        log: Arc<dyn SharedLog>,
+        topic: String,
+        partitions: u32,
+        /// Only polled through `&mut self` (the lock is never taken); it
+        /// makes the watch `Sync`, as a stream need not be.
+        appends: std::sync::Mutex<BoxStream<'static, ()>>,
+    },
 }
 
 impl TopicWatch {
     pub(crate) fn new(topic: Arc<Topic>) -> Self {
         let notify = Arc::new(Notify::new());
         topic.watch(notify.clone());
-        Self { topic, notify }
+        Self {
+            inner: Watched::Local { topic, notify },
+        }
+    }
+
+    pub(crate) fn shared(
+        log: Arc<dyn SharedLog>,
+        topic: &str,
+        partitions: u32,
+        appends: BoxStream<'static, ()>,
+    ) -> Self {
+        Self {
+            inner: Watched::Shared {
+                log,
+                topic: topic.to_string(),
+                partitions,
+                appends: std::sync::Mutex::new(appends),
+            },
+        }
     }
 
     pub fn partitions(&self) -> u32 {
-        self.topic.partitions()
+        match &self.inner {
+            Watched::Local { topic, .. } => topic.partitions(),
+            Watched::Shared { partitions, .. } => *partitions,
+        }
     }
 
-    /// Per partition: the offset the next durable message will get.
-    pub fn heads(&self) -> Vec<u64> {
-        (0..self.partitions()).map(|p| self.topic.head(p)).collect()
+    /// Per partition: the oldest offset still stored, and the offset the
+    /// next durable message will get.
+    pub async fn offsets(&self) -> Result<(Vec<u64>, Vec<u64>), BrokerError> {
+        match &self.inner {
+            Watched::Local { topic, .. } => {
+                let partitions = 0..topic.partitions();
+                let firsts = partitions.clone().map(|p| topic.first(p)).collect();
+                Ok((firsts, partitions.map(|p| topic.head(p)).collect()))
+            }
+            Watched::Shared {
+                log,
+                topic,
+                partitions,
+                ..
+            } => {
+                let states = futures_util::future::try_join_all(
+                    (0..*partitions).map(|p| log.partition(topic, p)),
+                )
+                .await?;
+                Ok((
+                    states.iter().map(|s| s.first).collect(),
+                    states.iter().map(|s| s.next).collect(),
+                ))
+            }
+        }
     }
 
-    /// Per partition: the oldest offset still stored.
-    pub fn firsts(&self) -> Vec<u64> {
-        (0..self.partitions())
-            .map(|p| self.topic.first(p))
-            .collect()
-    }
-
-    /// Wait until messages were appended since the last call.
-    pub async fn changed(&self) {
-        self.notify.notified().await
+    /// Wait until messages were appended since the last call (in a shared
+    /// log: until one was heard of and has had a moment to be stored, or
+    /// [`RECHECK`] passed).
+    pub async fn changed(&mut self) {
+        match &mut self.inner {
+            Watched::Local { notify, .. } => notify.notified().await,
+            Watched::Shared { appends, .. } => {
+                let appends = appends.get_mut().expect("appends lock");
+                match tokio::time::timeout(RECHECK, appends.next()).await {
+                    Ok(Some(())) => tokio::time::sleep(SETTLE).await,
+                    // The subscription ended (the connection was lost):
+                    // look every RECHECK from now on.
+                    Ok(None) => tokio::time::sleep(RECHECK).await,
+                    Err(_) => {}
+                }
+            }
+        }
     }
 }
 
 impl Drop for TopicWatch {
     fn drop(&mut self) {
-        self.topic.unwatch(&self.notify);
+        if let Watched::Local { topic, notify } = &self.inner {
+            topic.unwatch(notify);
+        }
     }
 }
 

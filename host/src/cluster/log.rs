@@ -69,6 +69,11 @@ fn subject(topic: &str, partition: u32) -> String {
     format!("t.{}.{partition}", token(topic))
 }
 
+/// The subjects of every partition of a topic.
+pub(crate) fn all_subjects(topic: &str) -> String {
+    format!("t.{}.*", token(topic))
+}
+
 /// A name as one subject token or in a stream name: its dots as `~`, which
 /// names cannot hold, so that `a.b` and `a` never share a subject prefix.
 pub(crate) fn token(name: &str) -> String {

@@ -327,6 +327,23 @@ impl SharedLog for Topics {
         self.connected()
     }
 
+    fn appends<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<futures_util::stream::BoxStream<'static, ()>, BrokerError>> {
+        Box::pin(async move {
+            // Core NATS sees every publish to the partitions' subjects.
+            let subscriber = self
+                .client
+                .subscribe(super::log::all_subjects(topic))
+                .await
+                .map_err(|e| failed("watching a topic", e))?;
+            Ok(futures_util::StreamExt::boxed(
+                futures_util::StreamExt::map(subscriber, |_| ()),
+            ))
+        })
+    }
+
     fn partition<'a>(
         &'a self,
         topic: &'a str,
