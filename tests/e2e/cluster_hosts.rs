@@ -347,6 +347,14 @@ fn hosts_ride_out_a_restart_of_the_whole_nats_cluster() {
         Body::Json(json!({ "id": "late", "payload": "p" })),
     );
     assert!(status == 503 || status == 500, "{status} {refused}");
+    // The host's own metrics are still served, without the topics' series.
+    let (status, metrics) = a.get_text("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("switchyard_plugin_threads"), "{metrics}");
+    assert!(
+        !metrics.contains("switchyard_partition_next_offset{"),
+        "{metrics}"
+    );
 
     cluster.restart_all();
     for server in [&a, &b] {
@@ -358,8 +366,18 @@ fn hosts_ride_out_a_restart_of_the_whole_nats_cluster() {
     // The producer retries its unacknowledged message; everything is there once.
     let (results, _) = publish_until_stored_on(&a, "t", &[json!({ "id": "late", "payload": "p" })]);
     assert_eq!(results.len(), 1);
+    // Every stream has a leader again once each answers a read (503 until).
     let mut ids: Vec<String> = (0..2)
-        .flat_map(|p| b.read_partition("t", p))
+        .flat_map(|p| {
+            let path = format!("/v1/topics/t/partitions/{p}/messages?limit=1000");
+            wait_for(LIMIT, "the partition to answer reads", || {
+                match b.call("GET", &path, None, Body::None) {
+                    (200, page) => Some(page["messages"].as_array().expect("messages").clone()),
+                    (503, _) => None,
+                    (status, body) => panic!("{status} {body}"),
+                }
+            })
+        })
         .map(|m| m["id"].as_str().expect("id").to_string())
         .collect();
     ids.sort();

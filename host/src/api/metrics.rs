@@ -314,7 +314,13 @@ pub async fn render(broker: &Broker, requests: &Requests) -> Result<Reply, ApiEr
         "Bytes a partition's stored messages take, about (compressed as stored)",
         bytes.clone(),
     );
-    for topic in broker.topics().await? {
+    // In cluster mode the topics are read from NATS: while it cannot be
+    // reached, the host's own series are still rendered, without these.
+    let topics = broker.topics().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "metrics: the topics could not be read");
+        Vec::new()
+    });
+    for topic in topics {
         for (p, offset) in topic.offsets.iter().enumerate() {
             let labels = vec![("topic", topic.name.clone()), ("partition", p.to_string())];
             next_offset.get_or_create(&labels).set(*offset as i64);
