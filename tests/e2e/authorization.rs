@@ -65,16 +65,32 @@ fn state(s: &Server) -> Value {
     })
 }
 
-/// [`state`] once nothing is moving: every push subscription has caught up
-/// and two reads agree.
+/// [`state`] once nothing is moving: every push subscription has finished
+/// every stored message (its `lag` alone may not show one appended a
+/// moment ago, until its runner wakes) and two reads agree.
 fn quiet_state(s: &Server) -> Value {
     crate::support::wait_for(std::time::Duration::from_secs(60), "a quiet host", || {
         let first = state(s);
+        let stored: u64 = first["topics"]["topics"][0]["offsets"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum();
         let subscriptions = first["subscriptions"]["subscriptions"].as_array()?;
+        let finished = |stats: &Value| {
+            ["acked", "dead_lettered", "failed", "filtered"]
+                .iter()
+                .filter_map(|k| stats[*k].as_u64())
+                .sum::<u64>()
+        };
         let idle = subscriptions
             .iter()
             .filter(|sub| sub["mode"] != "pull")
-            .all(|sub| sub["stats"]["lag"] == 0 && sub["stats"]["in_flight"] == 0);
+            .all(|sub| {
+                sub["stats"]["lag"] == 0
+                    && sub["stats"]["in_flight"] == 0
+                    && finished(&sub["stats"]) == stored
+            });
         (idle && state(s) == first).then_some(first)
     })
 }
