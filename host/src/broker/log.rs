@@ -745,6 +745,11 @@ impl Log {
 
 #[cfg(test)]
 impl Topic {
+    /// Make offsets below `head` of a partition durable, as an append would.
+    pub(crate) fn advance_head(&self, partition: u32, head: u64) {
+        self.heads[partition as usize].fetch_max(head, Ordering::AcqRel);
+    }
+
     /// A topic whose partitions each hold offsets below `head`, for unit tests.
     pub(crate) fn with_head(name: &str, partitions: u32, head: u64) -> Topic {
         Topic {

@@ -149,10 +149,14 @@ impl Source {
     }
 
     /// Durable messages not yet finished.
+    #[cfg(test)]
     pub(crate) fn lag(&self) -> u64 {
-        self.topic
-            .head(self.partition)
-            .saturating_sub(self.watermark)
+        self.lag_at(self.topic.head(self.partition))
+    }
+
+    /// Messages below `head` not yet finished.
+    pub(crate) fn lag_at(&self, head: u64) -> u64 {
+        head.saturating_sub(self.watermark)
             .saturating_sub(self.done_count)
     }
 

@@ -162,7 +162,11 @@ pub(crate) struct Shared {
     /// attempts until space is back.
     pub(crate) waiting_for_disk: std::sync::atomic::AtomicBool,
     pub(crate) filtered: AtomicU64,
-    pub(crate) lag: AtomicU64,
+    /// Unfinished messages as the runner last counted them, with the head
+    /// of each partition it counted to: a reader adds what was appended
+    /// since, so a message counts from the moment it is durable, not from
+    /// when the runner next looks ([`Shared::lag_now`]).
+    lag: std::sync::Mutex<Counted>,
     pub(crate) in_flight: AtomicU64,
     /// Outbound HTTP requests of the plugin.
     pub(crate) egress: Arc<crate::runtime::EgressStats>,
@@ -176,6 +180,14 @@ pub(crate) struct Shared {
     watermarks: RwLock<HashMap<String, Vec<AtomicU64>>>,
     /// `acked` sampled about once a second, for `acked_per_sec`.
     acked_samples: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
+}
+
+/// A runner's last count of its unfinished messages, and the head of each
+/// partition it counted to.
+#[derive(Default)]
+struct Counted {
+    lag: u64,
+    heads: Vec<(Arc<Topic>, u32, u64)>,
 }
 
 impl Shared {
@@ -195,13 +207,40 @@ impl Shared {
             halted: std::sync::atomic::AtomicBool::new(false),
             waiting_for_disk: std::sync::atomic::AtomicBool::new(false),
             filtered: AtomicU64::new(0),
-            lag: AtomicU64::new(0),
+            lag: std::sync::Mutex::new(Counted::default()),
             in_flight: AtomicU64::new(0),
             egress: Arc::default(),
             attempts: AttemptStats::default(),
             desk: std::sync::OnceLock::new(),
             events: tokio::sync::broadcast::Sender::new(super::EVENT_BUFFER),
         }
+    }
+
+    /// Record the runner's count of unfinished messages of `sources`, at
+    /// their partitions' heads now.
+    pub(crate) fn publish_lag(&self, sources: &[Source]) {
+        let mut counted = self.lag.lock().expect("lag lock");
+        counted.lag = 0;
+        counted.heads.clear();
+        for source in sources {
+            let head = source.topic.head(source.partition);
+            counted.lag += source.lag_at(head);
+            counted
+                .heads
+                .push((source.topic.clone(), source.partition, head));
+        }
+    }
+
+    /// Unfinished messages: the runner's last count, plus every message
+    /// appended to its partitions since.
+    pub(crate) fn lag_now(&self) -> u64 {
+        let counted = self.lag.lock().expect("lag lock");
+        let appended: u64 = counted
+            .heads
+            .iter()
+            .map(|(topic, partition, head)| topic.head(*partition).saturating_sub(*head))
+            .sum();
+        counted.lag + appended
     }
 
     /// Report totals whose progress is written (monotonic: a late report of
@@ -294,7 +333,7 @@ impl Shared {
                 kv_conflicts: get(&self.kv_conflicts),
                 host_busy: get(&self.host_busy),
                 filtered: get(&self.filtered),
-                lag: get(&self.lag),
+                lag: self.lag_now(),
                 in_flight: get(&self.in_flight),
                 acked_per_sec: (self.acked_per_sec() * 10.0).round() / 10.0,
                 egress: self.egress.snapshot(),
@@ -967,6 +1006,28 @@ mod tests {
     fn pull(topic: &str) -> SubscriptionSpec {
         serde_json::from_value(serde_json::json!({"topic": topic, "mode": "pull"}))
             .expect("a valid spec")
+    }
+
+    /// A subscription's lag counts a message from the moment it is durable,
+    /// not from when its runner next counts: read between the two, it is
+    /// never a stale figure (a false zero for a caught-up subscription).
+    #[test]
+    fn lag_counts_messages_appended_since_the_runner_counted() {
+        use super::{Shared, Source, Topic};
+        use std::sync::Arc;
+        let topic = Arc::new(Topic::with_head("t", 2, 5));
+        let shared = Shared::new("s", pull("t"));
+        let sources = [
+            Source::new(topic.clone(), 0, 0),
+            Source::new(topic.clone(), 1, 0),
+        ];
+        shared.publish_lag(&sources);
+        assert_eq!(shared.lag_now(), 10);
+        topic.advance_head(1, 8);
+        assert_eq!(shared.lag_now(), 13, "three appended since the count");
+        // The runner counts again: the same figure, from its own count.
+        shared.publish_lag(&sources);
+        assert_eq!(shared.lag_now(), 13);
     }
 
     async fn open(dir: &std::path::Path) -> Broker {

@@ -827,8 +827,7 @@ impl Runner {
 
     fn publish_stats(&self) {
         self.shared.publish_watermarks(&self.sources);
-        let lag: u64 = self.sources.iter().map(Source::lag).sum();
-        self.shared.lag.store(lag, AtomicOrdering::Relaxed);
+        self.shared.publish_lag(&self.sources);
         self.shared
             .in_flight
             .store(self.in_flight as u64, AtomicOrdering::Relaxed);
