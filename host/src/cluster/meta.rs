@@ -1,16 +1,15 @@
 //! The broker's shared plugins on JetStream
-//! ([`crate::broker::shared::SharedMeta`]): each plugin's record in the KV
-//! bucket [`super::topics::META_BUCKET`] (key `plugin.<name>`, changed by
-//! create or update-by-revision), components in the Object Store bucket
-//! [`PLUGINS_BUCKET`] under `wasm/<digest>`.
+//! ([`crate::broker::shared::SharedMeta`]): each plugin's record in the
+//! settings bucket ([`super::records`], key `plugin.<name>`, changed by
+//! revision), components in the Object Store bucket [`PLUGINS_BUCKET`]
+//! under `wasm/<digest>`.
 
-use super::topics::META_BUCKET;
+use super::records::{failed, Records};
 use super::ClusterError;
 use crate::broker::shared::{PluginRecord, SharedMeta};
 use crate::broker::BrokerError;
-use async_nats::jetstream::{self, kv, object_store};
+use async_nats::jetstream::{self, object_store};
 use futures_util::future::BoxFuture;
-use futures_util::TryStreamExt as _;
 use tokio::io::AsyncReadExt as _;
 
 /// The Object Store bucket of plugin components.
@@ -19,7 +18,7 @@ pub const PLUGINS_BUCKET: &str = "switchyard_plugins";
 /// Plugins' records and components on a JetStream cluster.
 #[derive(Clone)]
 pub struct Meta {
-    kv: kv::Store,
+    records: Records,
     objects: object_store::ObjectStore,
 }
 
@@ -30,19 +29,13 @@ impl std::fmt::Debug for Meta {
 }
 
 impl Meta {
-    /// The buckets on the cluster `client` is connected to, with
-    /// `replicas` copies (made if missing).
-    pub async fn open(client: async_nats::Client, replicas: usize) -> Result<Self, ClusterError> {
-        let js = jetstream::new(client);
-        let kv = js
-            .create_key_value(kv::Config {
-                bucket: META_BUCKET.to_string(),
-                history: 1,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::new("opening the settings bucket", e))?;
+    /// Plugins in `records`, components in the bucket on the cluster `js`
+    /// talks to, with `replicas` copies (made if missing).
+    pub(crate) async fn open(
+        js: &jetstream::Context,
+        records: Records,
+        replicas: usize,
+    ) -> Result<Self, ClusterError> {
         let objects = js
             .create_object_store(object_store::Config {
                 bucket: PLUGINS_BUCKET.to_string(),
@@ -51,7 +44,7 @@ impl Meta {
             })
             .await
             .map_err(|e| ClusterError::new("opening the plugins bucket", e))?;
-        Ok(Self { kv, objects })
+        Ok(Self { records, objects })
     }
 }
 
@@ -63,49 +56,16 @@ fn object(digest: &str) -> String {
     format!("wasm/{digest}")
 }
 
-fn failed(what: &'static str, error: impl ToString) -> BrokerError {
-    BrokerError::Unavailable(ClusterError::new(what, error).to_string())
-}
-
 impl SharedMeta for Meta {
     fn plugin_names(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>> {
-        Box::pin(async move {
-            let keys: Vec<String> = self
-                .kv
-                .keys()
-                .await
-                .map_err(|e| failed("listing plugins", e))?
-                .try_collect()
-                .await
-                .map_err(|e| failed("listing plugins", e))?;
-            Ok(keys
-                .iter()
-                .filter_map(|k| k.strip_prefix("plugin."))
-                .map(str::to_string)
-                .collect())
-        })
+        Box::pin(self.records.names("plugin."))
     }
 
     fn plugin<'a>(
         &'a self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<(PluginRecord, u64)>, BrokerError>> {
-        Box::pin(async move {
-            let entry = self
-                .kv
-                .entry(key(name))
-                .await
-                .map_err(|e| failed("reading a plugin's record", e))?;
-            match entry {
-                Some(entry) if entry.operation == kv::Operation::Put => {
-                    let record = rmp_serde::from_slice(&entry.value).map_err(|e| {
-                        BrokerError::Store(format!("the record of plugin {name:?} is corrupt: {e}"))
-                    })?;
-                    Ok(Some((record, entry.revision)))
-                }
-                _ => Ok(None),
-            }
-        })
+        Box::pin(async move { self.records.get(&key(name)).await })
     }
 
     fn put_plugin<'a>(
@@ -115,21 +75,8 @@ impl SharedMeta for Meta {
         revision: u64,
     ) -> BoxFuture<'a, Result<bool, BrokerError>> {
         Box::pin(async move {
-            let value: bytes::Bytes = rmp_serde::to_vec_named(record)
-                .expect("plugin records serialize")
-                .into();
-            if revision == 0 {
-                return match self.kv.create(key(name), value).await {
-                    Ok(_) => Ok(true),
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-                    Err(e) => Err(failed("storing a plugin's record", e)),
-                };
-            }
-            match self.kv.update(key(name), value, revision).await {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-                Err(e) => Err(failed("storing a plugin's record", e)),
-            }
+            let stored = self.records.put(&key(name), record, revision).await?;
+            Ok(stored.is_some())
         })
     }
 
@@ -138,30 +85,7 @@ impl SharedMeta for Meta {
         name: &'a str,
         revision: u64,
     ) -> BoxFuture<'a, Result<bool, BrokerError>> {
-        Box::pin(async move {
-            match self
-                .kv
-                .delete_expect_revision(key(name), Some(revision))
-                .await
-            {
-                Ok(()) => Ok(true),
-                Err(e) => {
-                    // Refused if another host changed it since; anything
-                    // else is a failure.
-                    let now = self
-                        .kv
-                        .entry(key(name))
-                        .await
-                        .map_err(|e| failed("reading a plugin's record", e))?;
-                    match now {
-                        Some(entry) if entry.revision == revision => {
-                            Err(failed("removing a plugin's record", e))
-                        }
-                        _ => Ok(false),
-                    }
-                }
-            }
-        })
+        Box::pin(async move { self.records.delete(&key(name), revision).await })
     }
 
     fn put_component<'a>(

@@ -6,13 +6,15 @@
 //! writer expects ([`batch`]), and which host runs what: membership,
 //! rendezvous placement and leases ([`ownership`]), topic partitions as
 //! streams ([`log`]), a subscription's state with its fenced commit
-//! ([`state`]), and the broker's shared log of topics on them ([`topics`],
-//! what `serve --cluster` runs on).
+//! ([`state`]), and what `serve --cluster` runs on: the broker's shared
+//! log of topics ([`topics`]) and its plugins ([`meta`]), their records in
+//! one settings bucket changed by revision ([`records`]).
 
 pub mod batch;
 pub mod log;
 pub mod meta;
 pub mod ownership;
+mod records;
 pub mod state;
 pub mod topics;
 
@@ -62,8 +64,10 @@ pub async fn open(urls: &[String], replicas: usize) -> Result<SharedBackend, Clu
         .connect(urls)
         .await
         .map_err(|e| ClusterError::new("connecting to the NATS cluster", e))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let records = records::Records::open(&js, replicas).await?;
     Ok(SharedBackend {
-        log: Arc::new(topics::Topics::open(client.clone(), replicas).await?),
-        meta: Arc::new(meta::Meta::open(client, replicas).await?),
+        meta: Arc::new(meta::Meta::open(&js, records.clone(), replicas).await?),
+        log: Arc::new(topics::Topics::new(client, records, replicas)),
     })
 }

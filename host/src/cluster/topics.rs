@@ -1,6 +1,6 @@
 //! The broker's shared log on JetStream ([`crate::broker::shared::SharedLog`]):
-//! topics' settings in the KV bucket [`META_BUCKET`] (key `topic.<name>`),
-//! their partitions as streams ([`super::log`]).
+//! topics' settings in the settings bucket ([`super::records`], key
+//! `topic.<name>`), their partitions as streams ([`super::log`]).
 //!
 //! Settings change only by compare-and-set, so hosts creating, updating
 //! and deleting one topic at once agree on the outcome:
@@ -15,25 +15,21 @@
 //!   earlier one's messages.
 
 use super::log::{PartitionState, Record, TopicLog};
+use super::records::{failed, Records};
 use super::ClusterError;
 use crate::broker::shared::{
     SharedAppended, SharedEntry, SharedLog, SharedMessage, SharedPartition,
 };
 use crate::broker::{BrokerError, TopicSpec};
-use async_nats::jetstream::{self, kv};
 use futures_util::future::BoxFuture;
-use futures_util::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-/// The bucket of topics' (and later subscriptions' and plugins') settings.
-pub const META_BUCKET: &str = "switchyard_meta";
 
 /// How often an update that lost a compare-and-set race is tried again
 /// before the caller is told to retry.
 const RACES: usize = 16;
 
-/// A topic's entry in [`META_BUCKET`].
+/// A topic's entry in the settings bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct TopicRecord {
     spec: TopicSpec,
@@ -46,7 +42,7 @@ struct TopicRecord {
 pub struct Topics {
     client: async_nats::Client,
     log: TopicLog,
-    meta: kv::Store,
+    records: Records,
 }
 
 impl std::fmt::Debug for Topics {
@@ -56,42 +52,19 @@ impl std::fmt::Debug for Topics {
 }
 
 impl Topics {
-    /// Topics on the cluster `client` is connected to, each partition and
-    /// the settings bucket with `replicas` copies (made if missing).
-    pub async fn open(client: async_nats::Client, replicas: usize) -> Result<Self, ClusterError> {
-        let js = jetstream::new(client.clone());
-        let meta = js
-            .create_key_value(kv::Config {
-                bucket: META_BUCKET.to_string(),
-                history: 1,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::new("opening the settings bucket", e))?;
-        Ok(Self {
+    /// Topics on the cluster `client` is connected to, their settings in
+    /// `records`, each partition with `replicas` copies.
+    pub(crate) fn new(client: async_nats::Client, records: Records, replicas: usize) -> Self {
+        Self {
             log: TopicLog::new(client.clone(), replicas),
             client,
-            meta,
-        })
+            records,
+        }
     }
 
     /// The topic's record and its revision, unless absent or deleted.
     async fn record(&self, name: &str) -> Result<Option<(TopicRecord, u64)>, BrokerError> {
-        let entry = self
-            .meta
-            .entry(key(name))
-            .await
-            .map_err(|e| failed("reading a topic's settings", e))?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                let record = rmp_serde::from_slice(&entry.value).map_err(|e| {
-                    BrokerError::Store(format!("the settings of topic {name:?} are corrupt: {e}"))
-                })?;
-                Ok(Some((record, entry.revision)))
-            }
-            _ => Ok(None),
-        }
+        self.records.get(&key(name)).await
     }
 
     async fn create(&self, name: &str, spec: &TopicSpec) -> Result<bool, BrokerError> {
@@ -103,14 +76,11 @@ impl Topics {
             spec: spec.clone(),
             deleting: false,
         };
-        match self.meta.create(key(name), encode(&record)).await {
-            Ok(_) => {
-                tracing::info!(topic = name, ?spec, "topic created in the cluster");
-                Ok(true)
-            }
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(failed("storing a topic's settings", e)),
+        let created = self.records.put(&key(name), &record, 0).await?.is_some();
+        if created {
+            tracing::info!(topic = name, ?spec, "topic created in the cluster");
         }
+        Ok(created)
     }
 
     /// Finish deleting a topic marked `deleting` at `revision`.
@@ -125,22 +95,9 @@ impl Topics {
             .await
             .map_err(|e| failed("deleting a topic's partitions", e))?;
         // By revision: a create that finished the deletion first and made
-        // the topic again must not lose it.
-        if let Err(e) = self
-            .meta
-            .delete_expect_revision(key(name), Some(revision))
-            .await
-        {
-            let now = self
-                .meta
-                .entry(key(name))
-                .await
-                .map_err(|e| failed("reading a topic's settings", e))?;
-            // Changed since: whoever changed it owns the name now.
-            if now.is_some_and(|entry| entry.revision == revision) {
-                return Err(failed("removing a topic's settings", e));
-            }
-        }
+        // the topic again must not lose it (a refusal says another host
+        // changed it since, and owns the name now).
+        self.records.delete(&key(name), revision).await?;
         Ok(())
     }
 }
@@ -148,18 +105,12 @@ impl Topics {
 impl SharedLog for Topics {
     fn list(&self) -> BoxFuture<'_, Result<Vec<(String, TopicSpec)>, BrokerError>> {
         Box::pin(async move {
-            let keys: Vec<String> = match self.meta.keys().await {
-                Ok(keys) => keys
-                    .try_collect()
-                    .await
-                    .map_err(|e| failed("listing topics", e))?,
-                Err(e) => return Err(failed("listing topics", e)),
-            };
+            let names = self.records.names("topic.").await?;
             let mut topics = Vec::new();
-            for name in keys.iter().filter_map(|k| k.strip_prefix("topic.")) {
-                if let Some((record, _)) = self.record(name).await? {
+            for name in names {
+                if let Some((record, _)) = self.record(&name).await? {
                     if !record.deleting {
-                        topics.push((name.to_string(), record.spec));
+                        topics.push((name, record.spec));
                     }
                 }
             }
@@ -215,17 +166,14 @@ impl SharedLog for Topics {
                     spec: spec.clone(),
                     deleting: false,
                 };
-                match self
-                    .meta
-                    .update(key(name), encode(&updated), revision)
-                    .await
+                if self
+                    .records
+                    .put(&key(name), &updated, revision)
+                    .await?
+                    .is_some()
                 {
-                    Ok(_) => {
-                        tracing::info!(topic = name, ?spec, "topic settings changed");
-                        return Ok(false);
-                    }
-                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                    Err(e) => return Err(failed("storing a topic's settings", e)),
+                    tracing::info!(topic = name, ?spec, "topic settings changed");
+                    return Ok(false);
                 }
             }
             Err(busy(name))
@@ -243,14 +191,10 @@ impl SharedLog for Topics {
                     return self.finish_delete(name, &record, revision).await;
                 }
                 record.deleting = true;
-                match self.meta.update(key(name), encode(&record), revision).await {
-                    Ok(marked) => {
-                        self.finish_delete(name, &record, marked).await?;
-                        tracing::info!(topic = name, "topic deleted from the cluster");
-                        return Ok(());
-                    }
-                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                    Err(e) => return Err(failed("marking a topic deleted", e)),
+                if let Some(marked) = self.records.put(&key(name), &record, revision).await? {
+                    self.finish_delete(name, &record, marked).await?;
+                    tracing::info!(topic = name, "topic deleted from the cluster");
+                    return Ok(());
                 }
             }
             Err(BrokerError::NotFound(format!(
@@ -383,22 +327,10 @@ fn key(name: &str) -> String {
     format!("topic.{name}")
 }
 
-fn encode(record: &TopicRecord) -> bytes::Bytes {
-    rmp_serde::to_vec_named(record)
-        .expect("topic settings serialize")
-        .into()
-}
-
 /// The partition streams' duplicate window: the topic's (0 is JetStream's
 /// default of 2 minutes; ids are then not sent, so nothing is deduplicated).
 fn window(spec: &TopicSpec) -> Duration {
     Duration::from_millis(spec.dedup_window_ms)
-}
-
-/// A cluster failure, told to callers as unavailability (503): JetStream
-/// was unreachable, had no leader or refused; nothing is known to be lost.
-fn failed(what: &'static str, error: impl ToString) -> BrokerError {
-    BrokerError::Unavailable(ClusterError::new(what, error).to_string())
 }
 
 fn busy(name: &str) -> BrokerError {
