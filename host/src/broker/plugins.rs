@@ -242,46 +242,47 @@ impl Registry {
             tokio::task::spawn_blocking(move || (crate::runtime::languages(&wasm), wasm))
                 .await
                 .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let new = Version {
+            digest,
+            size,
+            languages,
+        };
         if let Some(shared) = &self.shared {
-            let version = Version {
-                digest,
-                size,
-                languages,
-            };
-            return self.put_shared(shared, name, version, wasm, plugin).await;
+            return self.put_shared(shared, name, new, wasm, plugin).await;
         }
         // The component first, then the version that names it.
         let mut ops = Vec::new();
         match self.wasm.clone() {
             Some(dir) => {
-                let key = digest.clone();
+                let key = new.digest.clone();
                 tokio::task::spawn_blocking(move || dir.keep(&key, &wasm))
                     .await
                     .map_err(|e| BrokerError::Unavailable(e.to_string()))?
                     .map_err(|e| BrokerError::Store(format!("cannot keep the plugin: {e}")))?;
             }
             None => ops.push(Op::PutBlob {
-                name: wasm_blob(&digest),
+                name: wasm_blob(&new.digest),
                 bytes: wasm,
             }),
         }
         let mut record = self.record(name);
-        let version = record
-            .versions
-            .last()
-            .map_or(0, |v| v.version)
-            .max(record.last_version)
-            + 1;
-        record.last_version = version;
-        record.versions.push(PluginVersionInfo {
-            version,
-            digest,
-            size,
-            created_ms: now_ms(),
-            languages,
-        });
+        let version = record.add(&new);
         ops.push(Op::put_meta(META_PLUGIN, name, &record));
         self.store.submit(ops, Durability::Synced).await?;
+        let info = self.deployed(name, record, version, plugin);
+        tracing::info!(plugin = name, version, "plugin version deployed");
+        Ok((info, true))
+    }
+
+    /// Keep a new version's record and compiled plugin for this host's
+    /// calls.
+    fn deployed(
+        &self,
+        name: &str,
+        record: PluginRecord,
+        version: u32,
+        plugin: Plugin,
+    ) -> PluginInfo {
         let mut entries = self.entries.write().expect("plugins lock");
         let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
             record: PluginRecord::default(),
@@ -289,9 +290,7 @@ impl Registry {
         });
         entry.record = record;
         entry.compiled.insert(version, plugin);
-        let info = to_info(name, &entry.record);
-        tracing::info!(plugin = name, version, "plugin version deployed");
-        Ok((info, true))
+        to_info(name, &entry.record)
     }
 
     /// Compile on a blocking thread of this process (or take machine code
@@ -483,36 +482,17 @@ impl Registry {
                 // Another host stored the same bytes meanwhile.
                 return Ok((to_info(name, &record), false));
             }
-            let version = record
-                .versions
-                .last()
-                .map_or(0, |v| v.version)
-                .max(record.last_version)
-                + 1;
-            record.last_version = version;
-            record.versions.push(PluginVersionInfo {
-                version,
-                digest: new.digest.clone(),
-                size: new.size,
-                created_ms: now_ms(),
-                languages: new.languages.clone(),
-            });
+            let version = record.add(&new);
             if !shared.put_plugin(name, &record, revision).await? {
                 continue;
             }
-            let mut entries = self.entries.write().expect("plugins lock");
-            let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
-                record: PluginRecord::default(),
-                compiled: BTreeMap::new(),
-            });
-            entry.record = record.clone();
-            entry.compiled.insert(version, plugin);
+            let info = self.deployed(name, record, version, plugin);
             tracing::info!(
                 plugin = name,
                 version,
                 "plugin version deployed to the cluster"
             );
-            return Ok((to_info(name, &record), true));
+            return Ok((info, true));
         }
         Err(busy(name))
     }
@@ -642,6 +622,28 @@ struct Version {
     digest: String,
     size: u64,
     languages: Vec<String>,
+}
+
+impl PluginRecord {
+    /// Add `new` as the next version (never a number given before, even
+    /// to a deleted version); returns its number.
+    fn add(&mut self, new: &Version) -> u32 {
+        let version = self
+            .versions
+            .last()
+            .map_or(0, |v| v.version)
+            .max(self.last_version)
+            + 1;
+        self.last_version = version;
+        self.versions.push(PluginVersionInfo {
+            version,
+            digest: new.digest.clone(),
+            size: new.size,
+            created_ms: now_ms(),
+            languages: new.languages.clone(),
+        });
+        version
+    }
 }
 
 fn busy(name: &str) -> BrokerError {
