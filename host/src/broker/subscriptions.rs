@@ -219,15 +219,24 @@ impl Shared {
     /// Record the runner's count of unfinished messages of `sources`, at
     /// their partitions' heads now.
     pub(crate) fn publish_lag(&self, sources: &[Source]) {
-        let mut counted = self.lag.lock().expect("lag lock");
+        let mut guard = self.lag.lock().expect("lag lock");
+        let counted = &mut *guard;
         counted.lag = 0;
-        counted.heads.clear();
-        for source in sources {
+        counted.heads.truncate(sources.len());
+        for (i, source) in sources.iter().enumerate() {
             let head = source.topic.head(source.partition);
             counted.lag += source.lag_at(head);
-            counted
-                .heads
-                .push((source.topic.clone(), source.partition, head));
+            match counted.heads.get_mut(i) {
+                // The same partition as last time (sources rarely change):
+                // no reference counting on the runner's every turn.
+                Some(slot) if Arc::ptr_eq(&slot.0, &source.topic) && slot.1 == source.partition => {
+                    slot.2 = head
+                }
+                Some(slot) => *slot = (source.topic.clone(), source.partition, head),
+                None => counted
+                    .heads
+                    .push((source.topic.clone(), source.partition, head)),
+            }
         }
     }
 
@@ -1028,6 +1037,11 @@ mod tests {
         // The runner counts again: the same figure, from its own count.
         shared.publish_lag(&sources);
         assert_eq!(shared.lag_now(), 13);
+        // Its sources change (partition 0 no longer its own): appends to
+        // partition 0 no longer count.
+        shared.publish_lag(&sources[1..]);
+        topic.advance_head(0, 9);
+        assert_eq!(shared.lag_now(), 8);
     }
 
     async fn open(dir: &std::path::Path) -> Broker {
