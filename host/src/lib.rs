@@ -72,6 +72,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     config.validate()?;
+    let listener_port = listener.local_addr().map_or(0, |a| a.port());
     let mut broker_config = BrokerConfig::new(&config.data_dir);
     broker_config.fsync_interval = config
         .fsync_interval_ms
@@ -131,8 +132,9 @@ pub async fn run(
     let opening = async {
         if !config.cluster.is_empty() {
             tracing::info!(servers = ?config.cluster, replicas = config.cluster_replicas, "cluster mode: connecting to NATS JetStream");
+            let host = cluster_host_name(listener_port);
             broker_config.shared =
-                Some(cluster::open(&config.cluster, config.cluster_replicas).await?);
+                Some(cluster::open(&config.cluster, config.cluster_replicas, &host).await?);
         }
         Ok::<_, RunError>(Broker::open(broker_config).await?)
     };
@@ -183,4 +185,28 @@ fn reload_on_sighup(tls: std::sync::Arc<api::ServerTls>) -> Result<(), RunError>
         }
     });
     Ok(())
+}
+
+/// This host's name among a cluster's hosts: the machine's name and the
+/// API's port, so hosts on one machine differ and a restarted host comes
+/// back under its name (and to the subscriptions placed on it).
+fn cluster_host_name(port: u16) -> String {
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    // KV keys allow letters, digits and `-_/=.`.
+    let machine: String = machine
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{machine}-{port}")
 }

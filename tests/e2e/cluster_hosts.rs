@@ -18,7 +18,7 @@ const BATCHES: usize = 100;
 const BATCH: usize = 20;
 const KEYS: usize = 16;
 
-fn host(cluster: &NatsCluster) -> Server {
+pub fn host(cluster: &NatsCluster) -> Server {
     Server::start_args(&["--cluster", &cluster.urls.join(",")])
 }
 

@@ -188,6 +188,11 @@ impl Server {
         self.child.as_ref().expect("server running").id()
     }
 
+    /// Whether the server process runs (it was not stopped).
+    pub fn child_alive(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Stop with SIGKILL: no chance to flush or clean up.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

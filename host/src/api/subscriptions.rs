@@ -57,8 +57,8 @@ struct SubscriptionList {
 /// `{"subscriptions": [...]}`.
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
     responses((status = 200, description = "Every subscription with its stats", body = SubscriptionList)))]
-pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
-    let subscriptions = ctx.broker.subscriptions();
+pub async fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
+    let subscriptions = ctx.broker.list_subscriptions().await?;
     body::reply(
         StatusCode::OK,
         ctx.format,
@@ -68,8 +68,8 @@ pub fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
 
 #[utoipa::path(get, path = "/v1/subscriptions/{name}", tag = "subscriptions", params(("name" = String, Path, description = "Subscription name")),
     responses((status = 200, description = "The subscription with its stats", body = SubscriptionInfo)))]
-pub fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
-    let info = ctx.broker.subscription(name)?;
+pub async fn get(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    let info = ctx.broker.get_subscription(name).await?;
     body::reply(StatusCode::OK, ctx.format, &info)
 }
 

@@ -284,6 +284,7 @@ impl Harness {
                 topics,
                 control_rx,
                 progress,
+                None,
             )?;
             runner.trace = Some(Vec::new());
             Ok::<_, BrokerError>(runner)

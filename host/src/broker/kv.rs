@@ -152,6 +152,9 @@ impl KvState {
 /// its kv state and its configuration.
 pub(crate) struct SubscriptionEnv {
     pub(crate) log: Arc<Log>,
+    /// Cluster mode: the shared log the plugin publishes to, and a handle
+    /// to ask it from a plugin thread.
+    pub(crate) shared: Option<(Arc<super::shared::Shared>, tokio::runtime::Handle)>,
     pub(crate) kv: Arc<KvState>,
     pub(crate) config: BTreeMap<String, String>,
     pub(crate) egress: Arc<Egress>,
@@ -159,7 +162,15 @@ pub(crate) struct SubscriptionEnv {
 
 impl HostEnv for SubscriptionEnv {
     fn check_publish(&self, topic: &str) -> Result<(), String> {
-        self.log.check_publish(topic)
+        let Some((shared, handle)) = &self.shared else {
+            return self.log.check_publish(topic);
+        };
+        // A plugin thread, not an async one: it may wait for the answer.
+        match handle.block_on(shared.exists(topic)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("topic {topic:?} does not exist")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn kv_get(&self, key: &str) -> Result<(Option<Vec<u8>>, u64), String> {

@@ -182,6 +182,37 @@ impl Topic {
             .retain(|n| !Arc::ptr_eq(n, notify));
     }
 
+    /// A topic that lives in a shared log (cluster mode): its partitions
+    /// hold `firsts[p]..heads[p]` there, and [`Topic::reached`] moves the
+    /// heads as others append. Nothing of it is in this host's store.
+    pub(crate) fn remote(name: &str, spec: TopicSpec, firsts: &[u64], heads: &[u64]) -> Topic {
+        Topic {
+            name: name.to_string(),
+            partitions: spec.partitions,
+            heads: heads.iter().map(|h| AtomicU64::new(*h)).collect(),
+            firsts: firsts.iter().map(|f| AtomicU64::new(*f)).collect(),
+            next: Mutex::new(Appender::new(heads.to_vec())),
+            settings: RwLock::new(spec),
+            round_robin: AtomicU64::new(0),
+            watchers: Mutex::new(Vec::new()),
+            bytes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A remote topic's partitions were seen at `heads`: move them on and
+    /// wake the watchers if any moved.
+    pub(crate) fn reached(&self, heads: &[u64]) {
+        let mut moved = false;
+        for (head, seen) in self.heads.iter().zip(heads) {
+            moved |= head.fetch_max(*seen, Ordering::AcqRel) < *seen;
+        }
+        if moved {
+            for watcher in self.watchers.lock().expect("watchers lock").iter() {
+                watcher.notify_one();
+            }
+        }
+    }
+
     /// The topic's current settings.
     pub(crate) fn spec(&self) -> TopicSpec {
         self.settings.read().expect("topic settings lock").clone()

@@ -14,8 +14,10 @@ mod clock;
 mod code;
 pub mod compile;
 pub mod harness;
+mod journaled;
 mod kv;
 mod log;
+mod placement;
 mod plugins;
 mod progress;
 mod retention;
@@ -175,7 +177,11 @@ struct Inner {
     /// Messages per publish call.
     publish_sizes: Histogram,
     /// Cluster mode: where topics live instead of `log`.
-    shared: Option<shared::Shared>,
+    shared: Option<Arc<shared::Shared>>,
+    /// Cluster mode: subscriptions' settings and which host runs which.
+    cluster: Option<shared::SharedBackend>,
+    /// Cluster mode: the task placing subscriptions on this host.
+    placement: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Host-wide figures for metrics.
@@ -221,13 +227,37 @@ impl Broker {
         }
         let plugins = Arc::new(registry);
         let subscriptions = Arc::new(
-            subscriptions::Subscriptions::load(store.clone(), log.clone(), plugins.clone()).await?,
+            subscriptions::Subscriptions::load(
+                store.clone(),
+                log.clone(),
+                plugins.clone(),
+                config.shared.is_some(),
+            )
+            .await?,
         );
         let (background, stop) = tokio::sync::watch::channel(false);
-        let retention = tokio::spawn(retention::run(log.clone(), subscriptions.clone(), stop));
+        let retention = tokio::spawn(retention::run(
+            log.clone(),
+            subscriptions.clone(),
+            stop.clone(),
+        ));
         let shared = config
             .shared
-            .map(|backend| shared::Shared::new(backend.log, Clock::system()));
+            .as_ref()
+            .map(|backend| Arc::new(shared::Shared::new(backend.log.clone(), Clock::system())));
+        let placement = match (&config.shared, &shared) {
+            (Some(backend), Some(log)) => Some(tokio::spawn(
+                placement::Placement {
+                    subscriptions: subscriptions.clone(),
+                    plugins: plugins.clone(),
+                    log: log.clone(),
+                    records: backend.subscriptions.clone(),
+                    runners: backend.runners.clone(),
+                }
+                .run(stop),
+            )),
+            _ => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
@@ -238,6 +268,8 @@ impl Broker {
                 store,
                 publish_sizes: Histogram::new(crate::histogram::SIZES),
                 shared,
+                cluster: config.shared,
+                placement: std::sync::Mutex::new(placement),
             }),
         })
     }
@@ -275,6 +307,17 @@ impl Broker {
     /// Is this host in cluster mode (topics in a shared log)?
     pub fn clustered(&self) -> bool {
         self.inner.shared.is_some()
+    }
+
+    /// In cluster mode, what is read of a subscription's state is read on
+    /// the host running it: refuse elsewhere.
+    fn here(&self, name: &str) -> Result<(), BrokerError> {
+        if !self.clustered() || self.inner.subscriptions.info(name).is_ok() {
+            return Ok(());
+        }
+        Err(BrokerError::Unsupported(format!(
+            "subscription {name:?} does not run on this host: in cluster mode its state is read on the host running it (docs/cluster.md, \"Status\")"
+        )))
     }
 
     /// Refuse what cluster mode does not do yet.
@@ -428,9 +471,17 @@ impl Broker {
     /// Delete a plugin version (`name@N`) or the whole plugin (`name`);
     /// refused with [`BrokerError::Conflict`] while a subscription uses it.
     pub async fn delete_plugin(&self, reference: &str) -> Result<(), BrokerError> {
-        if self.clustered() {
-            // No subscription can use it: cluster mode has none yet.
-            return self.inner.plugins.delete_shared(reference).await;
+        if let Some(backend) = &self.inner.cluster {
+            // A race with a subscription created meanwhile on another host
+            // is not excluded: that subscription then waits for its plugin.
+            let users: Vec<(String, String)> = backend
+                .subscriptions
+                .list()
+                .await?
+                .into_iter()
+                .map(|(name, record, _)| (name, record.spec.plugin))
+                .collect();
+            return self.inner.plugins.delete_shared(reference, &users).await;
         }
         self.inner.subscriptions.delete_plugin(reference).await
     }
@@ -449,8 +500,28 @@ impl Broker {
         name: &str,
         spec: SubscriptionSpec,
     ) -> Result<(SubscriptionInfo, bool), BrokerError> {
-        self.local_only("subscriptions")?;
+        if self.clustered() {
+            return self.put_shared_subscription(name, spec).await;
+        }
         self.inner.subscriptions.put(name, spec).await
+    }
+
+    /// Every subscription (in cluster mode: every host's, with stats for
+    /// those running here).
+    pub async fn list_subscriptions(&self) -> Result<Vec<SubscriptionInfo>, BrokerError> {
+        if self.clustered() {
+            return self.list_shared_subscriptions().await;
+        }
+        Ok(self.subscriptions())
+    }
+
+    /// One subscription (in cluster mode: any host's, with stats if it
+    /// runs here).
+    pub async fn get_subscription(&self, name: &str) -> Result<SubscriptionInfo, BrokerError> {
+        if self.clustered() {
+            return self.shared_subscription(name).await;
+        }
+        self.subscription(name)
     }
 
     pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
@@ -471,6 +542,7 @@ impl Broker {
         lease: Option<Duration>,
         wait: Duration,
     ) -> Result<Vec<Lease>, BrokerError> {
+        self.local_only("pull subscriptions")?;
         let desk = self.inner.subscriptions.desk(name)?;
         Ok(desk.lease(max, lease, wait).await)
     }
@@ -481,6 +553,7 @@ impl Broker {
         name: &str,
         items: Vec<(String, Settle)>,
     ) -> Result<Vec<Settled>, BrokerError> {
+        self.local_only("pull subscriptions")?;
         Ok(self.inner.subscriptions.desk(name)?.settle(items))
     }
 
@@ -510,12 +583,16 @@ impl Broker {
         &self,
         name: &str,
     ) -> Result<tokio::sync::broadcast::Receiver<DeliveryEvent>, BrokerError> {
+        self.here(name)?;
         self.inner.subscriptions.events(name)
     }
 
     /// Delete a subscription with its progress, ledger and dead letters.
     /// Recreating it later starts afresh (per its `start` setting).
     pub async fn delete_subscription(&self, name: &str) -> Result<(), BrokerError> {
+        if self.clustered() {
+            return self.delete_shared_subscription(name).await;
+        }
         self.inner.subscriptions.delete(name).await
     }
 
@@ -526,17 +603,20 @@ impl Broker {
         name: &str,
         paused: bool,
     ) -> Result<SubscriptionInfo, BrokerError> {
+        self.local_only("pausing and resuming subscriptions")?;
         self.inner.subscriptions.set_paused(name, paused).await
     }
 
     /// A subscription's delivery record of one message: its state and every
     /// attempt (start, duration, outcome, error, plugin version).
     pub fn ledger(&self, name: &str, id: &str) -> Result<LedgerEntry, BrokerError> {
+        self.here(name)?;
         self.inner.subscriptions.ledger(name, id)
     }
 
     /// One dead letter of a subscription, by message id.
     pub fn dead_letter(&self, name: &str, id: &str) -> Result<DeadLetter, BrokerError> {
+        self.here(name)?;
         self.inner.subscriptions.dead_letter(name, id)
     }
 
@@ -547,6 +627,7 @@ impl Broker {
         name: &str,
         ids: Option<Vec<String>>,
     ) -> Result<usize, BrokerError> {
+        self.local_only("purging dead letters")?;
         self.inner.subscriptions.purge(name, ids.as_deref()).await
     }
 
@@ -558,6 +639,7 @@ impl Broker {
         name: &str,
         ids: Option<Vec<String>>,
     ) -> Result<usize, BrokerError> {
+        self.local_only("redriving dead letters")?;
         self.inner.subscriptions.redrive(name, ids.as_deref()).await
     }
 
@@ -571,6 +653,7 @@ impl Broker {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, BrokerError> {
+        self.here(name)?;
         self.inner
             .subscriptions
             .kv_entries(name, prefix, after, limit)
@@ -578,6 +661,7 @@ impl Broker {
 
     /// A subscription's dead letters, at most `limit`.
     pub fn dead_letters(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        self.here(name)?;
         self.inner.subscriptions.dead_letters(name, limit)
     }
 
@@ -585,6 +669,13 @@ impl Broker {
     /// their outcomes are committed; everything written is flushed.
     pub async fn shutdown(&self) {
         self.inner.background.send_replace(true);
+        let placement = self.inner.placement.lock().expect("placement lock").take();
+        if let Some(task) = placement {
+            // It stops what runs here and gives the leases up.
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "placement task ended abnormally");
+            }
+        }
         let retention = self.inner.retention.lock().expect("retention lock").take();
         if let Some(task) = retention {
             if let Err(e) = task.await {

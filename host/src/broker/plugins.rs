@@ -380,27 +380,7 @@ impl Registry {
             }
             None => info.versions.iter().map(|v| v.version).collect(),
         };
-        for (subscription, used) in users {
-            let (used_name, used_version) = parse_plugin_ref(used)?;
-            if used_name != name {
-                continue;
-            }
-            let conflict = match used_version {
-                Some(v) => doomed.contains(&v).then(|| format!("pins {name}@{v}")),
-                None => doomed.contains(&info.latest).then(|| {
-                    format!(
-                        "follows the latest version of {name} ({name}@{})",
-                        info.latest
-                    )
-                }),
-            };
-            if let Some(why) = conflict {
-                return Err(BrokerError::Conflict(format!(
-                    "plugin {reference:?} is in use: subscription {subscription:?} {why}; \
-                     change or delete the subscription first"
-                )));
-            }
-        }
+        check_users(reference, &doomed, info.latest, users)?;
         let mut record = self.record(name);
         let removed: Vec<PluginVersionInfo> = record
             .versions
@@ -501,7 +481,11 @@ impl Registry {
     /// (`name`), by compare-and-set on the shared record. Components stay
     /// in the shared store (another plugin, or an upload under way on
     /// another host, may name the same digest).
-    pub(crate) async fn delete_shared(&self, reference: &str) -> Result<(), BrokerError> {
+    pub(crate) async fn delete_shared(
+        &self,
+        reference: &str,
+        users: &[(String, String)],
+    ) -> Result<(), BrokerError> {
         let shared = self
             .shared
             .as_ref()
@@ -522,6 +506,8 @@ impl Registry {
                 }
                 None => record.versions.iter().map(|v| v.version).collect(),
             };
+            let latest = record.versions.last().map_or(0, |v| v.version);
+            check_users(reference, &doomed, latest, users)?;
             record.versions.retain(|v| !doomed.contains(&v.version));
             let done = if record.versions.is_empty() {
                 shared.delete_plugin(name, revision).await?
@@ -542,6 +528,78 @@ impl Registry {
             return Ok(());
         }
         Err(busy(name))
+    }
+
+    /// Cluster mode: does the version `reference` names exist?
+    pub(crate) async fn check_shared(&self, reference: &str) -> Result<(), BrokerError> {
+        match &self.shared {
+            Some(shared) => self.shared_version(shared, reference).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// The shared record of the plugin `reference` names, and the version
+    /// it names now.
+    async fn shared_version(
+        &self,
+        shared: &Arc<dyn SharedMeta>,
+        reference: &str,
+    ) -> Result<(PluginRecord, PluginVersionInfo), BrokerError> {
+        let (name, pinned) = parse_plugin_ref(reference)?;
+        let (record, _) = shared
+            .plugin(name)
+            .await?
+            .ok_or_else(|| BrokerError::NotFound(format!("plugin {name:?} does not exist")))?;
+        let version = match pinned {
+            Some(v) => record.versions.iter().find(|x| x.version == v),
+            None => record.versions.last(),
+        }
+        .ok_or_else(|| BrokerError::NotFound(format!("plugin {reference:?} has no such version")))?
+        .clone();
+        Ok((record, version))
+    }
+
+    /// Cluster mode: make the version `reference` names now runnable
+    /// here, compiling it from the shared component if this host has not
+    /// (it was uploaded through another host). Without a version, the
+    /// latest is taken, as [`Registry::resolve`] does.
+    pub(crate) async fn fetch_shared(&self, reference: &str) -> Result<(), BrokerError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let (record, version) = self.shared_version(shared, reference).await?;
+        let (name, _) = parse_plugin_ref(reference)?;
+        let compiled = {
+            let entries = self.entries.read().expect("plugins lock");
+            entries
+                .get(name)
+                .and_then(|e| e.compiled.get(&version.version))
+                .cloned()
+        };
+        let plugin = match compiled {
+            Some(plugin) => plugin,
+            None => {
+                let wasm = shared.component(&version.digest).await?.ok_or_else(|| {
+                    BrokerError::Unavailable(format!(
+                        "the component of {name}@{} is missing from the cluster",
+                        version.version
+                    ))
+                })?;
+                let (plugin, _, kept) = match &self.compiler {
+                    Some(compiler) => {
+                        self.compile_in_process(compiler, &version.digest, wasm)
+                            .await?
+                    }
+                    None => self.compile_here(&version.digest, wasm).await?,
+                };
+                if let Err(e) = kept {
+                    tracing::warn!(plugin = name, error = %e, "keeping compiled code failed; it is compiled again next time");
+                }
+                plugin
+            }
+        };
+        self.deployed(name, record, version.version, plugin);
+        Ok(())
     }
 
     /// Every plugin: the shared records in cluster mode, else this host's.
@@ -644,6 +702,37 @@ impl PluginRecord {
         });
         version
     }
+}
+
+/// Refuse to delete the versions `doomed` of the plugin `reference` names
+/// (whose latest version is `latest`) while a subscription in `users`
+/// (name, plugin reference) pins one, or follows the latest and it goes.
+fn check_users(
+    reference: &str,
+    doomed: &[u32],
+    latest: u32,
+    users: &[(String, String)],
+) -> Result<(), BrokerError> {
+    let (name, _) = parse_plugin_ref(reference)?;
+    for (subscription, used) in users {
+        let (used_name, used_version) = parse_plugin_ref(used)?;
+        if used_name != name {
+            continue;
+        }
+        let conflict = match used_version {
+            Some(v) => doomed.contains(&v).then(|| format!("pins {name}@{v}")),
+            None => doomed
+                .contains(&latest)
+                .then(|| format!("follows the latest version of {name} ({name}@{latest})")),
+        };
+        if let Some(why) = conflict {
+            return Err(BrokerError::Conflict(format!(
+                "plugin {reference:?} is in use: subscription {subscription:?} {why}; \
+                 change or delete the subscription first"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn busy(name: &str) -> BrokerError {

@@ -12,10 +12,12 @@
 //! Plugins' versions and components live in a [`SharedMeta`]: records
 //! changed by compare-and-set (revision numbers), components by digest.
 
-use super::log::{check_messages, partition_for_key, LogEntry, NewMessage, Published};
+use super::log::{check_messages, partition_for_key, LogEntry, NewMessage, Published, Topic};
 pub use super::plugins::PluginRecord;
+pub use super::spec::SubscriptionSpec;
 use super::spec::{validate_topic_name, TopicSpec};
 use super::{BrokerError, Clock, TopicInfo};
+use crate::store::StoredMessage;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,11 +154,120 @@ pub trait SharedMeta: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BrokerError>>;
 }
 
+/// A subscription as hosts share it: its settings, and which incarnation
+/// of its name it is. Each creation of a name is a new incarnation with a
+/// journal of its own, so nothing of a deleted subscription (whatever a
+/// host that died while deleting it left) is ever read by a new one (D17).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionRecord {
+    pub spec: SubscriptionSpec,
+    pub incarnation: u64,
+}
+
+impl SubscriptionRecord {
+    /// The name of this incarnation's journal.
+    pub fn journal(&self, name: &str) -> String {
+        format!("{name}-{:016x}", self.incarnation)
+    }
+}
+
+/// Subscriptions' records, shared by every host: each changed only if it
+/// is still at the revision its writer read (0: none yet).
+pub trait SharedSubscriptions: Send + Sync + std::fmt::Debug + 'static {
+    /// Every subscription with its record and revision.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SubscriptionRecord, u64)>, BrokerError>>;
+    /// One subscription's record and revision, if it exists.
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(SubscriptionRecord, u64)>, BrokerError>>;
+    /// Store `record` if the key is still at `revision`; `false` if
+    /// another host changed it since.
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        record: &'a SubscriptionRecord,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+    /// Remove the record if it is still at `revision`.
+    fn delete<'a>(
+        &'a self,
+        name: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+}
+
+/// Why an append to a [`SharedJournal`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another host wrote the journal since this one read or wrote it:
+    /// nothing of the append was stored, and this host's copy of the
+    /// state is stale.
+    #[error("{0}")]
+    Fenced(String),
+    /// Not stored, or not known to be: replay before writing again.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A subscription's state journal as its one writer sees it: entries in
+/// the order appended, each append whole or not at all, and refused if
+/// anyone else appended since this writer last read or wrote.
+pub trait SharedJournal: Send + 'static {
+    /// Every entry, in order; later appends expect the last one.
+    fn replay(&mut self) -> BoxFuture<'_, Result<Vec<Vec<u8>>, BrokerError>>;
+    /// Append `entries` as one whole.
+    fn append(&mut self, entries: Vec<Vec<u8>>) -> BoxFuture<'_, Result<(), AppendError>>;
+}
+
+/// Which host runs which subscription: live hosts, placement over them,
+/// leases, and the subscriptions' journals.
+pub trait SharedRunners: Send + Sync + std::fmt::Debug + 'static {
+    /// This host's name among the live hosts.
+    fn host(&self) -> &str;
+    /// How often a host looks again at what it should run; a lease lives
+    /// a few of these.
+    fn beat(&self) -> std::time::Duration;
+    /// The live hosts, sorted.
+    fn live(&self) -> BoxFuture<'_, Result<Vec<String>, BrokerError>>;
+    /// Leave the live hosts at once (a clean stop), so others take over
+    /// this host's work without waiting for its entry to expire.
+    fn leave(&self) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// The host among `live` that `unit` belongs to (the same answer on
+    /// every host for the same list).
+    fn owner(&self, live: &[String], unit: &str) -> Option<String>;
+    /// Take `unit`'s lease: its revision, or `None` if another host holds it.
+    fn acquire<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<u64>, BrokerError>>;
+    /// Renew a lease held at `revision`: the new revision, or `None` if it
+    /// was lost meanwhile.
+    fn renew<'a>(
+        &'a self,
+        unit: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<Option<u64>, BrokerError>>;
+    /// Give a lease up at once (if still at `revision`).
+    fn release<'a>(
+        &'a self,
+        unit: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// A journal of a subscription's state
+    /// ([`SubscriptionRecord::journal`]), made if missing.
+    fn journal<'a>(
+        &'a self,
+        journal: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn SharedJournal>, BrokerError>>;
+    /// Delete a journal, if it exists.
+    fn delete_journal<'a>(&'a self, journal: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+}
+
 /// A host's shared storage in cluster mode.
 #[derive(Debug, Clone)]
 pub struct SharedBackend {
     pub log: Arc<dyn SharedLog>,
     pub meta: Arc<dyn SharedMeta>,
+    pub subscriptions: Arc<dyn SharedSubscriptions>,
+    pub runners: Arc<dyn SharedRunners>,
 }
 
 /// The broker's side of a shared log: validation and partitioning as in
@@ -170,6 +281,9 @@ pub(crate) struct Shared {
     specs: RwLock<HashMap<String, TopicSpec>>,
     /// Spreads unkeyed messages without an id over partitions.
     round_robin: AtomicU64,
+    /// Topics followed for this host's runners, by name, while any runner
+    /// holds them.
+    followed: std::sync::Mutex<HashMap<String, std::sync::Weak<Topic>>>,
 }
 
 impl Shared {
@@ -179,6 +293,84 @@ impl Shared {
             clock,
             specs: RwLock::new(HashMap::new()),
             round_robin: AtomicU64::new(0),
+            followed: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A topic for this host's runners to consume: its heads follow what
+    /// every host appends (woken by appends, looked at again every
+    /// second), for as long as a runner holds it.
+    pub(crate) async fn follow(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(topic) = self.followed.lock().expect("followed lock").get(name) {
+            if let Some(topic) = topic.upgrade() {
+                return Ok(topic);
+            }
+        }
+        let spec = self.spec(name).await?;
+        let mut watch = self.watch(name).await?;
+        let (firsts, heads) = watch.offsets().await?;
+        let topic = Arc::new(Topic::remote(name, spec, &firsts, &heads));
+        let mut followed = self.followed.lock().expect("followed lock");
+        if let Some(earlier) = followed.get(name).and_then(std::sync::Weak::upgrade) {
+            // Another runner started following it meanwhile.
+            return Ok(earlier);
+        }
+        followed.insert(name.to_string(), Arc::downgrade(&topic));
+        let weak = Arc::downgrade(&topic);
+        tokio::spawn(async move {
+            loop {
+                watch.changed().await;
+                let Some(topic) = weak.upgrade() else {
+                    return;
+                };
+                match watch.offsets().await {
+                    Ok((_, heads)) => topic.reached(&heads),
+                    // Deleted: its runners learn it from the topic's settings.
+                    Err(BrokerError::NotFound(_)) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, topic = %topic.name, "reading a followed topic's heads failed")
+                    }
+                }
+            }
+        });
+        Ok(topic)
+    }
+
+    /// Messages of a partition from `from`, as the store would give them
+    /// to a runner.
+    pub(crate) async fn read_stored(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredMessage)>, BrokerError> {
+        let entries = self.log.read(topic, partition, from, limit).await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let message = StoredMessage {
+                    id: e
+                        .message
+                        .id
+                        .unwrap_or_else(|| assigned_id(topic, partition, e.offset)),
+                    key: e.message.key,
+                    payload: e.message.payload,
+                    headers: e.message.headers,
+                    timestamp_ms: e.timestamp_ms,
+                    deliver_at_ms: e.message.deliver_at_ms,
+                };
+                (e.offset, message)
+            })
+            .collect())
+    }
+
+    /// Does `topic` exist (cached settings, else asked)?
+    pub(crate) async fn exists(&self, topic: &str) -> Result<bool, BrokerError> {
+        match self.spec(topic).await {
+            Ok(_) => Ok(true),
+            Err(BrokerError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

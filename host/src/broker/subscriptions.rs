@@ -374,10 +374,14 @@ pub(crate) struct Subscriptions {
 }
 
 impl Subscriptions {
+    /// Load the subscriptions the store holds and start them (none in
+    /// cluster mode, `clustered`: there, hosts take subscriptions as they
+    /// are placed on them).
     pub(crate) async fn load(
         store: Store,
         log: Arc<Log>,
         plugins: Arc<Registry>,
+        clustered: bool,
     ) -> Result<Self, BrokerError> {
         let subs = Self {
             store: store.clone(),
@@ -387,7 +391,11 @@ impl Subscriptions {
             restarting: std::sync::Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
         };
-        for (name, spec) in store.list_meta::<SubscriptionSpec>(META_SUBSCRIPTION)? {
+        let stored = match clustered {
+            true => Vec::new(),
+            false => store.list_meta::<SubscriptionSpec>(META_SUBSCRIPTION)?,
+        };
+        for (name, spec) in stored {
             if let Err(e) = subs.start(&name, spec).await {
                 tracing::error!(error = %e, subscription = %name, "cannot resume subscription");
             }
@@ -396,20 +404,77 @@ impl Subscriptions {
     }
 
     async fn start(&self, name: &str, spec: SubscriptionSpec) -> Result<(), BrokerError> {
-        // What the store holds for it, read on the blocking pool and not
-        // under the registry's lock, which API calls wait on.
+        // Hold the registry while collecting topics: a topic created meanwhile
+        // is either collected here or announced to the registered runner.
+        let (progress, is_paused) = self.stored(name).await?;
+        let running = self.running.lock().expect("subscriptions lock");
+        let topics = self.matching_topics(&spec)?;
+        self.launch(running, name, spec, topics, progress, is_paused, None)
+    }
+
+    /// What the store holds for a subscription: its progress and whether
+    /// it is paused, read on the blocking pool and not under the
+    /// registry's lock, which API calls wait on.
+    async fn stored(&self, name: &str) -> Result<(crate::store::Progress, bool), BrokerError> {
         let (store, owned) = (self.store.clone(), name.to_string());
-        let (progress, is_paused) = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let progress = store.load_progress(&owned)?;
             let paused = store.get_meta::<bool>(META_PAUSED, &owned)? == Some(true);
             Ok::<_, BrokerError>((progress, paused))
         })
         .await
-        .map_err(|e| BrokerError::Unavailable(e.to_string()))??;
-        // Hold the registry while collecting topics: a topic created meanwhile
-        // is either collected here or announced to the registered runner.
-        let mut running = self.running.lock().expect("subscriptions lock");
-        let topics = self.matching_topics(&spec)?;
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?
+    }
+
+    /// Run a subscription whose state is in its shared `journal` (cluster
+    /// mode): the journal replayed into this host's store first, its
+    /// topics followed in the shared log, every change written through
+    /// the journal.
+    pub(crate) async fn start_clustered(
+        &self,
+        name: &str,
+        spec: SubscriptionSpec,
+        log: Arc<super::shared::Shared>,
+        mut journal: Box<dyn super::shared::SharedJournal>,
+    ) -> Result<(), BrokerError> {
+        super::journaled::replay(&mut *journal, &self.store, name).await?;
+        let (progress, _) = self.stored(name).await?;
+        let mut topics = Vec::new();
+        if is_pattern(&spec.topic) {
+            for info in log.topics().await? {
+                if topic_matches(&spec.topic, &info.name) {
+                    topics.push(log.follow(&info.name).await?);
+                }
+            }
+        } else {
+            topics.push(log.follow(&spec.topic).await?);
+        }
+        let sink =
+            super::journaled::JournalSink::start(journal, self.store.clone(), log.clone(), name);
+        let clustered = super::runner::Clustered { log, sink };
+        let running = self.running.lock().expect("subscriptions lock");
+        self.launch(
+            running,
+            name,
+            spec,
+            topics,
+            progress,
+            false,
+            Some(clustered),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &self,
+        mut running: std::sync::MutexGuard<'_, BTreeMap<String, Running>>,
+        name: &str,
+        spec: SubscriptionSpec,
+        topics: Vec<Arc<Topic>>,
+        progress: crate::store::Progress,
+        is_paused: bool,
+        clustered: Option<super::runner::Clustered>,
+    ) -> Result<(), BrokerError> {
         let shared = Arc::new(Shared::new(name, spec));
         let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let runner = Runner::start(
@@ -420,6 +485,7 @@ impl Subscriptions {
             topics,
             control_rx,
             progress,
+            clustered,
         )?;
         let (stop, stop_rx) = watch::channel(false);
         let (paused, paused_rx) = watch::channel(is_paused);
@@ -436,6 +502,28 @@ impl Subscriptions {
         );
         tracing::info!(subscription = name, "subscription running");
         Ok(())
+    }
+
+    /// Stop running a subscription here (cluster mode: another host takes
+    /// it over, or it was deleted): in-flight attempts finish and commit.
+    /// With `forget`, what this host kept of it goes too.
+    pub(crate) async fn stop_here(&self, name: &str, forget: bool) -> Result<(), BrokerError> {
+        self.stop(name).await;
+        if forget {
+            let ops = vec![Op::ForgetSubscription {
+                subscription: name.to_string(),
+            }];
+            self.store.submit(ops, Durability::Buffered).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `name` runs here, and halted (a commit failed).
+    pub(crate) fn running_here(&self, name: &str) -> Option<bool> {
+        let running = self.running.lock().expect("subscriptions lock");
+        running
+            .get(name)
+            .map(|r| r.shared.halted.load(Ordering::Acquire) || r.task.is_finished())
     }
 
     async fn stop(&self, name: &str) {

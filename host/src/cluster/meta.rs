@@ -2,11 +2,12 @@
 //! ([`crate::broker::shared::SharedMeta`]): each plugin's record in the
 //! settings bucket ([`super::records`], key `plugin.<name>`, changed by
 //! revision), components in the Object Store bucket [`PLUGINS_BUCKET`]
-//! under `wasm/<digest>`.
+//! under `wasm/<digest>`; and subscriptions' settings
+//! ([`crate::broker::shared::SharedSubscriptions`], key `subscription.<name>`).
 
 use super::records::{failed, Records};
 use super::ClusterError;
-use crate::broker::shared::{PluginRecord, SharedMeta};
+use crate::broker::shared::{PluginRecord, SharedMeta, SharedSubscriptions, SubscriptionRecord};
 use crate::broker::BrokerError;
 use async_nats::jetstream::{self, object_store};
 use futures_util::future::BoxFuture;
@@ -124,5 +125,75 @@ impl SharedMeta for Meta {
                 .map_err(|e| failed("reading a plugin's component", e))?;
             Ok(Some(bytes))
         })
+    }
+}
+
+/// Subscriptions' settings in the settings bucket, key
+/// `subscription.<name>`, changed by revision.
+#[derive(Clone)]
+pub struct Subscriptions {
+    records: Records,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriptions").finish_non_exhaustive()
+    }
+}
+
+impl Subscriptions {
+    pub(crate) fn new(records: Records) -> Self {
+        Self { records }
+    }
+}
+
+fn subscription_key(name: &str) -> String {
+    format!("subscription.{name}")
+}
+
+impl SharedSubscriptions for Subscriptions {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SubscriptionRecord, u64)>, BrokerError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for name in self.records.names("subscription.").await? {
+                // Deleted since it was listed: skipped.
+                if let Some((record, revision)) = self.records.get(&subscription_key(&name)).await?
+                {
+                    all.push((name, record, revision));
+                }
+            }
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(all)
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(SubscriptionRecord, u64)>, BrokerError>> {
+        Box::pin(async move { self.records.get(&subscription_key(name)).await })
+    }
+
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        record: &'a SubscriptionRecord,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(async move {
+            let stored = self
+                .records
+                .put(&subscription_key(name), record, revision)
+                .await?;
+            Ok(stored.is_some())
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        name: &'a str,
+        revision: u64,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(async move { self.records.delete(&subscription_key(name), revision).await })
     }
 }

@@ -11,10 +11,12 @@
 //! one settings bucket changed by revision ([`records`]).
 
 pub mod batch;
+pub mod journal;
 pub mod log;
 pub mod meta;
 pub mod ownership;
 mod records;
+pub mod runners;
 pub mod state;
 pub mod topics;
 
@@ -56,9 +58,15 @@ fn stream_config(name: String, subject: String, replicas: usize) -> stream::Conf
 
 /// Connect to the NATS servers at `urls` (any of a cluster's nodes; the
 /// client learns the others and fails over between them) and open the
-/// broker's shared storage there: topics ([`topics`]) and plugins
-/// ([`meta`]), each stream and bucket with `replicas` copies.
-pub async fn open(urls: &[String], replicas: usize) -> Result<SharedBackend, ClusterError> {
+/// broker's shared storage there: topics ([`topics`]), plugins and
+/// subscriptions' settings ([`meta`]), and this host's part in running
+/// subscriptions as `host` ([`runners`]), each stream and bucket with
+/// `replicas` copies.
+pub async fn open(
+    urls: &[String],
+    replicas: usize,
+    host: &str,
+) -> Result<SharedBackend, ClusterError> {
     let client = async_nats::ConnectOptions::new()
         .name("switchyard")
         .connect(urls)
@@ -66,8 +74,14 @@ pub async fn open(urls: &[String], replicas: usize) -> Result<SharedBackend, Clu
         .map_err(|e| ClusterError::new("connecting to the NATS cluster", e))?;
     let js = async_nats::jetstream::new(client.clone());
     let records = records::Records::open(&js, replicas).await?;
+    let timing = ownership::Timing {
+        replicas,
+        ..Default::default()
+    };
     Ok(SharedBackend {
         meta: Arc::new(meta::Meta::open(&js, records.clone(), replicas).await?),
+        subscriptions: Arc::new(meta::Subscriptions::new(records.clone())),
+        runners: Arc::new(runners::Runners::join(client.clone(), host, timing).await?),
         log: Arc::new(topics::Topics::new(client, records, replicas)),
     })
 }

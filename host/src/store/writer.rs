@@ -152,7 +152,13 @@ pub enum Op {
     DeleteBlob {
         name: String,
     },
+    /// Changes read back from a journal ([`Op::journal`], [`Op::replay`]).
+    Replay(Replayed),
 }
+
+/// Changes decoded from a journal entry, applied as they were made.
+#[derive(Debug, Clone)]
+pub struct Replayed(RawBatch);
 
 impl Op {
     /// Store `value` as the metadata record `kind`/`name`.
@@ -173,6 +179,7 @@ impl Op {
 }
 
 /// An encoded change: column family, key and value, ready for a batch.
+#[derive(Debug, Clone)]
 enum Raw {
     Put(&'static str, Vec<u8>, Vec<u8>),
     Delete(&'static str, Vec<u8>),
@@ -180,8 +187,114 @@ enum Raw {
 }
 
 /// Collects encoded changes; mirrors the batch calls it stands in for.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct RawBatch(Vec<Raw>);
+
+/// A change as a journal carries it: the column family by name.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Change {
+    Put(
+        String,
+        #[serde(with = "serde_bytes")] Vec<u8>,
+        #[serde(with = "serde_bytes")] Vec<u8>,
+    ),
+    Delete(String, #[serde(with = "serde_bytes")] Vec<u8>),
+    DeleteRange(
+        String,
+        #[serde(with = "serde_bytes")] Vec<u8>,
+        #[serde(with = "serde_bytes")] Vec<u8>,
+    ),
+}
+
+/// Column families a journal may change: a subscription's state only.
+const JOURNALED: [&str; 2] = [CF_PROGRESS, CF_DEAD];
+/// About the most bytes of changes in one journal entry.
+pub const JOURNAL_PIECE: usize = 256 << 10;
+
+impl Change {
+    fn journaled(&self) -> bool {
+        match self {
+            Change::Put(cf, ..) | Change::Delete(cf, ..) | Change::DeleteRange(cf, ..) => {
+                JOURNALED.contains(&cf.as_str())
+            }
+        }
+    }
+}
+
+impl Op {
+    /// `ops` as journal entries (MessagePack): the changes they make, in
+    /// pieces of about [`JOURNAL_PIECE`] bytes (one change is never split),
+    /// which [`Op::replay`] applies again, in order, on another host's
+    /// store. Only a subscription's state (progress, kv, ledger, dead
+    /// letters) may be in them; a journal is no place for messages or
+    /// metadata.
+    pub fn journal(ops: Vec<Op>) -> Vec<Vec<u8>> {
+        let mut batch = RawBatch::default();
+        for op in ops {
+            op.encode(&mut batch);
+        }
+        let mut pieces = Vec::new();
+        let mut piece: Vec<Change> = Vec::new();
+        let mut size = 0;
+        for raw in batch.0 {
+            let bytes = match &raw {
+                Raw::Put(_, k, v) => k.len() + v.len(),
+                Raw::Delete(_, k) => k.len(),
+                Raw::DeleteRange(_, from, to) => from.len() + to.len(),
+            };
+            let change = match raw {
+                Raw::Put(cf, k, v) => Change::Put(cf.to_string(), k, v),
+                Raw::Delete(cf, k) => Change::Delete(cf.to_string(), k),
+                Raw::DeleteRange(cf, from, to) => Change::DeleteRange(cf.to_string(), from, to),
+            };
+            debug_assert!(
+                change.journaled(),
+                "only a subscription's state is journaled"
+            );
+            if size + bytes > JOURNAL_PIECE && !piece.is_empty() {
+                pieces.push(rmp_serde::to_vec(&piece).expect("changes serialize"));
+                piece.clear();
+                size = 0;
+            }
+            size += bytes + 16;
+            piece.push(change);
+        }
+        if !piece.is_empty() {
+            pieces.push(rmp_serde::to_vec(&piece).expect("changes serialize"));
+        }
+        pieces
+    }
+
+    /// The changes of a journal entry, to apply in the order entries were
+    /// made. An entry that does not decode, or that names a column family
+    /// outside a subscription's state, is refused.
+    pub fn replay(entry: &[u8]) -> Result<Op, StoreError> {
+        let changes: Vec<Change> =
+            rmp_serde::from_slice(entry).map_err(|e| StoreError::Corrupt {
+                key: "a journal entry".to_string(),
+                reason: format!("it does not decode: {e}"),
+            })?;
+        let table = |name: String| {
+            JOURNALED
+                .iter()
+                .find(|cf| **cf == name)
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: "a journal entry".to_string(),
+                    reason: format!("it changes {name:?}"),
+                })
+        };
+        let mut batch = RawBatch::default();
+        for change in changes {
+            batch.0.push(match change {
+                Change::Put(cf, k, v) => Raw::Put(table(cf)?, k, v),
+                Change::Delete(cf, k) => Raw::Delete(table(cf)?, k),
+                Change::DeleteRange(cf, from, to) => Raw::DeleteRange(table(cf)?, from, to),
+            });
+        }
+        Ok(Op::Replay(Replayed(batch)))
+    }
+}
 
 impl RawBatch {
     fn put_cf(&mut self, cf: &'static str, key: Vec<u8>, value: impl Into<Vec<u8>>) {
@@ -378,6 +491,7 @@ impl Op {
             Op::DeleteMeta { kind, name } => batch.delete_cf(cf(CF_META), keys::meta(kind, &name)),
             Op::PutBlob { name, bytes } => batch.put_cf(cf(CF_BLOBS), name.into_bytes(), bytes),
             Op::DeleteBlob { name } => batch.delete_cf(cf(CF_BLOBS), name.into_bytes()),
+            Op::Replay(Replayed(raw)) => batch.0.extend(raw.0),
         }
     }
 }

@@ -154,15 +154,26 @@ pub(crate) struct Runner {
     cores: usize,
     results: mpsc::UnboundedReceiver<Vec<JobDone<LaneKey>>>,
     control: mpsc::UnboundedReceiver<Control>,
+    /// Cluster mode: topics are read from the shared log, and every change
+    /// is written through the subscription's journal.
+    clustered: Option<Clustered>,
     /// Topics consumed, in the order they were added (sources refer to them
     /// by index).
     topics: Vec<Arc<Topic>>,
     notify: Arc<Notify>,
 }
 
+/// What a runner in cluster mode reads from and writes through.
+#[derive(Clone)]
+pub(crate) struct Clustered {
+    pub(crate) log: Arc<crate::broker::shared::Shared>,
+    pub(crate) sink: crate::broker::journaled::JournalSink,
+}
+
 impl Runner {
     /// Restore the subscription's state from its stored `progress` and set
     /// up its crew.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         shared: Arc<Shared>,
         store: Store,
@@ -171,6 +182,7 @@ impl Runner {
         topics: Vec<Arc<Topic>>,
         control: mpsc::UnboundedReceiver<Control>,
         progress: crate::store::Progress,
+        clustered: Option<Clustered>,
     ) -> Result<Self, super::BrokerError> {
         let spec = shared.spec.clone();
         let mut sources: Vec<Source> = Vec::new();
@@ -212,6 +224,9 @@ impl Runner {
         );
         let env = Arc::new(SubscriptionEnv {
             log: log.clone(),
+            shared: clustered
+                .as_ref()
+                .map(|c| (c.log.clone(), tokio::runtime::Handle::current())),
             kv: kv.clone(),
             config: spec.config.clone(),
             egress,
@@ -282,6 +297,7 @@ impl Runner {
             control,
             topics,
             notify,
+            clustered,
         };
         for redriven in progress.redrives {
             runner.enqueue_redriven(redriven);
@@ -441,6 +457,20 @@ impl Runner {
         if reads.is_empty() {
             return;
         }
+        if let Some(clustered) = &self.clustered {
+            let log = clustered.log.clone();
+            let results = futures_util::future::join_all(reads.into_iter().map(
+                |(i, head, topic, partition, from, limit)| {
+                    let log = log.clone();
+                    async move {
+                        let read = log.read_stored(&topic, partition, from, limit).await;
+                        (i, head, read)
+                    }
+                },
+            ))
+            .await;
+            return self.take_reads(results);
+        }
         // Read on the blocking pool: the delivery runtime's threads run
         // every subscription's runner.
         let store = self.store.clone();
@@ -460,6 +490,19 @@ impl Runner {
                 return;
             }
         };
+        self.take_reads(
+            results
+                .into_iter()
+                .map(|(i, head, rows)| (i, head, rows.map_err(BrokerError::from)))
+                .collect(),
+        );
+    }
+
+    /// Enqueue what was read, per source: `(source, head, rows)`.
+    fn take_reads(
+        &mut self,
+        results: Vec<(usize, u64, Result<Vec<(u64, StoredMessage)>, BrokerError>)>,
+    ) {
         for (i, head, rows) in results {
             let rows = match rows {
                 Ok(rows) => rows,
@@ -647,7 +690,15 @@ impl Runner {
             for source in &mut self.sources {
                 source.persist(&self.shared.name, &mut ops);
             }
-            if let Err(e) = self.store.submit(ops, Durability::Buffered).await {
+            let written = match &self.clustered {
+                Some(c) => c.sink.commit(ops, BTreeMap::new()).await,
+                None => self
+                    .store
+                    .submit(ops, Durability::Buffered)
+                    .await
+                    .map_err(BrokerError::from),
+            };
+            if let Err(e) = written {
                 // Not committed: running the plugin could deliver these twice.
                 self.shared.halted.store(true, AtomicOrdering::Release);
                 tracing::error!(error = %e, subscription = %self.shared.name, "committing progress failed; halting the subscription");
@@ -787,7 +838,9 @@ impl Runner {
         }
         let write: std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<(), BrokerError>> + Send>,
-        > = if outputs.is_empty() {
+        > = if let Some(c) = &self.clustered {
+            Box::pin(c.sink.commit(ops, outputs))
+        } else if outputs.is_empty() {
             let write = self.store.submit(ops, Durability::Buffered);
             Box::pin(async move { Ok(write.await?) })
         } else {

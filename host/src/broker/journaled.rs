@@ -1,0 +1,156 @@
+//! A subscription's state written through a shared journal (cluster mode,
+//! docs/cluster.md, "A subscription's state").
+//!
+//! The host running a subscription keeps its state in its own store, as
+//! in the embedded mode, and every change reaches the store through here:
+//! first the attempts' publications go to the shared log, then the
+//! changes are appended to the subscription's journal (refused whole if
+//! another host wrote it since: fencing), and only then are they applied
+//! to this host's store. Commits are taken in the order the runner makes
+//! them, and those queued together go as one append. After a failure
+//! nothing more is written: the runner halts, and the host replays the
+//! journal before it runs the subscription again.
+
+use super::log::NewMessage;
+use super::shared::{AppendError, Shared, SharedJournal};
+use super::BrokerError;
+use crate::store::{Durability, Op, Store};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most entries in one append (JetStream's limit for an atomic batch).
+const MAX_ENTRIES: usize = 1000;
+
+struct Commit {
+    ops: Vec<Op>,
+    outputs: BTreeMap<String, Vec<NewMessage>>,
+    done: oneshot::Sender<Result<(), BrokerError>>,
+}
+
+/// Where a clustered runner commits: cheap to clone.
+#[derive(Clone)]
+pub(crate) struct JournalSink {
+    queue: mpsc::UnboundedSender<Commit>,
+}
+
+impl JournalSink {
+    /// Write through `journal` (replayed into `store` already) from now on.
+    pub(crate) fn start(
+        journal: Box<dyn SharedJournal>,
+        store: Store,
+        shared: Arc<Shared>,
+        subscription: &str,
+    ) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(journal, store, shared, subscription.to_string(), rx));
+        Self { queue }
+    }
+
+    /// Publish `outputs`, then journal and apply `ops`; resolves once all
+    /// is done, or with why it was not.
+    pub(crate) fn commit(
+        &self,
+        ops: Vec<Op>,
+        outputs: BTreeMap<String, Vec<NewMessage>>,
+    ) -> impl std::future::Future<Output = Result<(), BrokerError>> + Send + 'static {
+        let (done, answer) = oneshot::channel();
+        let queued = self.queue.send(Commit { ops, outputs, done });
+        async move {
+            queued.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        }
+    }
+}
+
+fn stopped() -> BrokerError {
+    BrokerError::Unavailable("the subscription's journal writer stopped".to_string())
+}
+
+async fn run(
+    mut journal: Box<dyn SharedJournal>,
+    store: Store,
+    shared: Arc<Shared>,
+    subscription: String,
+    mut rx: mpsc::UnboundedReceiver<Commit>,
+) {
+    let mut failed: Option<String> = None;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            group.push(next);
+        }
+        if failed.is_none() {
+            if let Err(e) = write(&mut *journal, &store, &shared, &mut group).await {
+                tracing::error!(subscription = %subscription, error = %e, "a commit of the subscription's state failed");
+                failed = Some(e.to_string());
+            }
+        }
+        for commit in group {
+            let answer = match &failed {
+                None => Ok(()),
+                Some(e) => Err(BrokerError::Unavailable(e.clone())),
+            };
+            let _ = commit.done.send(answer);
+        }
+    }
+}
+
+/// Write a group of commits: publications, then the journal, then the
+/// store.
+async fn write(
+    journal: &mut dyn SharedJournal,
+    store: &Store,
+    shared: &Shared,
+    group: &mut [Commit],
+) -> Result<(), BrokerError> {
+    for commit in group.iter_mut() {
+        for (topic, messages) in std::mem::take(&mut commit.outputs) {
+            shared.publish(&topic, messages).await?;
+        }
+    }
+    let mut entries: Vec<Vec<u8>> = Vec::new();
+    let mut ops = Vec::new();
+    for commit in group.iter_mut() {
+        let pieces = Op::journal(commit.ops.clone());
+        if entries.len() + pieces.len() > MAX_ENTRIES && !entries.is_empty() {
+            append(journal, std::mem::take(&mut entries)).await?;
+        }
+        entries.extend(pieces);
+        ops.append(&mut commit.ops);
+    }
+    if !entries.is_empty() {
+        append(journal, entries).await?;
+    }
+    if !ops.is_empty() {
+        store.submit(ops, Durability::Buffered).await?;
+    }
+    Ok(())
+}
+
+async fn append(journal: &mut dyn SharedJournal, entries: Vec<Vec<u8>>) -> Result<(), BrokerError> {
+    journal.append(entries).await.map_err(|e| match e {
+        AppendError::Fenced(e) => {
+            BrokerError::Unavailable(format!("another host took the subscription over ({e})"))
+        }
+        AppendError::Failed(e) => BrokerError::Unavailable(e),
+    })
+}
+
+/// Replay `journal` into `store`: everything this host kept of the
+/// subscription is replaced by what the journal holds.
+pub(crate) async fn replay(
+    journal: &mut dyn SharedJournal,
+    store: &Store,
+    subscription: &str,
+) -> Result<(), BrokerError> {
+    let entries = journal.replay().await?;
+    let mut ops = vec![Op::ForgetSubscription {
+        subscription: subscription.to_string(),
+    }];
+    for entry in &entries {
+        ops.push(Op::replay(entry)?);
+    }
+    store.submit(ops, Durability::Buffered).await?;
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! Which subscriptions this host runs in cluster mode (docs/cluster.md,
+//! "Running subscriptions").
+//!
+//! Every beat each host lists the live hosts and the subscriptions, and
+//! runs those placed on it (rendezvous hashing over the live hosts, the
+//! same answer on every host) once it holds their lease: it replays the
+//! subscription's journal into its store and starts a runner that writes
+//! through the journal. It renews the leases of what it runs, and stops a
+//! subscription (its in-flight attempts finish and commit) when the
+//! subscription is placed elsewhere, changed, deleted, or its lease was
+//! lost, then gives the lease up so the next host need not wait for it to
+//! expire. A runner whose commit failed (fenced, or the cluster
+//! unreachable) halts; the next beat stops it and starts it again from the
+//! journal if the host still holds it.
+//!
+//! The lease keeps two hosts from running one subscription most of the
+//! time; the journal's fencing is what keeps a host that lost it from
+//! doing harm.
+
+use super::plugins::Registry;
+use super::shared::{Shared, SharedRunners, SharedSubscriptions, SubscriptionRecord};
+use super::subscriptions::Subscriptions;
+use super::BrokerError;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A subscription this host runs: its lease and the settings' revision it
+/// runs with.
+struct Held {
+    lease: u64,
+    revision: u64,
+}
+
+/// The lease unit of a subscription.
+fn unit(subscription: &str) -> String {
+    format!("sub.{subscription}")
+}
+
+pub(crate) struct Placement {
+    pub(crate) subscriptions: Arc<Subscriptions>,
+    pub(crate) plugins: Arc<Registry>,
+    pub(crate) log: Arc<Shared>,
+    pub(crate) records: Arc<dyn SharedSubscriptions>,
+    pub(crate) runners: Arc<dyn SharedRunners>,
+}
+
+impl Placement {
+    /// Place subscriptions every beat until `stop`, then stop running
+    /// them here and give their leases up.
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut held: HashMap<String, Held> = HashMap::new();
+        loop {
+            if let Err(e) = self.beat(&mut held).await {
+                tracing::warn!(error = %e, "placing subscriptions failed; trying again next beat");
+            }
+            tokio::select! {
+                _ = stop.changed() => break,
+                () = tokio::time::sleep(self.runners.beat()) => {}
+            }
+        }
+        for (name, h) in held {
+            self.give_up(&name, h, false).await;
+        }
+        if let Err(e) = self.runners.leave().await {
+            tracing::warn!(error = %e, "leaving the cluster failed; other hosts see this one gone once its entry expires");
+        }
+    }
+
+    async fn beat(&self, held: &mut HashMap<String, Held>) -> Result<(), BrokerError> {
+        let live = self.runners.live().await?;
+        let listed = self.records.list().await?;
+        let me = self.runners.host().to_string();
+        let wanted: HashMap<&str, u64> = listed.iter().map(|(n, _, r)| (n.as_str(), *r)).collect();
+        // Deleted ones first: their state here goes too.
+        let gone: Vec<String> = held
+            .keys()
+            .filter(|n| !wanted.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            let h = held.remove(&name).expect("held");
+            self.give_up(&name, h, true).await;
+        }
+        for (name, record, revision) in listed {
+            let mine = self.runners.owner(&live, &name).as_deref() == Some(me.as_str());
+            if let Some(h) = held.get_mut(&name) {
+                let halted = self.subscriptions.running_here(&name) != Some(false);
+                if mine && h.revision == revision && !halted {
+                    match self.runners.renew(&unit(&name), h.lease).await {
+                        Ok(Some(lease)) => {
+                            h.lease = lease;
+                            continue;
+                        }
+                        Ok(None) => {
+                            tracing::warn!(subscription = %name, "lost the subscription's lease; stopping it here");
+                        }
+                        Err(e) => {
+                            // Fencing keeps a stale runner harmless: run on.
+                            tracing::warn!(subscription = %name, error = %e, "renewing the subscription's lease failed");
+                            continue;
+                        }
+                    }
+                }
+                let h = held.remove(&name).expect("held");
+                self.give_up(&name, h, false).await;
+                if !mine {
+                    continue;
+                }
+            } else if !mine {
+                continue;
+            }
+            // Placed here and not running: take it if its lease is free.
+            let Some(lease) = self.runners.acquire(&unit(&name)).await? else {
+                continue;
+            };
+            match self.take(&name, record).await {
+                Ok(()) => {
+                    tracing::info!(subscription = %name, host = %me, "running the subscription on this host");
+                    held.insert(name, Held { lease, revision });
+                }
+                Err(e) => {
+                    tracing::warn!(subscription = %name, error = %e, "cannot run the subscription here yet");
+                    self.release(&name, lease).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Start running `name` here: its plugin compiled here, its journal
+    /// replayed.
+    async fn take(&self, name: &str, record: SubscriptionRecord) -> Result<(), BrokerError> {
+        if record.spec.mode == super::spec::Mode::Push {
+            self.plugins.fetch_shared(&record.spec.plugin).await?;
+        }
+        let journal = self.runners.journal(&record.journal(name)).await?;
+        self.subscriptions
+            .start_clustered(name, record.spec, self.log.clone(), journal)
+            .await
+    }
+
+    async fn give_up(&self, name: &str, h: Held, forget: bool) {
+        if let Err(e) = self.subscriptions.stop_here(name, forget).await {
+            tracing::warn!(subscription = %name, error = %e, "forgetting the subscription's state here failed");
+        }
+        self.release(name, h.lease).await;
+    }
+
+    async fn release(&self, name: &str, lease: u64) {
+        if let Err(e) = self.runners.release(&unit(name), lease).await {
+            // It expires with its TTL.
+            tracing::debug!(subscription = %name, error = %e, "giving up the lease failed");
+        }
+    }
+}
+
+/// Most rounds a change of a subscription's record retries after losing a
+/// race with another host.
+const RACES: usize = 16;
+
+/// What the subscriptions API does in cluster mode.
+impl super::Broker {
+    fn cluster(&self) -> Option<(&super::shared::SharedBackend, &Arc<Shared>)> {
+        self.inner.cluster.as_ref().zip(self.inner.shared.as_ref())
+    }
+
+    /// Create or update a subscription's shared record; the host it is
+    /// placed on runs it from its next beat on.
+    pub(super) async fn put_shared_subscription(
+        &self,
+        name: &str,
+        spec: super::spec::SubscriptionSpec,
+    ) -> Result<(super::SubscriptionInfo, bool), BrokerError> {
+        let (backend, log) = self.cluster().expect("cluster mode");
+        super::spec::validate_resource_name("subscription", name)?;
+        spec.validate()?;
+        if spec.mode == super::spec::Mode::Pull {
+            return Err(BrokerError::Unsupported(
+                "pull subscriptions are not available in cluster mode yet (docs/cluster.md, \"Status\")"
+                    .to_string(),
+            ));
+        }
+        if !super::spec::is_pattern(&spec.topic) && !log.exists(&spec.topic).await? {
+            return Err(BrokerError::NotFound(format!(
+                "topic {:?} does not exist",
+                spec.topic
+            )));
+        }
+        self.inner.plugins.check_shared(&spec.plugin).await?;
+        for _ in 0..RACES {
+            match backend.subscriptions.get(name).await? {
+                Some((old, _)) if old.spec == spec => return Ok((self.placed(name, spec), false)),
+                Some((old, _)) if old.spec.topic != spec.topic => {
+                    return Err(BrokerError::Conflict(format!(
+                        "subscription {name:?} consumes topic {:?}; delete it to consume another topic",
+                        old.spec.topic
+                    )))
+                }
+                Some((old, revision)) => {
+                    let record = SubscriptionRecord { spec: spec.clone(), ..old };
+                    if backend.subscriptions.put(name, &record, revision).await? {
+                        return Ok((self.placed(name, spec), false));
+                    }
+                }
+                None => {
+                    let record = SubscriptionRecord {
+                        spec: spec.clone(),
+                        incarnation: rand::random(),
+                    };
+                    if spec.start == super::spec::Start::Latest {
+                        self.start_at_heads(backend, log, name, &record).await?;
+                    }
+                    if backend.subscriptions.put(name, &record, 0).await? {
+                        return Ok((self.placed(name, spec), true));
+                    }
+                    // Another host created it meanwhile.
+                    backend.runners.delete_journal(&record.journal(name)).await?;
+                }
+            }
+        }
+        Err(BrokerError::Unavailable(format!(
+            "subscription {name:?} kept changing on other hosts; try again"
+        )))
+    }
+
+    /// A new incarnation that starts at the heads of its topics now: its
+    /// journal's first entry is that progress.
+    async fn start_at_heads(
+        &self,
+        backend: &super::shared::SharedBackend,
+        log: &Arc<Shared>,
+        name: &str,
+        record: &SubscriptionRecord,
+    ) -> Result<(), BrokerError> {
+        let mut ops = Vec::new();
+        for info in log.topics().await? {
+            if !super::spec::topic_matches(&record.spec.topic, &info.name) {
+                continue;
+            }
+            for (p, head) in info.offsets.iter().enumerate() {
+                ops.push(crate::store::Op::SetProgress {
+                    subscription: name.to_string(),
+                    topic: info.name.clone(),
+                    partition: p as u32,
+                    watermark: *head,
+                    done: Vec::new(),
+                    clear_done: Vec::new(),
+                });
+            }
+        }
+        let mut journal = backend.runners.journal(&record.journal(name)).await?;
+        journal.replay().await?;
+        journal
+            .append(crate::store::Op::journal(ops))
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))
+    }
+
+    /// Delete a subscription's shared record, then its journal; the host
+    /// running it stops at its next beat.
+    pub(super) async fn delete_shared_subscription(&self, name: &str) -> Result<(), BrokerError> {
+        let (backend, _) = self.cluster().expect("cluster mode");
+        for _ in 0..RACES {
+            let Some((record, revision)) = backend.subscriptions.get(name).await? else {
+                return Err(not_found(name));
+            };
+            if backend.subscriptions.delete(name, revision).await? {
+                backend
+                    .runners
+                    .delete_journal(&record.journal(name))
+                    .await?;
+                tracing::info!(subscription = name, "subscription deleted");
+                return Ok(());
+            }
+        }
+        Err(BrokerError::Unavailable(format!(
+            "subscription {name:?} kept changing on other hosts; try again"
+        )))
+    }
+
+    /// Every subscription: those running here with their stats, the
+    /// others as placed elsewhere.
+    pub(super) async fn list_shared_subscriptions(
+        &self,
+    ) -> Result<Vec<super::SubscriptionInfo>, BrokerError> {
+        let (backend, _) = self.cluster().expect("cluster mode");
+        Ok(backend
+            .subscriptions
+            .list()
+            .await?
+            .into_iter()
+            .map(|(name, record, _)| self.placed(&name, record.spec))
+            .collect())
+    }
+
+    pub(super) async fn shared_subscription(
+        &self,
+        name: &str,
+    ) -> Result<super::SubscriptionInfo, BrokerError> {
+        let (backend, _) = self.cluster().expect("cluster mode");
+        match backend.subscriptions.get(name).await? {
+            Some((record, _)) => Ok(self.placed(name, record.spec)),
+            None => Err(not_found(name)),
+        }
+    }
+
+    /// A subscription's info: its stats if it runs here with these
+    /// settings, else `state: elsewhere` (another host runs it, or will
+    /// within a few beats) and no stats.
+    fn placed(&self, name: &str, spec: super::spec::SubscriptionSpec) -> super::SubscriptionInfo {
+        match self.inner.subscriptions.info(name) {
+            Ok(info) if info.spec == spec => info,
+            _ => super::SubscriptionInfo {
+                name: name.to_string(),
+                spec,
+                state: "elsewhere",
+                stats: Default::default(),
+            },
+        }
+    }
+}
+
+fn not_found(name: &str) -> BrokerError {
+    BrokerError::NotFound(format!("subscription {name:?} does not exist"))
+}
