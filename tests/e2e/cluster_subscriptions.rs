@@ -1,8 +1,9 @@
 //! Subscriptions in cluster mode: a subscription created through any host
-//! runs on exactly one of them; killed with kill -9, another host takes it
-//! over from the subscription's journal, and the plugin's effects stay
-//! exactly once: one output per input, each input counted once in kv, per
-//! key in order.
+//! runs on exactly one of them; its host killed with kill -9, or stopped
+//! (SIGSTOP) past its lease and woken again, another host takes it over
+//! from the subscription's journal, the stale host's commits are fenced,
+//! and the plugin's effects stay exactly once: one output per input, each
+//! input counted once in kv, per key in order.
 
 use crate::cluster_hosts::host;
 use crate::nats::NatsCluster;
@@ -13,14 +14,18 @@ use std::time::Duration;
 
 /// Failover waits for the dead host's lease to expire (10 s) and a beat.
 const LIMIT: Duration = Duration::from_secs(90);
-const MESSAGES: usize = 2000;
+const MESSAGES: usize = 3000;
 const KEYS: usize = 16;
 const BATCH: usize = 50;
 
-/// The host running `name` now, if one says so.
+/// The host running `name` now, if one says so (of those `asked`).
 fn runner_of(hosts: &[Server], name: &str) -> Option<usize> {
-    hosts.iter().position(|h| {
-        h.child_alive() && {
+    runner_among(hosts, &[0, 1], name)
+}
+
+fn runner_among(hosts: &[Server], asked: &[usize], name: &str) -> Option<usize> {
+    hosts.iter().enumerate().position(|(i, h)| {
+        asked.contains(&i) && h.child_alive() && {
             let (status, info) = h.call(
                 "GET",
                 &format!("/v1/subscriptions/{name}"),
@@ -44,7 +49,7 @@ fn outputs(server: &Server) -> Vec<Value> {
 }
 
 #[test]
-fn a_subscription_runs_on_one_host_and_another_takes_it_over_after_kill9() {
+fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once() {
     let cluster = NatsCluster::start();
     let mut hosts = [host(&cluster), host(&cluster)];
     hosts[0].topic("in", 4);
@@ -75,17 +80,18 @@ fn a_subscription_runs_on_one_host_and_another_takes_it_over_after_kill9() {
     let listed = hosts[other].ok("GET", "/v1/subscriptions", Body::None);
     assert_eq!(listed["subscriptions"][0]["name"], "count");
 
-    // Half the messages through both hosts; kill -9 the runner once some
-    // are delivered.
-    for (n, start) in (0..MESSAGES / 2).step_by(BATCH).enumerate() {
+    // A third of the messages through both hosts; kill -9 the runner once
+    // some are delivered, and publish the next third meanwhile.
+    let third = MESSAGES / 3;
+    for (n, start) in (0..third).step_by(BATCH).enumerate() {
         hosts[n % 2].publish("in", batch(start..start + BATCH));
     }
     wait_for(LIMIT, "deliveries before the kill", || {
-        (outputs(&hosts[other]).len() >= MESSAGES / 8).then_some(())
+        (outputs(&hosts[other]).len() >= third / 4).then_some(())
     });
     hosts[owner].kill9();
     let before = outputs(&hosts[other]).len();
-    for start in (MESSAGES / 2..MESSAGES).step_by(BATCH) {
+    for start in (third..2 * third).step_by(BATCH) {
         hosts[other].publish("in", batch(start..start + BATCH));
     }
     let started = std::time::Instant::now();
@@ -95,13 +101,59 @@ fn a_subscription_runs_on_one_host_and_another_takes_it_over_after_kill9() {
         || runner_of(&hosts, "count").filter(|h| *h == other),
     );
     eprintln!(
-        "{before} outputs before the kill; taken over {:.1} s after the last publish",
+        "kill -9: {before} outputs before; taken over {:.1} s after the last publish",
+        started.elapsed().as_secs_f64()
+    );
+    hosts[owner].restart();
+    wait_for(LIMIT, "the first two thirds delivered", || {
+        (outputs(&hosts[other]).len() >= 2 * third).then_some(())
+    });
+
+    // The last third, and the runner stopped (SIGSTOP) past its lease
+    // while it delivers them; another host takes over, and the stopped
+    // one, woken, finds its commits fenced and stops running it.
+    let stalled = wait_for(LIMIT, "a host to run the subscription", || {
+        runner_of(&hosts, "count")
+    });
+    let awake = 1 - stalled;
+    // Stopped right after a few batches, while it delivers them.
+    let mut batches = (2 * third..MESSAGES).step_by(BATCH);
+    for start in batches.by_ref().take(5) {
+        hosts[awake].publish("in", batch(start..start + BATCH));
+    }
+    signal(&hosts[stalled], "-STOP");
+    for start in batches {
+        hosts[awake].publish("in", batch(start..start + BATCH));
+    }
+    let started = std::time::Instant::now();
+    wait_for(
+        LIMIT,
+        "the awake host to take the subscription over",
+        || runner_among(&hosts, &[awake], "count"),
+    );
+    eprintln!(
+        "SIGSTOP: taken over {:.1} s after the stop",
         started.elapsed().as_secs_f64()
     );
     let all = wait_for(LIMIT, "every message delivered", || {
-        let all = outputs(&hosts[other]);
+        let all = outputs(&hosts[awake]);
         (all.len() >= MESSAGES).then_some(all)
     });
+    signal(&hosts[stalled], "-CONT");
+    wait_for(
+        LIMIT,
+        "the woken host to stop running the subscription",
+        || {
+            let (status, info) =
+                hosts[stalled].call("GET", "/v1/subscriptions/count", None, Body::None);
+            (status == 200 && info["state"] == "elsewhere").then_some(())
+        },
+    );
+    let fenced = hosts[stalled].metric("switchyard_cluster_fenced_commits_total");
+    eprintln!("SIGSTOP: {fenced} commits of the woken host fenced");
+    let other = awake;
+    // Whatever the woken host still did is not counted twice.
+    assert_eq!(outputs(&hosts[other]).len(), all.len());
 
     // One output per input, each counted once, per key in order.
     let mut per_source: HashMap<String, usize> = HashMap::new();
@@ -126,12 +178,15 @@ fn a_subscription_runs_on_one_host_and_another_takes_it_over_after_kill9() {
         // One key, one partition of in.out: read in offset order.
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{key}: {order:?}");
     }
-    let total = hosts[other].kv("count", "total");
+    // Read where it runs now: the woken host may have it back.
+    let runner = wait_for(LIMIT, "a host to run the subscription", || {
+        runner_of(&hosts, "count")
+    });
+    let total = hosts[runner].kv("count", "total");
     assert_eq!(total, vec![("total".to_string(), MESSAGES.to_string())]);
 
-    // The killed host comes back; deleting through it stops the runner
-    // wherever it is, and a new subscription of the name starts afresh.
-    hosts[owner].restart();
+    // Deleting through either host stops the runner wherever it is, and a
+    // new subscription of the name starts afresh.
     hosts[owner].ok("DELETE", "/v1/subscriptions/count", Body::None);
     wait_for(LIMIT, "the subscription to stop", || {
         runner_of(&hosts, "count").is_none().then_some(())
@@ -149,4 +204,13 @@ fn a_subscription_runs_on_one_host_and_another_takes_it_over_after_kill9() {
         let total = hosts[runner].kv("count", "total");
         (total == vec![("total".to_string(), MESSAGES.to_string())]).then_some(())
     });
+}
+
+/// Send a signal (`-STOP`, `-CONT`) to a host's process.
+fn signal(server: &Server, which: &str) {
+    let status = std::process::Command::new("kill")
+        .args([which, &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {which}");
 }

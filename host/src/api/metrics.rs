@@ -247,6 +247,12 @@ fn host(registry: &mut Registry, stats: HostStats) {
         "Store writes answered with an error (after the first, the host refuses every write until restarted)",
         stats.write_failures,
     );
+    register_counter(
+        registry,
+        "cluster_fenced_commits",
+        "Cluster mode: commits of a subscription's state refused because another host had written its journal since (this host had lost the subscription; nothing of those commits was stored)",
+        stats.fenced_commits,
+    );
 }
 
 /// Completed attempts of each subscription by outcome, and their durations.

@@ -16,6 +16,7 @@ use super::shared::{AppendError, Shared, SharedJournal};
 use super::BrokerError;
 use crate::store::{Durability, Op, Store};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,9 +42,16 @@ impl JournalSink {
         store: Store,
         shared: Arc<Shared>,
         subscription: &str,
+        fenced: Arc<AtomicU64>,
     ) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(journal, store, shared, subscription.to_string(), rx));
+        let writer = Writer {
+            journal,
+            store,
+            shared,
+            fenced,
+        };
+        tokio::spawn(writer.run(subscription.to_string(), rx));
         Self { queue }
     }
 
@@ -67,74 +75,74 @@ fn stopped() -> BrokerError {
     BrokerError::Unavailable("the subscription's journal writer stopped".to_string())
 }
 
-async fn run(
-    mut journal: Box<dyn SharedJournal>,
+/// The task writing a subscription's commits, in order.
+struct Writer {
+    journal: Box<dyn SharedJournal>,
     store: Store,
     shared: Arc<Shared>,
-    subscription: String,
-    mut rx: mpsc::UnboundedReceiver<Commit>,
-) {
-    let mut failed: Option<String> = None;
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            group.push(next);
-        }
-        if failed.is_none() {
-            if let Err(e) = write(&mut *journal, &store, &shared, &mut group).await {
-                tracing::error!(subscription = %subscription, error = %e, "a commit of the subscription's state failed");
-                failed = Some(e.to_string());
+    fenced: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(mut self, subscription: String, mut rx: mpsc::UnboundedReceiver<Commit>) {
+        let mut failed: Option<String> = None;
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            while let Ok(next) = rx.try_recv() {
+                group.push(next);
+            }
+            if failed.is_none() {
+                if let Err(e) = self.write(&mut group).await {
+                    tracing::error!(subscription = %subscription, error = %e, "a commit of the subscription's state failed");
+                    failed = Some(e.to_string());
+                }
+            }
+            for commit in group {
+                let answer = match &failed {
+                    None => Ok(()),
+                    Some(e) => Err(BrokerError::Unavailable(e.clone())),
+                };
+                let _ = commit.done.send(answer);
             }
         }
-        for commit in group {
-            let answer = match &failed {
-                None => Ok(()),
-                Some(e) => Err(BrokerError::Unavailable(e.clone())),
-            };
-            let _ = commit.done.send(answer);
-        }
     }
-}
 
-/// Write a group of commits: publications, then the journal, then the
-/// store.
-async fn write(
-    journal: &mut dyn SharedJournal,
-    store: &Store,
-    shared: &Shared,
-    group: &mut [Commit],
-) -> Result<(), BrokerError> {
-    for commit in group.iter_mut() {
-        for (topic, messages) in std::mem::take(&mut commit.outputs) {
-            shared.publish(&topic, messages).await?;
+    /// Write a group of commits: publications, then the journal, then the
+    /// store.
+    async fn write(&mut self, group: &mut [Commit]) -> Result<(), BrokerError> {
+        for commit in group.iter_mut() {
+            for (topic, messages) in std::mem::take(&mut commit.outputs) {
+                self.shared.publish(&topic, messages).await?;
+            }
         }
-    }
-    let mut entries: Vec<Vec<u8>> = Vec::new();
-    let mut ops = Vec::new();
-    for commit in group.iter_mut() {
-        let pieces = Op::journal(commit.ops.clone());
-        if entries.len() + pieces.len() > MAX_ENTRIES && !entries.is_empty() {
-            append(journal, std::mem::take(&mut entries)).await?;
+        let mut entries: Vec<Vec<u8>> = Vec::new();
+        let mut ops = Vec::new();
+        for commit in group.iter_mut() {
+            let pieces = Op::journal(commit.ops.clone());
+            if entries.len() + pieces.len() > MAX_ENTRIES && !entries.is_empty() {
+                self.append(std::mem::take(&mut entries)).await?;
+            }
+            entries.extend(pieces);
+            ops.append(&mut commit.ops);
         }
-        entries.extend(pieces);
-        ops.append(&mut commit.ops);
+        if !entries.is_empty() {
+            self.append(entries).await?;
+        }
+        if !ops.is_empty() {
+            self.store.submit(ops, Durability::Buffered).await?;
+        }
+        Ok(())
     }
-    if !entries.is_empty() {
-        append(journal, entries).await?;
-    }
-    if !ops.is_empty() {
-        store.submit(ops, Durability::Buffered).await?;
-    }
-    Ok(())
-}
 
-async fn append(journal: &mut dyn SharedJournal, entries: Vec<Vec<u8>>) -> Result<(), BrokerError> {
-    journal.append(entries).await.map_err(|e| match e {
-        AppendError::Fenced(e) => {
-            BrokerError::Unavailable(format!("another host took the subscription over ({e})"))
-        }
-        AppendError::Failed(e) => BrokerError::Unavailable(e),
-    })
+    async fn append(&mut self, entries: Vec<Vec<u8>>) -> Result<(), BrokerError> {
+        self.journal.append(entries).await.map_err(|e| match e {
+            AppendError::Fenced(e) => {
+                self.fenced.fetch_add(1, Ordering::Relaxed);
+                BrokerError::Unavailable(format!("another host took the subscription over ({e})"))
+            }
+            AppendError::Failed(e) => BrokerError::Unavailable(e),
+        })
+    }
 }
 
 /// Replay `journal` into `store`: everything this host kept of the

@@ -193,6 +193,9 @@ pub struct HostStats {
     pub group_commit: HistogramSnapshot,
     /// Store writes answered with an error.
     pub write_failures: u64,
+    /// Cluster mode: commits refused by fencing (another host had taken
+    /// the subscription over).
+    pub fenced_commits: u64,
     /// Seconds accepted plugin uploads took to compile.
     pub compile_seconds: HistogramSnapshot,
 }
@@ -435,6 +438,7 @@ impl Broker {
             publish_batch: self.inner.publish_sizes.snapshot(),
             group_commit: store.group_commit,
             write_failures: store.write_failures,
+            fenced_commits: self.inner.subscriptions.fenced_commits(),
             compile_seconds: self.inner.plugins.compile_seconds(),
         }
     }

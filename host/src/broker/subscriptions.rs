@@ -371,6 +371,8 @@ pub(crate) struct Subscriptions {
     restarting: std::sync::Mutex<BTreeMap<String, Arc<Shared>>>,
     /// Serializes create/update/shutdown.
     changes: tokio::sync::Mutex<()>,
+    /// Cluster mode: commits refused by fencing, on this host.
+    fenced: Arc<AtomicU64>,
 }
 
 impl Subscriptions {
@@ -390,6 +392,7 @@ impl Subscriptions {
             running: std::sync::Mutex::new(BTreeMap::new()),
             restarting: std::sync::Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            fenced: Arc::new(AtomicU64::new(0)),
         };
         let stored = match clustered {
             true => Vec::new(),
@@ -449,8 +452,13 @@ impl Subscriptions {
         } else {
             topics.push(log.follow(&spec.topic).await?);
         }
-        let sink =
-            super::journaled::JournalSink::start(journal, self.store.clone(), log.clone(), name);
+        let sink = super::journaled::JournalSink::start(
+            journal,
+            self.store.clone(),
+            log.clone(),
+            name,
+            self.fenced.clone(),
+        );
         let clustered = super::runner::Clustered { log, sink };
         let running = self.running.lock().expect("subscriptions lock");
         self.launch(
@@ -516,6 +524,11 @@ impl Subscriptions {
             self.store.submit(ops, Durability::Buffered).await?;
         }
         Ok(())
+    }
+
+    /// Commits refused by fencing on this host so far.
+    pub(crate) fn fenced_commits(&self) -> u64 {
+        self.fenced.load(Ordering::Relaxed)
     }
 
     /// Whether `name` runs here, and halted (a commit failed).
