@@ -8,9 +8,9 @@
 //!    (`cluster::log::TopicLog`), one task per partition, atomic batches of
 //!    1,000 — msg/s and the NATS servers' CPU per message;
 //! 2. single appends at `--rate` msg/s for `--seconds`: confirm latency;
-//! 3. fenced commits of a subscription's state (`cluster::state`): a
-//!    checkpoint, 10 effects and 2 kv writes each, one after another for
-//!    `--seconds`: commit latency;
+//! 3. fenced appends to a subscription's journal (`cluster::journal`):
+//!    one entry of 4 KiB each, one after another for `--seconds`: commit
+//!    latency;
 //! 4. through Switchyard hosts, side by side: an embedded host and a host
 //!    in cluster mode (`serve --cluster` on the same 3 nodes), each given
 //!    the same HTTP workload — `--messages` published by 4 producers in
@@ -29,7 +29,7 @@ use common::{process_ticks, USER_HZ};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::cluster::log::{Record, TopicLog};
-use switchyard::cluster::state::{Changes, KvWrite, SubscriptionState};
+use switchyard::cluster::journal::Journal;
 
 const USAGE: &str = "\
 cluster: cluster mode's floor on a 3-node NATS cluster (./dev.sh bench-cluster [OPTIONS])
@@ -174,36 +174,21 @@ fn main() {
         percentiles(confirms)
     );
 
-    // 3. Fenced commits of a subscription's state.
-    let state = rt
-        .block_on(SubscriptionState::open(client, "bench", 3))
-        .expect("the state stream");
-    let mut expected = 0;
-    let mut versions = [0u64; 2];
+    // 3. Fenced appends to a subscription's journal.
+    let mut journal = rt
+        .block_on(Journal::open(client, "bench", 3))
+        .expect("the journal");
+    rt.block_on(journal.replay()).expect("a replay");
     let mut commits = Vec::new();
     let until = Instant::now() + Duration::from_secs(options.seconds);
     while Instant::now() < until {
         let started = Instant::now();
-        let changes = Changes {
-            effects: (0..10).map(|_| Bytes::from(vec![b'e'; 256])).collect(),
-            kv: (0..2)
-                .map(|k| KvWrite {
-                    key: format!("key{k}"),
-                    value: Some(Bytes::from_static(b"1")),
-                    read_version: versions[k],
-                })
-                .collect(),
-            dead: Vec::new(),
-        };
-        expected = rt
-            .block_on(state.commit("bench", 0, expected, Bytes::from_static(b"ckpt"), changes))
-            .expect("a fenced commit");
-        // The kv writes follow the checkpoint and the 10 effects.
-        versions = [expected + 11, expected + 12];
+        rt.block_on(journal.append(vec![Bytes::from(vec![b'e'; 4096])]))
+            .expect("a fenced append");
         commits.push(started.elapsed());
     }
     println!(
-        "fenced commits (checkpoint, 10 effects, 2 kv writes), one after another: {:.0}/s, {}",
+        "fenced journal appends (one 4 KiB entry), one after another: {:.0}/s, {}",
         commits.len() as f64 / options.seconds as f64,
         percentiles(commits)
     );

@@ -311,94 +311,63 @@ fn topic_partitions_are_streams_with_dense_offsets_and_producer_ids() {
     assert_eq!(page[1].record.id.as_deref(), Some("b"));
 }
 
-/// A subscription's state: a commit is fenced by its partition's checkpoint
-/// and each kv write by the version its attempt read, and the two refusals
-/// are told apart; nothing of a refused commit is stored.
+/// A subscription's journal: entries replay in the order appended; an
+/// append from a writer that has not read what another appended since is
+/// refused whole, and stores nothing.
 #[test]
-fn subscription_state_commits_are_fenced_and_kv_writes_checked() {
-    use switchyard::cluster::state::{Changes, CommitError, KvWrite, SubscriptionState};
+fn a_journal_replays_in_order_and_fences_a_stale_writer() {
+    use switchyard::cluster::journal::{self, Journal, JournalError};
     let cluster = NatsCluster::start();
     let (rt, client) = connect(&cluster);
     let _inside = rt.enter();
-    let state = rt
-        .block_on(SubscriptionState::open(client, "billing.eu", 3))
-        .expect("the state stream");
-    let initial = rt
-        .block_on(state.checkpoint("orders.eu", 0))
-        .expect("checkpoint");
-    assert_eq!(initial.sequence, 0);
-    let write = |key: &str, value: Option<&str>, read_version| KvWrite {
-        key: key.to_string(),
-        value: value.map(|v| Bytes::from(v.to_string())),
-        read_version,
+    let open = || {
+        let mut journal = rt
+            .block_on(Journal::open(client.clone(), "billing.eu-1", 3))
+            .expect("the journal");
+        let entries = rt.block_on(journal.replay()).expect("a replay");
+        (journal, entries)
     };
-    let changes = |kv: Vec<KvWrite>| Changes {
-        effects: vec![Bytes::from_static(b"attempt effects")],
-        kv,
-        dead: vec![("m/1".to_string(), Bytes::from_static(b"a dead letter"))],
+    let entries = |texts: &[&'static str]| -> Vec<Bytes> {
+        texts.iter().map(|t| Bytes::from_static(t.as_bytes())).collect()
     };
-    let commit = |expected, checkpoint: &'static str, kv| {
-        rt.block_on(state.commit(
-            "orders.eu",
-            0,
-            expected,
-            Bytes::from_static(checkpoint.as_bytes()),
-            changes(kv),
-        ))
-    };
-    let first =
-        commit(0, "watermark 1", vec![write("total:k1", Some("1"), 0)]).expect("the first commit");
-    assert_eq!(first, 1, "the checkpoint is the batch's first message");
-    let k1 = rt.block_on(state.kv_get("total:k1")).expect("kv");
-    assert_eq!(k1.value.as_deref(), Some(&b"1"[..]));
+    let (mut a, none) = open();
+    assert!(none.is_empty());
+    rt.block_on(a.append(entries(&["e1", "e2"]))).expect("a appends");
+    rt.block_on(a.append(entries(&["e3"]))).expect("a appends again");
 
-    // A runner whose view is stale is fenced and told where the
-    // checkpoint is.
-    match commit(0, "stale", vec![]) {
-        Err(CommitError::Fenced(at)) => assert_eq!(at, first),
+    let (mut b, seen) = open();
+    assert_eq!(seen, entries(&["e1", "e2", "e3"]));
+    rt.block_on(b.append(entries(&["e4"]))).expect("b appends");
+    // a has not read e4: its append is refused whole.
+    match rt.block_on(a.append(entries(&["e5", "e6"]))) {
+        Err(JournalError::Fenced(_)) => {}
+        other => panic!("a stale writer's append must be fenced: {other:?}"),
+    }
+    match rt.block_on(a.append(Vec::new())) {
+        Err(JournalError::Size(0)) => {}
         other => panic!("{other:?}"),
     }
-    // An attempt that read k1 before its last write conflicts.
-    match commit(first, "watermark 2", vec![write("total:k1", Some("2"), 0)]) {
-        Err(CommitError::KvConflict) => {}
-        other => panic!("{other:?}"),
-    }
-    let unchanged = rt
-        .block_on(state.checkpoint("orders.eu", 0))
-        .expect("checkpoint");
-    assert_eq!(
-        (unchanged.sequence, &unchanged.value[..]),
-        (first, &b"watermark 1"[..])
-    );
-    assert_eq!(rt.block_on(state.kv_get("total:k1")).expect("kv"), k1);
+    let (_, now) = open();
+    assert_eq!(now, entries(&["e1", "e2", "e3", "e4"]));
+    // Having read, a appends again.
+    assert_eq!(rt.block_on(a.replay()).expect("a replay"), now);
+    rt.block_on(a.append(entries(&["e5"]))).expect("a appends after reading");
 
-    // At the versions read, it commits; a delete reads back as absent.
-    let second = commit(
-        first,
-        "watermark 2",
-        vec![
-            write("total:k1", None, k1.version),
-            write("total:k2", Some("5"), 0),
-        ],
-    )
-    .expect("the second commit");
-    assert!(second > first);
-    let gone = rt.block_on(state.kv_get("total:k1")).expect("kv");
-    assert_eq!(gone.value, None);
-    assert!(gone.version > k1.version);
-    let k2 = rt.block_on(state.kv_get("total:k2")).expect("kv");
-    assert_eq!(k2.value.as_deref(), Some(&b"5"[..]));
+    rt.block_on(journal::delete(&client, "billing.eu-1")).expect("deleted");
+    rt.block_on(journal::delete(&client, "billing.eu-1")).expect("deleting again is fine");
+    let (_, fresh) = open();
+    assert!(fresh.is_empty(), "a journal made again starts empty");
 }
 
-/// Fencing, not the lease, keeps a paused owner harmless: host a owns a
-/// partition and commits; it stalls past its lease (as a SIGSTOP would
-/// make it); host b takes the lease and commits from the checkpoint it
-/// reads; when a wakes and commits from its old view, its whole batch is
-/// refused, and nothing of it is stored.
+/// Fencing, not the lease, keeps a paused owner harmless: host a holds a
+/// subscription's lease and appends to its journal; it stalls past its
+/// lease (as a SIGSTOP would make it); host b takes the lease, replays and
+/// appends; when a wakes and appends from its old view, its append is
+/// refused whole, and nothing of it is stored.
 #[test]
 fn an_owner_paused_past_its_lease_is_fenced() {
+    use switchyard::cluster::journal::{Journal, JournalError};
     use switchyard::cluster::ownership::{Leases, Timing};
-    use switchyard::cluster::state::{Changes, CommitError, SubscriptionState};
     let cluster = NatsCluster::start();
     let (rt, client) = connect(&cluster);
     let _inside = rt.enter();
@@ -412,54 +381,42 @@ fn an_owner_paused_past_its_lease_is_fenced() {
         let leases = rt
             .block_on(Leases::open(&js, host, timing))
             .expect("leases");
-        let state = rt
-            .block_on(SubscriptionState::open(client.clone(), "fenced", 3))
-            .expect("state");
-        (leases, state)
+        let journal = rt
+            .block_on(Journal::open(client.clone(), "fenced", 3))
+            .expect("journal");
+        (leases, journal)
     };
-    let ((leases_a, state_a), (leases_b, state_b)) = (open("host-a"), open("host-b"));
-    let unit = "fenced/t/0";
-    let effects = |what: &'static str| Changes {
-        effects: vec![Bytes::from_static(what.as_bytes())],
-        ..Changes::default()
-    };
-    let commit = |state: &SubscriptionState, expected, what: &'static str| {
-        rt.block_on(state.commit(
-            "t",
-            0,
-            expected,
-            Bytes::from_static(what.as_bytes()),
-            effects(what),
-        ))
-    };
+    let ((leases_a, mut journal_a), (leases_b, mut journal_b)) = (open("host-a"), open("host-b"));
+    let unit = "sub.fenced";
+    let entry = |what: &'static str| vec![Bytes::from_static(what.as_bytes())];
 
     rt.block_on(leases_a.acquire(unit))
         .expect("acquiring")
         .expect("a takes the free lease");
-    let a_view = commit(&state_a, 0, "a1").expect("a commits as owner");
+    rt.block_on(journal_a.replay()).expect("a replays");
+    rt.block_on(journal_a.append(entry("a1")))
+        .expect("a appends as owner");
 
-    // a stalls: no renewal, no commit. b takes the lease once it expires
-    // and commits from the checkpoint it reads.
+    // a stalls: no renewal, no append. b takes the lease once it expires,
+    // replays and appends.
     wait_for(LIMIT, "b to take the expired lease", || {
         rt.block_on(leases_b.acquire(unit)).expect("acquiring")
     });
-    let b_reads = rt.block_on(state_b.checkpoint("t", 0)).expect("checkpoint");
-    assert_eq!(b_reads.sequence, a_view);
-    let b_view = commit(&state_b, b_reads.sequence, "b1").expect("b commits as the new owner");
+    let b_reads = rt.block_on(journal_b.replay()).expect("b replays");
+    assert_eq!(b_reads, entry("a1"));
+    rt.block_on(journal_b.append(entry("b1")))
+        .expect("b appends as the new owner");
 
-    // a wakes, still believing it owns the partition.
-    match commit(&state_a, a_view, "a2 from a stale view") {
-        Err(CommitError::Fenced(at)) => assert_eq!(at, b_view),
-        other => panic!("a stale owner's commit must be fenced: {other:?}"),
+    // a wakes, still believing it owns the subscription.
+    match rt.block_on(journal_a.append(entry("a2 from a stale view"))) {
+        Err(JournalError::Fenced(_)) => {}
+        other => panic!("a stale owner's append must be fenced: {other:?}"),
     }
-    let now = rt.block_on(state_b.checkpoint("t", 0)).expect("checkpoint");
-    assert_eq!((now.sequence, &now.value[..]), (b_view, &b"b1"[..]));
+    let now = rt.block_on(journal_b.replay()).expect("b replays");
+    assert_eq!(now, [entry("a1"), entry("b1")].concat());
     let stored = rt.block_on(async {
         let mut stream = js.get_stream("S_fenced").await.expect("the stream");
         stream.info().await.expect("info").state.messages
     });
-    assert_eq!(
-        stored, 4,
-        "a1 and b1, each a checkpoint and one effect; nothing of a2"
-    );
+    assert_eq!(stored, 2, "a1 and b1; nothing of a2");
 }

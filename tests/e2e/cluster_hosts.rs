@@ -86,7 +86,7 @@ fn two_hosts_share_topics_and_lose_no_acknowledged_publish_through_a_leader_kill
         "PUT",
         "/v1/subscriptions/s",
         None,
-        Body::Json(json!({ "topic": "orders", "plugin": "p" })),
+        Body::Json(json!({ "topic": "orders", "mode": "pull" })),
     );
     assert_eq!(status, 501, "{refused}");
     assert_eq!(refused["error"]["code"], "not_implemented");

@@ -1,14 +1,16 @@
 //! Cluster mode's storage on NATS JetStream (docs/cluster.md). This is the
 //! only module that names NATS.
 //!
-//! Built so far: the commit primitive everything else rests on, an atomic
-//! batch to one stream whose first message is fenced by the sequence its
-//! writer expects ([`batch`]), and which host runs what: membership,
-//! rendezvous placement and leases ([`ownership`]), topic partitions as
-//! streams ([`log`]), a subscription's state with its fenced commit
-//! ([`state`]), and what `serve --cluster` runs on: the broker's shared
-//! log of topics ([`topics`]) and its plugins ([`meta`]), their records in
-//! one settings bucket changed by revision ([`records`]).
+//! The commit primitive everything else rests on is an atomic batch to one
+//! stream whose first message is fenced by the sequence its writer expects
+//! ([`batch`]). On it: topic partitions as streams ([`log`]), a
+//! subscription's state as a fenced journal ([`journal`]), and which host
+//! runs what: membership, rendezvous placement and leases
+//! ([`ownership`]). What `serve --cluster` runs on, behind the broker's
+//! seams: the shared log of topics ([`topics`]), plugins and
+//! subscriptions' settings ([`meta`], their records in one settings bucket
+//! changed by revision: [`records`]), and this host's part in running
+//! subscriptions ([`runners`]).
 
 pub mod batch;
 pub mod journal;
@@ -17,7 +19,6 @@ pub mod meta;
 pub mod ownership;
 mod records;
 pub mod runners;
-pub mod state;
 pub mod topics;
 
 use crate::broker::shared::SharedBackend;

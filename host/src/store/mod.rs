@@ -769,6 +769,127 @@ mod tests {
         }
     }
 
+    /// A subscription's changes as journal entries, replayed in order on
+    /// another store, leave it with the same state: progress, retries,
+    /// kv, counters, dead letters, and what a range delete removed. An
+    /// entry that would change anything but a subscription's state is
+    /// refused.
+    #[test]
+    fn journal_entries_replay_a_subscriptions_state_on_another_store() {
+        let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let a = Store::open(a_dir.path(), None).expect("opens");
+        let b = Store::open(b_dir.path(), None).expect("opens");
+        let message = StoredMessage {
+            id: "m1".into(),
+            key: Some("k".into()),
+            payload: vec![7; 300 << 10],
+            headers: vec![],
+            timestamp_ms: 1,
+            deliver_at_ms: None,
+        };
+        let commits = vec![
+            vec![
+                Op::SetProgress {
+                    subscription: "s".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                    watermark: 5,
+                    done: vec![(7, 9)],
+                    clear_done: vec![],
+                },
+                Op::PutRetry {
+                    subscription: "s".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 5,
+                    state: RetryState {
+                        attempts: 2,
+                        due_ms: 10,
+                        history: vec![],
+                    },
+                },
+                Op::PutKv {
+                    subscription: "s".into(),
+                    key: "gone".into(),
+                    value: Some(b"x".to_vec()),
+                },
+            ],
+            vec![
+                Op::PutKv {
+                    subscription: "s".into(),
+                    key: "total".into(),
+                    value: Some(b"3".to_vec()),
+                },
+                Op::PutKv {
+                    subscription: "s".into(),
+                    key: "gone".into(),
+                    value: None,
+                },
+                Op::PutDeadLetter {
+                    subscription: "s".into(),
+                    letter: DeadLetter {
+                        topic: "t".into(),
+                        partition: 0,
+                        offset: 6,
+                        message,
+                        reason: "poison".into(),
+                        dead_at_ms: 2,
+                        history: vec![],
+                    },
+                },
+                Op::PutCounters {
+                    subscription: "s".into(),
+                    counters: Counters {
+                        delivered: 4,
+                        ..Counters::default()
+                    },
+                },
+            ],
+            vec![Op::ForgetTopicProgress {
+                subscription: "s".into(),
+                topic: "gone-topic".into(),
+            }],
+        ];
+        // b holds stale state of "s" that the replay replaces.
+        b.write(
+            vec![Op::PutKv {
+                subscription: "s".into(),
+                key: "stale".into(),
+                value: Some(b"1".to_vec()),
+            }],
+            Durability::Buffered,
+        )
+        .expect("written");
+        let mut replayed = vec![Op::ForgetSubscription {
+            subscription: "s".into(),
+        }];
+        for ops in commits {
+            let pieces = Op::journal(ops.clone());
+            // The 300 KiB dead letter gets a piece of its own.
+            assert!(!pieces.is_empty() && pieces.iter().all(|p| p.len() < (1 << 20)));
+            for piece in &pieces {
+                replayed.push(Op::replay(piece).expect("replays"));
+            }
+            a.write(ops, Durability::Buffered).expect("written");
+        }
+        b.write(replayed, Durability::Buffered).expect("replayed");
+        let progress = |s: &Store| format!("{:?}", s.load_progress("s").expect("progress"));
+        assert_eq!(progress(&a), progress(&b));
+        assert_eq!(b.kv_get("s", "total").expect("kv"), Some(b"3".to_vec()));
+        assert_eq!(b.kv_get("s", "gone").expect("kv"), None);
+        assert_eq!(b.kv_get("s", "stale").expect("kv"), None);
+        let letters = b.list_dead_letters("s", 10).expect("dead letters");
+        assert_eq!(letters, a.list_dead_letters("s", 10).expect("dead letters"));
+        assert_eq!(letters.len(), 1);
+
+        // Only a subscription's state: an entry naming messages is refused.
+        let progress_entry = writer::journal_put(CF_PROGRESS, b"k", b"v");
+        assert!(Op::replay(&progress_entry).is_ok());
+        let log_entry = writer::journal_put(CF_LOG, b"k", b"v");
+        is_corrupt(Op::replay(&log_entry), "a journal entry");
+        assert!(Op::replay(b"not msgpack").is_err());
+    }
+
     /// Keys cut short and values that do not decode are errors naming the
     /// key, never a panic.
     #[test]

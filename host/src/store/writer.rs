@@ -206,6 +206,14 @@ enum Change {
     ),
 }
 
+/// A journal entry of one put to `cf`, whatever it is (for tests of what
+/// a replay accepts).
+#[cfg(test)]
+pub(super) fn journal_put(cf: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let change = Change::Put(cf.to_string(), key.to_vec(), value.to_vec());
+    rmp_serde::to_vec(&vec![change]).expect("changes serialize")
+}
+
 /// Column families a journal may change: a subscription's state only.
 const JOURNALED: [&str; 2] = [CF_PROGRESS, CF_DEAD];
 /// About the most bytes of changes in one journal entry.
