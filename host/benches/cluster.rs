@@ -28,8 +28,8 @@ use bytes::Bytes;
 use common::{process_ticks, USER_HZ};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use switchyard::cluster::log::{Record, TopicLog};
 use switchyard::cluster::journal::Journal;
+use switchyard::cluster::log::{Record, TopicLog};
 
 const USAGE: &str = "\
 cluster: cluster mode's floor on a 3-node NATS cluster (./dev.sh bench-cluster [OPTIONS])

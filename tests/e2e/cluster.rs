@@ -328,12 +328,17 @@ fn a_journal_replays_in_order_and_fences_a_stale_writer() {
         (journal, entries)
     };
     let entries = |texts: &[&'static str]| -> Vec<Bytes> {
-        texts.iter().map(|t| Bytes::from_static(t.as_bytes())).collect()
+        texts
+            .iter()
+            .map(|t| Bytes::from_static(t.as_bytes()))
+            .collect()
     };
     let (mut a, none) = open();
     assert!(none.is_empty());
-    rt.block_on(a.append(entries(&["e1", "e2"]))).expect("a appends");
-    rt.block_on(a.append(entries(&["e3"]))).expect("a appends again");
+    rt.block_on(a.append(entries(&["e1", "e2"])))
+        .expect("a appends");
+    rt.block_on(a.append(entries(&["e3"])))
+        .expect("a appends again");
 
     let (mut b, seen) = open();
     assert_eq!(seen, entries(&["e1", "e2", "e3"]));
@@ -351,10 +356,13 @@ fn a_journal_replays_in_order_and_fences_a_stale_writer() {
     assert_eq!(now, entries(&["e1", "e2", "e3", "e4"]));
     // Having read, a appends again.
     assert_eq!(rt.block_on(a.replay()).expect("a replay"), now);
-    rt.block_on(a.append(entries(&["e5"]))).expect("a appends after reading");
+    rt.block_on(a.append(entries(&["e5"])))
+        .expect("a appends after reading");
 
-    rt.block_on(journal::delete(&client, "billing.eu-1")).expect("deleted");
-    rt.block_on(journal::delete(&client, "billing.eu-1")).expect("deleting again is fine");
+    rt.block_on(journal::delete(&client, "billing.eu-1"))
+        .expect("deleted");
+    rt.block_on(journal::delete(&client, "billing.eu-1"))
+        .expect("deleting again is fine");
     let (_, fresh) = open();
     assert!(fresh.is_empty(), "a journal made again starts empty");
 }

@@ -776,7 +776,10 @@ mod tests {
     /// refused.
     #[test]
     fn journal_entries_replay_a_subscriptions_state_on_another_store() {
-        let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let (a_dir, b_dir) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
         let a = Store::open(a_dir.path(), None).expect("opens");
         let b = Store::open(b_dir.path(), None).expect("opens");
         let message = StoredMessage {
