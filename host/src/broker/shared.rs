@@ -171,11 +171,14 @@ impl SubscriptionRecord {
     }
 }
 
+/// A subscription's name, record and revision.
+pub type ListedSubscription = (String, SubscriptionRecord, u64);
+
 /// Subscriptions' records, shared by every host: each changed only if it
 /// is still at the revision its writer read (0: none yet).
 pub trait SharedSubscriptions: Send + Sync + std::fmt::Debug + 'static {
     /// Every subscription with its record and revision.
-    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SubscriptionRecord, u64)>, BrokerError>>;
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ListedSubscription>, BrokerError>>;
     /// One subscription's record and revision, if it exists.
     fn get<'a>(
         &'a self,

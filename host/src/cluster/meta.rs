@@ -7,7 +7,9 @@
 
 use super::records::{failed, Records};
 use super::ClusterError;
-use crate::broker::shared::{PluginRecord, SharedMeta, SharedSubscriptions, SubscriptionRecord};
+use crate::broker::shared::{
+    ListedSubscription, PluginRecord, SharedMeta, SharedSubscriptions, SubscriptionRecord,
+};
 use crate::broker::BrokerError;
 use async_nats::jetstream::{self, object_store};
 use futures_util::future::BoxFuture;
@@ -152,7 +154,7 @@ fn subscription_key(name: &str) -> String {
 }
 
 impl SharedSubscriptions for Subscriptions {
-    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SubscriptionRecord, u64)>, BrokerError>> {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ListedSubscription>, BrokerError>> {
         Box::pin(async move {
             let mut all = Vec::new();
             for name in self.records.names("subscription.").await? {

@@ -92,6 +92,9 @@ struct Pending {
     redriven: bool,
 }
 
+/// Messages read from a partition, at their offsets.
+type Rows = Vec<(u64, StoredMessage)>;
+
 /// A redriven message and its original position (topic, partition, offset).
 pub(crate) type Redriven = (String, u32, u64, Redrive);
 
@@ -499,10 +502,7 @@ impl Runner {
     }
 
     /// Enqueue what was read, per source: `(source, head, rows)`.
-    fn take_reads(
-        &mut self,
-        results: Vec<(usize, u64, Result<Vec<(u64, StoredMessage)>, BrokerError>)>,
-    ) {
+    fn take_reads(&mut self, results: Vec<(usize, u64, Result<Rows, BrokerError>)>) {
         for (i, head, rows) in results {
             let rows = match rows {
                 Ok(rows) => rows,
