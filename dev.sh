@@ -10,6 +10,9 @@
 #   ./dev.sh fuzz [CASES]            randomized campaign over the decoders of untrusted input
 #                                    (CASES per target, default 1,000,000; the test suite runs 256)
 #   ./dev.sh cluster [start|stop]    cluster mode on loopback: 3 NATS JetStream nodes, 2 hosts
+#   ./dev.sh cluster-faults [N] [SEEDS]  cluster mode's fault campaign: N messages (default
+#                                    20,000) per seed 1..SEEDS (default 5); the test suite
+#                                    runs 3,000 with seed 1
 #   ./dev.sh plugins                 build the example plugins only
 #   ./dev.sh install                 put an optimized `switchyard` on the PATH (~/.cargo/bin)
 set -euo pipefail
@@ -171,6 +174,18 @@ case "$cmd" in
     time PROPTEST_CASES="$cases" cargo test --release -p switchyard --lib -- \
       api::fuzz:: runtime::fuzz:: store::tests::keys_and_records --test-threads 2
     echo "dev.sh fuzz: $cases cases per target passed"
+    ;;
+  cluster-faults)
+    setup
+    build_plugins
+    install_nats
+    messages="${1:-20000}" seeds="${2:-5}"
+    for seed in $(seq 1 "$seeds"); do
+      echo "dev.sh cluster-faults: seed $seed of $seeds, $messages messages"
+      SWITCHYARD_FAULT_MESSAGES="$messages" SWITCHYARD_FAULT_SEED="$seed" \
+        cargo test --release -p switchyard --test e2e cluster_subscriptions -- --nocapture
+    done
+    echo "dev.sh cluster-faults: $seeds seeds of $messages messages passed"
     ;;
   bench-cluster)
     setup

@@ -25,7 +25,11 @@ pub fn host(cluster: &NatsCluster) -> Server {
 /// Publish `batch` to `topic` through `server` until it is answered 200,
 /// as a producer that retries with its ids does; returns the answer's
 /// positions and how many tries it took.
-fn publish_until_stored_on(server: &Server, topic: &str, batch: &[Value]) -> (Vec<Value>, usize) {
+pub fn publish_until_stored_on(
+    server: &Server,
+    topic: &str,
+    batch: &[Value],
+) -> (Vec<Value>, usize) {
     let mut tries = 0;
     let answer = wait_for(LIMIT, "a publish to be stored", || {
         tries += 1;

@@ -1,22 +1,43 @@
 //! Subscriptions in cluster mode: a subscription created through any host
-//! runs on exactly one of them; its host killed with kill -9, or stopped
-//! (SIGSTOP) past its lease and woken again, another host takes it over
-//! from the subscription's journal, the stale host's commits are fenced,
-//! and the plugin's effects stay exactly once: one output per input, each
-//! input counted once in kv, per key in order.
+//! runs on exactly one of them. The fault campaign: the NATS node leading
+//! the subscription's journal killed with kill -9 (and restarted), the
+//! host running it killed with kill -9 (and restarted), then stopped
+//! (SIGSTOP) past its lease and woken again; each time another host takes
+//! it over from the journal, the stale host's commits are fenced, and the
+//! plugin's effects stay exactly once: one output per input, each input
+//! counted once in kv, per key in order.
+//!
+//! `SWITCHYARD_FAULT_messages` (default 3,000) and `SWITCHYARD_FAULT_SEED`
+//! (default 1: where in the run each fault strikes) make the long form:
+//! `./dev.sh cluster-faults` runs 20,000 messages for seeds 1 to 5.
 
-use crate::cluster_hosts::host;
+use crate::cluster::connect;
+use crate::cluster_hosts::{host, publish_until_stored_on};
 use crate::nats::NatsCluster;
 use crate::support::{wait_for, Body, Server};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Failover waits for the dead host's lease to expire (10 s) and a beat.
-const LIMIT: Duration = Duration::from_secs(90);
-const MESSAGES: usize = 3000;
 const KEYS: usize = 16;
 const BATCH: usize = 50;
+
+/// A setting of the campaign from the environment.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A seeded choice in `range` (splitmix64 of the seed and a salt).
+fn pick(seed: usize, salt: u64, range: std::ops::Range<usize>) -> usize {
+    let mut z = (seed as u64).wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    range.start + (z % (range.end - range.start) as u64) as usize
+}
 
 /// The host running `name` now, if one says so (of those `asked`).
 fn runner_of(hosts: &[Server], name: &str) -> Option<usize> {
@@ -43,13 +64,48 @@ fn batch(range: std::ops::Range<usize>) -> Vec<Value> {
         .collect()
 }
 
-/// The outputs on `in.out`.
+/// The outputs on `in.out` (4 partitions), or `None` while the cluster
+/// cannot answer (a node was just killed: 503).
+fn try_outputs(server: &Server) -> Option<Vec<Value>> {
+    let mut out = Vec::new();
+    for partition in 0..4 {
+        let mut from = 0u64;
+        loop {
+            let (status, page) = server.call(
+                "GET",
+                &format!(
+                    "/v1/topics/in.out/partitions/{partition}/messages?from={from}&limit=1000"
+                ),
+                None,
+                Body::None,
+            );
+            match status {
+                200 => {}
+                503 => return None,
+                other => panic!("reading in.out answered {other}: {page}"),
+            }
+            let batch = page["messages"].as_array().expect("messages").clone();
+            let Some(last) = batch.last() else { break };
+            from = last["offset"].as_u64().expect("offset") + 1;
+            out.extend(batch);
+        }
+    }
+    Some(out)
+}
+
+/// The outputs (none while the cluster cannot answer).
 fn outputs(server: &Server) -> Vec<Value> {
-    server.read_all("in.out")
+    try_outputs(server).unwrap_or_default()
 }
 
 #[test]
 fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once() {
+    let messages = setting("SWITCHYARD_FAULT_messages", 3000) / (3 * BATCH) * (3 * BATCH);
+    let seed = setting("SWITCHYARD_FAULT_SEED", 1);
+    // Failover waits for the dead host's lease to expire (10 s) and a beat;
+    // delivery of a long run takes longer.
+    let limit = Duration::from_secs(90 + messages as u64 / 100);
+    eprintln!("campaign: {messages} messages, seed {seed}");
     let cluster = NatsCluster::start();
     let mut hosts = [host(&cluster), host(&cluster)];
     hosts[0].topic("in", 4);
@@ -70,7 +126,7 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
     let (status, _) = hosts[0].call("PUT", "/v1/subscriptions/count", None, Body::Json(spec));
     assert_eq!(status, 200);
 
-    let owner = wait_for(LIMIT, "a host to run the subscription", || {
+    let owner = wait_for(limit, "a host to run the subscription", || {
         runner_of(&hosts, "count")
     });
     let other = 1 - owner;
@@ -80,23 +136,35 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
     let listed = hosts[other].ok("GET", "/v1/subscriptions", Body::None);
     assert_eq!(listed["subscriptions"][0]["name"], "count");
 
-    // A third of the messages through both hosts; kill -9 the runner once
-    // some are delivered, and publish the next third meanwhile.
-    let third = MESSAGES / 3;
+    // A third of the messages through both hosts, by producers that retry
+    // with their ids; the NATS node leading the subscription's journal is
+    // killed partway, and restarted once the host was killed too.
+    let third = messages / 3;
+    let batches = third / BATCH;
+    let node_kill_at = pick(seed, 1, 1..batches);
+    let mut killed_node = None;
     for (n, start) in (0..third).step_by(BATCH).enumerate() {
-        hosts[n % 2].publish("in", batch(start..start + BATCH));
+        if n == node_kill_at {
+            let node = journal_leader(&cluster);
+            cluster.kill(node);
+            killed_node = Some(node);
+        }
+        publish_until_stored_on(&hosts[n % 2], "in", &batch(start..start + BATCH));
     }
-    wait_for(LIMIT, "deliveries before the kill", || {
-        (outputs(&hosts[other]).len() >= third / 4).then_some(())
+    // kill -9 the running host once some are delivered, and publish the
+    // next third meanwhile.
+    let delivered_first = third * pick(seed, 2, 1..8) / 8;
+    wait_for(limit, "deliveries before the kill", || {
+        (outputs(&hosts[other]).len() >= delivered_first).then_some(())
     });
     hosts[owner].kill9();
     let before = outputs(&hosts[other]).len();
     for start in (third..2 * third).step_by(BATCH) {
-        hosts[other].publish("in", batch(start..start + BATCH));
+        publish_until_stored_on(&hosts[other], "in", &batch(start..start + BATCH));
     }
     let started = std::time::Instant::now();
     wait_for(
-        LIMIT,
+        limit,
         "the other host to take the subscription over",
         || runner_of(&hosts, "count").filter(|h| *h == other),
     );
@@ -105,29 +173,32 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
         started.elapsed().as_secs_f64()
     );
     hosts[owner].restart();
-    wait_for(LIMIT, "the first two thirds delivered", || {
+    if let Some(node) = killed_node {
+        cluster.restart(node);
+    }
+    wait_for(limit, "the first two thirds delivered", || {
         (outputs(&hosts[other]).len() >= 2 * third).then_some(())
     });
 
     // The last third, and the runner stopped (SIGSTOP) past its lease
     // while it delivers them; another host takes over, and the stopped
     // one, woken, finds its commits fenced and stops running it.
-    let stalled = wait_for(LIMIT, "a host to run the subscription", || {
+    let stalled = wait_for(limit, "a host to run the subscription", || {
         runner_of(&hosts, "count")
     });
     let awake = 1 - stalled;
     // Stopped right after a few batches, while it delivers them.
-    let mut batches = (2 * third..MESSAGES).step_by(BATCH);
-    for start in batches.by_ref().take(5) {
-        hosts[awake].publish("in", batch(start..start + BATCH));
+    let mut rest = (2 * third..messages).step_by(BATCH);
+    for start in rest.by_ref().take(pick(seed, 3, 2..8)) {
+        publish_until_stored_on(&hosts[awake], "in", &batch(start..start + BATCH));
     }
     signal(&hosts[stalled], "-STOP");
-    for start in batches {
-        hosts[awake].publish("in", batch(start..start + BATCH));
+    for start in rest {
+        publish_until_stored_on(&hosts[awake], "in", &batch(start..start + BATCH));
     }
     let started = std::time::Instant::now();
     wait_for(
-        LIMIT,
+        limit,
         "the awake host to take the subscription over",
         || runner_among(&hosts, &[awake], "count"),
     );
@@ -135,13 +206,13 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
         "SIGSTOP: taken over {:.1} s after the stop",
         started.elapsed().as_secs_f64()
     );
-    let all = wait_for(LIMIT, "every message delivered", || {
+    let all = wait_for(limit, "every message delivered", || {
         let all = outputs(&hosts[awake]);
-        (all.len() >= MESSAGES).then_some(all)
+        (all.len() >= messages).then_some(all)
     });
     signal(&hosts[stalled], "-CONT");
     wait_for(
-        LIMIT,
+        limit,
         "the woken host to stop running the subscription",
         || {
             let (status, info) =
@@ -153,7 +224,10 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
     eprintln!("SIGSTOP: {fenced} commits of the woken host fenced");
     let other = awake;
     // Whatever the woken host still did is not counted twice.
-    assert_eq!(outputs(&hosts[other]).len(), all.len());
+    let again = wait_for(limit, "the outputs read again", || {
+        try_outputs(&hosts[other])
+    });
+    assert_eq!(again.len(), all.len());
 
     // One output per input, each counted once, per key in order.
     let mut per_source: HashMap<String, usize> = HashMap::new();
@@ -172,23 +246,23 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
             .or_default()
             .push(i);
     }
-    assert_eq!(all.len(), MESSAGES, "outputs");
-    assert_eq!(per_source.len(), MESSAGES, "distinct sources");
+    assert_eq!(all.len(), messages, "outputs");
+    assert_eq!(per_source.len(), messages, "distinct sources");
     for (key, order) in &per_key {
         // One key, one partition of in.out: read in offset order.
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{key}: {order:?}");
     }
     // Read where it runs now: the woken host may have it back.
-    let runner = wait_for(LIMIT, "a host to run the subscription", || {
+    let runner = wait_for(limit, "a host to run the subscription", || {
         runner_of(&hosts, "count")
     });
     let total = hosts[runner].kv("count", "total");
-    assert_eq!(total, vec![("total".to_string(), MESSAGES.to_string())]);
+    assert_eq!(total, vec![("total".to_string(), messages.to_string())]);
 
     // Deleting through either host stops the runner wherever it is, and a
     // new subscription of the name starts afresh.
     hosts[owner].ok("DELETE", "/v1/subscriptions/count", Body::None);
-    wait_for(LIMIT, "the subscription to stop", || {
+    wait_for(limit, "the subscription to stop", || {
         runner_of(&hosts, "count").is_none().then_some(())
     });
     let (status, _) = hosts[other].call("GET", "/v1/subscriptions/count", None, Body::None);
@@ -197,12 +271,12 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
         "count",
         json!({ "topic": "in", "plugin": "counter", "delivery": "exactly-once" }),
     );
-    let runner = wait_for(LIMIT, "the new subscription to run", || {
+    let runner = wait_for(limit, "the new subscription to run", || {
         runner_of(&hosts, "count")
     });
-    wait_for(LIMIT, "the new subscription to count everything", || {
+    wait_for(limit, "the new subscription to count everything", || {
         let total = hosts[runner].kv("count", "total");
-        (total == vec![("total".to_string(), MESSAGES.to_string())]).then_some(())
+        (total == vec![("total".to_string(), messages.to_string())]).then_some(())
     });
 }
 
@@ -213,4 +287,26 @@ fn signal(server: &Server, which: &str) {
         .status()
         .expect("kill");
     assert!(status.success(), "kill {which}");
+}
+
+/// The NATS node (1 to 3) leading the subscription's journal stream.
+fn journal_leader(cluster: &NatsCluster) -> usize {
+    use futures_util::TryStreamExt as _;
+    let (rt, client) = connect(cluster);
+    let _inside = rt.enter();
+    let js = async_nats::jetstream::new(client);
+    let leader = rt.block_on(async {
+        let names: Vec<String> = js.stream_names().try_collect().await.expect("stream names");
+        let name = names
+            .into_iter()
+            .find(|n| n.starts_with("S_count-"))
+            .expect("the subscription's journal");
+        let mut stream = js.get_stream(name).await.expect("the journal stream");
+        let info = stream.info().await.expect("stream info");
+        info.cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .expect("a leader")
+    });
+    leader.trim_start_matches('n').parse().expect("n1..n3")
 }

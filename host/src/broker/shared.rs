@@ -99,6 +99,18 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug + 'static {
         from: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SharedEntry>, BrokerError>>;
+    /// Like [`SharedLog::read`], answered by any copy of the partition: one
+    /// behind may return fewer messages than are stored, never with a gap.
+    /// For readers that read again for the rest (runners).
+    fn scan<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SharedEntry>, BrokerError>> {
+        self.read(topic, partition, from, limit)
+    }
     /// A partition's stored range and size.
     fn partition<'a>(
         &'a self,
@@ -340,7 +352,7 @@ impl Shared {
     }
 
     /// Messages of a partition from `from`, as the store would give them
-    /// to a runner.
+    /// to a runner; perhaps fewer than are stored (a copy behind answered).
     pub(crate) async fn read_stored(
         &self,
         topic: &str,
@@ -348,7 +360,7 @@ impl Shared {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, StoredMessage)>, BrokerError> {
-        let entries = self.log.read(topic, partition, from, limit).await?;
+        let entries = self.log.scan(topic, partition, from, limit).await?;
         Ok(entries
             .into_iter()
             .map(|e| {

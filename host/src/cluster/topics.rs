@@ -245,25 +245,25 @@ impl SharedLog for Topics {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<SharedEntry>, BrokerError>> {
         Box::pin(async move {
-            let stored = match self.log.read(topic, partition, from, limit).await {
-                Ok(stored) => stored,
-                Err(e) => return Err(self.explain(topic, partition, e).await),
-            };
-            Ok(stored
-                .into_iter()
-                .map(|s| SharedEntry {
-                    offset: s.offset,
-                    timestamp_ms: s.timestamp_ms,
-                    message: SharedMessage {
-                        id: s.record.id,
-                        dedup: s.record.dedup,
-                        key: s.record.key,
-                        headers: s.record.headers,
-                        payload: s.record.payload.to_vec(),
-                        deliver_at_ms: s.record.deliver_at_ms,
-                    },
-                })
-                .collect())
+            match self.log.read(topic, partition, from, limit).await {
+                Ok(stored) => Ok(entries(stored)),
+                Err(e) => Err(self.explain(topic, partition, e).await),
+            }
+        })
+    }
+
+    fn scan<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<SharedEntry>, BrokerError>> {
+        Box::pin(async move {
+            match self.log.scan(topic, partition, from, limit).await {
+                Ok(stored) => Ok(entries(stored)),
+                Err(e) => Err(self.explain(topic, partition, e).await),
+            }
         })
     }
 
@@ -337,4 +337,23 @@ fn busy(name: &str) -> BrokerError {
     BrokerError::Unavailable(format!(
         "topic {name:?} is being changed by other hosts; try again"
     ))
+}
+
+/// Stored messages as the broker reads them.
+fn entries(stored: Vec<super::log::Stored>) -> Vec<SharedEntry> {
+    stored
+        .into_iter()
+        .map(|s| SharedEntry {
+            offset: s.offset,
+            timestamp_ms: s.timestamp_ms,
+            message: SharedMessage {
+                id: s.record.id,
+                dedup: s.record.dedup,
+                key: s.record.key,
+                headers: s.record.headers,
+                payload: s.record.payload.to_vec(),
+                deliver_at_ms: s.record.deliver_at_ms,
+            },
+        })
+        .collect()
 }

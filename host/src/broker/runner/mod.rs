@@ -467,7 +467,12 @@ impl Runner {
                     let log = log.clone();
                     async move {
                         let read = log.read_stored(&topic, partition, from, limit).await;
-                        (i, head, read)
+                        // Nothing from a copy behind: read from here again.
+                        let reached = match &read {
+                            Ok(rows) if rows.is_empty() => from,
+                            _ => head,
+                        };
+                        (i, reached, read)
                     }
                 },
             ))
