@@ -16,7 +16,9 @@
 //!    the same HTTP workload — `--messages` published by 4 producers in
 //!    batches of 1,000, then single publishes at `--rate` — msg/s, CPU per
 //!    message (the host's, and the NATS servers' beside it), and publish
-//!    latency.
+//!    latency; then a subscription with the noop plugin (at-least-once,
+//!    per-key order, concurrency 8) drains `--deliveries` messages published
+//!    before it was created — delivered msg/s and CPU per delivered message.
 
 #[allow(dead_code)]
 mod common;
@@ -36,12 +38,14 @@ cluster: cluster mode's floor on a 3-node NATS cluster (./dev.sh bench-cluster [
 
   --messages N   messages appended in batches of 1,000   [200000]
   --rate N       single appends per second               [500]
-  --seconds N    seconds of single appends and commits   [5]";
+  --seconds N    seconds of single appends and commits   [5]
+  --deliveries N messages a subscription drains, per host  [20000]";
 
 struct Options {
     messages: u64,
     rate: u64,
     seconds: u64,
+    deliveries: u64,
 }
 
 fn parse() -> Result<Options, String> {
@@ -49,6 +53,7 @@ fn parse() -> Result<Options, String> {
         messages: 200_000,
         rate: 500,
         seconds: 5,
+        deliveries: 20_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -62,6 +67,7 @@ fn parse() -> Result<Options, String> {
             "--messages" => o.messages = value(1_000..=10_000_000)?,
             "--rate" => o.rate = value(1..=100_000)?,
             "--seconds" => o.seconds = value(1..=3600)?,
+            "--deliveries" => o.deliveries = value(1_000..=10_000_000)?,
             "--bench" => {}
             _ => return Err(USAGE.to_string()),
         }
@@ -251,6 +257,42 @@ fn main() {
         let [p50, p99, p999] = quantiles(confirms, [0.5, 0.99, 0.999]);
         rows[2][i] = format!("{p50:.2} / {p99:.2} / {p999:.2} ms");
     }
+    let plugins = common::PluginDir::find("cluster", "./dev.sh bench-cluster", &["noop"]);
+    rows.push(Default::default());
+    rows.push(Default::default());
+    for (i, host) in hosts.iter().enumerate() {
+        let cpu = || host.ticks() + if i == 1 { ticks() } else { 0 };
+        host.send_bytes("/v1/plugins/noop", plugins.bytes("noop"));
+        host.put("/v1/topics/drained", r#"{"partitions": 4}"#);
+        for first in (0..options.deliveries).step_by(1000) {
+            host.post(
+                "/v1/topics/drained/messages",
+                &batch(first, 1000.min(options.deliveries - first)),
+            );
+        }
+        let (before, started) = (cpu(), Instant::now());
+        host.put(
+            "/v1/subscriptions/drain",
+            r#"{"topic": "drained", "plugin": "noop", "ordering": "key", "concurrency": 8}"#,
+        );
+        // Polled every 20 ms: the figure includes a cluster host's wait
+        // for its next beat (up to 2 s) before it takes the subscription.
+        while host.acked("drain") < options.deliveries {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = started.elapsed().as_secs_f64();
+        let cores = (cpu() - before) as f64 / USER_HZ;
+        rows[3][i] = format!("{:.0}", options.deliveries as f64 / took);
+        rows[4][i] = format!(
+            "{:.1} µs ({:.2} cores)",
+            cores * 1e6 / options.deliveries as f64,
+            cores / took
+        );
+    }
+    let drained = format!(
+        "a subscription (noop plugin) drains {} stored messages (msg/s)",
+        options.deliveries
+    );
     let names = [
         "publish, 4 producers, batches of 1,000 (msg/s)",
         "CPU per published message (host, plus NATS in cluster mode)",
@@ -258,6 +300,8 @@ fn main() {
             "single publishes at {} msg/s, answered p50 / p99 / p99.9",
             options.rate
         ),
+        &drained,
+        "CPU per delivered message (host, plus NATS in cluster mode)",
     ];
     for (name, row) in names.iter().zip(&rows) {
         println!("| {name} | {} | {} |", row[0], row[1]);
@@ -365,6 +409,31 @@ impl Host {
 
     fn put(&self, path: &str, body: &str) {
         self.send("PUT", path, body);
+    }
+
+    fn send_bytes(&self, path: &str, body: Vec<u8>) {
+        let mut answer = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("Content-Type", "application/wasm")
+            .send(&body[..])
+            .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+        let status = answer.status();
+        let text = answer.body_mut().read_to_string().unwrap_or_default();
+        assert!(status.is_success(), "PUT {path} -> {status}: {text}");
+    }
+
+    /// A subscription's acknowledged messages, as the host running it
+    /// reports them (0 until it runs).
+    fn acked(&self, name: &str) -> u64 {
+        let mut answer = self
+            .agent
+            .get(format!("{}/v1/subscriptions/{name}", self.base))
+            .call()
+            .unwrap_or_else(|e| panic!("GET subscription: {e}"));
+        let text = answer.body_mut().read_to_string().unwrap_or_default();
+        let info: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        info["stats"]["acked"].as_u64().unwrap_or(0)
     }
 
     fn post(&self, path: &str, body: &str) {

@@ -259,6 +259,10 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
     let total = hosts[runner].kv("count", "total");
     assert_eq!(total, vec![("total".to_string(), messages.to_string())]);
 
+    // Its topic cannot go while it consumes it.
+    let (status, refused) = hosts[owner].call("DELETE", "/v1/topics/in", None, Body::None);
+    assert_eq!(status, 409, "{refused}");
+
     // Deleting through either host stops the runner wherever it is, and a
     // new subscription of the name starts afresh.
     hosts[owner].ok("DELETE", "/v1/subscriptions/count", Body::None);
@@ -278,6 +282,12 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
         let total = hosts[runner].kv("count", "total");
         (total == vec![("total".to_string(), messages.to_string())]).then_some(())
     });
+    // Forced, the topic goes with the subscription.
+    hosts[1 - runner].ok("DELETE", "/v1/topics/in?force=true", Body::None);
+    for server in &hosts {
+        let (status, _) = server.call("GET", "/v1/subscriptions/count", None, Body::None);
+        assert_eq!(status, 404);
+    }
 }
 
 /// Send a signal (`-STOP`, `-CONT`) to a host's process.

@@ -342,9 +342,8 @@ impl Broker {
     /// `Subscriptions::delete_topic`); returns the subscriptions deleted
     /// with it (`force`).
     pub async fn delete_topic(&self, name: &str, force: bool) -> Result<Vec<String>, BrokerError> {
-        if let Some(shared) = &self.inner.shared {
-            shared.delete_topic(name).await?;
-            return Ok(Vec::new());
+        if self.clustered() {
+            return self.delete_shared_topic(name, force).await;
         }
         self.inner.subscriptions.delete_topic(name, force).await
     }

@@ -279,6 +279,40 @@ impl super::Broker {
         )))
     }
 
+    /// Delete a topic from the shared log. Subscriptions that name it are a
+    /// conflict, unless `force`, which deletes them first; returns those.
+    /// (Pattern subscriptions go on with their other topics.)
+    pub(super) async fn delete_shared_topic(
+        &self,
+        topic: &str,
+        force: bool,
+    ) -> Result<Vec<String>, BrokerError> {
+        let (backend, log) = self.cluster().expect("cluster mode");
+        let names: Vec<String> = backend
+            .subscriptions
+            .list()
+            .await?
+            .into_iter()
+            .filter(|(_, record, _)| record.spec.topic == topic)
+            .map(|(name, _, _)| name)
+            .collect();
+        if !names.is_empty() && !force {
+            return Err(BrokerError::Conflict(format!(
+                "topic {topic:?} is consumed by subscription(s) {}; delete them first, \
+                 or delete the topic with ?force=true to delete them with it",
+                names.join(", ")
+            )));
+        }
+        for name in &names {
+            match self.delete_shared_subscription(name).await {
+                Ok(()) | Err(BrokerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        log.delete_topic(topic).await?;
+        Ok(names)
+    }
+
     /// Every subscription: those running here with their stats, the
     /// others as placed elsewhere.
     pub(super) async fn list_shared_subscriptions(
