@@ -62,7 +62,10 @@ fn assert_counted_once(s: &Server, sub: &str, ids: &[String]) {
 /// effects are committed with the ack too, with host-assigned ids (D22).
 #[test]
 fn exactly_once_commits_effects_with_the_ack() {
-    let s = Server::start();
+    exactly_once_commits_effects_with_the_ack_on(&Server::start());
+}
+
+pub fn exactly_once_commits_effects_with_the_ack_on(s: &Server) {
     s.topic("eo", 4);
     s.topic("eo.out", 4);
     s.deploy("counter", "counter");

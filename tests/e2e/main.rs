@@ -23,6 +23,7 @@ mod cli_test;
 mod cloudevents;
 mod cluster;
 mod cluster_hosts;
+mod cluster_semantics;
 mod cluster_subscriptions;
 mod config_file;
 mod core_path;

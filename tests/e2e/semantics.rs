@@ -12,7 +12,10 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// window is not stored again, also across a restart; after the window it is.
 #[test]
 fn publish_with_a_known_id_is_deduplicated() {
-    let mut s = Server::start();
+    publish_with_a_known_id_is_deduplicated_on(&mut Server::start());
+}
+
+pub fn publish_with_a_known_id_is_deduplicated_on(s: &mut Server) {
     s.ok(
         "PUT",
         "/v1/topics/d",
@@ -87,7 +90,10 @@ fn outputs(s: &Server, topic: &str, partitions: u32) -> BTreeMap<String, Vec<i64
 /// `none` delivers everything exactly once, in any order.
 #[test]
 fn partition_and_unordered_modes_deliver_everything_once() {
-    let s = Server::start();
+    partition_and_unordered_modes_deliver_everything_once_on(&Server::start());
+}
+
+pub fn partition_and_unordered_modes_deliver_everything_once_on(s: &Server) {
     s.deploy("forwarder", "forwarder");
     for (topic, ordering) in [("po", "partition"), ("no", "none")] {
         s.topic(topic, 3);
@@ -119,7 +125,10 @@ fn partition_and_unordered_modes_deliver_everything_once() {
 /// goes to exactly one worker.
 #[test]
 fn fan_out_and_competing_consumers() {
-    let s = Server::start();
+    fan_out_and_competing_consumers_on(&Server::start());
+}
+
+pub fn fan_out_and_competing_consumers_on(s: &Server) {
     s.topic("events", 4);
     s.deploy("noop", "noop");
     for name in ["audit", "billing", "search"] {
@@ -140,7 +149,10 @@ fn fan_out_and_competing_consumers() {
 /// filtered, never delivered).
 #[test]
 fn header_filter_skips_other_messages() {
-    let s = Server::start();
+    header_filter_skips_other_messages_on(&Server::start());
+}
+
+pub fn header_filter_skips_other_messages_on(s: &Server) {
     s.topic("orders", 2);
     s.deploy("noop", "noop");
     s.subscribe(
@@ -302,8 +314,10 @@ fn wildcard_subscriptions_follow_new_topics() {
 /// recreating the name starts afresh.
 #[test]
 fn deleted_subscription_starts_afresh_when_recreated() {
-    use crate::support::Body;
-    let s = Server::start();
+    deleted_subscription_starts_afresh_when_recreated_on(&Server::start());
+}
+
+pub fn deleted_subscription_starts_afresh_when_recreated_on(s: &Server) {
     s.topic("del", 1);
     s.deploy("poison", "poison");
     let spec = json!({"topic": "del", "plugin": "poison", "retry": {"max_attempts": 1}});
@@ -312,6 +326,7 @@ fn deleted_subscription_starts_afresh_when_recreated() {
     s.wait_stats("d", LIMIT, |st| {
         st["acked"] == 1 && st["dead_lettered"] == 1
     });
+    use crate::support::Body;
     let gone = s.ok("DELETE", "/v1/subscriptions/d", Body::None);
     assert_eq!(gone["deleted"], "d");
     let (status, _) = s.call("GET", "/v1/subscriptions/d", None, Body::None);
@@ -335,8 +350,11 @@ fn deleted_subscription_starts_afresh_when_recreated() {
 /// at-least-once and exactly-once.
 #[test]
 fn runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters() {
+    runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters_on(&Server::start());
+}
+
+pub fn runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters_on(s: &Server) {
     const MESSAGES: usize = 2000;
-    let s = Server::start();
     s.deploy("scripted", "scripted");
     // Message i's script and the attempt it is acked at (None: dead-lettered).
     let script = |i: usize| match i {

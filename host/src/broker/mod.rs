@@ -182,6 +182,8 @@ struct Inner {
     cluster: Option<shared::SharedBackend>,
     /// Cluster mode: the task placing subscriptions on this host.
     placement: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cluster mode: how API calls ask that task for a beat now.
+    kick: Option<placement::Kick>,
 }
 
 /// Host-wide figures for metrics.
@@ -248,18 +250,22 @@ impl Broker {
             .shared
             .as_ref()
             .map(|backend| Arc::new(shared::Shared::new(backend.log.clone(), Clock::system())));
-        let placement = match (&config.shared, &shared) {
-            (Some(backend), Some(log)) => Some(tokio::spawn(
-                placement::Placement {
-                    subscriptions: subscriptions.clone(),
-                    plugins: plugins.clone(),
-                    log: log.clone(),
-                    records: backend.subscriptions.clone(),
-                    runners: backend.runners.clone(),
-                }
-                .run(stop),
-            )),
-            _ => None,
+        let (placement, kick) = match (&config.shared, &shared) {
+            (Some(backend), Some(log)) => {
+                let (kick, beats) = placement::Placement::kick();
+                let task = tokio::spawn(
+                    placement::Placement {
+                        subscriptions: subscriptions.clone(),
+                        plugins: plugins.clone(),
+                        log: log.clone(),
+                        records: backend.subscriptions.clone(),
+                        runners: backend.runners.clone(),
+                    }
+                    .run(kick.clone(), beats, stop),
+                );
+                (Some(task), Some(kick))
+            }
+            _ => (None, None),
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -273,6 +279,7 @@ impl Broker {
                 shared,
                 cluster: config.shared,
                 placement: std::sync::Mutex::new(placement),
+                kick,
             }),
         })
     }
@@ -317,6 +324,11 @@ impl Broker {
     fn here(&self, name: &str) -> Result<(), BrokerError> {
         if !self.clustered() || self.inner.subscriptions.info(name).is_ok() {
             return Ok(());
+        }
+        if !self.inner.subscriptions.is_known(name) {
+            return Err(BrokerError::NotFound(format!(
+                "subscription {name:?} does not exist"
+            )));
         }
         Err(BrokerError::Unsupported(format!(
             "subscription {name:?} does not run on this host: in cluster mode its state is read on the host running it (docs/cluster.md, \"Status\")"

@@ -37,6 +37,35 @@ fn unit(subscription: &str) -> String {
     format!("sub.{subscription}")
 }
 
+/// How an API call asks for a beat now and waits for it to be done.
+#[derive(Clone)]
+pub(crate) struct Kick {
+    now: Arc<tokio::sync::Notify>,
+    beats: watch::Receiver<u64>,
+}
+
+/// Longest an API call waits for the beats it asked for.
+const KICK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Kick {
+    /// Ask for a beat now and wait until a whole beat began after the
+    /// ask and ended (the one under way may have listed before it).
+    async fn settle(&self) {
+        let mut beats = self.beats.clone();
+        let goal = *beats.borrow_and_update() + 2;
+        self.now.notify_one();
+        let waited = tokio::time::timeout(KICK_WAIT, async {
+            while *beats.borrow_and_update() < goal {
+                if beats.changed().await.is_err() {
+                    return;
+                }
+                self.now.notify_one();
+            }
+        });
+        let _ = waited.await;
+    }
+}
+
 pub(crate) struct Placement {
     pub(crate) subscriptions: Arc<Subscriptions>,
     pub(crate) plugins: Arc<Registry>,
@@ -46,17 +75,35 @@ pub(crate) struct Placement {
 }
 
 impl Placement {
-    /// Place subscriptions every beat until `stop`, then stop running
-    /// them here and give their leases up.
-    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// A way for API calls to ask for a beat at once, and the beats'
+    /// count it watches.
+    pub(crate) fn kick() -> (Kick, watch::Sender<u64>) {
+        let (beats_tx, beats) = watch::channel(0);
+        let kick = Kick {
+            now: Arc::new(tokio::sync::Notify::new()),
+            beats,
+        };
+        (kick, beats_tx)
+    }
+
+    /// Place subscriptions every beat (or at once when kicked) until
+    /// `stop`, then stop running them here and give their leases up.
+    pub(crate) async fn run(
+        self,
+        kick: Kick,
+        beats: watch::Sender<u64>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut held: HashMap<String, Held> = HashMap::new();
         loop {
             if let Err(e) = self.beat(&mut held).await {
                 tracing::warn!(error = %e, "placing subscriptions failed; trying again next beat");
             }
+            beats.send_modify(|n| *n += 1);
             tokio::select! {
                 _ = stop.changed() => break,
                 () = tokio::time::sleep(self.runners.beat()) => {}
+                () = kick.now.notified() => {}
             }
         }
         for (name, h) in held {
@@ -70,6 +117,8 @@ impl Placement {
     async fn beat(&self, held: &mut HashMap<String, Held>) -> Result<(), BrokerError> {
         let live = self.runners.live().await?;
         let listed = self.records.list().await?;
+        self.subscriptions
+            .set_known(listed.iter().map(|(name, _, _)| name.clone()));
         let me = self.runners.host().to_string();
         let wanted: HashMap<&str, u64> = listed.iter().map(|(n, _, r)| (n.as_str(), *r)).collect();
         // Deleted ones first: their state here goes too.
@@ -136,7 +185,13 @@ impl Placement {
         }
         let journal = self.runners.journal(&record.journal(name)).await?;
         self.subscriptions
-            .start_clustered(name, record.spec, self.log.clone(), journal)
+            .start_clustered(
+                name,
+                record.spec,
+                record.incarnation,
+                self.log.clone(),
+                journal,
+            )
             .await
     }
 
@@ -170,7 +225,7 @@ impl super::Broker {
     pub(super) async fn put_shared_subscription(
         &self,
         name: &str,
-        spec: super::spec::SubscriptionSpec,
+        mut spec: super::spec::SubscriptionSpec,
     ) -> Result<(super::SubscriptionInfo, bool), BrokerError> {
         let (backend, log) = self.cluster().expect("cluster mode");
         super::spec::validate_resource_name("subscription", name)?;
@@ -190,7 +245,7 @@ impl super::Broker {
         self.inner.plugins.check_shared(&spec.plugin).await?;
         for _ in 0..RACES {
             match backend.subscriptions.get(name).await? {
-                Some((old, _)) if old.spec == spec => return Ok((self.placed(name, spec), false)),
+                Some((old, _)) if old.spec == spec => return Ok((self.placed(name, old), false)),
                 Some((old, _)) if old.spec.topic != spec.topic => {
                     return Err(BrokerError::Conflict(format!(
                         "subscription {name:?} consumes topic {:?}; delete it to consume another topic",
@@ -198,30 +253,46 @@ impl super::Broker {
                     )))
                 }
                 Some((old, revision)) => {
-                    let record = SubscriptionRecord { spec: spec.clone(), ..old };
+                    let record = SubscriptionRecord { spec, ..old };
                     if backend.subscriptions.put(name, &record, revision).await? {
-                        return Ok((self.placed(name, spec), false));
+                        self.settle_placement().await;
+                        return Ok((self.placed(name, record), false));
                     }
+                    spec = record.spec;
                 }
                 None => {
                     let record = SubscriptionRecord {
-                        spec: spec.clone(),
+                        spec,
                         incarnation: rand::random(),
                     };
-                    if spec.start == super::spec::Start::Latest {
+                    if record.spec.start == super::spec::Start::Latest {
                         self.start_at_heads(backend, log, name, &record).await?;
                     }
                     if backend.subscriptions.put(name, &record, 0).await? {
-                        return Ok((self.placed(name, spec), true));
+                        self.inner.subscriptions.know(name, true);
+                        self.settle_placement().await;
+                        return Ok((self.placed(name, record), true));
                     }
                     // Another host created it meanwhile.
                     backend.runners.delete_journal(&record.journal(name)).await?;
+                    spec = record.spec;
                 }
             }
         }
         Err(BrokerError::Unavailable(format!(
             "subscription {name:?} kept changing on other hosts; try again"
         )))
+    }
+
+    /// After a change of a subscription's record: this host's placement
+    /// acts on it before the answer (if the subscription is placed here,
+    /// it runs here, or stopped, by then); other hosts act at their next
+    /// beat.
+    async fn settle_placement(&self) {
+        let kick = self.inner.kick.clone();
+        if let Some(kick) = kick {
+            kick.settle().await;
+        }
     }
 
     /// A new incarnation that starts at the heads of its topics now: its
@@ -324,7 +395,7 @@ impl super::Broker {
             .list()
             .await?
             .into_iter()
-            .map(|(name, record, _)| self.placed(&name, record.spec))
+            .map(|(name, record, _)| self.placed(&name, record))
             .collect())
     }
 
@@ -334,20 +405,20 @@ impl super::Broker {
     ) -> Result<super::SubscriptionInfo, BrokerError> {
         let (backend, _) = self.cluster().expect("cluster mode");
         match backend.subscriptions.get(name).await? {
-            Some((record, _)) => Ok(self.placed(name, record.spec)),
+            Some((record, _)) => Ok(self.placed(name, record)),
             None => Err(not_found(name)),
         }
     }
 
-    /// A subscription's info: its stats if it runs here with these
-    /// settings, else `state: elsewhere` (another host runs it, or will
-    /// within a few beats) and no stats.
-    fn placed(&self, name: &str, spec: super::spec::SubscriptionSpec) -> super::SubscriptionInfo {
-        match self.inner.subscriptions.info(name) {
-            Ok(info) if info.spec == spec => info,
+    /// A subscription's info: its stats if this incarnation runs here with
+    /// these settings, else `state: elsewhere` (another host runs it, or
+    /// will within a few beats) and no stats.
+    fn placed(&self, name: &str, record: SubscriptionRecord) -> super::SubscriptionInfo {
+        match self.inner.subscriptions.info_of(name, record.incarnation) {
+            Some(info) if info.spec == record.spec => info,
             _ => super::SubscriptionInfo {
                 name: name.to_string(),
-                spec,
+                spec: record.spec,
                 state: "elsewhere",
                 stats: Default::default(),
             },

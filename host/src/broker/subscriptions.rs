@@ -354,6 +354,8 @@ impl Shared {
 
 struct Running {
     shared: Arc<Shared>,
+    /// Cluster mode: the incarnation of the subscription it runs.
+    incarnation: Option<u64>,
     stop: watch::Sender<bool>,
     paused: watch::Sender<bool>,
     control: tokio::sync::mpsc::UnboundedSender<Control>,
@@ -373,6 +375,8 @@ pub(crate) struct Subscriptions {
     changes: tokio::sync::Mutex<()>,
     /// Cluster mode: commits refused by fencing, on this host.
     fenced: Arc<AtomicU64>,
+    /// Cluster mode: the subscriptions that exist, as last listed.
+    known: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Subscriptions {
@@ -393,6 +397,7 @@ impl Subscriptions {
             restarting: std::sync::Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
             fenced: Arc::new(AtomicU64::new(0)),
+            known: std::sync::Mutex::new(Default::default()),
         };
         let stored = match clustered {
             true => Vec::new(),
@@ -437,6 +442,7 @@ impl Subscriptions {
         &self,
         name: &str,
         spec: SubscriptionSpec,
+        incarnation: u64,
         log: Arc<super::shared::Shared>,
         mut journal: Box<dyn super::shared::SharedJournal>,
     ) -> Result<(), BrokerError> {
@@ -468,7 +474,7 @@ impl Subscriptions {
             topics,
             progress,
             false,
-            Some(clustered),
+            Some((clustered, incarnation)),
         )
     }
 
@@ -481,8 +487,9 @@ impl Subscriptions {
         topics: Vec<Arc<Topic>>,
         progress: crate::store::Progress,
         is_paused: bool,
-        clustered: Option<super::runner::Clustered>,
+        clustered: Option<(super::runner::Clustered, u64)>,
     ) -> Result<(), BrokerError> {
+        let (clustered, incarnation) = clustered.unzip();
         let shared = Arc::new(Shared::new(name, spec));
         let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let runner = Runner::start(
@@ -502,6 +509,7 @@ impl Subscriptions {
             name.to_string(),
             Running {
                 shared,
+                incarnation,
                 stop,
                 paused,
                 control,
@@ -524,6 +532,34 @@ impl Subscriptions {
             self.store.submit(ops, Durability::Buffered).await?;
         }
         Ok(())
+    }
+
+    /// Cluster mode: the info of `name` if it runs here as `incarnation`.
+    pub(crate) fn info_of(&self, name: &str, incarnation: u64) -> Option<SubscriptionInfo> {
+        let running = self.running.lock().expect("subscriptions lock");
+        running
+            .get(name)
+            .filter(|r| r.incarnation == Some(incarnation))
+            .map(|r| r.shared.info(*r.paused.borrow()))
+    }
+
+    /// Cluster mode: the subscriptions that exist now (listed every beat,
+    /// and changed at once by this host's creates and deletes).
+    pub(crate) fn set_known(&self, names: impl IntoIterator<Item = String>) {
+        *self.known.lock().expect("known lock") = names.into_iter().collect();
+    }
+
+    pub(crate) fn know(&self, name: &str, exists: bool) {
+        let mut known = self.known.lock().expect("known lock");
+        match exists {
+            true => known.insert(name.to_string()),
+            false => known.remove(name),
+        };
+    }
+
+    /// Cluster mode: does `name` exist, as last listed?
+    pub(crate) fn is_known(&self, name: &str) -> bool {
+        self.known.lock().expect("known lock").contains(name)
     }
 
     /// Commits refused by fencing on this host so far.

@@ -1,0 +1,59 @@
+//! The delivery-semantics suite on cluster mode: the same tests that run
+//! on the embedded store (`semantics.rs`, `exactly_once.rs`), each against
+//! a host in cluster mode on its own 3-node JetStream cluster, for the
+//! clauses cluster mode claims (docs/cluster.md, "Guarantees"): producer
+//! ids (P7), ordering modes and per-key order through retries, traps and
+//! dead letters (D3–D6), fan-out and competing consumers (D9), header
+//! filters (D11), a deleted subscription starting afresh (D17), and
+//! exactly-once effects (D18–D22). Pause and resume, redrive and purge,
+//! wildcard subscriptions following new topics and pull consumers are not
+//! in cluster mode yet.
+
+use crate::cluster_hosts::host;
+use crate::nats::NatsCluster;
+use crate::support::Server;
+use crate::{exactly_once, semantics};
+
+/// Run a test body against a host in cluster mode.
+fn on_cluster(body: impl FnOnce(&mut Server)) {
+    let cluster = NatsCluster::start();
+    let mut server = host(&cluster);
+    body(&mut server);
+}
+
+#[test]
+fn publish_with_a_known_id_is_deduplicated() {
+    on_cluster(semantics::publish_with_a_known_id_is_deduplicated_on);
+}
+
+#[test]
+fn partition_and_unordered_modes_deliver_everything_once() {
+    on_cluster(|s| semantics::partition_and_unordered_modes_deliver_everything_once_on(s));
+}
+
+#[test]
+fn fan_out_and_competing_consumers() {
+    on_cluster(|s| semantics::fan_out_and_competing_consumers_on(s));
+}
+
+#[test]
+fn header_filter_skips_other_messages() {
+    on_cluster(|s| semantics::header_filter_skips_other_messages_on(s));
+}
+
+#[test]
+fn deleted_subscription_starts_afresh_when_recreated() {
+    on_cluster(|s| semantics::deleted_subscription_starts_afresh_when_recreated_on(s));
+}
+
+#[test]
+fn runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters() {
+    on_cluster(|s| {
+        semantics::runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters_on(s)
+    });
+}
+
+#[test]
+fn exactly_once_commits_effects_with_the_ack() {
+    on_cluster(|s| exactly_once::exactly_once_commits_effects_with_the_ack_on(s));
+}
