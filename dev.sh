@@ -189,6 +189,7 @@ case "$cmd" in
     ;;
   bench-cluster)
     setup
+    build_plugins
     install_nats
     exec cargo bench -p switchyard --bench cluster -- "$@"
     ;;

@@ -18,7 +18,10 @@
 //!    message (the host's, and the NATS servers' beside it), and publish
 //!    latency; then a subscription with the noop plugin (at-least-once,
 //!    per-key order, concurrency 8) drains `--deliveries` messages published
-//!    before it was created — delivered msg/s and CPU per delivered message.
+//!    before it was created — delivered msg/s and CPU per delivered message;
+//!    and single publishes at `--latency-rate` msg/s for `--seconds` (4
+//!    producers, paced) to a subscription with the stamp plugin: publish →
+//!    plugin call latency, from when each publish was due.
 
 #[allow(dead_code)]
 mod common;
@@ -39,13 +42,15 @@ cluster: cluster mode's floor on a 3-node NATS cluster (./dev.sh bench-cluster [
   --messages N   messages appended in batches of 1,000   [200000]
   --rate N       single appends per second               [500]
   --seconds N    seconds of single appends and commits   [5]
-  --deliveries N messages a subscription drains, per host  [20000]";
+  --deliveries N messages a subscription drains, per host  [20000]
+  --latency-rate N  single publishes/s for publish->handle latency  [2000]";
 
 struct Options {
     messages: u64,
     rate: u64,
     seconds: u64,
     deliveries: u64,
+    latency_rate: u64,
 }
 
 fn parse() -> Result<Options, String> {
@@ -54,6 +59,7 @@ fn parse() -> Result<Options, String> {
         rate: 500,
         seconds: 5,
         deliveries: 20_000,
+        latency_rate: 2_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -68,6 +74,7 @@ fn parse() -> Result<Options, String> {
             "--rate" => o.rate = value(1..=100_000)?,
             "--seconds" => o.seconds = value(1..=3600)?,
             "--deliveries" => o.deliveries = value(1_000..=10_000_000)?,
+            "--latency-rate" => o.latency_rate = value(100..=20_000)?,
             "--bench" => {}
             _ => return Err(USAGE.to_string()),
         }
@@ -257,7 +264,7 @@ fn main() {
         let [p50, p99, p999] = quantiles(confirms, [0.5, 0.99, 0.999]);
         rows[2][i] = format!("{p50:.2} / {p99:.2} / {p999:.2} ms");
     }
-    let plugins = common::PluginDir::find("cluster", "./dev.sh bench-cluster", &["noop"]);
+    let plugins = common::PluginDir::find("cluster", "./dev.sh bench-cluster", &["noop", "stamp"]);
     rows.push(Default::default());
     rows.push(Default::default());
     for (i, host) in hosts.iter().enumerate() {
@@ -289,6 +296,60 @@ fn main() {
             cores / took
         );
     }
+    rows.push(Default::default());
+    for (i, host) in hosts.iter().enumerate() {
+        host.send_bytes("/v1/plugins/stamp", plugins.bytes("stamp"));
+        host.put("/v1/topics/lat", r#"{"partitions": 4}"#);
+        host.put("/v1/topics/lat.stamps", r#"{"partitions": 4}"#);
+        host.put(
+            "/v1/subscriptions/stamp",
+            r#"{"topic": "lat", "plugin": "stamp", "ordering": "key", "concurrency": 8}"#,
+        );
+        let per_producer = options.latency_rate / 4 * options.seconds;
+        let gap = Duration::from_secs_f64(4.0 / options.latency_rate as f64);
+        let start = Instant::now() + Duration::from_millis(50);
+        std::thread::scope(|scope| {
+            for producer in 0..4u64 {
+                scope.spawn(move || {
+                    for n in 0..per_producer {
+                        let due = start + gap * n as u32 + gap / 4 * producer as u32;
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        // The due time, as the wall clock read then: a slow
+                        // answer delays no later sample's measure.
+                        let sent = common::unix_ns()
+                            - Instant::now().saturating_duration_since(due).as_nanos() as u64;
+                        let body = serde_json::json!({ "messages": [
+                            { "key": common::key(producer * per_producer + n), "payload": sent.to_string() }
+                        ] });
+                        host.post("/v1/topics/lat/messages", &body.to_string());
+                    }
+                });
+            }
+        });
+        let total = per_producer * 4;
+        while host.acked("stamp") < total {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut latencies = Vec::with_capacity(total as usize);
+        for partition in 0..4 {
+            for payload in host.payloads("lat.stamps", partition) {
+                let (sent, handled) = payload.split_once('|').expect("sent|handled");
+                let (sent, handled): (u64, u64) = (
+                    sent.parse().expect("sent ns"),
+                    handled.parse().expect("handled ns"),
+                );
+                latencies.push(Duration::from_nanos(handled.saturating_sub(sent)));
+            }
+        }
+        let [p50, p99, p999] = quantiles(latencies, [0.5, 0.99, 0.999]);
+        rows[5][i] = format!("{p50:.2} / {p99:.2} / {p999:.2} ms");
+    }
+    let latency = format!(
+        "publish → plugin call at {} msg/s (single publishes), p50 / p99 / p99.9",
+        options.latency_rate
+    );
     let drained = format!(
         "a subscription (noop plugin) drains {} stored messages (msg/s)",
         options.deliveries
@@ -302,6 +363,7 @@ fn main() {
         ),
         &drained,
         "CPU per delivered message (host, plus NATS in cluster mode)",
+        &latency,
     ];
     for (name, row) in names.iter().zip(&rows) {
         println!("| {name} | {} | {} |", row[0], row[1]);
@@ -421,6 +483,34 @@ impl Host {
         let status = answer.status();
         let text = answer.body_mut().read_to_string().unwrap_or_default();
         assert!(status.is_success(), "PUT {path} -> {status}: {text}");
+    }
+
+    /// Every payload of a partition, as text.
+    fn payloads(&self, topic: &str, partition: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let mut answer = self
+                .agent
+                .get(format!(
+                    "{}/v1/topics/{topic}/partitions/{partition}/messages?from={from}&limit=1000",
+                    self.base
+                ))
+                .call()
+                .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+            let text = answer.body_mut().read_to_string().unwrap_or_default();
+            let page: serde_json::Value = serde_json::from_str(&text).expect("a page");
+            let messages = page["messages"].as_array().cloned().unwrap_or_default();
+            let Some(last) = messages.last() else {
+                return out;
+            };
+            from = last["offset"].as_u64().expect("offset") + 1;
+            out.extend(
+                messages
+                    .iter()
+                    .map(|m| m["payload"].as_str().expect("text").to_string()),
+            );
+        }
     }
 
     /// A subscription's acknowledged messages, as the host running it
