@@ -7,7 +7,7 @@
 //! plugin's effects stay exactly once: one output per input, each input
 //! counted once in kv, per key in order.
 //!
-//! `SWITCHYARD_FAULT_messages` (default 3,000) and `SWITCHYARD_FAULT_SEED`
+//! `SWITCHYARD_FAULT_MESSAGES` (default 3,000) and `SWITCHYARD_FAULT_SEED`
 //! (default 1: where in the run each fault strikes) make the long form:
 //! `./dev.sh cluster-faults` runs 20,000 messages for seeds 1 to 5.
 
@@ -100,7 +100,7 @@ fn outputs(server: &Server) -> Vec<Value> {
 
 #[test]
 fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once() {
-    let messages = setting("SWITCHYARD_FAULT_messages", 3000) / (3 * BATCH) * (3 * BATCH);
+    let messages = setting("SWITCHYARD_FAULT_MESSAGES", 3000) / (3 * BATCH) * (3 * BATCH);
     let seed = setting("SWITCHYARD_FAULT_SEED", 1);
     // Failover waits for the dead host's lease to expire (10 s) and a beat;
     // delivery of a long run takes longer.

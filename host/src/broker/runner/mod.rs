@@ -398,7 +398,14 @@ impl Runner {
         self.crew = None;
         if self.shared.halted.load(AtomicOrdering::Acquire) {
             // Writing more progress now would cover the batch that failed.
-            tracing::error!(subscription = %self.shared.name, "subscription halted after a failed write; restart the host to resume it");
+            match self.clustered {
+                Some(_) => {
+                    tracing::warn!(subscription = %self.shared.name, "subscription halted after a failed commit; it starts again from its journal at the next beat if it is still placed on this host")
+                }
+                None => {
+                    tracing::error!(subscription = %self.shared.name, "subscription halted after a failed write; restart the host to resume it")
+                }
+            }
         } else {
             let last = self.counters_op();
             self.ops.push(last);
