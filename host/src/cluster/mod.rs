@@ -73,6 +73,29 @@ pub async fn open(
         .connect(urls)
         .await
         .map_err(|e| ClusterError::new("connecting to the NATS cluster", e))?;
+    // A cluster just started may not have elected its JetStream leader
+    // yet: its buckets and streams are opened again for a while.
+    let started = std::time::Instant::now();
+    loop {
+        match open_storage(&client, replicas, host).await {
+            Ok(backend) => return Ok(backend),
+            Err(e) if started.elapsed() < OPEN_PATIENCE => {
+                tracing::warn!(error = %e, "the cluster's storage cannot be opened yet; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How long a host keeps trying to open the cluster's storage at start.
+const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn open_storage(
+    client: &async_nats::Client,
+    replicas: usize,
+    host: &str,
+) -> Result<SharedBackend, ClusterError> {
     let js = async_nats::jetstream::new(client.clone());
     let records = records::Records::open(&js, replicas).await?;
     let timing = ownership::Timing {
@@ -83,6 +106,6 @@ pub async fn open(
         meta: Arc::new(meta::Meta::open(&js, records.clone(), replicas).await?),
         subscriptions: Arc::new(meta::Subscriptions::new(records.clone())),
         runners: Arc::new(runners::Runners::join(client.clone(), host, timing).await?),
-        log: Arc::new(topics::Topics::new(client, records, replicas)),
+        log: Arc::new(topics::Topics::new(client.clone(), records, replicas)),
     })
 }
