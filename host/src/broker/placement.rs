@@ -159,9 +159,15 @@ impl Placement {
             } else if !mine {
                 continue;
             }
-            // Placed here and not running: take it if its lease is free.
-            let Some(lease) = self.runners.acquire(&unit(&name)).await? else {
-                continue;
+            // Placed here and not running: take it if its lease is free
+            // (a failure here must not keep the others' leases unrenewed).
+            let lease = match self.runners.acquire(&unit(&name)).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(subscription = %name, error = %e, "taking the subscription's lease failed");
+                    continue;
+                }
             };
             match self.take(&name, record).await {
                 Ok(()) => {
