@@ -19,7 +19,7 @@
 //!    latency; then a subscription with the noop plugin (at-least-once,
 //!    per-key order, concurrency 8) drains `--deliveries` messages published
 //!    before it was created — delivered msg/s and CPU per delivered message;
-//!    and single publishes at `--latency-rate` msg/s for `--seconds` (4
+//!    and single publishes at `--latency-rate` msg/s for `--seconds` (16
 //!    producers, paced) to a subscription with the stamp plugin: publish →
 //!    plugin call latency, from when each publish was due.
 
@@ -305,14 +305,14 @@ fn main() {
             "/v1/subscriptions/stamp",
             r#"{"topic": "lat", "plugin": "stamp", "ordering": "key", "concurrency": 8}"#,
         );
-        let per_producer = options.latency_rate / 4 * options.seconds;
-        let gap = Duration::from_secs_f64(4.0 / options.latency_rate as f64);
+        let per_producer = options.latency_rate / LATENCY_PRODUCERS * options.seconds;
+        let gap = Duration::from_secs_f64(LATENCY_PRODUCERS as f64 / options.latency_rate as f64);
         let start = Instant::now() + Duration::from_millis(50);
         std::thread::scope(|scope| {
-            for producer in 0..4u64 {
+            for producer in 0..LATENCY_PRODUCERS {
                 scope.spawn(move || {
                     for n in 0..per_producer {
-                        let due = start + gap * n as u32 + gap / 4 * producer as u32;
+                        let due = start + gap * n as u32 + gap / LATENCY_PRODUCERS as u32 * producer as u32;
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
@@ -328,7 +328,7 @@ fn main() {
                 });
             }
         });
-        let total = per_producer * 4;
+        let total = per_producer * LATENCY_PRODUCERS;
         while host.acked("stamp") < total {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -378,6 +378,10 @@ fn quantiles<const N: usize>(mut samples: Vec<Duration>, qs: [f64; N]) -> [f64; 
         samples[i].as_secs_f64() * 1e3
     })
 }
+
+/// Producers of the latency phase: enough that single publishes answered
+/// in a few milliseconds keep the rate.
+const LATENCY_PRODUCERS: u64 = 16;
 
 /// A JSON publish body of `size` messages numbered from `first`.
 fn batch(first: u64, size: u64) -> String {

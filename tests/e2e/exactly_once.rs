@@ -91,7 +91,7 @@ pub fn exactly_once_commits_effects_with_the_ack_on(s: &Server) {
         assert_eq!(st["retried"], 80, "{sub}: config fail-every was applied");
         assert_eq!(st["dead_lettered"], 0);
     }
-    let outputs = outputs(&s, "eo.out");
+    let outputs = outputs(s, "eo.out");
     for sub in ["eo-a", "eo-b", "host"] {
         let got = outputs
             .get(sub)
@@ -114,7 +114,7 @@ pub fn exactly_once_commits_effects_with_the_ack_on(s: &Server) {
         }
     }
     for sub in ["eo-a", "eo-b", "alo"] {
-        assert_counted_once(&s, sub, &ids);
+        assert_counted_once(s, sub, &ids);
     }
     // Bad listing parameters are refused; an unknown subscription is 404.
     let (status, body) = s.call("GET", "/v1/subscriptions/eo-a/kv?limit=0", None, Body::None);

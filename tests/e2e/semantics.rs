@@ -102,17 +102,17 @@ pub fn partition_and_unordered_modes_deliver_everything_once_on(s: &Server) {
             topic,
             json!({"topic": topic, "plugin": "forwarder", "ordering": ordering, "concurrency": 8}),
         );
-        publish_sequences(&s, topic, 12, 600);
+        publish_sequences(s, topic, 12, 600);
     }
     s.wait_stats("po", LIMIT, |st| st["acked"] == 600);
     s.wait_stats("no", LIMIT, |st| st["acked"] == 600);
     let all: Vec<i64> = (0..50).collect();
-    let ordered = outputs(&s, "po.out", 3);
+    let ordered = outputs(s, "po.out", 3);
     assert_eq!(ordered.len(), 12);
     for (key, seqs) in ordered {
         assert_eq!(seqs, all, "partition order keeps key {key} in order");
     }
-    let any = outputs(&s, "no.out", 3);
+    let any = outputs(s, "no.out", 3);
     assert_eq!(any.len(), 12);
     for (key, mut seqs) in any {
         seqs.sort();
