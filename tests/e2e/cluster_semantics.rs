@@ -5,9 +5,9 @@
 //! ids (P7), ordering modes and per-key order through retries, traps and
 //! dead letters (D3–D6), fan-out and competing consumers (D9), header
 //! filters (D11), a deleted subscription starting afresh (D17), and
-//! exactly-once effects (D18–D22). Pause and resume, redrive and purge,
-//! wildcard subscriptions following new topics and pull consumers are not
-//! in cluster mode yet.
+//! exactly-once effects (D18–D22), wildcard subscriptions following topics
+//! created later and across a host restart (D14). Pause and resume,
+//! redrive and purge and pull consumers are not in cluster mode yet.
 
 use crate::cluster_hosts::host;
 use crate::nats::NatsCluster;
@@ -56,4 +56,9 @@ fn runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters() {
 #[test]
 fn exactly_once_commits_effects_with_the_ack() {
     on_cluster(|s| exactly_once::exactly_once_commits_effects_with_the_ack_on(s));
+}
+
+#[test]
+fn wildcard_subscriptions_follow_new_topics() {
+    on_cluster(semantics::wildcard_subscriptions_follow_new_topics_on);
 }

@@ -284,7 +284,10 @@ fn dead_letters_redrive_into_one_subscription_and_purge() {
 /// created after the subscription.
 #[test]
 fn wildcard_subscriptions_follow_new_topics() {
-    let mut s = Server::start();
+    wildcard_subscriptions_follow_new_topics_on(&mut Server::start());
+}
+
+pub fn wildcard_subscriptions_follow_new_topics_on(s: &mut Server) {
     s.deploy("noop", "noop");
     s.topic("orders.eu", 2);
     s.subscribe("one", json!({"topic": "orders.*", "plugin": "noop"}));

@@ -13,6 +13,9 @@
 //! unreachable) halts; the next beat stops it and starts it again from the
 //! journal if the host still holds it.
 //!
+//! A subscription that names its topics by pattern is offered, every beat,
+//! the matching topics created since it started.
+//!
 //! The lease keeps two hosts from running one subscription most of the
 //! time; the journal's fencing is what keeps a host that lost it from
 //! doing harm.
@@ -178,6 +181,30 @@ impl Placement {
                     tracing::warn!(subscription = %name, error = %e, "cannot run the subscription here yet");
                     self.release(&name, lease).await;
                 }
+            }
+        }
+        self.offer_new_topics().await
+    }
+
+    /// Topics created since a pattern subscription running here started:
+    /// it consumes them from now on (from their beginning).
+    async fn offer_new_topics(&self) -> Result<(), BrokerError> {
+        let patterns = self.subscriptions.patterns_here();
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        for name in self.log.topic_names().await? {
+            if !patterns
+                .iter()
+                .any(|p| super::spec::topic_matches(p, &name))
+            {
+                continue;
+            }
+            match self.log.follow(&name).await {
+                Ok(topic) => self.subscriptions.offer_topic(topic),
+                // Deleted since it was listed.
+                Err(BrokerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

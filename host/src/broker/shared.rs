@@ -380,6 +380,18 @@ impl Shared {
             .collect())
     }
 
+    /// The names of every topic.
+    pub(crate) async fn topic_names(&self) -> Result<Vec<String>, BrokerError> {
+        let listed = self.log.list().await?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, spec)| {
+                self.remember(&name, &spec);
+                name
+            })
+            .collect())
+    }
+
     /// Does `topic` exist (cached settings, else asked)?
     pub(crate) async fn exists(&self, topic: &str) -> Result<bool, BrokerError> {
         match self.spec(topic).await {

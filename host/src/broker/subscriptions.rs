@@ -707,6 +707,28 @@ impl Subscriptions {
         }
     }
 
+    /// Cluster mode: the patterns of the subscriptions running here that
+    /// name topics by pattern.
+    pub(crate) fn patterns_here(&self) -> Vec<String> {
+        let running = self.running.lock().expect("subscriptions lock");
+        running
+            .values()
+            .map(|r| &r.shared.spec.topic)
+            .filter(|topic| is_pattern(topic))
+            .cloned()
+            .collect()
+    }
+
+    /// Cluster mode: offer a topic of the shared log to the subscriptions
+    /// running here whose pattern matches it (one already consumed is
+    /// ignored).
+    pub(crate) fn offer_topic(&self, topic: Arc<Topic>) {
+        let running = self.running.lock().expect("subscriptions lock");
+        for r in running.values().filter(|r| r.shared.consumes(&topic.name)) {
+            let _ = r.control.send(Control::Topic(topic.clone()));
+        }
+    }
+
     /// Sample every running subscription's acknowledgements (about once a
     /// second), for `acked_per_sec`.
     pub(crate) fn sample_rates(&self) {
