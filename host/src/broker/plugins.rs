@@ -371,15 +371,7 @@ impl Registry {
         let (name, pinned) = parse_plugin_ref(reference)?;
         let _guard = self.uploads.lock().await;
         let info = self.info(name)?;
-        let doomed: Vec<u32> = match pinned {
-            Some(v) if info.versions.iter().any(|i| i.version == v) => vec![v],
-            Some(_) => {
-                return Err(BrokerError::NotFound(format!(
-                    "plugin {reference:?} has no such version"
-                )))
-            }
-            None => info.versions.iter().map(|v| v.version).collect(),
-        };
+        let doomed = doomed(reference, pinned, &info.versions)?;
         check_users(reference, &doomed, info.latest, users)?;
         let mut record = self.record(name);
         let removed: Vec<PluginVersionInfo> = record
@@ -419,15 +411,7 @@ impl Registry {
             });
         }
         self.store.submit(ops, Durability::Synced).await?;
-        {
-            let mut entries = self.entries.write().expect("plugins lock");
-            if record.versions.is_empty() {
-                entries.remove(name);
-            } else if let Some(entry) = entries.get_mut(name) {
-                entry.record = record;
-                entry.compiled.retain(|v, _| !doomed.contains(v));
-            }
-        }
+        self.forget(name, record, &doomed);
         for digest in &gone {
             if let Some(code) = &self.code {
                 code.remove(digest);
@@ -497,15 +481,7 @@ impl Registry {
                     "plugin {name:?} does not exist"
                 )));
             };
-            let doomed: Vec<u32> = match pinned {
-                Some(v) if record.versions.iter().any(|i| i.version == v) => vec![v],
-                Some(_) => {
-                    return Err(BrokerError::NotFound(format!(
-                        "plugin {reference:?} has no such version"
-                    )))
-                }
-                None => record.versions.iter().map(|v| v.version).collect(),
-            };
+            let doomed = doomed(reference, pinned, &record.versions)?;
             let latest = record.versions.last().map_or(0, |v| v.version);
             check_users(reference, &doomed, latest, users)?;
             record.versions.retain(|v| !doomed.contains(&v.version));
@@ -517,17 +493,24 @@ impl Registry {
             if !done {
                 continue;
             }
-            let mut entries = self.entries.write().expect("plugins lock");
-            if record.versions.is_empty() {
-                entries.remove(name);
-            } else if let Some(entry) = entries.get_mut(name) {
-                entry.record = record;
-                entry.compiled.retain(|v, _| !doomed.contains(v));
-            }
+            self.forget(name, record, &doomed);
             tracing::info!(plugin = reference, "plugin deleted from the cluster");
             return Ok(());
         }
         Err(busy(name))
+    }
+
+    /// Keep `record`, what is left of plugin `name` once the versions
+    /// `doomed` were deleted, for this host's calls (the whole plugin
+    /// goes with its last version).
+    fn forget(&self, name: &str, record: PluginRecord, doomed: &[u32]) {
+        let mut entries = self.entries.write().expect("plugins lock");
+        if record.versions.is_empty() {
+            entries.remove(name);
+        } else if let Some(entry) = entries.get_mut(name) {
+            entry.record = record;
+            entry.compiled.retain(|v, _| !doomed.contains(v));
+        }
     }
 
     /// Cluster mode: does the version `reference` names exist?
@@ -701,6 +684,23 @@ impl PluginRecord {
             languages: new.languages.clone(),
         });
         version
+    }
+}
+
+/// The versions a delete of `reference` removes: the one it pins
+/// (`pinned`), or all of them; [`BrokerError::NotFound`] if it pins one
+/// `versions` does not hold.
+fn doomed(
+    reference: &str,
+    pinned: Option<u32>,
+    versions: &[PluginVersionInfo],
+) -> Result<Vec<u32>, BrokerError> {
+    match pinned {
+        Some(v) if versions.iter().any(|i| i.version == v) => Ok(vec![v]),
+        Some(_) => Err(BrokerError::NotFound(format!(
+            "plugin {reference:?} has no such version"
+        ))),
+        None => Ok(versions.iter().map(|v| v.version).collect()),
     }
 }
 
