@@ -450,9 +450,9 @@ impl Subscriptions {
         let (progress, _) = self.stored(name).await?;
         let mut topics = Vec::new();
         if is_pattern(&spec.topic) {
-            for info in log.topics().await? {
-                if topic_matches(&spec.topic, &info.name) {
-                    topics.push(log.follow(&info.name).await?);
+            for name in log.topic_names().await? {
+                if topic_matches(&spec.topic, &name) {
+                    topics.push(log.follow(&name).await?);
                 }
             }
         } else {
