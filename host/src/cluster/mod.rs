@@ -74,7 +74,9 @@ pub async fn open(
         .await
         .map_err(|e| ClusterError::new("connecting to the NATS cluster", e))?;
     // A cluster just started may not have elected its JetStream leader
-    // yet: its buckets and streams are opened again for a while.
+    // yet, and a bucket just made (perhaps by another host at the same
+    // moment) may not be reachable from every node: the buckets and
+    // streams are opened again for a while.
     let started = std::time::Instant::now();
     loop {
         match open_storage(&client, replicas, host).await {

@@ -26,8 +26,6 @@ use tokio::sync::watch;
 pub const HOSTS_BUCKET: &str = "switchyard_hosts";
 /// The bucket of partition leases.
 pub const LEASES_BUCKET: &str = "switchyard_leases";
-/// Tries of a host's first announcement, 100 ms apart.
-const ANNOUNCE_TRIES: u32 = 50;
 
 /// Timing of membership and leases.
 #[derive(Debug, Clone, Copy)]
@@ -85,16 +83,10 @@ impl Membership {
         timing: Timing,
     ) -> Result<Self, ClusterError> {
         let hosts = bucket(js, HOSTS_BUCKET, timing).await?;
-        // A bucket just made (perhaps by another host at the same moment)
-        // may not be reachable from every node yet: try for a while.
-        let mut tries = 0;
-        while let Err(e) = hosts.put(host, host.to_string().into()).await {
-            tries += 1;
-            if tries == ANNOUNCE_TRIES {
-                return Err(ClusterError::new("announcing the host", e));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        hosts
+            .put(host, host.to_string().into())
+            .await
+            .map_err(|e| ClusterError::new("announcing the host", e))?;
         let (stop, mut stopped) = watch::channel(false);
         let (beating, name) = (hosts.clone(), host.to_string());
         let beat = tokio::spawn(async move {
