@@ -118,12 +118,12 @@ impl Writer {
         let mut entries: Vec<Vec<u8>> = Vec::new();
         let mut ops = Vec::new();
         for commit in group.iter_mut() {
-            let pieces = Op::journal(commit.ops.clone());
+            let (pieces, op) = Op::journal(std::mem::take(&mut commit.ops));
             if entries.len() + pieces.len() > MAX_ENTRIES && !entries.is_empty() {
                 self.append(std::mem::take(&mut entries)).await?;
             }
             entries.extend(pieces);
-            ops.append(&mut commit.ops);
+            ops.push(op);
         }
         if !entries.is_empty() {
             self.append(entries).await?;

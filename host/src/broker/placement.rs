@@ -356,7 +356,7 @@ impl super::Broker {
         let mut journal = backend.runners.journal(&record.journal(name)).await?;
         journal.replay().await?;
         journal
-            .append(crate::store::Op::journal(ops))
+            .append(crate::store::Op::journal(ops).0)
             .await
             .map_err(|e| BrokerError::Unavailable(e.to_string()))
     }

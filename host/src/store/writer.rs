@@ -5,6 +5,7 @@ use super::records::{Counters, DeadLetter, LedgerEntry, Redrive, RetryState, Sto
 use super::{encode, keys, StoreError, CF_BLOBS, CF_DEAD, CF_DEDUP, CF_LOG, CF_META, CF_PROGRESS};
 use crate::histogram::{self, Histogram};
 use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -190,19 +191,21 @@ enum Raw {
 #[derive(Debug, Clone, Default)]
 struct RawBatch(Vec<Raw>);
 
-/// A change as a journal carries it: the column family by name.
+/// A change as a journal carries it: the column family by name. Written
+/// from the encoded batch it borrows, read back owned.
 #[derive(serde::Serialize, serde::Deserialize)]
-enum Change {
+#[serde(bound(deserialize = "'de: 'a"))]
+enum Change<'a> {
     Put(
-        String,
-        #[serde(with = "serde_bytes")] Vec<u8>,
-        #[serde(with = "serde_bytes")] Vec<u8>,
+        Cow<'a, str>,
+        #[serde(with = "serde_bytes")] Cow<'a, [u8]>,
+        #[serde(with = "serde_bytes")] Cow<'a, [u8]>,
     ),
-    Delete(String, #[serde(with = "serde_bytes")] Vec<u8>),
+    Delete(Cow<'a, str>, #[serde(with = "serde_bytes")] Cow<'a, [u8]>),
     DeleteRange(
-        String,
-        #[serde(with = "serde_bytes")] Vec<u8>,
-        #[serde(with = "serde_bytes")] Vec<u8>,
+        Cow<'a, str>,
+        #[serde(with = "serde_bytes")] Cow<'a, [u8]>,
+        #[serde(with = "serde_bytes")] Cow<'a, [u8]>,
     ),
 }
 
@@ -210,7 +213,7 @@ enum Change {
 /// a replay accepts).
 #[cfg(test)]
 pub(super) fn journal_put(cf: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
-    let change = Change::Put(cf.to_string(), key.to_vec(), value.to_vec());
+    let change = Change::Put(cf.into(), key.into(), value.into());
     rmp_serde::to_vec(&vec![change]).expect("changes serialize")
 }
 
@@ -219,11 +222,11 @@ const JOURNALED: [&str; 2] = [CF_PROGRESS, CF_DEAD];
 /// About the most bytes of changes in one journal entry.
 pub const JOURNAL_PIECE: usize = 256 << 10;
 
-impl Change {
+impl Change<'_> {
     fn journaled(&self) -> bool {
         match self {
             Change::Put(cf, ..) | Change::Delete(cf, ..) | Change::DeleteRange(cf, ..) => {
-                JOURNALED.contains(&cf.as_str())
+                JOURNALED.contains(&cf.as_ref())
             }
         }
     }
@@ -233,10 +236,11 @@ impl Op {
     /// `ops` as journal entries (MessagePack): the changes they make, in
     /// pieces of about [`JOURNAL_PIECE`] bytes (one change is never split),
     /// which [`Op::replay`] applies again, in order, on another host's
-    /// store. Only a subscription's state (progress, kv, ledger, dead
-    /// letters) may be in them; a journal is no place for messages or
+    /// store; and those changes as one `Op` for this host's store, encoded
+    /// once for both. Only a subscription's state (progress, kv, ledger,
+    /// dead letters) may be in them; a journal is no place for messages or
     /// metadata.
-    pub fn journal(ops: Vec<Op>) -> Vec<Vec<u8>> {
+    pub fn journal(ops: Vec<Op>) -> (Vec<Vec<u8>>, Op) {
         let mut batch = RawBatch::default();
         for op in ops {
             op.encode(&mut batch);
@@ -244,16 +248,17 @@ impl Op {
         let mut pieces = Vec::new();
         let mut piece: Vec<Change> = Vec::new();
         let mut size = 0;
-        for raw in batch.0 {
-            let bytes = match &raw {
-                Raw::Put(_, k, v) => k.len() + v.len(),
-                Raw::Delete(_, k) => k.len(),
-                Raw::DeleteRange(_, from, to) => from.len() + to.len(),
-            };
-            let change = match raw {
-                Raw::Put(cf, k, v) => Change::Put(cf.to_string(), k, v),
-                Raw::Delete(cf, k) => Change::Delete(cf.to_string(), k),
-                Raw::DeleteRange(cf, from, to) => Change::DeleteRange(cf.to_string(), from, to),
+        for raw in &batch.0 {
+            let (change, bytes) = match raw {
+                Raw::Put(cf, k, v) => (
+                    Change::Put((*cf).into(), k.into(), v.into()),
+                    k.len() + v.len(),
+                ),
+                Raw::Delete(cf, k) => (Change::Delete((*cf).into(), k.into()), k.len()),
+                Raw::DeleteRange(cf, from, to) => (
+                    Change::DeleteRange((*cf).into(), from.into(), to.into()),
+                    from.len() + to.len(),
+                ),
             };
             debug_assert!(
                 change.journaled(),
@@ -270,7 +275,7 @@ impl Op {
         if !piece.is_empty() {
             pieces.push(rmp_serde::to_vec(&piece).expect("changes serialize"));
         }
-        pieces
+        (pieces, Op::Replay(Replayed(batch)))
     }
 
     /// The changes of a journal entry, to apply in the order entries were
@@ -282,7 +287,7 @@ impl Op {
                 key: "a journal entry".to_string(),
                 reason: format!("it does not decode: {e}"),
             })?;
-        let table = |name: String| {
+        let table = |name: Cow<str>| {
             JOURNALED
                 .iter()
                 .find(|cf| **cf == name)
@@ -295,9 +300,11 @@ impl Op {
         let mut batch = RawBatch::default();
         for change in changes {
             batch.0.push(match change {
-                Change::Put(cf, k, v) => Raw::Put(table(cf)?, k, v),
-                Change::Delete(cf, k) => Raw::Delete(table(cf)?, k),
-                Change::DeleteRange(cf, from, to) => Raw::DeleteRange(table(cf)?, from, to),
+                Change::Put(cf, k, v) => Raw::Put(table(cf)?, k.into_owned(), v.into_owned()),
+                Change::Delete(cf, k) => Raw::Delete(table(cf)?, k.into_owned()),
+                Change::DeleteRange(cf, from, to) => {
+                    Raw::DeleteRange(table(cf)?, from.into_owned(), to.into_owned())
+                }
             });
         }
         Ok(Op::Replay(Replayed(batch)))
