@@ -85,16 +85,6 @@ fn two_hosts_share_topics_and_lose_no_acknowledged_publish_through_a_leader_kill
         600_000
     );
 
-    // What cluster mode does not do yet is refused plainly.
-    let (status, refused) = a.call(
-        "PUT",
-        "/v1/subscriptions/s",
-        None,
-        Body::Json(json!({ "topic": "orders", "mode": "pull" })),
-    );
-    assert_eq!(status, 501, "{refused}");
-    assert_eq!(refused["error"]["code"], "not_implemented");
-
     // Producers publish through both hosts; a third of the way in, the
     // leader of partition 0's stream is killed, and restarted later.
     let (rt, client) = connect(&cluster);

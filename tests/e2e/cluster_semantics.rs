@@ -6,13 +6,14 @@
 //! dead letters (D3–D6), fan-out and competing consumers (D9), header
 //! filters (D11), a deleted subscription starting afresh (D17), and
 //! exactly-once effects (D18–D22), wildcard subscriptions following topics
-//! created later and across a host restart (D14). Pause and resume,
-//! redrive and purge and pull consumers are not in cluster mode yet.
+//! created later and across a host restart (D14), pause and resume across
+//! a restart (D12), dead letters redriven and purged (D13), and pull
+//! consumers (Q1–Q3).
 
 use crate::cluster_hosts::host;
 use crate::nats::NatsCluster;
 use crate::support::Server;
-use crate::{exactly_once, semantics};
+use crate::{exactly_once, pull, semantics};
 
 /// Run a test body against a host in cluster mode.
 fn on_cluster(body: impl FnOnce(&mut Server)) {
@@ -61,4 +62,25 @@ fn exactly_once_commits_effects_with_the_ack() {
 #[test]
 fn wildcard_subscriptions_follow_new_topics() {
     on_cluster(semantics::wildcard_subscriptions_follow_new_topics_on);
+}
+
+#[test]
+fn pause_and_resume() {
+    on_cluster(semantics::pause_and_resume_on);
+}
+
+#[test]
+fn dead_letters_redrive_into_one_subscription_and_purge() {
+    on_cluster(|s| semantics::dead_letters_redrive_into_one_subscription_and_purge_on(s));
+}
+
+#[test]
+fn pull_consumers_keep_key_order_and_lose_nothing() {
+    let cluster = NatsCluster::start();
+    pull::four_consumers_keep_key_order_and_lose_nothing_on(std::sync::Arc::new(host(&cluster)));
+}
+
+#[test]
+fn pull_leases_expire_and_settle_per_item() {
+    on_cluster(|s| pull::leases_expire_and_settle_per_item_on(s));
 }

@@ -53,9 +53,17 @@ fn runner_among(hosts: &[Server], asked: &[usize], name: &str) -> Option<usize> 
                 None,
                 Body::None,
             );
-            status == 200 && info["state"] == "running"
+            // Another host's answer is handed over; it names the runner.
+            let state = info["state"].as_str().unwrap_or_default();
+            status == 200 && ["running", "paused"].contains(&state) && info["host"] == host_name(h)
         }
     })
+}
+
+/// A host's name among the live hosts.
+pub fn host_name(server: &Server) -> String {
+    let host = server.ok("GET", "/v1/host", Body::None);
+    host["host"].as_str().expect("a host name").to_string()
 }
 
 fn batch(range: std::ops::Range<usize>) -> Vec<Value> {
@@ -130,9 +138,10 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
         runner_of(&hosts, "count")
     });
     let other = 1 - owner;
-    // Exactly one runs it; the other knows it runs elsewhere.
+    // Exactly one runs it; the other answers for it from there.
     let seen = hosts[other].ok("GET", "/v1/subscriptions/count", Body::None);
-    assert_eq!(seen["state"], "elsewhere", "{seen}");
+    assert_eq!(seen["state"], "running", "{seen}");
+    assert_eq!(seen["host"], host_name(&hosts[owner]), "{seen}");
     let listed = hosts[other].ok("GET", "/v1/subscriptions", Body::None);
     assert_eq!(listed["subscriptions"][0]["name"], "count");
 
@@ -215,9 +224,9 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
         limit,
         "the woken host to stop running the subscription",
         || {
-            let (status, info) =
-                hosts[stalled].call("GET", "/v1/subscriptions/count", None, Body::None);
-            (status == 200 && info["state"] == "elsewhere").then_some(())
+            runner_among(&hosts, &[stalled], "count")
+                .is_none()
+                .then_some(())
         },
     );
     let fenced = hosts[stalled].metric("switchyard_cluster_fenced_commits_total");
@@ -319,4 +328,127 @@ fn journal_leader(cluster: &NatsCluster) -> usize {
             .expect("a leader")
     });
     leader.trim_start_matches('n').parse().expect("n1..n3")
+}
+
+/// Any host answers for a subscription (docs/cluster.md, "Any host
+/// answers"): its stats, kv and dead letters are read, it is paused and
+/// resumed, its dead letters redriven and purged, and it is pulled from,
+/// all through a host that does not run it; what was changed so survives
+/// a kill -9 of the host running it.
+#[test]
+fn any_host_reads_changes_and_pulls_a_subscription_running_on_another() {
+    let limit = Duration::from_secs(90);
+    let cluster = NatsCluster::start();
+    let mut hosts = [host(&cluster), host(&cluster)];
+    hosts[0].topic("jobs", 2);
+    hosts[0].topic("jobs.out", 2);
+    hosts[0].deploy("counter", "counter");
+    hosts[0].deploy("poison", "poison");
+    let retry = json!({"initial_ms": 5, "max_ms": 10, "max_attempts": 2});
+    hosts[0].subscribe(
+        "count",
+        json!({ "topic": "jobs", "plugin": "counter", "delivery": "exactly-once" }),
+    );
+    hosts[0].subscribe(
+        "dead",
+        json!({ "topic": "jobs", "plugin": "poison", "retry": retry }),
+    );
+    hosts[0].subscribe("pulled", json!({ "topic": "jobs", "mode": "pull" }));
+    let runner = |name: &str| wait_for(limit, "a host to run it", || runner_of(&hosts, name));
+    let (count_far, dead_far, pulled_far) = (
+        1 - runner("count"),
+        1 - runner("dead"),
+        1 - runner("pulled"),
+    );
+
+    // Stats and kv, through the host that does not run it.
+    // Payloads `poison` retries until they are dead-lettered.
+    let retried = |range: std::ops::Range<usize>| -> Vec<Value> {
+        range
+            .map(|i| json!({ "id": format!("m{i}"), "key": format!("k{i}"), "payload": format!("retry {i}") }))
+            .collect()
+    };
+    hosts[count_far].publish("jobs", retried(0..10));
+    let st = hosts[count_far].wait_stats("count", limit, |st| st["acked"] == 10);
+    assert_eq!(st["lag"], 0);
+    let total = hosts[count_far].kv("count", "total");
+    assert_eq!(total, vec![("total".to_string(), "10".to_string())]);
+
+    // Paused through it: the runner delivers nothing new at once.
+    let paused = hosts[count_far].ok("POST", "/v1/subscriptions/count/pause", Body::None);
+    assert_eq!(paused["state"], "paused", "{paused}");
+    hosts[count_far].publish("jobs", retried(10..15));
+    let st = hosts[count_far].wait_stats("count", limit, |st| st["lag"] == 5);
+    assert_eq!(st["acked"], 10);
+
+    // Dead letters read, redriven and purged through it.
+    let dead = &hosts[dead_far];
+    dead.wait_stats("dead", limit, |st| st["dead_lettered"] == 15);
+    let one = dead.ok("GET", "/v1/subscriptions/dead/dead-letters/m3", Body::None);
+    assert_eq!(one["attempts"].as_array().expect("attempts").len(), 2);
+    let redriven = dead.ok(
+        "POST",
+        "/v1/subscriptions/dead/dead-letters/redrive",
+        Body::Json(json!({ "ids": ["m3"] })),
+    );
+    assert_eq!(redriven["redriven"], 1);
+    dead.wait_stats("dead", limit, |st| st["dead_lettered"] == 16);
+    let purged = dead.ok(
+        "DELETE",
+        "/v1/subscriptions/dead/dead-letters/m4",
+        Body::None,
+    );
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(dead.dead_letters("dead").len(), 14);
+
+    // Leased through one host, settled through the other.
+    let leased = hosts[pulled_far].ok(
+        "POST",
+        "/v1/subscriptions/pulled/lease",
+        Body::Json(json!({ "max": 15, "wait_ms": 5000 })),
+    );
+    let ids: Vec<Value> = leased["leases"]
+        .as_array()
+        .expect("leases")
+        .iter()
+        .map(|l| l["lease_id"].clone())
+        .collect();
+    assert!(!ids.is_empty(), "{leased}");
+    let settled = hosts[1 - pulled_far].ok(
+        "POST",
+        "/v1/subscriptions/pulled/settle",
+        Body::Json(json!({ "ack": ids })),
+    );
+    let results = settled["results"].as_array().expect("results");
+    assert!(results.iter().all(|r| r["result"] == "acked"), "{settled}");
+    let acked = ids.len() as u64;
+    hosts[pulled_far].wait_stats("pulled", limit, |st| st["acked"] == acked);
+
+    // Event streams are served only where the subscription runs.
+    let (status, refused) =
+        hosts[count_far].call("GET", "/v1/subscriptions/count/events", None, Body::None);
+    assert_eq!(status, 501, "{refused}");
+
+    // The host running `count` is killed: the other takes it over paused,
+    // with the dead letters and pulls as they were left.
+    let killed = 1 - count_far;
+    hosts[killed].kill9();
+    let survivor = &hosts[count_far];
+    for name in ["count", "dead", "pulled"] {
+        wait_for(limit, "the survivor to run everything", || {
+            runner_among(&hosts, &[count_far], name)
+        });
+    }
+    let count = survivor.ok("GET", "/v1/subscriptions/count", Body::None);
+    assert_eq!(count["state"], "paused", "{count}");
+    assert_eq!(count["stats"]["acked"], 10);
+    assert_eq!(survivor.dead_letters("dead").len(), 14);
+    let st = survivor.stats("pulled");
+    assert_eq!(st["acked"], acked);
+    // Resumed on the survivor: the five held back are delivered once.
+    survivor.ok("POST", "/v1/subscriptions/count/resume", Body::None);
+    survivor.wait_stats("count", limit, |st| st["acked"] == 15 && st["lag"] == 0);
+    let total = survivor.kv("count", "total");
+    assert_eq!(total, vec![("total".to_string(), "15".to_string())]);
+    hosts[killed].restart();
 }

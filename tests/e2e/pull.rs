@@ -49,7 +49,10 @@ fn id_of(lease: &Value) -> String {
 /// each key in order.
 #[test]
 fn four_consumers_keep_key_order_and_lose_nothing() {
-    let s = Arc::new(Server::start());
+    four_consumers_keep_key_order_and_lose_nothing_on(Arc::new(Server::start()));
+}
+
+pub fn four_consumers_keep_key_order_and_lose_nothing_on(s: Arc<Server>) {
     s.topic("orders", 4);
     pull(&s, "workers", "orders", json!({"concurrency": 64}));
     const KEYS: usize = 100;
@@ -115,50 +118,48 @@ fn four_consumers_keep_key_order_and_lose_nothing() {
 /// lease ids fail per item; settle can retry, extend and dead-letter.
 #[test]
 fn leases_expire_and_settle_per_item() {
-    let s = Server::start();
+    leases_expire_and_settle_per_item_on(&Server::start());
+}
+
+pub fn leases_expire_and_settle_per_item_on(s: &Server) {
     s.topic("jobs", 1);
-    pull(
-        &s,
-        "jobs",
-        "jobs",
-        json!({"lease_ms": 300, "ledger": "all"}),
-    );
+    pull(s, "jobs", "jobs", json!({"lease_ms": 300, "ledger": "all"}));
     s.publish("jobs", vec![msg("a", "one")]);
-    let first = lease(&s, "jobs", json!({"max": 5, "wait_ms": 5000}));
+    let first = lease(s, "jobs", json!({"max": 5, "wait_ms": 5000}));
     assert_eq!(first.len(), 1);
     let id = first[0]["message"]["id"].as_str().unwrap().to_string();
     assert_eq!(first[0]["message"]["attempt"], 1);
     assert_eq!(first[0]["message"]["payload"], "one");
     // Not settled: it comes back as attempt 2 once the lease runs out.
-    let again = lease(&s, "jobs", json!({"wait_ms": 10000}));
+    let again = lease(s, "jobs", json!({"wait_ms": 10000}));
     assert_eq!(again.len(), 1);
     assert_eq!(again[0]["message"]["id"], id.as_str());
     assert_eq!(again[0]["message"]["attempt"], 2);
     let forged = format!("{}x", id_of(&again[0]));
     let results = settle(
-        &s,
+        s,
         "jobs",
         json!({"ack": [id_of(&first[0]), forged, "not-a-lease"],
                "extend": [{"lease_id": id_of(&again[0]), "lease_ms": 60000}]}),
     );
     assert_eq!(results, ["expired", "unknown", "unknown", "extended"]);
     let results = settle(
-        &s,
+        s,
         "jobs",
         json!({"retry": [{"lease_id": id_of(&again[0]), "delay_ms": 50, "reason": "busy"}]}),
     );
     assert_eq!(results, ["retried"]);
-    let third = lease(&s, "jobs", json!({"wait_ms": 10000}));
+    let third = lease(s, "jobs", json!({"wait_ms": 10000}));
     assert_eq!(third[0]["message"]["attempt"], 3);
     let results = settle(
-        &s,
+        s,
         "jobs",
         json!({"dead_letter": [{"lease_id": id_of(&third[0]), "reason": "cannot parse"}]}),
     );
     assert_eq!(results, ["dead_lettered"]);
     // Settling the same way again answers the same.
     let results = settle(
-        &s,
+        s,
         "jobs",
         json!({"dead_letter": [{"lease_id": id_of(&third[0])}]}),
     );
@@ -177,9 +178,9 @@ fn leases_expire_and_settle_per_item() {
     // A paused subscription leases nothing; resumed, it does.
     s.ok("POST", "/v1/subscriptions/jobs/pause", Body::None);
     s.publish("jobs", vec![msg("b", "two")]);
-    assert!(lease(&s, "jobs", json!({"wait_ms": 300})).is_empty());
+    assert!(lease(s, "jobs", json!({"wait_ms": 300})).is_empty());
     s.ok("POST", "/v1/subscriptions/jobs/resume", Body::None);
-    let resumed = lease(&s, "jobs", json!({"wait_ms": 10000}));
+    let resumed = lease(s, "jobs", json!({"wait_ms": 10000}));
     assert_eq!(resumed[0]["message"]["payload"], "two");
     assert_eq!(resumed[0]["message"]["attempt"], 1);
     // A push subscription is not leased.

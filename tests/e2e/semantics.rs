@@ -180,7 +180,10 @@ pub fn header_filter_skips_other_messages_on(s: &Server) {
 /// catches up. The pause survives a restart.
 #[test]
 fn pause_and_resume() {
-    let mut s = Server::start();
+    pause_and_resume_on(&mut Server::start());
+}
+
+pub fn pause_and_resume_on(s: &mut Server) {
     s.topic("p", 1);
     s.deploy("noop", "noop");
     s.subscribe("p", json!({"topic": "p", "plugin": "noop"}));
@@ -215,8 +218,11 @@ fn pause_and_resume() {
 /// subscription only (attempts start over), and purged.
 #[test]
 fn dead_letters_redrive_into_one_subscription_and_purge() {
+    dead_letters_redrive_into_one_subscription_and_purge_on(&Server::start());
+}
+
+pub fn dead_letters_redrive_into_one_subscription_and_purge_on(s: &Server) {
     use crate::support::Body;
-    let s = Server::start();
     s.topic("jobs", 2);
     s.deploy("fixme", "poison");
     s.deploy("poison", "poison");

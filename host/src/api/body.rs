@@ -197,7 +197,7 @@ where
 /// Read a request's body (at most `limit` bytes) and decode it in the format
 /// its `Content-Type` names; `None` for an empty or all-blank body.
 pub async fn read_optional<T: DeserializeOwned>(
-    req: hyper::Request<hyper::body::Incoming>,
+    req: hyper::Request<super::ApiBody>,
     limit: usize,
     what: &str,
 ) -> Result<Option<T>, ApiError> {

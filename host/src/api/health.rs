@@ -44,6 +44,10 @@ struct HostOut {
     /// The caller's role: `read`, `publish`, `consume` or `admin` (every
     /// caller is admin when the host has no tokens).
     role: &'static str,
+    /// Cluster mode: this host's name among the live hosts (subscriptions
+    /// name the host running them so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/host", tag = "host",
@@ -53,6 +57,7 @@ pub fn host(ctx: &super::Ctx, state: &State, role: super::auth::Role) -> Result<
         version: env!("CARGO_PKG_VERSION"),
         uptime_ms: state.started.elapsed().as_millis() as u64,
         role: role.name(),
+        host: ctx.broker.host_name(),
     };
     body::reply(StatusCode::OK, ctx.format, &out)
 }

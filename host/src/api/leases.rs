@@ -7,10 +7,11 @@
 use super::body::{self, Reply, ReplyBody};
 use super::error::{ApiError, ErrorBody};
 use super::wire::{LeaseIn, LeasesOut, SettleIn, SettlesOut, DEFAULT_LEASE_MAX};
+use super::ApiBody;
 use super::{Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{Broker, MAX_DELAY_MS, MAX_LEASE_BATCH, MAX_WAIT};
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use hyper::{Request, StatusCode};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -25,7 +26,7 @@ const MAX_SETTLE_BYTES: usize = 4 << 20;
     responses(
         (status = 200, description = "The leased messages (none if `wait_ms` passed first)", body = LeasesOut),
         (status = 409, description = "Not a pull subscription", body = ErrorBody)))]
-pub async fn lease(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+pub async fn lease(ctx: &Ctx, name: &str, req: Request<ApiBody>) -> Result<Reply, ApiError> {
     let input: LeaseIn = body::read_optional(req, MAX_SETTINGS_BYTES, "the lease body")
         .await?
         .unwrap_or_default();
@@ -71,7 +72,7 @@ pub async fn lease(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Repl
     responses(
         (status = 200, description = "A result per item, in request order", body = SettlesOut),
         (status = 409, description = "Not a pull subscription", body = ErrorBody)))]
-pub async fn settle(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+pub async fn settle(ctx: &Ctx, name: &str, req: Request<ApiBody>) -> Result<Reply, ApiError> {
     let input: SettleIn = body::read_optional(req, MAX_SETTLE_BYTES, "the settle body")
         .await?
         .unwrap_or_default();

@@ -6,8 +6,8 @@ use super::cloudevents::{self, CloudEvent};
 use super::error::ApiError;
 use super::query::Query;
 use super::wire::{MessagesOut, PublishBody, PublishedOut};
+use super::ApiBody;
 use super::Ctx;
-use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Serialize;
 
@@ -48,7 +48,7 @@ enum PublishAnswer {
             (Vec<CloudEvent> = "application/cloudevents-batch+json"))),
     responses(
         (status = 200, description = "Durable: the position of the message, or of each message of a batch in order", body = PublishAnswer)))]
-pub async fn publish(ctx: &Ctx, topic: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+pub async fn publish(ctx: &Ctx, topic: &str, req: Request<ApiBody>) -> Result<Reply, ApiError> {
     let (parts, incoming) = req.into_parts();
     let events = cloudevents::mode(&parts.headers);
     let format = match events {

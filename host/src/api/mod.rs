@@ -32,6 +32,7 @@ mod body;
 mod client;
 mod cloudevents;
 mod error;
+mod forward;
 #[cfg(test)]
 mod fuzz;
 mod health;
@@ -64,6 +65,10 @@ use body::Format;
 /// Largest topic or subscription settings body: 1 MiB, far above any real
 /// spec (the plugin `config` map included).
 const MAX_SETTINGS_BYTES: usize = 1 << 20;
+
+/// A request's body as handlers read it: from a client's connection, or
+/// handed over whole by another host (cluster mode, [`forward`]).
+type ApiBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 
 /// What a `/v1` handler works with: the open broker and the format to answer in.
 struct Ctx {

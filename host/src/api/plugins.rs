@@ -4,9 +4,9 @@
 
 use super::body::{self, Reply};
 use super::error::{ApiError, ErrorBody};
+use super::ApiBody;
 use super::Ctx;
 use crate::broker::{validate_resource_name, PluginInfo, MAX_PLUGIN_BYTES};
-use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ use serde::Serialize;
     responses(
         (status = 200, description = "Identical to the latest version: nothing stored", body = PluginInfo),
         (status = 201, description = "Validated, compiled and stored as the next version", body = PluginInfo)))]
-pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+pub async fn put(ctx: &Ctx, name: &str, req: Request<ApiBody>) -> Result<Reply, ApiError> {
     // Refuse a bad name before receiving up to 32 MiB for nothing.
     validate_resource_name("plugin", name)?;
     let (parts, incoming) = req.into_parts();

@@ -6,8 +6,8 @@ use super::auth::Role;
 use super::body::{Format, Reply};
 use super::error::ApiError;
 use super::server::State;
+use super::ApiBody;
 use super::{health, leases, messages, plugins, streams, subscriptions, topics, Ctx};
-use hyper::body::Incoming;
 use hyper::{Method, Request};
 
 /// A resource of the API, with its path parameters.
@@ -171,7 +171,7 @@ impl<'a> Route<'a> {
 }
 
 /// Answer one request, counted by route, method and status.
-pub async fn handle(state: &State, req: Request<Incoming>) -> Reply {
+pub async fn handle(state: &State, req: Request<ApiBody>) -> Reply {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -186,7 +186,7 @@ pub async fn handle(state: &State, req: Request<Incoming>) -> Reply {
     reply
 }
 
-async fn answer(state: &State, req: Request<Incoming>, method: &Method, path: &str) -> Reply {
+async fn answer(state: &State, req: Request<ApiBody>, method: &Method, path: &str) -> Reply {
     match route(state, req).await {
         Ok(reply) => reply,
         Err(e) => {
@@ -205,7 +205,7 @@ async fn answer(state: &State, req: Request<Incoming>, method: &Method, path: &s
     }
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError> {
+async fn route(state: &State, req: Request<ApiBody>) -> Result<Reply, ApiError> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let query = query.as_deref();
@@ -242,6 +242,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
             closing: state.closing.clone(),
         },
     };
+    let req = match super::forward::elsewhere(&ctx, route, req).await? {
+        super::forward::Handled::Answered(reply) => return Ok(reply),
+        super::forward::Handled::Here(req) => req,
+    };
     match route {
         Route::Host => health::host(&ctx, state, role.unwrap_or(Role::Admin)),
         Route::Topics => topics::list(&ctx).await,
@@ -269,7 +273,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Reply, ApiError>
         Route::Resume(name) => subscriptions::resume(&ctx, name).await,
         Route::Lease(name) => leases::lease(&ctx, name, req).await,
         Route::Tail(topic) => streams::tail(&ctx, topic, query, req.headers()).await,
-        Route::Events(name) => streams::events(&ctx, name),
+        Route::Events(name) => streams::events(&ctx, name).await,
         Route::Settle(name) => leases::settle(&ctx, name, req).await,
         Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::Ui(_) => {
             Err(ApiError::internal("public routes are answered above"))

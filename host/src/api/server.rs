@@ -102,6 +102,7 @@ impl Server {
             requests: super::metrics::Requests::default(),
             started: std::time::Instant::now(),
         });
+        tokio::spawn(answer_other_hosts(state.clone()));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_loop(
             listener, state, stopped, closing_tx, limits, tls,
@@ -116,6 +117,20 @@ impl Server {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "the HTTP accept loop failed");
         }
+    }
+}
+
+/// Cluster mode: once the broker is open, answer the requests other
+/// hosts hand this one ([`super::forward`]).
+async fn answer_other_hosts(state: Arc<State>) {
+    let Ok(broker) = state.broker().await else {
+        return;
+    };
+    if !broker.clustered() {
+        return;
+    }
+    if let Err(e) = broker.answer_hosts(super::forward::answerer(state)).await {
+        tracing::error!(error = %e, "cannot answer other hosts: requests about subscriptions running here fail through them");
     }
 }
 
@@ -210,6 +225,7 @@ where
     let service = service_fn(move |mut req: Request<Incoming>| {
         let state = state.clone();
         req.extensions_mut().insert(BodyTimeout(limits.timeout));
+        let req = req.map(http_body_util::BodyExt::boxed);
         async move { Ok::<_, Infallible>(serve(state, req).await) }
     });
     hyper::server::conn::http1::Builder::new()
@@ -238,7 +254,7 @@ async fn accept(
 /// Run the request in its own task, so that a bug that panics costs one 500,
 /// not the connection, and a client that disconnects mid-publish does not
 /// cancel the publish half-way.
-async fn serve(state: Arc<State>, req: Request<Incoming>) -> Reply {
+async fn serve(state: Arc<State>, req: Request<super::ApiBody>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let task = tokio::spawn(async move { router::handle(&state, req).await });

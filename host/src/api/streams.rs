@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::query::Query;
 use super::wire::{AttemptOut, MessageOut};
 use super::Ctx;
-use crate::broker::{Broker, DeliveryEvent, TopicWatch};
+use crate::broker::{Broker, BrokerError, DeliveryEvent, TopicWatch};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
@@ -90,7 +90,12 @@ pub async fn tail(
 #[utoipa::path(get, path = "/v1/subscriptions/{name}/events", tag = "streams", params(("name" = String, Path, description = "Subscription name")),
     responses((status = 200, description = "Server-sent events, one per completed attempt, named after the message's state",
         body = String, content_type = "text/event-stream")))]
-pub fn events(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+pub async fn events(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+    if let Some(host) = ctx.broker.runs_elsewhere(name).await? {
+        return Err(ApiError::from(BrokerError::Unsupported(format!(
+            "subscription {name:?} runs on host {host:?}: in cluster mode its events are streamed only by the host running it (docs/cluster.md, \"Any host answers\")"
+        ))));
+    }
     let events = ctx.broker.subscription_events(name)?;
     let (tx, rx) = mpsc::channel(EVENTS_BUFFER);
     tokio::spawn(feed_events(events, tx, ctx.closing.clone()));

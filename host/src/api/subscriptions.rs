@@ -13,9 +13,9 @@ use super::cloudevents::{self, CloudEvent};
 use super::error::{ApiError, ErrorBody};
 use super::query::Query;
 use super::wire::{DeadLetterOut, DeadLettersOut, KvOut, LedgerOut};
+use super::ApiBody;
 use super::{blocking, Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{SubscriptionInfo, SubscriptionSpec};
-use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Serialize;
 
@@ -33,7 +33,7 @@ const MAX_DEAD_LETTER_LIMIT: u64 = 1000;
         (status = 200, description = "Updated", body = SubscriptionInfo),
         (status = 201, description = "Created", body = SubscriptionInfo),
         (status = 409, description = "A change that cannot be made to a running subscription", body = ErrorBody)))]
-pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+pub async fn put(ctx: &Ctx, name: &str, req: Request<ApiBody>) -> Result<Reply, ApiError> {
     let (parts, incoming) = req.into_parts();
     let format = Format::of_request(&parts.headers)?;
     let bytes = body::read(
@@ -216,7 +216,7 @@ struct Redriven {
 #[utoipa::path(post, path = "/v1/subscriptions/{name}/dead-letters/redrive", tag = "dead-letters", params(("name" = String, Path, description = "Subscription name")),
     request_body(content = Option<RedriveBody>, description = "The ids to send back; an empty body sends all"),
     responses((status = 200, description = "How many were sent back to this subscription", body = Redriven)))]
-pub async fn redrive(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+pub async fn redrive(ctx: &Ctx, name: &str, req: Request<ApiBody>) -> Result<Reply, ApiError> {
     let request: RedriveBody = body::read_optional(req, MAX_SETTINGS_BYTES, "the redrive body")
         .await?
         .unwrap_or_default();

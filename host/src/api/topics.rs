@@ -4,9 +4,9 @@
 use super::body::{self, Reply};
 use super::error::{ApiError, ErrorBody};
 use super::query::Query;
+use super::ApiBody;
 use super::{Ctx, MAX_SETTINGS_BYTES};
 use crate::broker::{TopicInfo, TopicSpec};
-use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Serialize;
 
@@ -20,7 +20,7 @@ use serde::Serialize;
         (status = 200, description = "The topic exists; retention and dedup window updated", body = TopicInfo),
         (status = 201, description = "Created", body = TopicInfo),
         (status = 409, description = "It exists with another partition count", body = ErrorBody)))]
-pub async fn put(ctx: &Ctx, name: &str, req: Request<Incoming>) -> Result<Reply, ApiError> {
+pub async fn put(ctx: &Ctx, name: &str, req: Request<ApiBody>) -> Result<Reply, ApiError> {
     let spec: TopicSpec = body::read_optional(req, MAX_SETTINGS_BYTES, "the topic settings body")
         .await?
         .unwrap_or_default();

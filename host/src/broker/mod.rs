@@ -330,19 +330,9 @@ impl Broker {
                 "subscription {name:?} does not exist"
             )));
         }
-        Err(BrokerError::Unsupported(format!(
-            "subscription {name:?} does not run on this host: in cluster mode its state is read on the host running it (docs/cluster.md, \"Status\")"
+        Err(BrokerError::Unavailable(format!(
+            "subscription {name:?} is not running on this host at the moment (it is starting, or moving between hosts); try again"
         )))
-    }
-
-    /// Refuse what cluster mode does not do yet.
-    fn local_only(&self, what: &str) -> Result<(), BrokerError> {
-        match self.inner.shared {
-            Some(_) => Err(BrokerError::Unsupported(format!(
-                "{what} are not available in cluster mode yet (docs/cluster.md, \"Status\")"
-            ))),
-            None => Ok(()),
-        }
     }
 
     /// Free space on the data directory's filesystem, and the reserve.
@@ -557,7 +547,7 @@ impl Broker {
         lease: Option<Duration>,
         wait: Duration,
     ) -> Result<Vec<Lease>, BrokerError> {
-        self.local_only("pull subscriptions")?;
+        self.here(name)?;
         let desk = self.inner.subscriptions.desk(name)?;
         Ok(desk.lease(max, lease, wait).await)
     }
@@ -568,7 +558,7 @@ impl Broker {
         name: &str,
         items: Vec<(String, Settle)>,
     ) -> Result<Vec<Settled>, BrokerError> {
-        self.local_only("pull subscriptions")?;
+        self.here(name)?;
         Ok(self.inner.subscriptions.desk(name)?.settle(items))
     }
 
@@ -618,7 +608,9 @@ impl Broker {
         name: &str,
         paused: bool,
     ) -> Result<SubscriptionInfo, BrokerError> {
-        self.local_only("pausing and resuming subscriptions")?;
+        if self.clustered() {
+            return self.set_shared_paused(name, paused).await;
+        }
         self.inner.subscriptions.set_paused(name, paused).await
     }
 
@@ -642,7 +634,7 @@ impl Broker {
         name: &str,
         ids: Option<Vec<String>>,
     ) -> Result<usize, BrokerError> {
-        self.local_only("purging dead letters")?;
+        self.here(name)?;
         self.inner.subscriptions.purge(name, ids.as_deref()).await
     }
 
@@ -654,7 +646,7 @@ impl Broker {
         name: &str,
         ids: Option<Vec<String>>,
     ) -> Result<usize, BrokerError> {
-        self.local_only("redriving dead letters")?;
+        self.here(name)?;
         self.inner.subscriptions.redrive(name, ids.as_deref()).await
     }
 

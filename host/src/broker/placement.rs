@@ -28,11 +28,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// A subscription this host runs: its lease and the settings' revision it
-/// runs with.
+/// A subscription this host runs: its lease, and the settings it runs
+/// with and their revision.
 struct Held {
     lease: u64,
     revision: u64,
+    record: SubscriptionRecord,
 }
 
 /// The lease unit of a subscription.
@@ -137,6 +138,12 @@ impl Placement {
         for (name, record, revision) in listed {
             let mine = self.runners.owner(&live, &name).as_deref() == Some(me.as_str());
             if let Some(h) = held.get_mut(&name) {
+                if h.revision != revision && h.record.same_run(&record) {
+                    // Paused or resumed through another host.
+                    self.subscriptions.pause_here(&name, record.paused);
+                    h.revision = revision;
+                    h.record = record.clone();
+                }
                 let halted = self.subscriptions.running_here(&name) != Some(false);
                 if mine && h.revision == revision && !halted {
                     match self.runners.renew(&unit(&name), h.lease).await {
@@ -172,10 +179,15 @@ impl Placement {
                     continue;
                 }
             };
-            match self.take(&name, record).await {
+            match self.take(&name, record.clone()).await {
                 Ok(()) => {
                     tracing::info!(subscription = %name, host = %me, "running the subscription on this host");
-                    held.insert(name, Held { lease, revision });
+                    let h = Held {
+                        lease,
+                        revision,
+                        record,
+                    };
+                    held.insert(name, h);
                 }
                 Err(e) => {
                     tracing::warn!(subscription = %name, error = %e, "cannot run the subscription here yet");
@@ -222,6 +234,7 @@ impl Placement {
                 name,
                 record.spec,
                 record.incarnation,
+                record.paused,
                 self.log.clone(),
                 journal,
             )
@@ -263,19 +276,15 @@ impl super::Broker {
         let (backend, log) = self.cluster().expect("cluster mode");
         super::spec::validate_resource_name("subscription", name)?;
         spec.validate()?;
-        if spec.mode == super::spec::Mode::Pull {
-            return Err(BrokerError::Unsupported(
-                "pull subscriptions are not available in cluster mode yet (docs/cluster.md, \"Status\")"
-                    .to_string(),
-            ));
-        }
         if !super::spec::is_pattern(&spec.topic) && !log.exists(&spec.topic).await? {
             return Err(BrokerError::NotFound(format!(
                 "topic {:?} does not exist",
                 spec.topic
             )));
         }
-        self.inner.plugins.check_shared(&spec.plugin).await?;
+        if spec.mode == super::spec::Mode::Push {
+            self.inner.plugins.check_shared(&spec.plugin).await?;
+        }
         for _ in 0..RACES {
             match backend.subscriptions.get(name).await? {
                 Some((old, _)) if old.spec == spec => return Ok((self.placed(name, old), false)),
@@ -297,6 +306,7 @@ impl super::Broker {
                     let record = SubscriptionRecord {
                         spec,
                         incarnation: rand::random(),
+                        paused: false,
                     };
                     if record.spec.start == super::spec::Start::Latest {
                         self.start_at_heads(backend, log, name, &record).await?;
@@ -359,6 +369,77 @@ impl super::Broker {
             .append(crate::store::Op::journal(ops).0)
             .await
             .map_err(|e| BrokerError::Unavailable(e.to_string()))
+    }
+
+    /// Pause or resume a subscription: its shared record says so, and the
+    /// host running it acts on it at once if that is this host (requests
+    /// about a subscription are handed to the host running it), else at
+    /// its next beat.
+    pub(super) async fn set_shared_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<super::SubscriptionInfo, BrokerError> {
+        let (backend, _) = self.cluster().expect("cluster mode");
+        for _ in 0..RACES {
+            let Some((record, revision)) = backend.subscriptions.get(name).await? else {
+                return Err(not_found(name));
+            };
+            let record = SubscriptionRecord { paused, ..record };
+            if backend.subscriptions.put(name, &record, revision).await? {
+                if self
+                    .inner
+                    .subscriptions
+                    .info_of(name, record.incarnation)
+                    .is_some()
+                {
+                    self.inner.subscriptions.pause_here(name, paused);
+                }
+                return Ok(self.placed(name, record));
+            }
+        }
+        Err(BrokerError::Unavailable(format!(
+            "subscription {name:?} kept changing on other hosts; try again"
+        )))
+    }
+
+    /// Cluster mode: the other host running subscription `name` now, which
+    /// answers what is asked of its state. `None` when it runs here, on no
+    /// host at the moment, or in the embedded mode.
+    pub async fn runs_elsewhere(&self, name: &str) -> Result<Option<String>, BrokerError> {
+        let Some((backend, _)) = self.cluster() else {
+            return Ok(None);
+        };
+        if self.inner.subscriptions.info(name).is_ok() {
+            return Ok(None);
+        }
+        let holder = backend.runners.holder(&unit(name)).await?;
+        Ok(holder.filter(|host| host != backend.runners.host()))
+    }
+
+    /// Hand `request` to another host and wait for its answer
+    /// ([`ASK_TIMEOUT`] at most).
+    pub async fn ask_host(&self, host: &str, request: Vec<u8>) -> Result<Vec<u8>, BrokerError> {
+        let (backend, _) = self.cluster().ok_or_else(embedded)?;
+        backend.runners.ask(host, request, ASK_TIMEOUT).await
+    }
+
+    /// Answer what other hosts hand this one with `answerer`.
+    pub async fn answer_hosts(&self, answerer: super::shared::Answerer) -> Result<(), BrokerError> {
+        let (backend, _) = self.cluster().ok_or_else(embedded)?;
+        backend.runners.answer(answerer).await
+    }
+
+    /// Cluster mode: this host's name among the live hosts.
+    pub fn host_name(&self) -> Option<String> {
+        self.cluster()
+            .map(|(backend, _)| backend.runners.host().to_string())
+    }
+
+    /// The largest request or answer hosts can hand each other.
+    pub fn host_message_limit(&self) -> usize {
+        self.cluster()
+            .map_or(usize::MAX, |(backend, _)| backend.runners.max_message())
     }
 
     /// Delete a subscription's shared record, then its journal; the host
@@ -448,15 +529,27 @@ impl super::Broker {
     /// will within a few beats) and no stats.
     fn placed(&self, name: &str, record: SubscriptionRecord) -> super::SubscriptionInfo {
         match self.inner.subscriptions.info_of(name, record.incarnation) {
-            Some(info) if info.spec == record.spec => info,
+            Some(info) if info.spec == record.spec => super::SubscriptionInfo {
+                host: self.host_name(),
+                ..info
+            },
             _ => super::SubscriptionInfo {
                 name: name.to_string(),
                 spec: record.spec,
+                host: None,
                 state: "elsewhere",
                 stats: Default::default(),
             },
         }
     }
+}
+
+/// Longest a host waits for another to answer a request handed to it:
+/// well over a pull's longest wait.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn embedded() -> BrokerError {
+    BrokerError::Unsupported("there are no other hosts in the embedded mode".to_string())
 }
 
 fn not_found(name: &str) -> BrokerError {

@@ -174,9 +174,18 @@ pub trait SharedMeta: Send + Sync + std::fmt::Debug + 'static {
 pub struct SubscriptionRecord {
     pub spec: SubscriptionSpec,
     pub incarnation: u64,
+    /// Paused: no new deliveries, wherever it runs.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl SubscriptionRecord {
+    /// Whether a runner started with `self` runs `other` too (it differs
+    /// at most in being paused).
+    pub fn same_run(&self, other: &Self) -> bool {
+        self.spec == other.spec && self.incarnation == other.incarnation
+    }
+
     /// The name of this incarnation's journal.
     pub fn journal(&self, name: &str) -> String {
         format!("{name}-{:016x}", self.incarnation)
@@ -274,7 +283,26 @@ pub trait SharedRunners: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Box<dyn SharedJournal>, BrokerError>>;
     /// Delete a journal, if it exists.
     fn delete_journal<'a>(&'a self, journal: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// The host holding `unit`'s lease now, if any.
+    fn holder<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<String>, BrokerError>>;
+    /// Hand `request` to `host`'s [`Answerer`] and wait (at most
+    /// `timeout`) for its answer. [`BrokerError::Unavailable`] if the host
+    /// is gone or did not answer in time.
+    fn ask<'a>(
+        &'a self,
+        host: &'a str,
+        request: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Vec<u8>, BrokerError>>;
+    /// Answer what other hosts ask this one with `answerer`, from now on.
+    fn answer(&self, answerer: Answerer) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// The largest request or answer hosts can hand each other, in bytes.
+    fn max_message(&self) -> usize;
 }
+
+/// What answers requests other hosts hand this one (the API, which
+/// knows what they mean): request bytes in, answer bytes out.
+pub type Answerer = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
 
 /// A host's shared storage in cluster mode.
 #[derive(Debug, Clone)]

@@ -125,6 +125,10 @@ pub struct SubscriptionInfo {
     /// the reserve: no new attempts start until it is back), or `halted` (a
     /// progress write failed; it delivers again once the host restarts).
     pub state: &'static str,
+    /// Cluster mode: the host running it, when the host answering is that
+    /// one (`GET /v1/host` names each host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub stats: SubscriptionStats,
 }
 
@@ -333,6 +337,7 @@ impl Shared {
             } else {
                 "running"
             },
+            host: None,
             stats: SubscriptionStats {
                 delivered: get(&self.delivered),
                 acked: get(&self.acked),
@@ -356,6 +361,8 @@ struct Running {
     shared: Arc<Shared>,
     /// Cluster mode: the incarnation of the subscription it runs.
     incarnation: Option<u64>,
+    /// Cluster mode: where changes to its state are written.
+    sink: Option<super::journaled::JournalSink>,
     stop: watch::Sender<bool>,
     paused: watch::Sender<bool>,
     control: tokio::sync::mpsc::UnboundedSender<Control>,
@@ -443,6 +450,7 @@ impl Subscriptions {
         name: &str,
         spec: SubscriptionSpec,
         incarnation: u64,
+        paused: bool,
         log: Arc<super::shared::Shared>,
         mut journal: Box<dyn super::shared::SharedJournal>,
     ) -> Result<(), BrokerError> {
@@ -473,7 +481,7 @@ impl Subscriptions {
             spec,
             topics,
             progress,
-            false,
+            paused,
             Some((clustered, incarnation)),
         )
     }
@@ -490,6 +498,7 @@ impl Subscriptions {
         clustered: Option<(super::runner::Clustered, u64)>,
     ) -> Result<(), BrokerError> {
         let (clustered, incarnation) = clustered.unzip();
+        let sink = clustered.as_ref().map(|c| c.sink.clone());
         let shared = Arc::new(Shared::new(name, spec));
         let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let runner = Runner::start(
@@ -510,6 +519,7 @@ impl Subscriptions {
             Running {
                 shared,
                 incarnation,
+                sink,
                 stop,
                 paused,
                 control,
@@ -821,6 +831,36 @@ impl Subscriptions {
             .ok_or_else(|| BrokerError::NotFound(format!("subscription {name:?} does not exist")))
     }
 
+    /// Cluster mode: pause or resume the runner of `name` here, if it
+    /// runs here (its shared settings say so already).
+    pub(crate) fn pause_here(&self, name: &str, paused: bool) {
+        if let Some(r) = self.running.lock().expect("subscriptions lock").get(name) {
+            if *r.paused.borrow() != paused {
+                r.paused.send_replace(paused);
+                tracing::info!(subscription = name, paused, "subscription state changed");
+            }
+        }
+    }
+
+    /// Write changes to a subscription's state where it is kept: through
+    /// its journal in cluster mode (so they move with it to another
+    /// host), else synced to the store.
+    async fn write_state(&self, name: &str, ops: Vec<Op>) -> Result<(), BrokerError> {
+        let sink = self
+            .running
+            .lock()
+            .expect("subscriptions lock")
+            .get(name)
+            .map(|r| r.sink.clone());
+        match sink {
+            Some(Some(sink)) => sink.commit(ops, BTreeMap::new()).await,
+            Some(None) => Ok(self.store.submit(ops, Durability::Synced).await?),
+            None => Err(BrokerError::Unavailable(format!(
+                "subscription {name:?} stopped running on this host meanwhile; try again"
+            ))),
+        }
+    }
+
     pub(crate) async fn set_paused(
         &self,
         name: &str,
@@ -996,7 +1036,7 @@ impl Subscriptions {
                 let letters = self.letters_by_id(name, ids).await?;
                 let ops: Vec<Op> = letters.iter().map(|d| delete_dead(name, d)).collect();
                 purged = ops.len();
-                self.store.submit(ops, Durability::Synced).await?;
+                self.write_state(name, ops).await?;
             }
             None => loop {
                 let cursor = after.clone();
@@ -1018,7 +1058,7 @@ impl Subscriptions {
                         offset: r.offset,
                     })
                     .collect();
-                self.store.submit(ops, Durability::Synced).await?;
+                self.write_state(name, ops).await?;
             },
         }
         tracing::info!(subscription = name, purged, "dead letters purged");
@@ -1128,7 +1168,7 @@ impl Subscriptions {
         if count == 0 {
             return Ok(0);
         }
-        self.store.submit(ops, Durability::Synced).await?;
+        self.write_state(name, ops).await?;
         if let Some(r) = self.running.lock().expect("subscriptions lock").get(name) {
             let _ = r.control.send(Control::Redrive(sent));
         }

@@ -10,9 +10,11 @@
 //! seams: the shared log of topics ([`topics`]), plugins and
 //! subscriptions' settings ([`meta`], their records in one settings bucket
 //! changed by revision: [`records`]), and this host's part in running
-//! subscriptions ([`runners`]).
+//! subscriptions ([`runners`]), with the requests hosts hand each other
+//! ([`forward`]).
 
 pub mod batch;
+pub mod forward;
 pub mod journal;
 pub mod log;
 pub mod meta;

@@ -219,6 +219,16 @@ impl Leases {
     /// Give up a lease this host holds at `lease`, so the next owner need
     /// not wait for it to expire. Refused if it changed since (another host
     /// holds it now); either way the caller no longer holds it.
+    /// The host holding `unit`'s lease, if any.
+    pub async fn holder(&self, unit: &str) -> Result<Option<String>, ClusterError> {
+        let value = self
+            .leases
+            .get(unit)
+            .await
+            .map_err(|e| ClusterError::new("reading a lease", e))?;
+        Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     pub async fn release(&self, unit: &str, lease: Lease) -> Result<(), ClusterError> {
         self.leases
             .delete_expect_revision(unit, Some(lease.revision))

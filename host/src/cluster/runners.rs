@@ -3,11 +3,12 @@
 //! rendezvous placement over the live hosts and leases
 //! ([`super::ownership`]), and subscriptions' journals ([`super::journal`]).
 
+use super::forward;
 use super::journal::{self, Journal, JournalError};
 use super::ownership::{self, Lease, Leases, Membership, Timing};
 use super::records::failed;
 use super::ClusterError;
-use crate::broker::shared::{AppendError, SharedJournal, SharedRunners};
+use crate::broker::shared::{Answerer, AppendError, SharedJournal, SharedRunners};
 use crate::broker::BrokerError;
 use futures_util::future::BoxFuture;
 use std::time::Duration;
@@ -151,6 +152,39 @@ impl SharedRunners for Runners {
                 .await
                 .map_err(|e| failed("deleting a subscription's journal", e))
         })
+    }
+    fn holder<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
+        Box::pin(async move {
+            self.leases
+                .holder(unit)
+                .await
+                .map_err(|e| failed("reading a lease", e))
+        })
+    }
+
+    fn ask<'a>(
+        &'a self,
+        host: &'a str,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<u8>, BrokerError>> {
+        Box::pin(async move {
+            forward::ask(&self.client, host, request, timeout)
+                .await
+                .map_err(|e| BrokerError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn answer(&self, answerer: Answerer) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            forward::answer(&self.client, &self.host, answerer)
+                .await
+                .map_err(|e| failed("answering other hosts", e))
+        })
+    }
+
+    fn max_message(&self) -> usize {
+        self.client.server_info().max_payload
     }
 }
 

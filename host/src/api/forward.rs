@@ -1,0 +1,282 @@
+//! Requests about a subscription that runs on another host (cluster mode,
+//! docs/cluster.md, "Any host answers"): this host hands the request whole
+//! to the host running the subscription and relays its answer, so a client
+//! behind a load balancer may ask any host. Reading a subscription's state
+//! (stats, kv, dead letters, a message's record), changing it (pause,
+//! resume, purge, redrive) and pulling from it (lease, settle) are all
+//! answered by the one host that holds that state.
+//!
+//! The request is answered there as if a client had sent it, auth included
+//! (the hosts of one cluster share their tokens); it carries a header that
+//! keeps it from being handed on again. Event streams are not handed over
+//! (an answer is one message), nor are answers larger than what the hosts
+//! can hand each other.
+
+use super::body::{self, Reply};
+use super::error::ApiError;
+use super::router::Route;
+use super::server::State;
+use super::{ApiBody, Ctx};
+use crate::broker::shared::Answerer;
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Marks a request handed over by another host: it is answered where it
+/// arrives, never handed on.
+const HANDED_OVER: &str = "x-switchyard-handed-over";
+/// Names the host that answered a request handed to it.
+const ANSWERED_BY: &str = "x-switchyard-answered-by";
+/// Room kept for the method, path and headers in a handed-over message.
+const ENVELOPE: usize = 64 << 10;
+
+/// A request as handed to another host.
+#[derive(Serialize, Deserialize)]
+struct Handed {
+    method: String,
+    uri: String,
+    headers: Vec<(String, serde_bytes::ByteBuf)>,
+    body: serde_bytes::ByteBuf,
+}
+
+/// Its answer.
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, serde_bytes::ByteBuf)>,
+    body: serde_bytes::ByteBuf,
+}
+
+/// What becomes of a request: answered by another host, or to be
+/// answered here.
+pub enum Handled {
+    Answered(Reply),
+    Here(Request<ApiBody>),
+}
+
+/// The subscription whose state `route` reads or changes, if the request
+/// is answered by the host running it.
+fn subscription_of<'a>(route: Route<'a>, method: &Method) -> Option<&'a str> {
+    match route {
+        Route::Subscription(name) if method == Method::GET => Some(name),
+        Route::DeadLetters(name)
+        | Route::DeadLetter(name, _)
+        | Route::Redrive(name)
+        | Route::Ledger(name, _)
+        | Route::Kv(name)
+        | Route::Pause(name)
+        | Route::Resume(name)
+        | Route::Lease(name)
+        | Route::Settle(name) => Some(name),
+        _ => None,
+    }
+}
+
+/// Hand `req` to the host running its subscription if that is another
+/// host; else give it back to be answered here.
+pub async fn elsewhere(
+    ctx: &Ctx,
+    route: Route<'_>,
+    req: Request<ApiBody>,
+) -> Result<Handled, ApiError> {
+    let Some(name) = subscription_of(route, req.method()) else {
+        return Ok(Handled::Here(req));
+    };
+    if !ctx.broker.clustered() || req.headers().contains_key(HANDED_OVER) {
+        return Ok(Handled::Here(req));
+    }
+    let Some(host) = ctx.broker.runs_elsewhere(name).await? else {
+        return Ok(Handled::Here(req));
+    };
+    let limit = ctx.broker.host_message_limit().saturating_sub(ENVELOPE);
+    let (parts, incoming) = req.into_parts();
+    let bytes = body::read(
+        incoming,
+        &parts.headers,
+        limit,
+        "the request body",
+        body::body_timeout(&parts),
+    )
+    .await?;
+    let mut headers: Vec<(String, serde_bytes::ByteBuf)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v.as_bytes())))
+        .collect();
+    headers.push((HANDED_OVER.to_string(), serde_bytes::ByteBuf::from("1")));
+    let handed = Handed {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers,
+        body: serde_bytes::ByteBuf::from(bytes.to_vec()),
+    };
+    let request = rmp_serde::to_vec_named(&handed)
+        .map_err(|e| ApiError::internal(format!("encoding a request for another host: {e}")))?;
+    let answer = ctx.broker.ask_host(&host, request).await.map_err(|e| {
+        ApiError::unavailable(format!(
+            "subscription {name:?} runs on host {host:?}, which did not answer ({e}); try again"
+        ))
+    })?;
+    let answer: Answer = rmp_serde::from_slice(&answer).map_err(|e| {
+        ApiError::internal(format!(
+            "host {host:?} answered with what does not decode: {e}"
+        ))
+    })?;
+    let mut reply = Response::builder().status(answer.status);
+    for (name, value) in answer.headers {
+        reply = reply.header(name, value.into_vec());
+    }
+    reply
+        .header(ANSWERED_BY, host.as_str())
+        .body(
+            Full::new(bytes::Bytes::from(answer.body.into_vec()))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .map(Handled::Answered)
+        .map_err(|e| ApiError::internal(format!("host {host:?} answered with a bad header: {e}")))
+}
+
+/// What answers the requests other hosts hand this one.
+pub fn answerer(state: Arc<State>) -> Answerer {
+    Arc::new(move |request| {
+        let state = state.clone();
+        Box::pin(async move { answer(&state, request).await })
+    })
+}
+
+async fn answer(state: &State, request: Vec<u8>) -> Vec<u8> {
+    let reply = match handed_request(&request) {
+        Ok(req) => super::router::handle(state, req).await,
+        Err(e) => e.into_response(),
+    };
+    let (parts, body) = reply.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let limit = match state.opened() {
+        Some(broker) => broker.host_message_limit().saturating_sub(ENVELOPE),
+        None => usize::MAX,
+    };
+    let answer = if body.len() > limit {
+        let e = ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "answer_too_large",
+            format!(
+                "the answer ({} bytes) is larger than hosts can hand each other ({limit} bytes): ask for less, or ask the host running the subscription",
+                body.len()
+            ),
+        );
+        let (parts, body) = e.into_response().into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        encode_answer(parts.status, &parts.headers, body)
+    } else {
+        encode_answer(parts.status, &parts.headers, body)
+    };
+    answer.unwrap_or_default()
+}
+
+fn encode_answer(
+    status: StatusCode,
+    headers: &hyper::HeaderMap,
+    body: bytes::Bytes,
+) -> Option<Vec<u8>> {
+    let answer = Answer {
+        status: status.as_u16(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v.as_bytes())))
+            .collect(),
+        body: serde_bytes::ByteBuf::from(body.to_vec()),
+    };
+    rmp_serde::to_vec_named(&answer).ok()
+}
+
+/// A handed-over request, if it decodes and is one hosts hand each other.
+fn handed_request(request: &[u8]) -> Result<Request<ApiBody>, ApiError> {
+    let handed: Handed = rmp_serde::from_slice(request)
+        .map_err(|e| ApiError::malformed(format!("a handed-over request does not decode: {e}")))?;
+    let mut req = Request::builder()
+        .method(handed.method.as_str())
+        .uri(handed.uri.as_str());
+    for (name, value) in &handed.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| ApiError::malformed(format!("a handed-over header: {e}")))?;
+        let value = HeaderValue::from_bytes(value)
+            .map_err(|e| ApiError::malformed(format!("a handed-over header: {e}")))?;
+        req = req.header(name, value);
+    }
+    let req = req
+        .body(
+            Full::new(bytes::Bytes::from(handed.body.into_vec()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .map_err(|e| ApiError::malformed(format!("a handed-over request: {e}")))?;
+    let handed_over = req.headers().contains_key(HANDED_OVER);
+    let route = Route::parse(req.uri().path());
+    match route.and_then(|r| subscription_of(r, req.method())) {
+        Some(_) if handed_over => Ok(req),
+        _ => Err(ApiError::invalid(
+            "only requests about a subscription are handed between hosts",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_subscriptions_state_is_answered_by_the_host_running_it() {
+        let get = Method::GET;
+        assert_eq!(subscription_of(Route::Subscription("s"), &get), Some("s"));
+        assert_eq!(
+            subscription_of(Route::Subscription("s"), &Method::PUT),
+            None,
+            "settings are changed by any host"
+        );
+        assert_eq!(subscription_of(Route::Kv("s"), &get), Some("s"));
+        assert_eq!(subscription_of(Route::Lease("s"), &Method::POST), Some("s"));
+        assert_eq!(subscription_of(Route::Events("s"), &get), None, "a stream");
+        assert_eq!(subscription_of(Route::Topics, &get), None);
+    }
+
+    #[test]
+    fn handed_requests_round_trip_and_others_are_refused() {
+        let handed = Handed {
+            method: "POST".to_string(),
+            uri: "/v1/subscriptions/s/pause".to_string(),
+            headers: vec![
+                (HANDED_OVER.to_string(), serde_bytes::ByteBuf::from("1")),
+                (
+                    "authorization".to_string(),
+                    serde_bytes::ByteBuf::from("Bearer t"),
+                ),
+            ],
+            body: serde_bytes::ByteBuf::from(b"{}".to_vec()),
+        };
+        let req = handed_request(&rmp_serde::to_vec_named(&handed).unwrap()).expect("decodes");
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/v1/subscriptions/s/pause");
+        assert_eq!(req.headers()["authorization"], "Bearer t");
+
+        let topics = Handed {
+            uri: "/v1/topics/t".to_string(),
+            method: "DELETE".to_string(),
+            ..handed
+        };
+        let refused = handed_request(&rmp_serde::to_vec_named(&topics).unwrap());
+        assert_eq!(
+            refused.err().map(|e| e.status),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert!(handed_request(b"junk").is_err());
+    }
+}
