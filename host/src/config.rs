@@ -39,6 +39,11 @@ pub const ENV_CLUSTER: &str = "SWITCHYARD_CLUSTER";
 pub const ENV_CLUSTER_REPLICAS: &str = "SWITCHYARD_CLUSTER_REPLICAS";
 /// Default of [`Config::cluster_replicas`].
 pub const DEFAULT_CLUSTER_REPLICAS: usize = 3;
+/// Environment variable for [`Config::cluster_journal_compact_kib`].
+pub const ENV_CLUSTER_JOURNAL_COMPACT_KIB: &str = "SWITCHYARD_CLUSTER_JOURNAL_COMPACT_KIB";
+/// Default of [`Config::cluster_journal_compact_kib`]: 8 MiB.
+pub const DEFAULT_CLUSTER_JOURNAL_COMPACT_KIB: u64 =
+    crate::broker::DEFAULT_JOURNAL_COMPACT_BYTES >> 10;
 /// Environment variable for [`Limits::worker_threads`].
 pub const ENV_WORKER_THREADS: &str = "SWITCHYARD_WORKER_THREADS";
 /// Environment variable for [`Limits::max_instances`].
@@ -149,6 +154,12 @@ pub struct Config {
     /// 3 or 5; at most the cluster's node count). Default 3.
     #[serde(default = "default_replicas")]
     pub cluster_replicas: usize,
+    /// Cluster mode: a subscription's journal is compacted (a snapshot of
+    /// its state appended, the entries before it dropped) once this many
+    /// KiB were appended since its last snapshot, and twice that
+    /// snapshot's size. Default 8 MiB.
+    #[serde(default = "default_compact_kib")]
+    pub cluster_journal_compact_kib: u64,
     /// Limits of the plugin runtime.
     #[serde(default)]
     pub limits: Limits,
@@ -325,6 +336,10 @@ fn default_replicas() -> usize {
     DEFAULT_CLUSTER_REPLICAS
 }
 
+fn default_compact_kib() -> u64 {
+    DEFAULT_CLUSTER_JOURNAL_COMPACT_KIB
+}
+
 impl Config {
     /// A configuration with the defaults and no tokens.
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
@@ -341,6 +356,7 @@ impl Config {
             tls_key: None,
             cluster: Vec::new(),
             cluster_replicas: DEFAULT_CLUSTER_REPLICAS,
+            cluster_journal_compact_kib: DEFAULT_CLUSTER_JOURNAL_COMPACT_KIB,
             limits: Limits::default(),
         }
     }
@@ -464,6 +480,7 @@ mod tests {
             tls_key: None,
             cluster: Vec::new(),
             cluster_replicas: 3,
+            cluster_journal_compact_kib: DEFAULT_CLUSTER_JOURNAL_COMPACT_KIB,
             limits: Limits::default(),
             tokens: Tokens {
                 admin: admin.map(Secret::new),

@@ -85,6 +85,8 @@ pub async fn run(
     broker_config.runtime.long_call_slots = limits.long_call_slots;
     broker_config.compile_timeout = std::time::Duration::from_secs(limits.compile_timeout_secs);
     broker_config.min_free_disk = limits.min_free_disk_mib.saturating_mul(1 << 20);
+    broker_config.journal_compact_bytes =
+        config.cluster_journal_compact_kib.saturating_mul(1 << 10);
     // Uploads compile in processes of this binary, held to their limits.
     broker_config.compiler = std::env::current_exe()
         .ok()

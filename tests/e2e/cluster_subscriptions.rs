@@ -115,7 +115,16 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
     let limit = Duration::from_secs(90 + messages as u64 / 100);
     eprintln!("campaign: {messages} messages, seed {seed}");
     let cluster = NatsCluster::start();
-    let mut hosts = [host(&cluster), host(&cluster)];
+    // Journals compacted every 64 KiB: snapshots taken all through the faults.
+    let compacting = || {
+        Server::start_args(&[
+            "--cluster",
+            &cluster.urls.join(","),
+            "--cluster-journal-compact-kib",
+            "64",
+        ])
+    };
+    let mut hosts = [compacting(), compacting()];
     hosts[0].topic("in", 4);
     hosts[0].topic("in.out", 4);
     // Uploaded through one host: whichever runs the subscription compiles
@@ -267,6 +276,17 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
     });
     let total = hosts[runner].kv("count", "total");
     assert_eq!(total, vec![("total".to_string(), messages.to_string())]);
+    // The journal was compacted: its early entries are gone.
+    let compactions: u64 = hosts
+        .iter()
+        .map(|h| h.metric("switchyard_cluster_journal_compactions_total"))
+        .sum();
+    let (first, kept, last) = journal_state(&cluster);
+    eprintln!("journal: {compactions} compactions on the live hosts; entries {first}..={last}, {kept} kept");
+    assert!(
+        first > 1 && kept < last,
+        "never compacted: {first}..={last}"
+    );
 
     // Its topic cannot go while it consumes it.
     let (status, refused) = hosts[owner].call("DELETE", "/v1/topics/in", None, Body::None);
@@ -308,25 +328,35 @@ fn signal(server: &Server, which: &str) {
     assert!(status.success(), "kill {which}");
 }
 
-/// The NATS node (1 to 3) leading the subscription's journal stream.
-fn journal_leader(cluster: &NatsCluster) -> usize {
+/// The subscription's journal stream as JetStream describes it.
+fn journal_info(cluster: &NatsCluster) -> async_nats::jetstream::stream::Info {
     use futures_util::TryStreamExt as _;
     let (rt, client) = connect(cluster);
     let _inside = rt.enter();
     let js = async_nats::jetstream::new(client);
-    let leader = rt.block_on(async {
+    rt.block_on(async {
         let names: Vec<String> = js.stream_names().try_collect().await.expect("stream names");
         let name = names
             .into_iter()
             .find(|n| n.starts_with("S_count-"))
             .expect("the subscription's journal");
         let mut stream = js.get_stream(name).await.expect("the journal stream");
-        let info = stream.info().await.expect("stream info");
-        info.cluster
-            .clone()
-            .and_then(|c| c.leader)
-            .expect("a leader")
-    });
+        stream.info().await.expect("stream info").clone()
+    })
+}
+
+/// The journal's first and last sequence and how many entries it keeps.
+fn journal_state(cluster: &NatsCluster) -> (u64, u64, u64) {
+    let state = journal_info(cluster).state;
+    (state.first_sequence, state.messages, state.last_sequence)
+}
+
+/// The NATS node (1 to 3) leading the subscription's journal stream.
+fn journal_leader(cluster: &NatsCluster) -> usize {
+    let leader = journal_info(cluster)
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("a leader");
     leader.trim_start_matches('n').parse().expect("n1..n3")
 }
 
@@ -451,4 +481,56 @@ fn any_host_reads_changes_and_pulls_a_subscription_running_on_another() {
     let total = survivor.kv("count", "total");
     assert_eq!(total, vec![("total".to_string(), "15".to_string())]);
     hosts[killed].restart();
+}
+
+/// Retention in cluster mode (docs/cluster.md, C12): messages older than
+/// the topic's retention are trimmed from the shared log once every
+/// subscription of the topic committed them as finished, and never
+/// before — a paused subscription holds its topic whole.
+#[test]
+fn retention_trims_what_every_subscription_finished_and_nothing_else() {
+    let limit = Duration::from_secs(90);
+    let cluster = NatsCluster::start();
+    let s = host(&cluster);
+    let spec = json!({ "partitions": 1, "retention_ms": 0 });
+    s.ok("PUT", "/v1/topics/held", Body::Json(spec.clone()));
+    s.ok("PUT", "/v1/topics/free", Body::Json(spec));
+    s.deploy("noop", "noop");
+    s.subscribe("fast", json!({ "topic": "held", "plugin": "noop" }));
+    s.subscribe("slow", json!({ "topic": "held", "plugin": "noop" }));
+    s.ok("POST", "/v1/subscriptions/slow/pause", Body::None);
+    s.publish("held", batch(0..20));
+    s.wait_stats("fast", limit, |st| st["acked"] == 20);
+    // A topic nobody consumes, published after: once it is trimmed, a
+    // sweep ran past every message of `held` too.
+    s.publish("free", batch(20..30));
+    let first_of = |topic: &str| {
+        let page = s.ok(
+            "GET",
+            &format!("/v1/topics/{topic}/partitions/0/messages?from=0&limit=100"),
+            Body::None,
+        );
+        let messages = page["messages"].as_array().expect("messages").clone();
+        (
+            messages.first().map(|m| m["offset"].clone()),
+            messages.len(),
+        )
+    };
+    wait_for(limit, "the unconsumed topic to be trimmed", || {
+        (first_of("free").1 == 0).then_some(())
+    });
+    assert_eq!(
+        first_of("held"),
+        (Some(json!(0)), 20),
+        "what the paused subscription has not finished is kept"
+    );
+    // Resumed, it finishes them: then they go.
+    s.ok("POST", "/v1/subscriptions/slow/resume", Body::None);
+    s.wait_stats("slow", limit, |st| st["acked"] == 20);
+    wait_for(limit, "the finished messages to be trimmed", || {
+        (first_of("held").1 == 0).then_some(())
+    });
+    // Offsets go on from where they were.
+    let next = s.publish("held", batch(30..31));
+    assert_eq!(next[0]["offset"], 20);
 }

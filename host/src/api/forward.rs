@@ -23,6 +23,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Marks a request handed over by another host: it is answered where it
 /// arrives, never handed on.
@@ -31,6 +32,13 @@ const HANDED_OVER: &str = "x-switchyard-handed-over";
 const ANSWERED_BY: &str = "x-switchyard-answered-by";
 /// Room kept for the method, path and headers in a handed-over message.
 const ENVELOPE: usize = 64 << 10;
+/// How long a host waits for the answer to a handed-over request: a
+/// subscription's info is wanted at once (else it is answered here,
+/// without stats), a lease may wait for messages, the rest (a redrive of
+/// many letters) may take a while.
+const INFO_WAIT: Duration = Duration::from_secs(2);
+const LEASE_WAIT: Duration = Duration::from_secs(30);
+const CHANGE_WAIT: Duration = Duration::from_secs(15);
 
 /// A request as handed to another host.
 #[derive(Serialize, Deserialize)]
@@ -114,11 +122,27 @@ pub async fn elsewhere(
     };
     let request = rmp_serde::to_vec_named(&handed)
         .map_err(|e| ApiError::internal(format!("encoding a request for another host: {e}")))?;
-    let answer = ctx.broker.ask_host(&host, request).await.map_err(|e| {
-        ApiError::unavailable(format!(
-            "subscription {name:?} runs on host {host:?}, which did not answer ({e}); try again"
-        ))
-    })?;
+    let wait = match route {
+        Route::Subscription(_) => INFO_WAIT,
+        Route::Lease(_) => LEASE_WAIT,
+        _ => CHANGE_WAIT,
+    };
+    let answer = match ctx.broker.ask_host(&host, request, wait).await {
+        Ok(answer) => answer,
+        // Its settings, known here; stats only where it runs.
+        Err(_) if wait == INFO_WAIT => {
+            let req = Request::from_parts(
+                parts,
+                Full::new(bytes).map_err(|never| match never {}).boxed(),
+            );
+            return Ok(Handled::Here(req));
+        }
+        Err(e) => {
+            return Err(ApiError::unavailable(format!(
+                "subscription {name:?} runs on host {host:?}, which did not answer ({e}); try again"
+            )))
+        }
+    };
     let answer: Answer = rmp_serde::from_slice(&answer).map_err(|e| {
         ApiError::internal(format!(
             "host {host:?} answered with what does not decode: {e}"

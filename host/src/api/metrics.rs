@@ -253,6 +253,12 @@ fn host(registry: &mut Registry, stats: HostStats) {
         "Cluster mode: commits of a subscription's state refused because another host had written its journal since (this host had lost the subscription; nothing of those commits was stored)",
         stats.fenced_commits,
     );
+    register_counter(
+        registry,
+        "cluster_journal_compactions",
+        "Cluster mode: subscriptions' journals compacted by this host (a snapshot of the state appended, the entries before it dropped)",
+        stats.journal_compactions,
+    );
 }
 
 /// Completed attempts of each subscription by outcome, and their durations.

@@ -10,6 +10,14 @@
 //! them, and those queued together go as one append. After a failure
 //! nothing more is written: the runner halts, and the host replays the
 //! journal before it runs the subscription again.
+//!
+//! The journal is compacted as it grows: once the bytes appended since its
+//! last snapshot (or replayed at start) pass a threshold, and twice that
+//! snapshot's size, the writer appends a snapshot of the subscription's
+//! whole state as read from this host's store (which then holds exactly
+//! what the journal says), and the entries before it are dropped. So a
+//! replay reads at most about three snapshots' worth, however long the
+//! subscription has run.
 
 use super::log::NewMessage;
 use super::shared::{AppendError, Shared, SharedJournal};
@@ -22,6 +30,19 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most entries in one append (JetStream's limit for an atomic batch).
 const MAX_ENTRIES: usize = 1000;
+
+/// Default of how many bytes appended to a journal since its last
+/// snapshot make the next one ([`JournalSink::start`]).
+pub const DEFAULT_COMPACT_BYTES: u64 = 8 << 20;
+
+/// What this host's journal writers did, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct JournalStats {
+    /// Commits refused by fencing.
+    pub(crate) fenced: AtomicU64,
+    /// Snapshots appended (journals compacted).
+    pub(crate) compactions: AtomicU64,
+}
 
 struct Commit {
     ops: Vec<Op>,
@@ -36,20 +57,26 @@ pub(crate) struct JournalSink {
 }
 
 impl JournalSink {
-    /// Write through `journal` (replayed into `store` already) from now on.
+    /// Write through `journal` (replayed into `store` already: `replayed`
+    /// bytes) from now on, compacting it once `compact_bytes` more were
+    /// appended.
     pub(crate) fn start(
         journal: Box<dyn SharedJournal>,
         store: Store,
         shared: Arc<Shared>,
         subscription: &str,
-        fenced: Arc<AtomicU64>,
+        stats: Arc<JournalStats>,
+        (replayed, compact_bytes): (u64, u64),
     ) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             journal,
             store,
             shared,
-            fenced,
+            stats,
+            compact_bytes,
+            since_snapshot: replayed,
+            snapshot: 0,
         };
         tokio::spawn(writer.run(subscription.to_string(), rx));
         Self { queue }
@@ -80,7 +107,13 @@ struct Writer {
     journal: Box<dyn SharedJournal>,
     store: Store,
     shared: Arc<Shared>,
-    fenced: Arc<AtomicU64>,
+    stats: Arc<JournalStats>,
+    /// Bytes appended since the last snapshot that make the next one.
+    compact_bytes: u64,
+    /// Bytes in the journal since its last snapshot (or replayed).
+    since_snapshot: u64,
+    /// The last snapshot's size.
+    snapshot: u64,
 }
 
 impl Writer {
@@ -94,6 +127,15 @@ impl Writer {
             if failed.is_none() {
                 if let Err(e) = self.write(&mut group).await {
                     tracing::error!(subscription = %subscription, error = %e, "a commit of the subscription's state failed");
+                    failed = Some(e.to_string());
+                }
+            }
+            if failed.is_none() && self.since_snapshot >= self.compact_bytes.max(2 * self.snapshot)
+            {
+                // Before the commits are answered: a runner waits on
+                // them, so it queues no more meanwhile.
+                if let Err(e) = self.compact(&subscription).await {
+                    tracing::error!(subscription = %subscription, error = %e, "compacting the subscription's journal failed");
                     failed = Some(e.to_string());
                 }
             }
@@ -122,6 +164,7 @@ impl Writer {
             if entries.len() + pieces.len() > MAX_ENTRIES && !entries.is_empty() {
                 self.append(std::mem::take(&mut entries)).await?;
             }
+            self.since_snapshot += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
             entries.extend(pieces);
             ops.push(op);
         }
@@ -135,24 +178,54 @@ impl Writer {
     }
 
     async fn append(&mut self, entries: Vec<Vec<u8>>) -> Result<(), BrokerError> {
-        self.journal.append(entries).await.map_err(|e| match e {
+        let appended = self.journal.append(entries).await;
+        appended.map_err(|e| self.refused(e))
+    }
+
+    fn refused(&self, e: AppendError) -> BrokerError {
+        match e {
             AppendError::Fenced(e) => {
-                self.fenced.fetch_add(1, Ordering::Relaxed);
+                self.stats.fenced.fetch_add(1, Ordering::Relaxed);
                 BrokerError::Unavailable(format!("another host took the subscription over ({e})"))
             }
             AppendError::Failed(e) => BrokerError::Unavailable(e),
-        })
+        }
+    }
+
+    /// Append a snapshot of the subscription's state (this host's store
+    /// holds all the journal says: every append before was applied) and
+    /// drop the entries before it.
+    async fn compact(&mut self, subscription: &str) -> Result<(), BrokerError> {
+        let (store, name) = (self.store.clone(), subscription.to_string());
+        let snapshot = tokio::task::spawn_blocking(move || store.subscription_snapshot(&name))
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))??;
+        let (pieces, _) = Op::journal(vec![snapshot]);
+        let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        self.since_snapshot = 0;
+        self.snapshot = bytes;
+        if pieces.len() > MAX_ENTRIES {
+            tracing::warn!(subscription, bytes, "the subscription's state is too large for one append: its journal is not compacted");
+            return Ok(());
+        }
+        let compacted = self.journal.compact(pieces).await;
+        compacted.map_err(|e| self.refused(e))?;
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(subscription, bytes, "journal compacted");
+        Ok(())
     }
 }
 
 /// Replay `journal` into `store`: everything this host kept of the
-/// subscription is replaced by what the journal holds.
+/// subscription is replaced by what the journal holds. Returns the bytes
+/// replayed.
 pub(crate) async fn replay(
     journal: &mut dyn SharedJournal,
     store: &Store,
     subscription: &str,
-) -> Result<(), BrokerError> {
+) -> Result<u64, BrokerError> {
     let entries = journal.replay().await?;
+    let bytes = entries.iter().map(|e| e.len() as u64).sum();
     let mut ops = vec![Op::ForgetSubscription {
         subscription: subscription.to_string(),
     }];
@@ -160,5 +233,5 @@ pub(crate) async fn replay(
         ops.push(Op::replay(entry)?);
     }
     store.submit(ops, Durability::Buffered).await?;
-    Ok(())
+    Ok(bytes)
 }

@@ -23,6 +23,7 @@ mod progress;
 mod retention;
 mod runner;
 pub mod shared;
+mod shared_retention;
 mod space;
 mod spec;
 mod subscriptions;
@@ -40,6 +41,7 @@ use std::time::Duration;
 
 pub use crate::store::{AttemptRecord, DeadLetter, HttpRecord, LedgerEntry, StoredMessage};
 pub use clock::Clock;
+pub use journaled::DEFAULT_COMPACT_BYTES as DEFAULT_JOURNAL_COMPACT_BYTES;
 pub use log::{
     partition_for_key, LogEntry, NewMessage, Published, MAX_DELAY_MS, MAX_PAYLOAD_BYTES,
 };
@@ -119,6 +121,9 @@ pub struct BrokerConfig {
     pub min_free_disk: u64,
     /// Cluster mode: topics and plugins live there, shared with other hosts.
     pub shared: Option<shared::SharedBackend>,
+    /// Cluster mode: bytes appended to a subscription's journal since its
+    /// last snapshot that make the next one (docs/cluster.md).
+    pub journal_compact_bytes: u64,
 }
 
 impl BrokerConfig {
@@ -134,6 +139,7 @@ impl BrokerConfig {
             compiler: None,
             min_free_disk: DEFAULT_RESERVE_MIB << 20,
             shared: None,
+            journal_compact_bytes: journaled::DEFAULT_COMPACT_BYTES,
         }
     }
 }
@@ -198,6 +204,9 @@ pub struct HostStats {
     /// Cluster mode: commits refused by fencing (another host had taken
     /// the subscription over).
     pub fenced_commits: u64,
+    /// Cluster mode: subscriptions' journals compacted (a snapshot
+    /// appended, the entries before it dropped).
+    pub journal_compactions: u64,
     /// Seconds accepted plugin uploads took to compile.
     pub compile_seconds: HistogramSnapshot,
 }
@@ -260,6 +269,8 @@ impl Broker {
                         log: log.clone(),
                         records: backend.subscriptions.clone(),
                         runners: backend.runners.clone(),
+                        shared_log: backend.log.clone(),
+                        compact_bytes: config.journal_compact_bytes,
                     }
                     .run(kick.clone(), beats, stop),
                 );
@@ -440,6 +451,7 @@ impl Broker {
             group_commit: store.group_commit,
             write_failures: store.write_failures,
             fenced_commits: self.inner.subscriptions.fenced_commits(),
+            journal_compactions: self.inner.subscriptions.journal_compactions(),
             compile_seconds: self.inner.plugins.compile_seconds(),
         }
     }

@@ -21,7 +21,9 @@
 //! doing harm.
 
 use super::plugins::Registry;
-use super::shared::{Shared, SharedRunners, SharedSubscriptions, SubscriptionRecord};
+use super::shared::{
+    Shared, SharedLog, SharedRunners, SharedSubscriptions, SubscriptionRecord, Watermarks,
+};
 use super::subscriptions::Subscriptions;
 use super::BrokerError;
 use std::collections::HashMap;
@@ -34,7 +36,16 @@ struct Held {
     lease: u64,
     revision: u64,
     record: SubscriptionRecord,
+    /// The committed watermarks last stored for retention.
+    marks: Option<Watermarks>,
 }
+
+/// Every how many beats the watermarks of what runs here are stored and
+/// retention trims the topics (10 s by default).
+const RETAIN_EVERY: u64 = 5;
+
+/// The unit whose owner among the live hosts trims the topics.
+const RETENTION: &str = "retention";
 
 /// The lease unit of a subscription.
 fn unit(subscription: &str) -> String {
@@ -74,8 +85,13 @@ pub(crate) struct Placement {
     pub(crate) subscriptions: Arc<Subscriptions>,
     pub(crate) plugins: Arc<Registry>,
     pub(crate) log: Arc<Shared>,
+    /// The shared log itself, which retention trims.
+    pub(crate) shared_log: Arc<dyn SharedLog>,
     pub(crate) records: Arc<dyn SharedSubscriptions>,
     pub(crate) runners: Arc<dyn SharedRunners>,
+    /// Bytes appended to a journal since its last snapshot that make the
+    /// next one.
+    pub(crate) compact_bytes: u64,
 }
 
 impl Placement {
@@ -99,9 +115,14 @@ impl Placement {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut held: HashMap<String, Held> = HashMap::new();
-        loop {
+        for n in 1u64.. {
             if let Err(e) = self.beat(&mut held).await {
                 tracing::warn!(error = %e, "placing subscriptions failed; trying again next beat");
+            }
+            if n % RETAIN_EVERY == 0 {
+                if let Err(e) = self.retain(&mut held).await {
+                    tracing::warn!(error = %e, "retention in the cluster failed; trying again later");
+                }
             }
             beats.send_modify(|n| *n += 1);
             tokio::select! {
@@ -186,6 +207,7 @@ impl Placement {
                         lease,
                         revision,
                         record,
+                        marks: None,
                     };
                     held.insert(name, h);
                 }
@@ -196,6 +218,26 @@ impl Placement {
             }
         }
         self.offer_new_topics().await
+    }
+
+    /// Store the committed watermarks of what runs here (when they moved),
+    /// then, on the host placement picks for it, trim the topics.
+    async fn retain(&self, held: &mut HashMap<String, Held>) -> Result<(), BrokerError> {
+        for (name, h) in held.iter_mut() {
+            let marks = Watermarks {
+                incarnation: h.record.incarnation,
+                topics: self.subscriptions.committed_watermarks(name).await?,
+            };
+            if h.marks.as_ref() != Some(&marks) {
+                self.records.put_watermarks(name, &marks).await?;
+                h.marks = Some(marks);
+            }
+        }
+        let live = self.runners.live().await?;
+        if self.runners.owner(&live, RETENTION).as_deref() != Some(self.runners.host()) {
+            return Ok(());
+        }
+        super::shared_retention::sweep(&*self.shared_log, &*self.records, super::now_ms()).await
     }
 
     /// Topics created since a pattern subscription running here started:
@@ -230,14 +272,7 @@ impl Placement {
         }
         let journal = self.runners.journal(&record.journal(name)).await?;
         self.subscriptions
-            .start_clustered(
-                name,
-                record.spec,
-                record.incarnation,
-                record.paused,
-                self.log.clone(),
-                journal,
-            )
+            .start_clustered(name, record, self.log.clone(), journal, self.compact_bytes)
             .await
     }
 
@@ -417,11 +452,16 @@ impl super::Broker {
         Ok(holder.filter(|host| host != backend.runners.host()))
     }
 
-    /// Hand `request` to another host and wait for its answer
-    /// ([`ASK_TIMEOUT`] at most).
-    pub async fn ask_host(&self, host: &str, request: Vec<u8>) -> Result<Vec<u8>, BrokerError> {
+    /// Hand `request` to another host and wait up to `timeout` for its
+    /// answer.
+    pub async fn ask_host(
+        &self,
+        host: &str,
+        request: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, BrokerError> {
         let (backend, _) = self.cluster().ok_or_else(embedded)?;
-        backend.runners.ask(host, request, ASK_TIMEOUT).await
+        backend.runners.ask(host, request, timeout).await
     }
 
     /// Answer what other hosts hand this one with `answerer`.
@@ -455,6 +495,10 @@ impl super::Broker {
                     .runners
                     .delete_journal(&record.journal(name))
                     .await?;
+                // Of no incarnation that exists: retention ignores them.
+                if let Err(e) = backend.subscriptions.delete_watermarks(name).await {
+                    tracing::debug!(subscription = name, error = %e, "forgetting the watermarks of a deleted subscription failed");
+                }
                 tracing::info!(subscription = name, "subscription deleted");
                 return Ok(());
             }
@@ -543,10 +587,6 @@ impl super::Broker {
         }
     }
 }
-
-/// Longest a host waits for another to answer a request handed to it:
-/// well over a pull's longest wait.
-const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn embedded() -> BrokerError {
     BrokerError::Unsupported("there are no other hosts in the embedded mode".to_string())

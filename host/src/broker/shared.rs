@@ -117,6 +117,13 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug + 'static {
         topic: &'a str,
         partition: u32,
     ) -> BoxFuture<'a, Result<SharedPartition, BrokerError>>;
+    /// Drop a partition's messages below offset `before` (retention).
+    fn trim<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        before: u64,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Whether the log can be reached now; `Err` says why not.
     fn reachable(&self) -> Result<(), String>;
     /// A signal for each message appended to any partition of `topic` by
@@ -195,6 +202,16 @@ impl SubscriptionRecord {
 /// A subscription's name, record and revision.
 pub type ListedSubscription = (String, SubscriptionRecord, u64);
 
+/// What a subscription has committed as finished, as the host running it
+/// last told: per topic, each partition's watermark (every offset below
+/// it is finished). Retention never trims at or above it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Watermarks {
+    /// The incarnation they are of (those of an earlier one count as 0).
+    pub incarnation: u64,
+    pub topics: std::collections::BTreeMap<String, Vec<u64>>,
+}
+
 /// Subscriptions' records, shared by every host: each changed only if it
 /// is still at the revision its writer read (0: none yet).
 pub trait SharedSubscriptions: Send + Sync + std::fmt::Debug + 'static {
@@ -219,6 +236,16 @@ pub trait SharedSubscriptions: Send + Sync + std::fmt::Debug + 'static {
         name: &'a str,
         revision: u64,
     ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+    /// Store a subscription's committed watermarks (the last write wins).
+    fn put_watermarks<'a>(
+        &'a self,
+        name: &'a str,
+        marks: &'a Watermarks,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Every subscription's last stored watermarks.
+    fn watermarks(&self) -> BoxFuture<'_, Result<Vec<(String, Watermarks)>, BrokerError>>;
+    /// Forget a subscription's watermarks.
+    fn delete_watermarks<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
 }
 
 /// Why an append to a [`SharedJournal`] failed.
@@ -242,6 +269,10 @@ pub trait SharedJournal: Send + 'static {
     fn replay(&mut self) -> BoxFuture<'_, Result<Vec<Vec<u8>>, BrokerError>>;
     /// Append `entries` as one whole.
     fn append(&mut self, entries: Vec<Vec<u8>>) -> BoxFuture<'_, Result<(), AppendError>>;
+    /// Append `entries` — a snapshot of the whole state, which replaces
+    /// every entry before it — as one whole, then drop the entries before
+    /// it (a failure to drop them is only logged: they are superseded).
+    fn compact(&mut self, entries: Vec<Vec<u8>>) -> BoxFuture<'_, Result<(), AppendError>>;
 }
 
 /// Which host runs which subscription: live hosts, placement over them,

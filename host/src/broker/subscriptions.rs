@@ -381,7 +381,7 @@ pub(crate) struct Subscriptions {
     /// Serializes create/update/shutdown.
     changes: tokio::sync::Mutex<()>,
     /// Cluster mode: commits refused by fencing, on this host.
-    fenced: Arc<AtomicU64>,
+    journals: Arc<super::journaled::JournalStats>,
     /// Cluster mode: the subscriptions that exist, as last listed.
     known: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
@@ -403,7 +403,7 @@ impl Subscriptions {
             running: std::sync::Mutex::new(BTreeMap::new()),
             restarting: std::sync::Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
-            fenced: Arc::new(AtomicU64::new(0)),
+            journals: Arc::default(),
             known: std::sync::Mutex::new(Default::default()),
         };
         let stored = match clustered {
@@ -444,17 +444,21 @@ impl Subscriptions {
     /// Run a subscription whose state is in its shared `journal` (cluster
     /// mode): the journal replayed into this host's store first, its
     /// topics followed in the shared log, every change written through
-    /// the journal.
+    /// the journal (compacted once `compact_bytes` more were appended).
     pub(crate) async fn start_clustered(
         &self,
         name: &str,
-        spec: SubscriptionSpec,
-        incarnation: u64,
-        paused: bool,
+        record: super::shared::SubscriptionRecord,
         log: Arc<super::shared::Shared>,
         mut journal: Box<dyn super::shared::SharedJournal>,
+        compact_bytes: u64,
     ) -> Result<(), BrokerError> {
-        super::journaled::replay(&mut *journal, &self.store, name).await?;
+        let super::shared::SubscriptionRecord {
+            spec,
+            incarnation,
+            paused,
+        } = record;
+        let replayed = super::journaled::replay(&mut *journal, &self.store, name).await?;
         let (progress, _) = self.stored(name).await?;
         let mut topics = Vec::new();
         if is_pattern(&spec.topic) {
@@ -471,7 +475,8 @@ impl Subscriptions {
             self.store.clone(),
             log.clone(),
             name,
-            self.fenced.clone(),
+            self.journals.clone(),
+            (replayed, compact_bytes),
         );
         let clustered = super::runner::Clustered { log, sink };
         let running = self.running.lock().expect("subscriptions lock");
@@ -574,7 +579,12 @@ impl Subscriptions {
 
     /// Commits refused by fencing on this host so far.
     pub(crate) fn fenced_commits(&self) -> u64 {
-        self.fenced.load(Ordering::Relaxed)
+        self.journals.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Journals compacted by this host so far.
+    pub(crate) fn journal_compactions(&self) -> u64 {
+        self.journals.compactions.load(Ordering::Relaxed)
     }
 
     /// Whether `name` runs here, and halted (a commit failed).
@@ -840,6 +850,27 @@ impl Subscriptions {
                 tracing::info!(subscription = name, paused, "subscription state changed");
             }
         }
+    }
+
+    /// Cluster mode: the watermarks `name` has committed (its journal
+    /// holds them), per topic and partition (0 where none is stored).
+    pub(crate) async fn committed_watermarks(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<String, Vec<u64>>, BrokerError> {
+        let progress = self
+            .read(name, |store, name| store.load_progress(name))
+            .await?;
+        let mut topics: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (topic, partition, watermark, _) in progress.watermarks {
+            let marks = topics.entry(topic).or_default();
+            let p = partition as usize;
+            if marks.len() <= p {
+                marks.resize(p + 1, 0);
+            }
+            marks[p] = watermark;
+        }
+        Ok(topics)
     }
 
     /// Write changes to a subscription's state where it is kept: through

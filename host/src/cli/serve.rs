@@ -101,6 +101,12 @@ pub struct ServeArgs {
     #[arg(long, env = config::ENV_CLUSTER_REPLICAS, default_value_t = config::DEFAULT_CLUSTER_REPLICAS)]
     pub cluster_replicas: usize,
 
+    /// Cluster mode: compact a subscription's journal (append a snapshot
+    /// of its state, drop the entries before it) once this many KiB were
+    /// appended since its last snapshot (and twice that snapshot's size).
+    #[arg(long, value_name = "KIB", env = config::ENV_CLUSTER_JOURNAL_COMPACT_KIB, default_value_t = config::DEFAULT_CLUSTER_JOURNAL_COMPACT_KIB)]
+    pub cluster_journal_compact_kib: u64,
+
     /// Most threads running plugin calls at once, across all subscriptions.
     #[arg(long, env = config::ENV_WORKER_THREADS, default_value_t = Limits::default().worker_threads)]
     pub worker_threads: usize,
@@ -166,6 +172,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     cluster: Option<Vec<String>>,
     cluster_replicas: Option<usize>,
+    cluster_journal_compact_kib: Option<u64>,
     log: Option<String>,
     #[serde(default)]
     tokens: FileTokens,
@@ -254,6 +261,10 @@ impl ServeArgs {
         take!(tls_key, file.tls_key.map(Some));
         take!(cluster, file.cluster);
         take!(cluster_replicas, file.cluster_replicas);
+        take!(
+            cluster_journal_compact_kib,
+            file.cluster_journal_compact_kib
+        );
         take!(log, file.log.map(Some));
         let t = file.tokens;
         take!(token, token("admin", t.admin, t.admin_file)?.map(Some));
@@ -299,6 +310,7 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             cluster: self.cluster.clone(),
             cluster_replicas: self.cluster_replicas,
+            cluster_journal_compact_kib: self.cluster_journal_compact_kib,
             limits: Limits {
                 worker_threads: self.worker_threads,
                 max_instances: self.max_instances,
@@ -397,6 +409,7 @@ mod tests {
             tls_key: None,
             cluster: Vec::new(),
             cluster_replicas: 3,
+            cluster_journal_compact_kib: crate::config::DEFAULT_CLUSTER_JOURNAL_COMPACT_KIB,
             worker_threads: 1,
             max_instances: 1,
             instance_memory_mib: 1,

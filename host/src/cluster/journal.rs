@@ -116,6 +116,20 @@ impl Journal {
     /// Append `entries` (the pieces of one or more commits, in order) as
     /// one atomic batch, if nobody appended since this writer last read or
     /// wrote.
+    /// Append `entries`, a snapshot of the whole state, as one batch
+    /// (fenced as [`Journal::append`] is), then purge every entry before
+    /// it. The purge may fail or come late (this host stalled, and another
+    /// appended since): what it drops is superseded either way.
+    pub async fn compact(&mut self, entries: Vec<Bytes>) -> Result<(), JournalError> {
+        let count = entries.len() as u64;
+        self.append(entries).await?;
+        let first = self.last + 1 - count;
+        if let Err(e) = self.stream.purge().sequence(first).await {
+            tracing::warn!(journal = %self.stream.cached_info().config.name, error = %e, "dropping a journal's entries before its snapshot failed; the next snapshot drops them");
+        }
+        Ok(())
+    }
+
     pub async fn append(&mut self, entries: Vec<Bytes>) -> Result<(), JournalError> {
         if entries.is_empty() || entries.len() > MAX_BATCH {
             return Err(JournalError::Size(entries.len()));

@@ -312,6 +312,17 @@ impl TopicLog {
         Ok(out)
     }
 
+    /// Drop a partition's messages below offset `before` (retention).
+    pub async fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<(), ClusterError> {
+        let (stream, _) = self.partition(topic, partition).await?;
+        stream
+            .purge()
+            .sequence(before + 1)
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::new("trimming a partition", e))
+    }
+
     /// The offset the partition's next message gets.
     pub async fn next_offset(&self, topic: &str, partition: u32) -> Result<u64, ClusterError> {
         Ok(self.state(topic, partition).await?.next)

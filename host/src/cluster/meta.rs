@@ -9,6 +9,7 @@ use super::records::{failed, Records};
 use super::ClusterError;
 use crate::broker::shared::{
     ListedSubscription, PluginRecord, SharedMeta, SharedSubscriptions, SubscriptionRecord,
+    Watermarks,
 };
 use crate::broker::BrokerError;
 use async_nats::jetstream::{self, object_store};
@@ -198,4 +199,35 @@ impl SharedSubscriptions for Subscriptions {
     ) -> BoxFuture<'a, Result<bool, BrokerError>> {
         Box::pin(async move { self.records.delete(&subscription_key(name), revision).await })
     }
+
+    fn put_watermarks<'a>(
+        &'a self,
+        name: &'a str,
+        marks: &'a Watermarks,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move { self.records.set(&watermarks_key(name), marks).await })
+    }
+
+    fn watermarks(&self) -> BoxFuture<'_, Result<Vec<(String, Watermarks)>, BrokerError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for name in self.records.names(WATERMARKS).await? {
+                if let Some((marks, _)) = self.records.get(&watermarks_key(&name)).await? {
+                    all.push((name, marks));
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    fn delete_watermarks<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move { self.records.remove(&watermarks_key(name)).await })
+    }
+}
+
+/// Where subscriptions' watermarks are kept, by name.
+const WATERMARKS: &str = "watermarks.";
+
+fn watermarks_key(name: &str) -> String {
+    format!("{WATERMARKS}{name}")
 }

@@ -101,6 +101,26 @@ impl Records {
         }
     }
 
+    /// Store `record` whatever the key holds (the last writer wins).
+    pub(crate) async fn set<T: Serialize>(&self, key: &str, record: &T) -> Result<(), BrokerError> {
+        let value: bytes::Bytes = rmp_serde::to_vec_named(record)
+            .expect("records serialize")
+            .into();
+        self.kv
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| failed("storing a record", format!("{key}: {e}")))
+    }
+
+    /// Remove a record whatever it holds.
+    pub(crate) async fn remove(&self, key: &str) -> Result<(), BrokerError> {
+        self.kv
+            .delete(key)
+            .await
+            .map_err(|e| failed("removing a record", format!("{key}: {e}")))
+    }
+
     /// Remove the record if it is still at `revision`; `false` if another
     /// writer changed it since (it owns the key now).
     pub(crate) async fn delete(&self, key: &str, revision: u64) -> Result<bool, BrokerError> {

@@ -201,10 +201,21 @@ impl SharedJournal for Journal {
     fn append(&mut self, entries: Vec<Vec<u8>>) -> BoxFuture<'_, Result<(), AppendError>> {
         Box::pin(async move {
             let entries = entries.into_iter().map(bytes::Bytes::from).collect();
-            Journal::append(self, entries).await.map_err(|e| match e {
-                JournalError::Fenced(e) => AppendError::Fenced(e),
-                other => AppendError::Failed(other.to_string()),
-            })
+            Journal::append(self, entries).await.map_err(appended)
         })
+    }
+
+    fn compact(&mut self, entries: Vec<Vec<u8>>) -> BoxFuture<'_, Result<(), AppendError>> {
+        Box::pin(async move {
+            let entries = entries.into_iter().map(bytes::Bytes::from).collect();
+            Journal::compact(self, entries).await.map_err(appended)
+        })
+    }
+}
+
+fn appended(e: JournalError) -> AppendError {
+    match e {
+        JournalError::Fenced(e) => AppendError::Fenced(e),
+        other => AppendError::Failed(other.to_string()),
     }
 }

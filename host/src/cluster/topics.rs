@@ -267,6 +267,20 @@ impl SharedLog for Topics {
         })
     }
 
+    fn trim<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        before: u64,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            match self.log.trim(topic, partition, before).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.explain(topic, partition, e).await),
+            }
+        })
+    }
+
     fn reachable(&self) -> Result<(), String> {
         self.connected()
     }

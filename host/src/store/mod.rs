@@ -452,6 +452,34 @@ impl Store {
         Ok(out)
     }
 
+    /// Everything kept of a subscription's state (progress, retries, kv,
+    /// ledger, counters, dead letters) as one change that replaces what
+    /// any store holds of it: what a compacted journal begins with
+    /// (cluster mode). Read while nothing else writes the subscription.
+    pub fn subscription_snapshot(&self, subscription: &str) -> Result<Op, StoreError> {
+        let mut entries = Vec::new();
+        let mut ranges: Vec<(&'static str, Vec<u8>, Vec<u8>)> =
+            keys::subscription_ranges(subscription)
+                .into_iter()
+                .map(|(from, to)| (CF_PROGRESS, from, to))
+                .collect();
+        let (from, to) = keys::dead_range(subscription);
+        ranges.push((CF_DEAD, from, to));
+        for (cf, from, to) in ranges {
+            let iter = self
+                .db
+                .iterator_cf(self.cf(cf), IteratorMode::From(&from, Direction::Forward));
+            for item in iter {
+                let (key, value) = item?;
+                if *key >= *to {
+                    break;
+                }
+                entries.push((cf, key.into_vec(), value.into_vec()));
+            }
+        }
+        Ok(Op::snapshot(subscription, entries))
+    }
+
     /// Everything persisted about a subscription's progress.
     pub fn load_progress(&self, subscription: &str) -> Result<Progress, StoreError> {
         let mut progress = Progress::default();
@@ -886,6 +914,33 @@ mod tests {
         let letters = b.list_dead_letters("s", 10).expect("dead letters");
         assert_eq!(letters, a.list_dead_letters("s", 10).expect("dead letters"));
         assert_eq!(letters.len(), 1);
+
+        // A snapshot of a's state, replayed on a store holding stale state
+        // of "s" and state of "s10", gives a's state and leaves "s10" be.
+        let c_dir = tempfile::tempdir().expect("dir");
+        let c = Store::open(c_dir.path(), None).expect("opens");
+        let kv = |sub: &str, key: &str, value: &[u8]| Op::PutKv {
+            subscription: sub.into(),
+            key: key.into(),
+            value: Some(value.to_vec()),
+        };
+        c.write(
+            vec![kv("s", "stale", b"1"), kv("s10", "total", b"9")],
+            Durability::Buffered,
+        )
+        .expect("written");
+        let snapshot = a.subscription_snapshot("s").expect("snapshot");
+        let (pieces, _) = Op::journal(vec![snapshot]);
+        let ops: Vec<Op> = pieces
+            .iter()
+            .map(|p| Op::replay(p).expect("replays"))
+            .collect();
+        c.write(ops, Durability::Buffered).expect("replayed");
+        assert_eq!(progress(&a), progress(&c));
+        assert_eq!(c.kv_get("s", "total").expect("kv"), Some(b"3".to_vec()));
+        assert_eq!(c.kv_get("s", "stale").expect("kv"), None);
+        assert_eq!(c.kv_get("s10", "total").expect("kv"), Some(b"9".to_vec()));
+        assert_eq!(c.list_dead_letters("s", 10).expect("dead letters"), letters);
 
         // Only a subscription's state: an entry naming messages is refused.
         let progress_entry = writer::journal_put(CF_PROGRESS, b"k", b"v");

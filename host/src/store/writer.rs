@@ -278,6 +278,26 @@ impl Op {
         (pieces, Op::Replay(Replayed(batch)))
     }
 
+    /// A subscription's whole state as one change: whatever a store holds
+    /// of the subscription goes, and `entries` (column family, key, value,
+    /// read from a store) are put in its place. Journaled
+    /// ([`Op::journal`]), it is a snapshot that replaces every entry
+    /// before it.
+    pub(super) fn snapshot(
+        subscription: &str,
+        entries: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
+    ) -> Op {
+        let mut batch = RawBatch::default();
+        Op::ForgetSubscription {
+            subscription: subscription.to_string(),
+        }
+        .encode(&mut batch);
+        for (cf, key, value) in entries {
+            batch.put_cf(cf, key, value);
+        }
+        Op::Replay(Replayed(batch))
+    }
+
     /// The changes of a journal entry, to apply in the order entries were
     /// made. An entry that does not decode, or that names a column family
     /// outside a subscription's state, is refused.
