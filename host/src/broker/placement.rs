@@ -40,9 +40,11 @@ struct Held {
     marks: Option<Watermarks>,
 }
 
-/// Every how many beats the watermarks of what runs here are stored and
-/// retention trims the topics (10 s by default).
+/// Every how many beats the watermarks of what runs here are stored (10 s
+/// by default), and every how many retention trims the topics (30 s: a
+/// sweep reads every partition's state).
 const RETAIN_EVERY: u64 = 5;
+const SWEEP_EVERY: u64 = 15;
 
 /// The unit whose owner among the live hosts trims the topics.
 const RETENTION: &str = "retention";
@@ -120,7 +122,7 @@ impl Placement {
                 tracing::warn!(error = %e, "placing subscriptions failed; trying again next beat");
             }
             if n % RETAIN_EVERY == 0 {
-                if let Err(e) = self.retain(&mut held).await {
+                if let Err(e) = self.retain(&mut held, n % SWEEP_EVERY == 0).await {
                     tracing::warn!(error = %e, "retention in the cluster failed; trying again later");
                 }
             }
@@ -221,8 +223,13 @@ impl Placement {
     }
 
     /// Store the committed watermarks of what runs here (when they moved),
-    /// then, on the host placement picks for it, trim the topics.
-    async fn retain(&self, held: &mut HashMap<String, Held>) -> Result<(), BrokerError> {
+    /// then, if `sweep`, on the host placement picks for it, trim the
+    /// topics.
+    async fn retain(
+        &self,
+        held: &mut HashMap<String, Held>,
+        sweep: bool,
+    ) -> Result<(), BrokerError> {
         for (name, h) in held.iter_mut() {
             let marks = Watermarks {
                 incarnation: h.record.incarnation,
@@ -232,6 +239,9 @@ impl Placement {
                 self.records.put_watermarks(name, &marks).await?;
                 h.marks = Some(marks);
             }
+        }
+        if !sweep {
+            return Ok(());
         }
         let live = self.runners.live().await?;
         if self.runners.owner(&live, RETENTION).as_deref() != Some(self.runners.host()) {
