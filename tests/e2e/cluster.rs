@@ -316,23 +316,11 @@ fn topic_partitions_are_streams_with_dense_offsets_and_producer_ids() {
 /// refused whole, and stores nothing.
 #[test]
 fn a_journal_replays_in_order_and_fences_a_stale_writer() {
-    use switchyard::cluster::journal::{self, Journal, JournalError};
+    use switchyard::cluster::journal::{self, JournalError};
     let cluster = NatsCluster::start();
     let (rt, client) = connect(&cluster);
     let _inside = rt.enter();
-    let open = || {
-        let mut journal = rt
-            .block_on(Journal::open(client.clone(), "billing.eu-1", 3))
-            .expect("the journal");
-        let entries = rt.block_on(journal.replay()).expect("a replay");
-        (journal, entries)
-    };
-    let entries = |texts: &[&'static str]| -> Vec<Bytes> {
-        texts
-            .iter()
-            .map(|t| Bytes::from_static(t.as_bytes()))
-            .collect()
-    };
+    let open = || open_journal(&rt, &client, "billing.eu-1");
     let (mut a, none) = open();
     assert!(none.is_empty());
     rt.block_on(a.append(entries(&["e1", "e2"])))
@@ -427,4 +415,154 @@ fn an_owner_paused_past_its_lease_is_fenced() {
         stream.info().await.expect("info").state.messages
     });
     assert_eq!(stored, 2, "a1 and b1; nothing of a2");
+}
+
+/// A journal compacted by a snapshot replays as the snapshot and what
+/// came after, its earlier entries gone; a stale writer's snapshot is
+/// fenced like any append.
+#[test]
+fn a_compacted_journal_replays_from_its_snapshot_and_fences_a_stale_writer() {
+    use switchyard::cluster::journal::JournalError;
+    let cluster = NatsCluster::start();
+    let (rt, client) = connect(&cluster);
+    let _inside = rt.enter();
+    let open = || open_journal(&rt, &client, "compacted");
+    let (mut a, _) = open();
+    rt.block_on(a.append(entries(&["e1", "e2"])))
+        .expect("a appends");
+    let (mut stale, _) = open();
+    rt.block_on(a.compact(entries(&["s1", "s2"])))
+        .expect("a compacts");
+    rt.block_on(a.append(entries(&["e3"]))).expect("a appends");
+    let (_, seen) = open();
+    assert_eq!(seen, entries(&["s1", "s2", "e3"]));
+    match rt.block_on(stale.compact(entries(&["old"]))) {
+        Err(JournalError::Fenced(_)) => {}
+        other => panic!("a stale snapshot must be fenced, got {other:?}"),
+    }
+    let (_, seen) = open();
+    assert_eq!(seen, entries(&["s1", "s2", "e3"]));
+}
+
+/// Journals no subscription names and components no plugin version names
+/// are collected once older than the grace period, and nothing else is.
+#[test]
+fn leftovers_nothing_names_are_collected_after_a_grace_period() {
+    use switchyard::broker::shared::{
+        collect_leftovers, PluginRecord, SubscriptionRecord, LEFTOVER_GRACE_MS,
+    };
+    let cluster = NatsCluster::start();
+    let (rt, _client) = connect(&cluster);
+    let backend = rt
+        .block_on(switchyard::cluster::open(&cluster.urls, 3, "collector"))
+        .expect("the cluster's storage");
+    let record = SubscriptionRecord {
+        spec: serde_json::from_value(serde_json::json!({ "topic": "t", "plugin": "kept" }))
+            .expect("a spec"),
+        incarnation: 7,
+        paused: false,
+    };
+    let kept_journal = record.journal("live");
+    let plugin: PluginRecord = serde_json::from_value(serde_json::json!({
+        "versions": [{ "version": 1, "digest": "sha256:kept", "size": 4, "created_ms": 1 }],
+        "last_version": 1,
+    }))
+    .expect("a plugin record");
+    rt.block_on(async {
+        let subscriptions = &backend.subscriptions;
+        assert!(subscriptions.put("live", &record, 0).await.expect("stored"));
+        backend.runners.journal(&kept_journal).await.expect("made");
+        backend
+            .runners
+            .journal("gone-0000000000000001")
+            .await
+            .expect("made");
+        assert!(backend
+            .meta
+            .put_plugin("kept", &plugin, 0)
+            .await
+            .expect("stored"));
+        backend
+            .meta
+            .put_component("sha256:kept", b"kept".to_vec())
+            .await
+            .expect("kept");
+        backend
+            .meta
+            .put_component("sha256:gone", b"gone".to_vec())
+            .await
+            .expect("kept");
+    });
+    let now = switchyard_now_ms();
+    // Young: nothing goes.
+    let young = rt
+        .block_on(collect_leftovers(&backend, now))
+        .expect("collected");
+    assert_eq!(young, (0, 0));
+    // Past the grace period: the leftovers go, what is named stays.
+    let later = now + LEFTOVER_GRACE_MS + 60_000;
+    let old = rt
+        .block_on(collect_leftovers(&backend, later))
+        .expect("collected");
+    assert_eq!(old, (1, 1));
+    rt.block_on(async {
+        let journals: Vec<String> = backend
+            .runners
+            .journals()
+            .await
+            .expect("listed")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(journals, vec![kept_journal.clone()]);
+        let components: Vec<String> = backend
+            .meta
+            .components()
+            .await
+            .expect("listed")
+            .into_iter()
+            .map(|(digest, _)| digest)
+            .collect();
+        assert_eq!(components, vec!["sha256:kept".to_string()]);
+        assert!(backend
+            .meta
+            .component("sha256:kept")
+            .await
+            .expect("read")
+            .is_some());
+    });
+    let again = rt
+        .block_on(collect_leftovers(&backend, later))
+        .expect("collected");
+    assert_eq!(again, (0, 0), "nothing more to collect");
+}
+
+fn switchyard_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as u64
+}
+
+/// A subscription's journal opened and replayed: the journal and its
+/// entries.
+fn open_journal(
+    rt: &tokio::runtime::Runtime,
+    client: &async_nats::Client,
+    name: &str,
+) -> (switchyard::cluster::journal::Journal, Vec<Bytes>) {
+    use switchyard::cluster::journal::Journal;
+    let mut journal = rt
+        .block_on(Journal::open(client.clone(), name, 3))
+        .expect("the journal");
+    let entries = rt.block_on(journal.replay()).expect("a replay");
+    (journal, entries)
+}
+
+/// Journal entries of these texts.
+fn entries(texts: &[&'static str]) -> Vec<Bytes> {
+    texts
+        .iter()
+        .map(|t| Bytes::from_static(t.as_bytes()))
+        .collect()
 }

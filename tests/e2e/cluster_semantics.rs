@@ -8,12 +8,13 @@
 //! exactly-once effects (D18–D22), wildcard subscriptions following topics
 //! created later and across a host restart (D14), pause and resume across
 //! a restart (D12), dead letters redriven and purged (D13), and pull
-//! consumers (Q1–Q3).
+//! consumers (Q1–Q3), retries with backoff and their ledger (D26), retry
+//! state and delayed messages across a restart.
 
 use crate::cluster_hosts::host;
 use crate::nats::NatsCluster;
 use crate::support::Server;
-use crate::{exactly_once, pull, semantics};
+use crate::{core_path, exactly_once, pull, semantics};
 
 /// Run a test body against a host in cluster mode.
 fn on_cluster(body: impl FnOnce(&mut Server)) {
@@ -83,4 +84,19 @@ fn pull_consumers_keep_key_order_and_lose_nothing() {
 #[test]
 fn pull_leases_expire_and_settle_per_item() {
     on_cluster(|s| pull::leases_expire_and_settle_per_item_on(s));
+}
+
+#[test]
+fn flaky_message_succeeds_on_its_third_attempt() {
+    on_cluster(|s| core_path::flaky_message_succeeds_on_its_third_attempt_on(s));
+}
+
+#[test]
+fn retry_state_survives_a_restart() {
+    on_cluster(core_path::retry_state_survives_a_restart_on);
+}
+
+#[test]
+fn delayed_message_waits_even_across_a_restart() {
+    on_cluster(core_path::delayed_message_waits_even_across_a_restart_on);
 }

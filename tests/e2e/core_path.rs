@@ -62,7 +62,10 @@ fn keyed_forwarder_delivers_2000_messages_once_and_in_key_order() {
 /// delivery.md: retries — a transient failure is retried until it succeeds.
 #[test]
 fn flaky_message_succeeds_on_its_third_attempt() {
-    let s = Server::start();
+    flaky_message_succeeds_on_its_third_attempt_on(&Server::start());
+}
+
+pub fn flaky_message_succeeds_on_its_third_attempt_on(s: &Server) {
     s.topic("jobs", 1);
     s.deploy("flaky", "flaky");
     s.subscribe(
@@ -274,7 +277,10 @@ fn worker_isolation_delivers_every_message() {
 /// delivery.md: restart — pending retries keep their attempt counts.
 #[test]
 fn retry_state_survives_a_restart() {
-    let mut s = Server::start();
+    retry_state_survives_a_restart_on(&mut Server::start());
+}
+
+pub fn retry_state_survives_a_restart_on(s: &mut Server) {
     s.topic("r", 1);
     s.deploy("flaky", "flaky");
     s.subscribe(
@@ -299,7 +305,10 @@ fn retry_state_survives_a_restart() {
 /// delivered after its delay, also across a restart.
 #[test]
 fn delayed_message_waits_even_across_a_restart() {
-    let mut s = Server::start();
+    delayed_message_waits_even_across_a_restart_on(&mut Server::start());
+}
+
+pub fn delayed_message_waits_even_across_a_restart_on(s: &mut Server) {
     s.topic("later", 1);
     s.deploy("noop", "noop");
     s.subscribe("later", json!({"topic": "later", "plugin": "noop"}));

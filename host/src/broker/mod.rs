@@ -23,6 +23,7 @@ mod progress;
 mod retention;
 mod runner;
 pub mod shared;
+mod shared_gc;
 mod shared_retention;
 mod space;
 mod spec;
@@ -269,7 +270,7 @@ impl Broker {
                         log: log.clone(),
                         records: backend.subscriptions.clone(),
                         runners: backend.runners.clone(),
-                        shared_log: backend.log.clone(),
+                        backend: backend.clone(),
                         compact_bytes: config.journal_compact_bytes,
                     }
                     .run(kick.clone(), beats, stop),

@@ -21,9 +21,7 @@
 //! doing harm.
 
 use super::plugins::Registry;
-use super::shared::{
-    Shared, SharedLog, SharedRunners, SharedSubscriptions, SubscriptionRecord, Watermarks,
-};
+use super::shared::{Shared, SharedRunners, SharedSubscriptions, SubscriptionRecord, Watermarks};
 use super::subscriptions::Subscriptions;
 use super::BrokerError;
 use std::collections::HashMap;
@@ -87,8 +85,9 @@ pub(crate) struct Placement {
     pub(crate) subscriptions: Arc<Subscriptions>,
     pub(crate) plugins: Arc<Registry>,
     pub(crate) log: Arc<Shared>,
-    /// The shared log itself, which retention trims.
-    pub(crate) shared_log: Arc<dyn SharedLog>,
+    /// What the host shares: the log retention trims, the journals and
+    /// components collected when nothing names them.
+    pub(crate) backend: super::shared::SharedBackend,
     pub(crate) records: Arc<dyn SharedSubscriptions>,
     pub(crate) runners: Arc<dyn SharedRunners>,
     /// Bytes appended to a journal since its last snapshot that make the
@@ -247,7 +246,9 @@ impl Placement {
         if self.runners.owner(&live, RETENTION).as_deref() != Some(self.runners.host()) {
             return Ok(());
         }
-        super::shared_retention::sweep(&*self.shared_log, &*self.records, super::now_ms()).await
+        super::shared_retention::sweep(&*self.backend.log, &*self.records, super::now_ms()).await?;
+        super::shared::collect_leftovers(&self.backend, super::now_ms()).await?;
+        Ok(())
     }
 
     /// Topics created since a pattern subscription running here started:

@@ -14,6 +14,7 @@
 
 use super::log::{check_messages, partition_for_key, LogEntry, NewMessage, Published, Topic};
 pub use super::plugins::PluginRecord;
+pub use super::shared_gc::{collect_leftovers, GRACE_MS as LEFTOVER_GRACE_MS};
 pub use super::spec::SubscriptionSpec;
 use super::spec::{validate_topic_name, TopicSpec};
 use super::{BrokerError, Clock, TopicInfo};
@@ -171,6 +172,11 @@ pub trait SharedMeta: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         digest: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BrokerError>>;
+    /// Every kept component's digest, with when it was last stored (ms
+    /// since the epoch).
+    fn components(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, BrokerError>>;
+    /// Remove a kept component.
+    fn delete_component<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
 }
 
 /// A subscription as hosts share it: its settings, and which incarnation
@@ -314,6 +320,8 @@ pub trait SharedRunners: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Box<dyn SharedJournal>, BrokerError>>;
     /// Delete a journal, if it exists.
     fn delete_journal<'a>(&'a self, journal: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+    /// Every journal, with when it was made (ms since the epoch).
+    fn journals(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, BrokerError>>;
     /// The host holding `unit`'s lease now, if any.
     fn holder<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<String>, BrokerError>>;
     /// Hand `request` to `host`'s [`Answerer`] and wait (at most

@@ -158,6 +158,22 @@ impl Journal {
 }
 
 /// Delete `subscription`'s journal, if it has one.
+/// Every journal on the cluster, with when its stream was made (ms since
+/// the epoch).
+pub async fn list(client: &async_nats::Client) -> Result<Vec<(String, u64)>, ClusterError> {
+    let js = jetstream::new(client.clone());
+    let mut streams = js.streams();
+    let mut journals = Vec::new();
+    while let Some(info) = streams.next().await {
+        let info = info.map_err(|e| ClusterError::new("listing the journals", e))?;
+        if let Some(token) = info.config.name.strip_prefix("S_") {
+            let created = (info.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+            journals.push((token.replace('~', "."), created));
+        }
+    }
+    Ok(journals)
+}
+
 pub async fn delete(client: &async_nats::Client, subscription: &str) -> Result<(), ClusterError> {
     let js = jetstream::new(client.clone());
     let name = stream_name(subscription);

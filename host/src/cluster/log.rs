@@ -77,7 +77,8 @@ pub(crate) fn all_subjects(topic: &str) -> String {
 }
 
 /// A name as one subject token or in a stream name: its dots as `~`, which
-/// names cannot hold, so that `a.b` and `a` never share a subject prefix.
+/// names cannot hold, so that `a.b` and `a` never share a subject prefix
+/// (and the name is the token with its `~` as dots again).
 pub(crate) fn token(name: &str) -> String {
     name.replace('.', "~")
 }

@@ -99,15 +99,50 @@ impl SharedMeta for Meta {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
             let name = object(digest);
-            // Content-addressed: a component kept before is the same bytes.
-            if self.objects.info(&name).await.is_ok() {
-                return Ok(());
-            }
+            // Content-addressed: a component kept before is the same
+            // bytes. It is stored again all the same, so that it counts as
+            // new and is not collected before the version naming it is
+            // recorded (`components`).
             self.objects
                 .put(name.as_str(), &mut bytes.as_slice())
                 .await
                 .map_err(|e| failed("storing a plugin's component", e))?;
             Ok(())
+        })
+    }
+
+    fn components(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, BrokerError>> {
+        Box::pin(async move {
+            use futures_util::StreamExt as _;
+            let mut listed = self
+                .objects
+                .list()
+                .await
+                .map_err(|e| failed("listing plugins' components", e))?;
+            let mut all = Vec::new();
+            while let Some(info) = listed.next().await {
+                let info = info.map_err(|e| failed("listing plugins' components", e))?;
+                let Some(digest) = info.name.strip_prefix("wasm/") else {
+                    continue;
+                };
+                if info.deleted {
+                    continue;
+                }
+                let stored = info
+                    .modified
+                    .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64);
+                all.push((digest.to_string(), stored));
+            }
+            Ok(all)
+        })
+    }
+
+    fn delete_component<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            self.objects
+                .delete(object(digest))
+                .await
+                .map_err(|e| failed("removing a plugin's component", e))
         })
     }
 

@@ -153,6 +153,14 @@ impl SharedRunners for Runners {
                 .map_err(|e| failed("deleting a subscription's journal", e))
         })
     }
+    fn journals(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, BrokerError>> {
+        Box::pin(async move {
+            journal::list(&self.client)
+                .await
+                .map_err(|e| failed("listing the journals", e))
+        })
+    }
+
     fn holder<'a>(&'a self, unit: &'a str) -> BoxFuture<'a, Result<Option<String>, BrokerError>> {
         Box::pin(async move {
             self.leases
