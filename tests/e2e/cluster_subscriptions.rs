@@ -403,6 +403,18 @@ fn any_host_reads_changes_and_pulls_a_subscription_running_on_another() {
     assert_eq!(st["lag"], 0);
     let total = hosts[count_far].kv("count", "total");
     assert_eq!(total, vec![("total".to_string(), "10".to_string())]);
+    // The list through it shows each subscription as its host tells it.
+    let listed = hosts[count_far].ok("GET", "/v1/subscriptions", Body::None);
+    let count = listed["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .find(|s| s["name"] == "count")
+        .expect("count is listed")
+        .clone();
+    assert_eq!(count["state"], "running", "{count}");
+    assert_eq!(count["host"], host_name(&hosts[1 - count_far]), "{count}");
+    assert_eq!(count["stats"]["acked"], 10, "{count}");
 
     // Paused through it: the runner delivers nothing new at once.
     let paused = hosts[count_far].ok("POST", "/v1/subscriptions/count/pause", Body::None);

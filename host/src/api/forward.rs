@@ -163,6 +163,69 @@ pub async fn elsewhere(
         .map_err(|e| ApiError::internal(format!("host {host:?} answered with a bad header: {e}")))
 }
 
+/// Most subscriptions whose info is asked of other hosts at once.
+const INFO_ASKS: usize = 32;
+
+/// `subscriptions` as JSON, each running on another host replaced by that
+/// host's answer for it (its stats), asked with `headers` (the caller's
+/// token); those whose host does not answer in time stay as they are.
+pub async fn infos_from_runners(
+    ctx: &Ctx,
+    headers: &hyper::HeaderMap,
+    subscriptions: Vec<crate::broker::SubscriptionInfo>,
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    use futures_util::StreamExt as _;
+    let asks = subscriptions.into_iter().map(|info| async move {
+        let local = serde_json::to_value(&info)
+            .map_err(|e| ApiError::internal(format!("encoding a subscription: {e}")))?;
+        if info.state != "elsewhere" {
+            return Ok(local);
+        }
+        Ok(info_from_runner(ctx, headers, &info.name)
+            .await
+            .unwrap_or(local))
+    });
+    futures_util::stream::iter(asks)
+        .buffered(INFO_ASKS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// A subscription's info as the host running it answers (JSON), if one
+/// does within [`INFO_WAIT`].
+async fn info_from_runner(
+    ctx: &Ctx,
+    headers: &hyper::HeaderMap,
+    name: &str,
+) -> Option<serde_json::Value> {
+    let host = ctx.broker.runs_elsewhere(name).await.ok()??;
+    let mut handed_headers: Vec<(String, serde_bytes::ByteBuf)> = headers
+        .iter()
+        .filter(|(k, _)| *k == hyper::header::AUTHORIZATION)
+        .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v.as_bytes())))
+        .collect();
+    handed_headers.push((HANDED_OVER.to_string(), serde_bytes::ByteBuf::from("1")));
+    handed_headers.push((
+        hyper::header::ACCEPT.to_string(),
+        serde_bytes::ByteBuf::from("application/json"),
+    ));
+    let handed = Handed {
+        method: "GET".to_string(),
+        uri: format!("/v1/subscriptions/{name}"),
+        headers: handed_headers,
+        body: serde_bytes::ByteBuf::new(),
+    };
+    let request = rmp_serde::to_vec_named(&handed).ok()?;
+    let answer = ctx.broker.ask_host(&host, request, INFO_WAIT).await.ok()?;
+    let answer: Answer = rmp_serde::from_slice(&answer).ok()?;
+    if answer.status != 200 {
+        return None;
+    }
+    serde_json::from_slice(&answer.body).ok()
+}
+
 /// What answers the requests other hosts hand this one.
 pub fn answerer(state: Arc<State>) -> Answerer {
     Arc::new(move |request| {

@@ -258,7 +258,7 @@ async fn route(state: &State, req: Request<ApiBody>) -> Result<Reply, ApiError> 
         Route::Plugin(name) if is_put => plugins::put(&ctx, name, req).await,
         Route::Plugin(name) if is_delete => plugins::delete(&ctx, name).await,
         Route::Plugin(name) => plugins::get(&ctx, name).await,
-        Route::Subscriptions => subscriptions::list(&ctx).await,
+        Route::Subscriptions => subscriptions::list(&ctx, req.headers()).await,
         Route::Subscription(name) if is_put => subscriptions::put(&ctx, name, req).await,
         Route::Subscription(name) if is_delete => subscriptions::delete(&ctx, name).await,
         Route::Subscription(name) => subscriptions::get(&ctx, name).await,

@@ -57,12 +57,22 @@ struct SubscriptionList {
 /// `{"subscriptions": [...]}`.
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
     responses((status = 200, description = "Every subscription with its stats", body = SubscriptionList)))]
-pub async fn list(ctx: &Ctx) -> Result<Reply, ApiError> {
+pub async fn list(ctx: &Ctx, headers: &hyper::HeaderMap) -> Result<Reply, ApiError> {
     let subscriptions = ctx.broker.list_subscriptions().await?;
+    if !subscriptions.iter().any(|s| s.state == "elsewhere") {
+        return body::reply(
+            StatusCode::OK,
+            ctx.format,
+            &SubscriptionList { subscriptions },
+        );
+    }
+    // Cluster mode: those running on other hosts with their stats, as
+    // those hosts tell them.
+    let listed = super::forward::infos_from_runners(ctx, headers, subscriptions).await?;
     body::reply(
         StatusCode::OK,
         ctx.format,
-        &SubscriptionList { subscriptions },
+        &serde_json::json!({ "subscriptions": listed }),
     )
 }
 
