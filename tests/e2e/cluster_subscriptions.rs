@@ -546,3 +546,62 @@ fn retention_trims_what_every_subscription_finished_and_nothing_else() {
     let next = s.publish("held", batch(30..31));
     assert_eq!(next[0]["offset"], 20);
 }
+
+/// A lease whose answer is too large for hosts to hand each other is
+/// refused (502), and the messages it would have leased are handed back
+/// at once: leased where the subscription runs, they are at attempt 1.
+#[test]
+fn a_lease_too_large_to_hand_over_is_refused_without_spending_an_attempt() {
+    let limit = Duration::from_secs(60);
+    let cluster = NatsCluster::start();
+    let hosts = [host(&cluster), host(&cluster)];
+    hosts[0].topic("big", 1);
+    hosts[0].subscribe(
+        "p",
+        json!({ "topic": "big", "mode": "pull", "ordering": "none" }),
+    );
+    // Nine messages of 1 MiB: more than the 8 MiB NATS carries at once.
+    for i in 0..9 {
+        let payload = "x".repeat(1 << 20);
+        hosts[0].publish(
+            "big",
+            vec![json!({ "id": format!("b{i}"), "payload": payload })],
+        );
+    }
+    let owner = wait_for(limit, "a host to run it", || runner_of(&hosts, "p"));
+    let far = &hosts[1 - owner];
+    let body = json!({ "max": 9, "wait_ms": 5000 });
+    let (status, refused) = far.call(
+        "POST",
+        "/v1/subscriptions/p/lease",
+        None,
+        Body::Json(body.clone()),
+    );
+    assert_eq!(status, 502, "{refused}");
+    assert_eq!(refused["error"]["code"], "answer_too_large");
+    // The refused leases are back (as the runner takes them back).
+    let mut leases: Vec<Value> = Vec::new();
+    wait_for(limit, "all nine leased where the subscription runs", || {
+        let leased = hosts[owner].ok(
+            "POST",
+            "/v1/subscriptions/p/lease",
+            Body::Json(body.clone()),
+        );
+        leases.extend(leased["leases"].as_array().expect("leases").iter().cloned());
+        (leases.len() >= 9).then_some(())
+    });
+    assert_eq!(leases.len(), 9);
+    assert!(
+        leases.iter().all(|l| l["message"]["attempt"] == 1),
+        "no attempt spent on the refused lease"
+    );
+    let ids: Vec<Value> = leases.iter().map(|l| l["lease_id"].clone()).collect();
+    let settled = far.ok(
+        "POST",
+        "/v1/subscriptions/p/settle",
+        Body::Json(json!({ "ack": ids })),
+    );
+    let results = settled["results"].as_array().expect("results");
+    assert!(results.iter().all(|r| r["result"] == "acked"), "{settled}");
+    far.wait_stats("p", limit, |st| st["acked"] == 9);
+}

@@ -57,6 +57,23 @@ struct Answer {
     body: serde_bytes::ByteBuf,
 }
 
+/// On a request another host handed over: the most bytes its answer may
+/// have, for handlers that must not hand out what would not get back
+/// (leases).
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerLimit(pub usize);
+
+/// The answer to a handed-over request that would not fit.
+pub fn too_large(size: usize, limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "answer_too_large",
+        format!(
+            "the answer ({size} bytes) is larger than hosts can hand each other ({limit} bytes): ask for less, or ask the host running the subscription"
+        ),
+    )
+}
+
 /// What becomes of a request: answered by another host, or to be
 /// answered here.
 pub enum Handled {
@@ -163,8 +180,10 @@ pub async fn elsewhere(
         .map_err(|e| ApiError::internal(format!("host {host:?} answered with a bad header: {e}")))
 }
 
-/// Most subscriptions whose info is asked of other hosts at once.
+/// Most subscriptions whose info is asked of other hosts at once, and the
+/// longest a list waits for all of them.
 const INFO_ASKS: usize = 32;
+const LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// `subscriptions` as JSON, each running on another host replaced by that
 /// host's answer for it (its stats), asked with `headers` (the caller's
@@ -175,15 +194,15 @@ pub async fn infos_from_runners(
     subscriptions: Vec<crate::broker::SubscriptionInfo>,
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     use futures_util::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + LIST_WAIT;
     let asks = subscriptions.into_iter().map(|info| async move {
         let local = serde_json::to_value(&info)
             .map_err(|e| ApiError::internal(format!("encoding a subscription: {e}")))?;
         if info.state != "elsewhere" {
             return Ok(local);
         }
-        Ok(info_from_runner(ctx, headers, &info.name)
-            .await
-            .unwrap_or(local))
+        let asked = tokio::time::timeout_at(deadline, info_from_runner(ctx, headers, &info.name));
+        Ok(asked.await.ok().flatten().unwrap_or(local))
     });
     futures_util::stream::iter(asks)
         .buffered(INFO_ASKS)
@@ -235,8 +254,15 @@ pub fn answerer(state: Arc<State>) -> Answerer {
 }
 
 async fn answer(state: &State, request: Vec<u8>) -> Vec<u8> {
+    let limit = match state.opened() {
+        Some(broker) => broker.host_message_limit().saturating_sub(ENVELOPE),
+        None => usize::MAX,
+    };
     let reply = match handed_request(&request) {
-        Ok(req) => super::router::handle(state, req).await,
+        Ok(mut req) => {
+            req.extensions_mut().insert(AnswerLimit(limit));
+            super::router::handle(state, req).await
+        }
         Err(e) => e.into_response(),
     };
     let (parts, body) = reply.into_parts();
@@ -244,20 +270,8 @@ async fn answer(state: &State, request: Vec<u8>) -> Vec<u8> {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    let limit = match state.opened() {
-        Some(broker) => broker.host_message_limit().saturating_sub(ENVELOPE),
-        None => usize::MAX,
-    };
     let answer = if body.len() > limit {
-        let e = ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "answer_too_large",
-            format!(
-                "the answer ({} bytes) is larger than hosts can hand each other ({limit} bytes): ask for less, or ask the host running the subscription",
-                body.len()
-            ),
-        );
-        let (parts, body) = e.into_response().into_parts();
+        let (parts, body) = too_large(body.len(), limit).into_response().into_parts();
         let body = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(never) => match never {},

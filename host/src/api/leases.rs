@@ -27,6 +27,10 @@ const MAX_SETTLE_BYTES: usize = 4 << 20;
         (status = 200, description = "The leased messages (none if `wait_ms` passed first)", body = LeasesOut),
         (status = 409, description = "Not a pull subscription", body = ErrorBody)))]
 pub async fn lease(ctx: &Ctx, name: &str, req: Request<ApiBody>) -> Result<Reply, ApiError> {
+    let handed_limit = req
+        .extensions()
+        .get::<super::forward::AnswerLimit>()
+        .map(|l| l.0);
     let input: LeaseIn = body::read_optional(req, MAX_SETTINGS_BYTES, "the lease body")
         .await?
         .unwrap_or_default();
@@ -53,6 +57,15 @@ pub async fn lease(ctx: &Ctx, name: &str, req: Request<ApiBody>) -> Result<Reply
     let out = LeasesOut::new(leases, ctx.format);
     let ids = out.ids();
     let mut reply = body::reply(StatusCode::OK, ctx.format, &out)?;
+    // Handed over by another host: leases that would not get back are
+    // handed back at once, no attempt counted.
+    let size = hyper::body::Body::size_hint(reply.body()).exact();
+    if let (Some(limit), Some(size)) = (handed_limit, size) {
+        if size as usize > limit {
+            ctx.broker.release(name, &ids);
+            return Err(super::forward::too_large(size as usize, limit));
+        }
+    }
     if !ids.is_empty() {
         let (parts, inner) = reply.into_parts();
         let guarded = Handout {

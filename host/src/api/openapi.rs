@@ -158,6 +158,8 @@ impl Modify for Conventions {
         components.schemas.insert(name.into_owned(), schema);
         for (path, item) in api.paths.paths.iter_mut() {
             let has_params = path.contains('{');
+            // Cluster mode hands these to the host running the subscription.
+            let handed = path.starts_with("/v1/subscriptions/{name}");
             let operations = [
                 (&mut item.get, false),
                 (&mut item.put, true),
@@ -166,7 +168,7 @@ impl Modify for Conventions {
             ];
             for (operation, writes) in operations {
                 if let Some(operation) = operation.as_mut() {
-                    conventions(operation, has_params, writes);
+                    conventions(operation, has_params, writes, handed);
                 }
             }
         }
@@ -174,7 +176,7 @@ impl Modify for Conventions {
 }
 
 /// Security, error answers and MessagePack for one operation.
-fn conventions(operation: &mut Operation, has_params: bool, writes: bool) {
+fn conventions(operation: &mut Operation, has_params: bool, writes: bool, handed: bool) {
     let public = operation
         .tags
         .as_ref()
@@ -199,6 +201,12 @@ fn conventions(operation: &mut Operation, has_params: bool, writes: bool) {
     }
     if has_params {
         errors.push(("404", "No such resource"));
+    }
+    if handed {
+        errors.push((
+            "502",
+            "Cluster mode: the host running the subscription answered more than hosts can hand each other (`answer_too_large`)",
+        ));
     }
     if with_body {
         errors.push(("408", "The body did not arrive in time"));

@@ -102,6 +102,16 @@ fn stopped() -> BrokerError {
     BrokerError::Unavailable("the subscription's journal writer stopped".to_string())
 }
 
+/// Why a compaction did not happen.
+enum Compaction {
+    /// Another host wrote the journal since: this host lost the
+    /// subscription.
+    Fenced(BrokerError),
+    /// Anything else: the journal is as it was, or the next append finds
+    /// out.
+    Failed(BrokerError),
+}
+
 /// The task writing a subscription's commits, in order.
 struct Writer {
     journal: Box<dyn SharedJournal>,
@@ -130,21 +140,31 @@ impl Writer {
                     failed = Some(e.to_string());
                 }
             }
-            if failed.is_none() && self.since_snapshot >= self.compact_bytes.max(2 * self.snapshot)
-            {
-                // Before the commits are answered: a runner waits on
-                // them, so it queues no more meanwhile.
-                if let Err(e) = self.compact(&subscription).await {
-                    tracing::error!(subscription = %subscription, error = %e, "compacting the subscription's journal failed");
-                    failed = Some(e.to_string());
-                }
-            }
             for commit in group {
                 let answer = match &failed {
                     None => Ok(()),
                     Some(e) => Err(BrokerError::Unavailable(e.clone())),
                 };
                 let _ = commit.done.send(answer);
+            }
+            // After the answers (those commits are done either way), before
+            // the next group: the store holds exactly what the journal says.
+            if failed.is_none() && self.since_snapshot >= self.compact_bytes.max(2 * self.snapshot)
+            {
+                match self.compact(&subscription).await {
+                    Ok(()) => {}
+                    // Another host wrote the journal: this one must stop.
+                    Err(Compaction::Fenced(e)) => {
+                        tracing::error!(subscription = %subscription, error = %e, "compacting the subscription's journal was fenced");
+                        failed = Some(e.to_string());
+                    }
+                    // Tried again once as much more was appended. (If the
+                    // snapshot was stored unanswered, the next append is
+                    // refused as fenced, and the runner halts then.)
+                    Err(Compaction::Failed(e)) => {
+                        tracing::warn!(subscription = %subscription, error = %e, "compacting the subscription's journal failed; trying again later");
+                    }
+                }
             }
         }
     }
@@ -195,11 +215,12 @@ impl Writer {
     /// Append a snapshot of the subscription's state (this host's store
     /// holds all the journal says: every append before was applied) and
     /// drop the entries before it.
-    async fn compact(&mut self, subscription: &str) -> Result<(), BrokerError> {
+    async fn compact(&mut self, subscription: &str) -> Result<(), Compaction> {
         let (store, name) = (self.store.clone(), subscription.to_string());
         let snapshot = tokio::task::spawn_blocking(move || store.subscription_snapshot(&name))
             .await
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))??;
+            .map_err(|e| Compaction::Failed(BrokerError::Unavailable(e.to_string())))?
+            .map_err(|e| Compaction::Failed(e.into()))?;
         let (pieces, _) = Op::journal(vec![snapshot]);
         let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
         self.since_snapshot = 0;
@@ -208,8 +229,11 @@ impl Writer {
             tracing::warn!(subscription, bytes, "the subscription's state is too large for one append: its journal is not compacted");
             return Ok(());
         }
-        let compacted = self.journal.compact(pieces).await;
-        compacted.map_err(|e| self.refused(e))?;
+        match self.journal.compact(pieces).await {
+            Ok(()) => {}
+            Err(e @ AppendError::Fenced(_)) => return Err(Compaction::Fenced(self.refused(e))),
+            Err(e) => return Err(Compaction::Failed(self.refused(e))),
+        }
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(subscription, bytes, "journal compacted");
         Ok(())

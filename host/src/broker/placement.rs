@@ -34,9 +34,13 @@ struct Held {
     lease: u64,
     revision: u64,
     record: SubscriptionRecord,
-    /// The committed watermarks last stored for retention.
-    marks: Option<Watermarks>,
+    /// The committed watermarks last stored for retention, and when.
+    marks: Option<(Watermarks, std::time::Instant)>,
 }
+
+/// How often watermarks are stored again although they did not move (a
+/// record lost to a race with a delete is restored so).
+const MARKS_AGAIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Every how many beats the watermarks of what runs here are stored (10 s
 /// by default), and every how many retention trims the topics (30 s: a
@@ -234,9 +238,13 @@ impl Placement {
                 incarnation: h.record.incarnation,
                 topics: self.subscriptions.committed_watermarks(name).await?,
             };
-            if h.marks.as_ref() != Some(&marks) {
+            let fresh = h
+                .marks
+                .as_ref()
+                .is_some_and(|(m, at)| *m == marks && at.elapsed() < MARKS_AGAIN);
+            if !fresh {
                 self.records.put_watermarks(name, &marks).await?;
-                h.marks = Some(marks);
+                h.marks = Some((marks, std::time::Instant::now()));
             }
         }
         if !sweep {

@@ -38,19 +38,40 @@ pub async fn collect_leftovers(
             journals += 1;
         }
     }
-    let mut digests = HashSet::new();
-    for name in meta.plugin_names().await? {
-        if let Some((record, _)) = meta.plugin(&name).await? {
-            digests.extend(record.versions.into_iter().map(|v| v.digest));
-        }
-    }
+    let named = named_components(meta).await?;
+    let unnamed: Vec<String> = meta
+        .components()
+        .await?
+        .into_iter()
+        .filter(|(digest, stored_ms)| !named.contains(digest) && old(*stored_ms))
+        .map(|(digest, _)| digest)
+        .collect();
+    // Read again after the listing: a version recorded meanwhile names a
+    // component that was kept before and stored again since.
+    let named = match unnamed.is_empty() {
+        true => named,
+        false => named_components(meta).await?,
+    };
     let mut components = 0;
-    for (digest, stored_ms) in meta.components().await? {
-        if !digests.contains(&digest) && old(stored_ms) {
+    for digest in unnamed {
+        if !named.contains(&digest) {
             meta.delete_component(&digest).await?;
             tracing::info!(digest, "a component no plugin version names was removed");
             components += 1;
         }
     }
     Ok((journals, components))
+}
+
+/// The digests of the components plugin versions name.
+async fn named_components(
+    meta: &dyn super::shared::SharedMeta,
+) -> Result<HashSet<String>, BrokerError> {
+    let mut digests = HashSet::new();
+    for name in meta.plugin_names().await? {
+        if let Some((record, _)) = meta.plugin(&name).await? {
+            digests.extend(record.versions.into_iter().map(|v| v.digest));
+        }
+    }
+    Ok(digests)
 }

@@ -100,22 +100,37 @@ impl Journal {
             .map_err(|e| failed(&e))?;
         let mut messages = consumer.messages().await.map_err(|e| failed(&e))?;
         let mut last = 0;
-        while last < state.last_sequence {
-            let message = match messages.next().await {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => return Err(failed(&e)),
-                None => return Err(failed(&"the journal's reader ended early")),
-            };
-            last = message.info().map_err(|e| failed(&e))?.stream_sequence;
-            entries.push(message.message.payload);
+        let mut target = state.last_sequence;
+        loop {
+            while last < target {
+                let message = match messages.next().await {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => return Err(failed(&e)),
+                    None => return Err(failed(&"the journal's reader ended early")),
+                };
+                last = message.info().map_err(|e| failed(&e))?.stream_sequence;
+                entries.push(message.message.payload);
+            }
+            // Appended to since the replay began (a stale writer's last
+            // commit, or a snapshot whose purge moved the reader past the
+            // end it aimed at): read on to the journal's end as it is now,
+            // so a replay ends between appends, never inside a snapshot.
+            let now = self
+                .stream
+                .info()
+                .await
+                .map_err(|e| failed(&e))?
+                .state
+                .last_sequence;
+            if now <= last {
+                break;
+            }
+            target = now;
         }
         self.last = last;
         Ok(entries)
     }
 
-    /// Append `entries` (the pieces of one or more commits, in order) as
-    /// one atomic batch, if nobody appended since this writer last read or
-    /// wrote.
     /// Append `entries`, a snapshot of the whole state, as one batch
     /// (fenced as [`Journal::append`] is), then purge every entry before
     /// it. The purge may fail or come late (this host stalled, and another
@@ -130,6 +145,9 @@ impl Journal {
         Ok(())
     }
 
+    /// Append `entries` (the pieces of one or more commits, in order) as
+    /// one atomic batch, if nobody appended since this writer last read or
+    /// wrote.
     pub async fn append(&mut self, entries: Vec<Bytes>) -> Result<(), JournalError> {
         if entries.is_empty() || entries.len() > MAX_BATCH {
             return Err(JournalError::Size(entries.len()));
