@@ -941,6 +941,11 @@ mod tests {
         assert_eq!(c.kv_get("s", "stale").expect("kv"), None);
         assert_eq!(c.kv_get("s10", "total").expect("kv"), Some(b"9".to_vec()));
         assert_eq!(c.list_dead_letters("s", 10).expect("dead letters"), letters);
+        // Closed here, not by their writer threads after the test returned
+        // (RocksDB must not be closing when the process exits).
+        for store in [&a, &b, &c] {
+            store.close().expect("closes");
+        }
 
         // Only a subscription's state: an entry naming messages is refused.
         let progress_entry = writer::journal_put(CF_PROGRESS, b"k", b"v");
