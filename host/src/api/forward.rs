@@ -125,34 +125,25 @@ pub async fn elsewhere(
         body::body_timeout(&parts),
     )
     .await?;
-    let mut headers: Vec<(String, serde_bytes::ByteBuf)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v.as_bytes())))
-        .collect();
-    headers.push((HANDED_OVER.to_string(), serde_bytes::ByteBuf::from("1")));
     let handed = Handed {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
-        headers,
+        headers: pairs(parts.headers.iter()),
         body: serde_bytes::ByteBuf::from(bytes.to_vec()),
     };
-    let request = rmp_serde::to_vec_named(&handed)
-        .map_err(|e| ApiError::internal(format!("encoding a request for another host: {e}")))?;
     let wait = match route {
         Route::Subscription(_) => INFO_WAIT,
         Route::Lease(_) => LEASE_WAIT,
         _ => CHANGE_WAIT,
     };
-    let answer = match ctx.broker.ask_host(&host, request, wait).await {
+    let answer = match hand(ctx, &host, handed, wait).await {
         Ok(answer) => answer,
         // Its settings, known here; stats only where it runs.
         Err(_) if wait == INFO_WAIT => {
-            let req = Request::from_parts(
+            return Ok(Handled::Here(Request::from_parts(
                 parts,
-                Full::new(bytes).map_err(|never| match never {}).boxed(),
-            );
-            return Ok(Handled::Here(req));
+                request_body(bytes),
+            )));
         }
         Err(e) => {
             return Err(ApiError::unavailable(format!(
@@ -160,24 +151,47 @@ pub async fn elsewhere(
             )))
         }
     };
-    let answer: Answer = rmp_serde::from_slice(&answer).map_err(|e| {
-        ApiError::internal(format!(
-            "host {host:?} answered with what does not decode: {e}"
-        ))
-    })?;
     let mut reply = Response::builder().status(answer.status);
     for (name, value) in answer.headers {
         reply = reply.header(name, value.into_vec());
     }
     reply
         .header(ANSWERED_BY, host.as_str())
-        .body(
-            Full::new(bytes::Bytes::from(answer.body.into_vec()))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
+        .body(body::full(answer.body.into_vec()))
         .map(Handled::Answered)
         .map_err(|e| ApiError::internal(format!("host {host:?} answered with a bad header: {e}")))
+}
+
+/// Hand `handed` (marked as handed over) to `host` and wait up to `wait`
+/// for its answer; `Err` says why there is none.
+async fn hand(ctx: &Ctx, host: &str, mut handed: Handed, wait: Duration) -> Result<Answer, String> {
+    handed
+        .headers
+        .push((HANDED_OVER.to_string(), serde_bytes::ByteBuf::from("1")));
+    let request = rmp_serde::to_vec_named(&handed).map_err(|e| e.to_string())?;
+    let answer = ctx
+        .broker
+        .ask_host(host, request, wait)
+        .await
+        .map_err(|e| e.to_string())?;
+    rmp_serde::from_slice(&answer)
+        .map_err(|e| format!("host {host:?} answered with what does not decode: {e}"))
+}
+
+/// Headers as a handed-over message carries them.
+fn pairs<'a>(
+    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> Vec<(String, serde_bytes::ByteBuf)> {
+    headers
+        .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v.as_bytes())))
+        .collect()
+}
+
+/// A whole request body, as handlers read one.
+fn request_body(bytes: impl Into<bytes::Bytes>) -> ApiBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// Most subscriptions whose info is asked of other hosts at once, and the
@@ -220,25 +234,18 @@ async fn info_from_runner(
     name: &str,
 ) -> Option<serde_json::Value> {
     let host = ctx.broker.runs_elsewhere(name).await.ok()??;
-    let mut handed_headers: Vec<(String, serde_bytes::ByteBuf)> = headers
+    let accept = HeaderValue::from_static("application/json");
+    let token = headers
+        .get_all(hyper::header::AUTHORIZATION)
         .iter()
-        .filter(|(k, _)| *k == hyper::header::AUTHORIZATION)
-        .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v.as_bytes())))
-        .collect();
-    handed_headers.push((HANDED_OVER.to_string(), serde_bytes::ByteBuf::from("1")));
-    handed_headers.push((
-        hyper::header::ACCEPT.to_string(),
-        serde_bytes::ByteBuf::from("application/json"),
-    ));
+        .map(|v| (&hyper::header::AUTHORIZATION, v));
     let handed = Handed {
         method: "GET".to_string(),
         uri: format!("/v1/subscriptions/{name}"),
-        headers: handed_headers,
+        headers: pairs(token.chain([(&hyper::header::ACCEPT, &accept)])),
         body: serde_bytes::ByteBuf::new(),
     };
-    let request = rmp_serde::to_vec_named(&handed).ok()?;
-    let answer = ctx.broker.ask_host(&host, request, INFO_WAIT).await.ok()?;
-    let answer: Answer = rmp_serde::from_slice(&answer).ok()?;
+    let answer = hand(ctx, &host, handed, INFO_WAIT).await.ok()?;
     if answer.status != 200 {
         return None;
     }
@@ -265,38 +272,25 @@ async fn answer(state: &State, request: Vec<u8>) -> Vec<u8> {
         }
         Err(e) => e.into_response(),
     };
-    let (parts, body) = reply.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(never) => match never {},
-    };
-    let answer = if body.len() > limit {
-        let (parts, body) = too_large(body.len(), limit).into_response().into_parts();
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(never) => match never {},
-        };
-        encode_answer(parts.status, &parts.headers, body)
-    } else {
-        encode_answer(parts.status, &parts.headers, body)
-    };
-    answer.unwrap_or_default()
-}
-
-fn encode_answer(
-    status: StatusCode,
-    headers: &hyper::HeaderMap,
-    body: bytes::Bytes,
-) -> Option<Vec<u8>> {
+    let (mut parts, mut body) = whole(reply).await;
+    if body.len() > limit {
+        (parts, body) = whole(too_large(body.len(), limit).into_response()).await;
+    }
     let answer = Answer {
-        status: status.as_u16(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_bytes::ByteBuf::from(v.as_bytes())))
-            .collect(),
+        status: parts.status.as_u16(),
+        headers: pairs(parts.headers.iter()),
         body: serde_bytes::ByteBuf::from(body.to_vec()),
     };
-    rmp_serde::to_vec_named(&answer).ok()
+    rmp_serde::to_vec_named(&answer).unwrap_or_default()
+}
+
+/// A reply with its whole body read.
+async fn whole(reply: Reply) -> (hyper::http::response::Parts, bytes::Bytes) {
+    let (parts, body) = reply.into_parts();
+    match body.collect().await {
+        Ok(collected) => (parts, collected.to_bytes()),
+        Err(never) => match never {},
+    }
 }
 
 /// A handed-over request, if it decodes and is one hosts hand each other.
@@ -314,11 +308,7 @@ fn handed_request(request: &[u8]) -> Result<Request<ApiBody>, ApiError> {
         req = req.header(name, value);
     }
     let req = req
-        .body(
-            Full::new(bytes::Bytes::from(handed.body.into_vec()))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
+        .body(request_body(handed.body.into_vec()))
         .map_err(|e| ApiError::malformed(format!("a handed-over request: {e}")))?;
     let handed_over = req.headers().contains_key(HANDED_OVER);
     let route = Route::parse(req.uri().path());
