@@ -493,16 +493,17 @@ fn leftovers_nothing_names_are_collected_after_a_grace_period() {
             .await
             .expect("kept");
     });
+    let listed = rt.block_on(backend.subscriptions.list()).expect("listed");
     let now = switchyard_now_ms();
     // Young: nothing goes.
     let young = rt
-        .block_on(collect_leftovers(&backend, now))
+        .block_on(collect_leftovers(&backend, &listed, now))
         .expect("collected");
     assert_eq!(young, (0, 0));
     // Past the grace period: the leftovers go, what is named stays.
     let later = now + LEFTOVER_GRACE_MS + 60_000;
     let old = rt
-        .block_on(collect_leftovers(&backend, later))
+        .block_on(collect_leftovers(&backend, &listed, later))
         .expect("collected");
     assert_eq!(old, (1, 1));
     rt.block_on(async {
@@ -532,7 +533,7 @@ fn leftovers_nothing_names_are_collected_after_a_grace_period() {
             .is_some());
     });
     let again = rt
-        .block_on(collect_leftovers(&backend, later))
+        .block_on(collect_leftovers(&backend, &listed, later))
         .expect("collected");
     assert_eq!(again, (0, 0), "nothing more to collect");
 }

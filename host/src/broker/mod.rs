@@ -268,8 +268,6 @@ impl Broker {
                         subscriptions: subscriptions.clone(),
                         plugins: plugins.clone(),
                         log: log.clone(),
-                        records: backend.subscriptions.clone(),
-                        runners: backend.runners.clone(),
                         backend: backend.clone(),
                         compact_bytes: config.journal_compact_bytes,
                     }

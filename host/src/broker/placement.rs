@@ -21,7 +21,7 @@
 //! doing harm.
 
 use super::plugins::Registry;
-use super::shared::{Shared, SharedRunners, SharedSubscriptions, SubscriptionRecord, Watermarks};
+use super::shared::{Shared, SubscriptionRecord, Watermarks};
 use super::subscriptions::Subscriptions;
 use super::BrokerError;
 use std::collections::HashMap;
@@ -89,11 +89,10 @@ pub(crate) struct Placement {
     pub(crate) subscriptions: Arc<Subscriptions>,
     pub(crate) plugins: Arc<Registry>,
     pub(crate) log: Arc<Shared>,
-    /// What the host shares: the log retention trims, the journals and
-    /// components collected when nothing names them.
+    /// What the host shares: subscriptions' records, leases and journals,
+    /// the log retention trims, the components collected when nothing
+    /// names them.
     pub(crate) backend: super::shared::SharedBackend,
-    pub(crate) records: Arc<dyn SharedSubscriptions>,
-    pub(crate) runners: Arc<dyn SharedRunners>,
     /// Bytes appended to a journal since its last snapshot that make the
     /// next one.
     pub(crate) compact_bytes: u64,
@@ -132,24 +131,24 @@ impl Placement {
             beats.send_modify(|n| *n += 1);
             tokio::select! {
                 _ = stop.changed() => break,
-                () = tokio::time::sleep(self.runners.beat()) => {}
+                () = tokio::time::sleep(self.backend.runners.beat()) => {}
                 () = kick.now.notified() => {}
             }
         }
         for (name, h) in held {
             self.give_up(&name, h, false).await;
         }
-        if let Err(e) = self.runners.leave().await {
+        if let Err(e) = self.backend.runners.leave().await {
             tracing::warn!(error = %e, "leaving the cluster failed; other hosts see this one gone once its entry expires");
         }
     }
 
     async fn beat(&self, held: &mut HashMap<String, Held>) -> Result<(), BrokerError> {
-        let live = self.runners.live().await?;
-        let listed = self.records.list().await?;
+        let live = self.backend.runners.live().await?;
+        let listed = self.backend.subscriptions.list().await?;
         self.subscriptions
             .set_known(listed.iter().map(|(name, _, _)| name.clone()));
-        let me = self.runners.host().to_string();
+        let me = self.backend.runners.host().to_string();
         let wanted: HashMap<&str, u64> = listed.iter().map(|(n, _, r)| (n.as_str(), *r)).collect();
         // Deleted ones first: their state here goes too.
         let gone: Vec<String> = held
@@ -162,7 +161,7 @@ impl Placement {
             self.give_up(&name, h, true).await;
         }
         for (name, record, revision) in listed {
-            let mine = self.runners.owner(&live, &name).as_deref() == Some(me.as_str());
+            let mine = self.backend.runners.owner(&live, &name).as_deref() == Some(me.as_str());
             if let Some(h) = held.get_mut(&name) {
                 if h.revision != revision && h.record.same_run(&record) {
                     // Paused or resumed through another host.
@@ -172,7 +171,7 @@ impl Placement {
                 }
                 let halted = self.subscriptions.running_here(&name) != Some(false);
                 if mine && h.revision == revision && !halted {
-                    match self.runners.renew(&unit(&name), h.lease).await {
+                    match self.backend.runners.renew(&unit(&name), h.lease).await {
                         Ok(Some(lease)) => {
                             h.lease = lease;
                             continue;
@@ -197,7 +196,7 @@ impl Placement {
             }
             // Placed here and not running: take it if its lease is free
             // (a failure here must not keep the others' leases unrenewed).
-            let lease = match self.runners.acquire(&unit(&name)).await {
+            let lease = match self.backend.runners.acquire(&unit(&name)).await {
                 Ok(Some(lease)) => lease,
                 Ok(None) => continue,
                 Err(e) => {
@@ -243,19 +242,27 @@ impl Placement {
                 .as_ref()
                 .is_some_and(|(m, at)| *m == marks && at.elapsed() < MARKS_AGAIN);
             if !fresh {
-                self.records.put_watermarks(name, &marks).await?;
+                self.backend
+                    .subscriptions
+                    .put_watermarks(name, &marks)
+                    .await?;
                 h.marks = Some((marks, std::time::Instant::now()));
             }
         }
         if !sweep {
             return Ok(());
         }
-        let live = self.runners.live().await?;
-        if self.runners.owner(&live, RETENTION).as_deref() != Some(self.runners.host()) {
+        let live = self.backend.runners.live().await?;
+        if self.backend.runners.owner(&live, RETENTION).as_deref()
+            != Some(self.backend.runners.host())
+        {
             return Ok(());
         }
-        super::shared_retention::sweep(&*self.backend.log, &*self.records, super::now_ms()).await?;
-        super::shared::collect_leftovers(&self.backend, super::now_ms()).await?;
+        // One listing and one clock reading serve both.
+        let listed = self.backend.subscriptions.list().await?;
+        let now = super::now_ms();
+        super::shared_retention::sweep(&self.backend, &listed, now).await?;
+        super::shared::collect_leftovers(&self.backend, &listed, now).await?;
         Ok(())
     }
 
@@ -289,7 +296,7 @@ impl Placement {
         if record.spec.mode == super::spec::Mode::Push {
             self.plugins.fetch_shared(&record.spec.plugin).await?;
         }
-        let journal = self.runners.journal(&record.journal(name)).await?;
+        let journal = self.backend.runners.journal(&record.journal(name)).await?;
         self.subscriptions
             .start_clustered(name, record, self.log.clone(), journal, self.compact_bytes)
             .await
@@ -303,7 +310,7 @@ impl Placement {
     }
 
     async fn release(&self, name: &str, lease: u64) {
-        if let Err(e) = self.runners.release(&unit(name), lease).await {
+        if let Err(e) = self.backend.runners.release(&unit(name), lease).await {
             // It expires with its TTL.
             tracing::debug!(subscription = %name, error = %e, "giving up the lease failed");
         }

@@ -8,7 +8,7 @@
 //! it is recorded, so what was listed a moment before those records
 //! is never taken for a leftover.
 
-use super::shared::SharedBackend;
+use super::shared::{ListedSubscription, SharedBackend};
 use super::BrokerError;
 use std::collections::HashSet;
 
@@ -17,18 +17,18 @@ use std::collections::HashSet;
 pub const GRACE_MS: u64 = 10 * 60 * 1000;
 
 /// Delete the journals and components nothing names that are older than
-/// [`GRACE_MS`] at `now_ms`; returns how many of each went.
+/// [`GRACE_MS`] at `now_ms`, given every subscription (`subscriptions`,
+/// listed just before); returns how many of each went.
 pub async fn collect_leftovers(
     backend: &SharedBackend,
+    subscriptions: &[ListedSubscription],
     now_ms: u64,
 ) -> Result<(usize, usize), BrokerError> {
-    let (runners, records, meta) = (&*backend.runners, &*backend.subscriptions, &*backend.meta);
+    let (runners, meta) = (&*backend.runners, &*backend.meta);
     let old = |made_ms: u64| now_ms.saturating_sub(made_ms) > GRACE_MS;
-    let named: HashSet<String> = records
-        .list()
-        .await?
-        .into_iter()
-        .map(|(name, record, _)| record.journal(&name))
+    let named: HashSet<String> = subscriptions
+        .iter()
+        .map(|(name, record, _)| record.journal(name))
         .collect();
     let mut journals = 0;
     for (journal, made_ms) in runners.journals().await? {

@@ -12,20 +12,25 @@
 //! first message younger than the retention (found by bisection:
 //! timestamps grow along a partition).
 
-use super::shared::{SharedLog, SharedSubscriptions, Watermarks};
+use super::shared::{ListedSubscription, SharedBackend, SharedLog, Watermarks};
 use super::spec::topic_matches;
 use super::BrokerError;
 use std::collections::HashMap;
 
-/// Trim every topic's partitions as far as retention and the
-/// subscriptions' watermarks allow; `now_ms` is the time.
+/// Trim every topic's partitions as far as retention and the watermarks
+/// of `subscriptions` (every one there is) allow; `now_ms` is the time.
 pub(crate) async fn sweep(
-    log: &dyn SharedLog,
-    records: &dyn SharedSubscriptions,
+    backend: &SharedBackend,
+    subscriptions: &[ListedSubscription],
     now_ms: u64,
 ) -> Result<(), BrokerError> {
-    let subscriptions = records.list().await?;
-    let marks: HashMap<String, Watermarks> = records.watermarks().await?.into_iter().collect();
+    let log = &*backend.log;
+    let marks: HashMap<String, Watermarks> = backend
+        .subscriptions
+        .watermarks()
+        .await?
+        .into_iter()
+        .collect();
     for (topic, spec) in log.list().await? {
         let consumers: Vec<_> = subscriptions
             .iter()
