@@ -98,6 +98,11 @@ impl JournalSink {
     }
 }
 
+/// The bytes of journal entries.
+fn size(entries: &[Vec<u8>]) -> u64 {
+    entries.iter().map(|e| e.len() as u64).sum()
+}
+
 fn stopped() -> BrokerError {
     BrokerError::Unavailable("the subscription's journal writer stopped".to_string())
 }
@@ -184,7 +189,7 @@ impl Writer {
             if entries.len() + pieces.len() > MAX_ENTRIES && !entries.is_empty() {
                 self.append(std::mem::take(&mut entries)).await?;
             }
-            self.since_snapshot += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
+            self.since_snapshot += size(&pieces);
             entries.extend(pieces);
             ops.push(op);
         }
@@ -222,7 +227,7 @@ impl Writer {
             .map_err(|e| Compaction::Failed(BrokerError::Unavailable(e.to_string())))?
             .map_err(|e| Compaction::Failed(e.into()))?;
         let (pieces, _) = Op::journal(vec![snapshot]);
-        let bytes: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        let bytes = size(&pieces);
         self.since_snapshot = 0;
         self.snapshot = bytes;
         if pieces.len() > MAX_ENTRIES {
@@ -249,7 +254,7 @@ pub(crate) async fn replay(
     subscription: &str,
 ) -> Result<u64, BrokerError> {
     let entries = journal.replay().await?;
-    let bytes = entries.iter().map(|e| e.len() as u64).sum();
+    let bytes = size(&entries);
     let mut ops = vec![Op::ForgetSubscription {
         subscription: subscription.to_string(),
     }];

@@ -185,7 +185,7 @@ pub async fn list(client: &async_nats::Client) -> Result<Vec<(String, u64)>, Clu
     while let Some(info) = streams.next().await {
         let info = info.map_err(|e| ClusterError::new("listing the journals", e))?;
         if let Some(token) = info.config.name.strip_prefix("S_") {
-            let created = (info.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+            let created = super::epoch_ms(info.created.unix_timestamp_nanos());
             journals.push((token.replace('~', "."), created));
         }
     }

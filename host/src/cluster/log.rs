@@ -413,7 +413,7 @@ fn stored(message: jetstream::message::StreamMessage) -> Stored {
     headers.sort_by(|a, b| a.0.cmp(&b.0));
     Stored {
         offset: message.sequence - 1,
-        timestamp_ms: (message.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+        timestamp_ms: super::epoch_ms(message.time.unix_timestamp_nanos()),
         record: Record {
             dedup: message.headers.get(NATS_MESSAGE_ID).is_some(),
             id: header(ID),

@@ -130,7 +130,7 @@ impl SharedMeta for Meta {
                 }
                 let stored = info
                     .modified
-                    .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64);
+                    .map_or(0, |t| super::epoch_ms(t.unix_timestamp_nanos()));
                 all.push((digest.to_string(), stored));
             }
             Ok(all)
@@ -185,21 +185,17 @@ impl Subscriptions {
     }
 }
 
+/// Where subscriptions' records are kept, by name.
+const SUBSCRIPTIONS: &str = "subscription.";
+
 fn subscription_key(name: &str) -> String {
-    format!("subscription.{name}")
+    format!("{SUBSCRIPTIONS}{name}")
 }
 
 impl SharedSubscriptions for Subscriptions {
     fn list(&self) -> BoxFuture<'_, Result<Vec<ListedSubscription>, BrokerError>> {
         Box::pin(async move {
-            let mut all = Vec::new();
-            for name in self.records.names("subscription.").await? {
-                // Deleted since it was listed: skipped.
-                if let Some((record, revision)) = self.records.get(&subscription_key(&name)).await?
-                {
-                    all.push((name, record, revision));
-                }
-            }
+            let mut all = self.records.all(SUBSCRIPTIONS).await?;
             all.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(all)
         })
@@ -245,13 +241,11 @@ impl SharedSubscriptions for Subscriptions {
 
     fn watermarks(&self) -> BoxFuture<'_, Result<Vec<(String, Watermarks)>, BrokerError>> {
         Box::pin(async move {
-            let mut all = Vec::new();
-            for name in self.records.names(WATERMARKS).await? {
-                if let Some((marks, _)) = self.records.get(&watermarks_key(&name)).await? {
-                    all.push((name, marks));
-                }
-            }
-            Ok(all)
+            let all = self.records.all(WATERMARKS).await?;
+            Ok(all
+                .into_iter()
+                .map(|(name, marks, _)| (name, marks))
+                .collect())
         })
     }
 

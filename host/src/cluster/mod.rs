@@ -28,6 +28,12 @@ use std::sync::Arc;
 
 use async_nats::jetstream::stream;
 
+/// Milliseconds since the epoch of a JetStream time, given in
+/// nanoseconds since the epoch (0 for any time before it).
+fn epoch_ms(nanos: i128) -> u64 {
+    (nanos / 1_000_000).max(0) as u64
+}
+
 /// What went wrong talking to JetStream.
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {error}")]

@@ -55,6 +55,21 @@ impl Records {
             .collect())
     }
 
+    /// Every record whose key starts with `prefix`, by the name after it,
+    /// with its revision (one deleted since it was listed is skipped).
+    pub(crate) async fn all<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T, u64)>, BrokerError> {
+        let mut all = Vec::new();
+        for name in self.names(prefix).await? {
+            if let Some((record, revision)) = self.get(&format!("{prefix}{name}")).await? {
+                all.push((name, record, revision));
+            }
+        }
+        Ok(all)
+    }
+
     /// A record and its revision, unless absent or deleted.
     pub(crate) async fn get<T: DeserializeOwned>(
         &self,

@@ -105,16 +105,12 @@ impl Topics {
 impl SharedLog for Topics {
     fn list(&self) -> BoxFuture<'_, Result<Vec<(String, TopicSpec)>, BrokerError>> {
         Box::pin(async move {
-            let names = self.records.names("topic.").await?;
-            let mut topics = Vec::new();
-            for name in names {
-                if let Some((record, _)) = self.record(&name).await? {
-                    if !record.deleting {
-                        topics.push((name, record.spec));
-                    }
-                }
-            }
-            Ok(topics)
+            let all: Vec<(String, TopicRecord, u64)> = self.records.all(TOPICS).await?;
+            Ok(all
+                .into_iter()
+                .filter(|(_, record, _)| !record.deleting)
+                .map(|(name, record, _)| (name, record.spec))
+                .collect())
         })
     }
 
@@ -337,8 +333,11 @@ impl Topics {
     }
 }
 
+/// Where topics' records are kept, by name.
+const TOPICS: &str = "topic.";
+
 fn key(name: &str) -> String {
-    format!("topic.{name}")
+    format!("{TOPICS}{name}")
 }
 
 /// The partition streams' duplicate window: the topic's (0 is JetStream's
