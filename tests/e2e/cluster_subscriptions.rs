@@ -558,7 +558,7 @@ fn a_lease_too_large_to_hand_over_is_refused_without_spending_an_attempt() {
     hosts[0].topic("big", 1);
     hosts[0].subscribe(
         "p",
-        json!({ "topic": "big", "mode": "pull", "ordering": "none" }),
+        json!({ "topic": "big", "mode": "pull", "ordering": "none", "concurrency": 16 }),
     );
     // Nine messages of 1 MiB: more than the 8 MiB NATS carries at once.
     for i in 0..9 {
@@ -570,6 +570,8 @@ fn a_lease_too_large_to_hand_over_is_refused_without_spending_an_attempt() {
     }
     let owner = wait_for(limit, "a host to run it", || runner_of(&hosts, "p"));
     let far = &hosts[1 - owner];
+    // All nine handed to the lease desk: one lease may take them all.
+    far.wait_stats("p", limit, |st| st["in_flight"] == 9);
     let body = json!({ "max": 9, "wait_ms": 5000 });
     let (status, refused) = far.call(
         "POST",
