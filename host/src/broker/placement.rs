@@ -48,6 +48,9 @@ const MARKS_AGAIN: std::time::Duration = std::time::Duration::from_secs(60);
 const RETAIN_EVERY: u64 = 5;
 const SWEEP_EVERY: u64 = 15;
 
+/// Most partitions' heads read at once to estimate lag.
+const HEAD_READS: usize = 32;
+
 /// The unit whose owner among the live hosts trims the topics.
 const RETENTION: &str = "retention";
 
@@ -569,18 +572,23 @@ impl super::Broker {
     }
 
     /// Every subscription: those running here with their stats, the
-    /// others as placed elsewhere.
+    /// others as placed elsewhere (with their lag estimated).
     pub(super) async fn list_shared_subscriptions(
         &self,
     ) -> Result<Vec<super::SubscriptionInfo>, BrokerError> {
         let (backend, _) = self.cluster().expect("cluster mode");
-        Ok(backend
+        let mut placed: Vec<_> = backend
             .subscriptions
             .list()
             .await?
             .into_iter()
-            .map(|(name, record, _)| self.placed(&name, record))
-            .collect())
+            .map(|(name, record, _)| {
+                let incarnation = record.incarnation;
+                (self.placed(&name, record), incarnation)
+            })
+            .collect();
+        self.estimate_lag(&mut placed).await?;
+        Ok(placed.into_iter().map(|(info, _)| info).collect())
     }
 
     pub(super) async fn shared_subscription(
@@ -588,10 +596,83 @@ impl super::Broker {
         name: &str,
     ) -> Result<super::SubscriptionInfo, BrokerError> {
         let (backend, _) = self.cluster().expect("cluster mode");
-        match backend.subscriptions.get(name).await? {
-            Some((record, _)) => Ok(self.placed(name, record)),
-            None => Err(not_found(name)),
+        let Some((record, _)) = backend.subscriptions.get(name).await? else {
+            return Err(not_found(name));
+        };
+        let incarnation = record.incarnation;
+        let mut placed = [(self.placed(name, record), incarnation)];
+        self.estimate_lag(&mut placed).await?;
+        let [(info, _)] = placed;
+        Ok(info)
+    }
+
+    /// The lag of the subscriptions (with their incarnations) placed
+    /// elsewhere, from the watermarks their hosts store every 10 s and the
+    /// partitions' heads. Stored watermarks trail the runner, so the
+    /// estimate may be more than the lag, never less (docs/cluster.md,
+    /// C10): a subscription whose watermarks are not stored yet, or are of
+    /// an earlier incarnation, counts every stored message of its topics.
+    async fn estimate_lag(
+        &self,
+        placed: &mut [(super::SubscriptionInfo, u64)],
+    ) -> Result<(), BrokerError> {
+        use futures_util::{StreamExt as _, TryStreamExt as _};
+        let (backend, _) = self.cluster().expect("cluster mode");
+        let elsewhere = |info: &super::SubscriptionInfo| info.state == "elsewhere";
+        let marks: HashMap<String, Watermarks> = match &*placed {
+            [] => return Ok(()),
+            [(info, _)] if elsewhere(info) => backend
+                .subscriptions
+                .watermarks_of(&info.name)
+                .await?
+                .map(|marks| (info.name.clone(), marks))
+                .into_iter()
+                .collect(),
+            _ if placed.iter().any(|(info, _)| elsewhere(info)) => backend
+                .subscriptions
+                .watermarks()
+                .await?
+                .into_iter()
+                .collect(),
+            _ => return Ok(()),
+        };
+        let topics = backend.log.list().await?;
+        let wanted: Vec<(String, u32)> = topics
+            .iter()
+            .filter(|(topic, _)| {
+                placed.iter().any(|(info, _)| {
+                    elsewhere(info) && super::spec::topic_matches(&info.spec.topic, topic)
+                })
+            })
+            .flat_map(|(topic, spec)| (0..spec.partitions).map(|p| (topic.clone(), p)))
+            .collect();
+        let heads: HashMap<(String, u32), super::shared::SharedPartition> =
+            futures_util::stream::iter(wanted)
+                .map(|(topic, p)| async move {
+                    let head = backend.log.partition(&topic, p).await?;
+                    Ok::<_, BrokerError>(((topic, p), head))
+                })
+                .buffer_unordered(HEAD_READS)
+                .try_collect()
+                .await?;
+        for (info, incarnation) in placed.iter_mut().filter(|(info, _)| elsewhere(info)) {
+            let marks = marks
+                .get(&info.name)
+                .filter(|marks| marks.incarnation == *incarnation);
+            info.stats.lag = heads
+                .iter()
+                .filter(|((topic, _), _)| super::spec::topic_matches(&info.spec.topic, topic))
+                .map(|((topic, p), head)| {
+                    let finished = marks
+                        .and_then(|m| m.topics.get(topic))
+                        .and_then(|w| w.get(*p as usize))
+                        .copied()
+                        .unwrap_or(0);
+                    head.next.saturating_sub(finished.max(head.first))
+                })
+                .sum();
         }
+        Ok(())
     }
 
     /// A subscription's info: its stats if this incarnation runs here with

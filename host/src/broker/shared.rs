@@ -250,6 +250,11 @@ pub trait SharedSubscriptions: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Every subscription's last stored watermarks.
     fn watermarks(&self) -> BoxFuture<'_, Result<Vec<(String, Watermarks)>, BrokerError>>;
+    /// One subscription's last stored watermarks, if any are.
+    fn watermarks_of<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Watermarks>, BrokerError>>;
     /// Forget a subscription's watermarks.
     fn delete_watermarks<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
 }

@@ -122,8 +122,11 @@ pub struct SubscriptionInfo {
     #[serde(flatten)]
     pub spec: SubscriptionSpec,
     /// `running`, `paused`, `waiting_for_disk` (free disk space is below
-    /// the reserve: no new attempts start until it is back), or `halted` (a
-    /// progress write failed; it delivers again once the host restarts).
+    /// the reserve: no new attempts start until it is back), `halted` (a
+    /// progress write failed; it delivers again once the host restarts),
+    /// or, in cluster mode, `elsewhere` (no host running it answered in
+    /// time: `lag` is estimated, never less than the true lag, and the
+    /// other stats are 0).
     pub state: &'static str,
     /// Cluster mode: the host running it, when the host answering is that
     /// one (`GET /v1/host` names each host).

@@ -249,6 +249,16 @@ impl SharedSubscriptions for Subscriptions {
         })
     }
 
+    fn watermarks_of<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Watermarks>, BrokerError>> {
+        Box::pin(async move {
+            let marks = self.records.get(&watermarks_key(name)).await?;
+            Ok(marks.map(|(marks, _)| marks))
+        })
+    }
+
     fn delete_watermarks<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move { self.records.remove(&watermarks_key(name)).await })
     }
