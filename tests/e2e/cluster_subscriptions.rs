@@ -14,6 +14,7 @@
 use crate::cluster::connect;
 use crate::cluster_hosts::{host, publish_until_stored_on};
 use crate::nats::NatsCluster;
+use crate::streams::Stream;
 use crate::support::{wait_for, Body, Server};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -486,16 +487,42 @@ fn any_host_reads_changes_and_pulls_a_subscription_running_on_another() {
     let acked = ids.len() as u64;
     hosts[pulled_far].wait_stats("pulled", limit, |st| st["acked"] == acked);
 
-    // Event streams are served only where the subscription runs.
-    let (status, refused) =
-        hosts[count_far].call("GET", "/v1/subscriptions/count/events", None, Body::None);
-    assert_eq!(status, 501, "{refused}");
+    // An event stream through the host not running it is relayed from the
+    // one that does: a dead letter redriven shows its two attempts.
+    let mut events = Stream::open(dead, "/v1/subscriptions/dead/events", None);
+    let redriven = dead.ok(
+        "POST",
+        "/v1/subscriptions/dead/dead-letters/redrive",
+        Body::Json(json!({ "ids": ["m5"] })),
+    );
+    assert_eq!(redriven["redriven"], 1);
+    let first = events.next();
+    assert_eq!(
+        (first.name.as_str(), &first.data["message_id"]),
+        ("retrying", &json!("m5"))
+    );
+    let second = events.next();
+    assert_eq!(second.name, "dead-lettered", "{second:?}");
+    assert_eq!(second.data["message_id"], "m5", "{second:?}");
+    drop(events);
+    dead.wait_stats("dead", limit, |st| st["dead_lettered"] == 17);
 
     // The host running `count` is killed: the other takes it over paused,
     // with the dead letters and pulls as they were left.
     let killed = 1 - count_far;
+    let mut events = Stream::open(&hosts[count_far], "/v1/subscriptions/count/events", None);
     hosts[killed].kill9();
     let survivor = &hosts[count_far];
+    // The stream relayed from the killed host breaks off, and says so.
+    let broken = events.next();
+    assert_eq!(broken.name, "lagged", "{broken:?}");
+    assert!(
+        broken.data["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("broke off"),
+        "{broken:?}"
+    );
     for name in ["count", "dead", "pulled"] {
         wait_for(limit, "the survivor to run everything", || {
             runner_among(&hosts, &[count_far], name)

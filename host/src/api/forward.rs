@@ -8,17 +8,19 @@
 //!
 //! The request is answered there as if a client had sent it, auth included
 //! (the hosts of one cluster share their tokens); it carries a header that
-//! keeps it from being handed on again. Event streams are not handed over
-//! (an answer is one message), nor are answers larger than what the hosts
-//! can hand each other.
+//! keeps it from being handed on again. A subscription's event stream is
+//! relayed piece by piece as the host running it streams it. Answers
+//! larger than what the hosts can hand each other are refused.
 
 use super::body::{self, Reply};
 use super::error::ApiError;
 use super::router::Route;
 use super::server::State;
 use super::{ApiBody, Ctx};
-use crate::broker::shared::Answerer;
-use http_body_util::{BodyExt as _, Full};
+use crate::broker::shared::{Answerer, StreamAnswerer};
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -99,6 +101,15 @@ fn subscription_of<'a>(route: Route<'a>, method: &Method) -> Option<&'a str> {
     }
 }
 
+/// The subscription whose event stream `route` asks for, if it does: the
+/// host running it streams the answer.
+fn streamed_of<'a>(route: Route<'a>, method: &Method) -> Option<&'a str> {
+    match route {
+        Route::Events(name) if method == Method::GET => Some(name),
+        _ => None,
+    }
+}
+
 /// Hand `req` to the host running its subscription if that is another
 /// host; else give it back to be answered here.
 pub async fn elsewhere(
@@ -106,7 +117,8 @@ pub async fn elsewhere(
     route: Route<'_>,
     req: Request<ApiBody>,
 ) -> Result<Handled, ApiError> {
-    let Some(name) = subscription_of(route, req.method()) else {
+    let streamed = streamed_of(route, req.method());
+    let Some(name) = subscription_of(route, req.method()).or(streamed) else {
         return Ok(Handled::Here(req));
     };
     if !ctx.broker.clustered() || req.headers().contains_key(HANDED_OVER) {
@@ -131,12 +143,17 @@ pub async fn elsewhere(
         headers: pairs(parts.headers.iter()),
         body: serde_bytes::ByteBuf::from(bytes.to_vec()),
     };
+    if streamed.is_some() {
+        return relay_stream(ctx, &host, handed)
+            .await
+            .map(Handled::Answered);
+    }
     let wait = match route {
         Route::Subscription(_) => INFO_WAIT,
         Route::Lease(_) => LEASE_WAIT,
         _ => CHANGE_WAIT,
     };
-    let answer = match hand(ctx, &host, handed, wait).await {
+    let mut answer = match hand(ctx, &host, handed, wait).await {
         Ok(answer) => answer,
         // Its settings, known here; stats only where it runs.
         Err(_) if wait == INFO_WAIT => {
@@ -151,31 +168,86 @@ pub async fn elsewhere(
             )))
         }
     };
+    let body = body::full(std::mem::take(&mut answer.body).into_vec());
+    relayed(&host, answer, body).map(Handled::Answered)
+}
+
+/// `answer` from `host` as this host's reply, with `body`.
+fn relayed(host: &str, answer: Answer, body: body::ReplyBody) -> Result<Reply, ApiError> {
     let mut reply = Response::builder().status(answer.status);
     for (name, value) in answer.headers {
         reply = reply.header(name, value.into_vec());
     }
     reply
-        .header(ANSWERED_BY, host.as_str())
-        .body(body::full(answer.body.into_vec()))
-        .map(Handled::Answered)
+        .header(ANSWERED_BY, host)
+        .body(body)
         .map_err(|e| ApiError::internal(format!("host {host:?} answered with a bad header: {e}")))
 }
 
-/// Hand `handed` (marked as handed over) to `host` and wait up to `wait`
-/// for its answer; `Err` says why there is none.
-async fn hand(ctx: &Ctx, host: &str, mut handed: Handed, wait: Duration) -> Result<Answer, String> {
+/// `handed`, marked as handed over, as hosts hand it each other.
+fn encode(mut handed: Handed) -> Result<Vec<u8>, String> {
     handed
         .headers
         .push((HANDED_OVER.to_string(), serde_bytes::ByteBuf::from("1")));
-    let request = rmp_serde::to_vec_named(&handed).map_err(|e| e.to_string())?;
+    rmp_serde::to_vec_named(&handed).map_err(|e| e.to_string())
+}
+
+fn decode_answer(host: &str, answer: &[u8]) -> Result<Answer, String> {
+    rmp_serde::from_slice(answer)
+        .map_err(|e| format!("host {host:?} answered with what does not decode: {e}"))
+}
+
+/// Hand `handed` to `host` and wait up to `wait` for its answer; `Err`
+/// says why there is none.
+async fn hand(ctx: &Ctx, host: &str, handed: Handed, wait: Duration) -> Result<Answer, String> {
     let answer = ctx
         .broker
-        .ask_host(host, request, wait)
+        .ask_host(host, encode(handed)?, wait)
         .await
         .map_err(|e| e.to_string())?;
-    rmp_serde::from_slice(&answer)
-        .map_err(|e| format!("host {host:?} answered with what does not decode: {e}"))
+    decode_answer(host, &answer)
+}
+
+/// Hand an event stream's request to `host` and relay the stream it
+/// answers, piece by piece, as fast as the client takes it. If the stream
+/// breaks off (the host stopped, or the client fell so far behind that
+/// pieces were lost), it ends with `event: lagged`, as a client falling
+/// behind a stream served here does; the client reconnects.
+async fn relay_stream(ctx: &Ctx, host: &str, handed: Handed) -> Result<Reply, ApiError> {
+    let unanswered = |e: String| {
+        ApiError::unavailable(format!(
+            "the subscription runs on host {host:?}, which did not answer ({e}); try again"
+        ))
+    };
+    let request = encode(handed).map_err(unanswered)?;
+    let mut pieces = ctx
+        .broker
+        .ask_host_stream(host, request, INFO_WAIT)
+        .await
+        .map_err(|e| unanswered(e.to_string()))?;
+    let head = match pieces.next().await {
+        Some(Ok(head)) => decode_answer(host, &head).map_err(unanswered)?,
+        Some(Err(e)) => return Err(unanswered(e.to_string())),
+        None => return Err(unanswered("an empty answer".to_string())),
+    };
+    let mut closing = ctx.closing.clone();
+    let frames = pieces
+        .scan(false, |broken, piece| {
+            let piece = match piece {
+                _ if *broken => None,
+                Ok(bytes) => Some(bytes::Bytes::from(bytes)),
+                Err(e) => {
+                    *broken = true;
+                    Some(super::streams::broken_off(&e.to_string()))
+                }
+            };
+            std::future::ready(piece)
+        })
+        .take_until(async move {
+            let _ = closing.wait_for(|c| *c).await;
+        })
+        .map(|bytes| Ok(Frame::data(bytes)));
+    relayed(host, head, StreamBody::new(frames).boxed_unsync())
 }
 
 /// Headers as a handed-over message carries them.
@@ -260,12 +332,51 @@ pub fn answerer(state: Arc<State>) -> Answerer {
     })
 }
 
+/// What streams the answers to event streams other hosts hand this one.
+pub fn stream_answerer(state: Arc<State>) -> StreamAnswerer {
+    Arc::new(move |request| {
+        let state = state.clone();
+        futures_util::stream::once(async move { stream_answer(&state, request).await })
+            .flatten()
+            .boxed()
+    })
+}
+
+/// A handed-over event stream's answer: its head (status and headers),
+/// then its body's pieces as the handler produces them.
+async fn stream_answer(
+    state: &State,
+    request: Vec<u8>,
+) -> futures_util::stream::BoxStream<'static, Vec<u8>> {
+    let reply = match handed_request(&request, true) {
+        Ok(req) => super::router::handle(state, req).await,
+        Err(e) => e.into_response(),
+    };
+    let (parts, body) = reply.into_parts();
+    let head = Answer {
+        status: parts.status.as_u16(),
+        headers: pairs(parts.headers.iter()),
+        body: serde_bytes::ByteBuf::new(),
+    };
+    let head = rmp_serde::to_vec_named(&head).unwrap_or_default();
+    let pieces = http_body_util::BodyStream::new(body).filter_map(|frame| {
+        let data = match frame {
+            Ok(frame) => frame.into_data().ok().map(|b| b.to_vec()),
+            Err(never) => match never {},
+        };
+        std::future::ready(data)
+    });
+    futures_util::stream::once(std::future::ready(head))
+        .chain(pieces)
+        .boxed()
+}
+
 async fn answer(state: &State, request: Vec<u8>) -> Vec<u8> {
     let limit = match state.opened() {
         Some(broker) => broker.host_message_limit().saturating_sub(ENVELOPE),
         None => usize::MAX,
     };
-    let reply = match handed_request(&request) {
+    let reply = match handed_request(&request, false) {
         Ok(mut req) => {
             req.extensions_mut().insert(AnswerLimit(limit));
             super::router::handle(state, req).await
@@ -293,8 +404,9 @@ async fn whole(reply: Reply) -> (hyper::http::response::Parts, bytes::Bytes) {
     }
 }
 
-/// A handed-over request, if it decodes and is one hosts hand each other.
-fn handed_request(request: &[u8]) -> Result<Request<ApiBody>, ApiError> {
+/// A handed-over request, if it decodes and is one hosts hand each other
+/// (an event stream's if `streamed`, else one answered whole).
+fn handed_request(request: &[u8], streamed: bool) -> Result<Request<ApiBody>, ApiError> {
     let handed: Handed = rmp_serde::from_slice(request)
         .map_err(|e| ApiError::malformed(format!("a handed-over request does not decode: {e}")))?;
     let mut req = Request::builder()
@@ -312,7 +424,11 @@ fn handed_request(request: &[u8]) -> Result<Request<ApiBody>, ApiError> {
         .map_err(|e| ApiError::malformed(format!("a handed-over request: {e}")))?;
     let handed_over = req.headers().contains_key(HANDED_OVER);
     let route = Route::parse(req.uri().path());
-    match route.and_then(|r| subscription_of(r, req.method())) {
+    let about = match streamed {
+        true => route.and_then(|r| streamed_of(r, req.method())),
+        false => route.and_then(|r| subscription_of(r, req.method())),
+    };
+    match about {
         Some(_) if handed_over => Ok(req),
         _ => Err(ApiError::invalid(
             "only requests about a subscription are handed between hosts",
@@ -336,6 +452,8 @@ mod tests {
         assert_eq!(subscription_of(Route::Kv("s"), &get), Some("s"));
         assert_eq!(subscription_of(Route::Lease("s"), &Method::POST), Some("s"));
         assert_eq!(subscription_of(Route::Events("s"), &get), None, "a stream");
+        assert_eq!(streamed_of(Route::Events("s"), &get), Some("s"));
+        assert_eq!(streamed_of(Route::Kv("s"), &get), None);
         assert_eq!(subscription_of(Route::Topics, &get), None);
     }
 
@@ -353,7 +471,12 @@ mod tests {
             ],
             body: serde_bytes::ByteBuf::from(b"{}".to_vec()),
         };
-        let req = handed_request(&rmp_serde::to_vec_named(&handed).unwrap()).expect("decodes");
+        let bytes = rmp_serde::to_vec_named(&handed).unwrap();
+        let req = handed_request(&bytes, false).expect("decodes");
+        assert!(
+            handed_request(&bytes, true).is_err(),
+            "only event streams are streamed"
+        );
         assert_eq!(req.method(), Method::POST);
         assert_eq!(req.uri().path(), "/v1/subscriptions/s/pause");
         assert_eq!(req.headers()["authorization"], "Bearer t");
@@ -363,11 +486,19 @@ mod tests {
             method: "DELETE".to_string(),
             ..handed
         };
-        let refused = handed_request(&rmp_serde::to_vec_named(&topics).unwrap());
+        let refused = handed_request(&rmp_serde::to_vec_named(&topics).unwrap(), false);
         assert_eq!(
             refused.err().map(|e| e.status),
             Some(StatusCode::BAD_REQUEST)
         );
-        assert!(handed_request(b"junk").is_err());
+        assert!(handed_request(b"junk", false).is_err());
+        let events = Handed {
+            uri: "/v1/subscriptions/s/events".to_string(),
+            method: "GET".to_string(),
+            ..topics
+        };
+        let bytes = rmp_serde::to_vec_named(&events).unwrap();
+        assert!(handed_request(&bytes, true).is_ok());
+        assert!(handed_request(&bytes, false).is_err());
     }
 }

@@ -129,8 +129,17 @@ async fn answer_other_hosts(state: Arc<State>) {
     if !broker.clustered() {
         return;
     }
-    if let Err(e) = broker.answer_hosts(super::forward::answerer(state)).await {
+    if let Err(e) = broker
+        .answer_hosts(super::forward::answerer(state.clone()))
+        .await
+    {
         tracing::error!(error = %e, "cannot answer other hosts: requests about subscriptions running here fail through them");
+    }
+    if let Err(e) = broker
+        .answer_host_streams(super::forward::stream_answerer(state))
+        .await
+    {
+        tracing::error!(error = %e, "cannot stream answers to other hosts: event streams of subscriptions running here fail through them");
     }
 }
 

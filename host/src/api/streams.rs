@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::query::Query;
 use super::wire::{AttemptOut, MessageOut};
 use super::Ctx;
-use crate::broker::{Broker, BrokerError, DeliveryEvent, TopicWatch};
+use crate::broker::{Broker, DeliveryEvent, TopicWatch};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
@@ -91,11 +91,8 @@ pub async fn tail(
     responses((status = 200, description = "Server-sent events, one per completed attempt, named after the message's state",
         body = String, content_type = "text/event-stream")))]
 pub async fn events(ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
-    if let Some(host) = ctx.broker.runs_elsewhere(name).await? {
-        return Err(ApiError::from(BrokerError::Unsupported(format!(
-            "subscription {name:?} runs on host {host:?}: in cluster mode its events are streamed only by the host running it (docs/cluster.md, \"Any host answers\")"
-        ))));
-    }
+    // In cluster mode, a subscription running on another host has its
+    // stream relayed from there (`forward`): here it runs here, or 503.
     let events = ctx.broker.subscription_events(name)?;
     let (tx, rx) = mpsc::channel(EVENTS_BUFFER);
     tokio::spawn(feed_events(events, tx, ctx.closing.clone()));
@@ -138,6 +135,14 @@ fn event(name: &str, id: Option<&str>, data: &impl Serialize) -> Bytes {
 struct Lagged {
     /// Why the stream ends.
     reason: &'static str,
+}
+
+/// `event: lagged`, ending a stream relayed from another host that broke
+/// off (`why`).
+pub(super) fn broken_off(why: &str) -> Bytes {
+    let reason =
+        format!("the stream from the host running the subscription broke off ({why}); reconnect");
+    event("lagged", None, &serde_json::json!({ "reason": reason }))
 }
 
 const LAGGED: Lagged = Lagged {

@@ -493,6 +493,27 @@ impl super::Broker {
         backend.runners.ask(host, request, timeout).await
     }
 
+    /// Hand `request` to another host for a streamed answer: its pieces,
+    /// the first within `timeout`.
+    pub async fn ask_host_stream(
+        &self,
+        host: &str,
+        request: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<super::shared::AnswerStream, BrokerError> {
+        let (backend, _) = self.cluster().ok_or_else(embedded)?;
+        backend.runners.ask_stream(host, request, timeout).await
+    }
+
+    /// Stream answers to what other hosts hand this one with `answerer`.
+    pub async fn answer_host_streams(
+        &self,
+        answerer: super::shared::StreamAnswerer,
+    ) -> Result<(), BrokerError> {
+        let (backend, _) = self.cluster().ok_or_else(embedded)?;
+        backend.runners.answer_streams(answerer).await
+    }
+
     /// Answer what other hosts hand this one with `answerer`.
     pub async fn answer_hosts(&self, answerer: super::shared::Answerer) -> Result<(), BrokerError> {
         let (backend, _) = self.cluster().ok_or_else(embedded)?;

@@ -20,6 +20,7 @@ use super::spec::{validate_topic_name, TopicSpec};
 use super::{BrokerError, Clock, TopicInfo};
 use crate::store::StoredMessage;
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -340,6 +341,19 @@ pub trait SharedRunners: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Vec<u8>, BrokerError>>;
     /// Answer what other hosts ask this one with `answerer`, from now on.
     fn answer(&self, answerer: Answerer) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Hand `request` to `host`'s [`StreamAnswerer`]: its answer's pieces,
+    /// the first within `timeout` ([`BrokerError::Unavailable`] if not).
+    /// The stream ends with the answer, or with an error if the host stops
+    /// answering or pieces were lost; dropping it tells the host to stop.
+    fn ask_stream<'a>(
+        &'a self,
+        host: &'a str,
+        request: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Result<AnswerStream, BrokerError>>;
+    /// Stream answers to what other hosts ask this one with `answerer`,
+    /// from now on.
+    fn answer_streams(&self, answerer: StreamAnswerer) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// The largest request or answer hosts can hand each other, in bytes.
     fn max_message(&self) -> usize;
 }
@@ -347,6 +361,13 @@ pub trait SharedRunners: Send + Sync + std::fmt::Debug + 'static {
 /// What answers requests other hosts hand this one (the API, which
 /// knows what they mean): request bytes in, answer bytes out.
 pub type Answerer = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
+
+/// What streams answers to requests other hosts hand this one: request
+/// bytes in, the answer's pieces out.
+pub type StreamAnswerer = Arc<dyn Fn(Vec<u8>) -> BoxStream<'static, Vec<u8>> + Send + Sync>;
+
+/// A streamed answer's pieces, as the asking host receives them.
+pub type AnswerStream = BoxStream<'static, Result<Vec<u8>, BrokerError>>;
 
 /// A host's shared storage in cluster mode.
 #[derive(Debug, Clone)]

@@ -8,7 +8,9 @@ use super::journal::{self, Journal, JournalError};
 use super::ownership::{self, Lease, Leases, Membership, Timing};
 use super::records::failed;
 use super::ClusterError;
-use crate::broker::shared::{Answerer, AppendError, SharedJournal, SharedRunners};
+use crate::broker::shared::{
+    AnswerStream, Answerer, AppendError, SharedJournal, SharedRunners, StreamAnswerer,
+};
 use crate::broker::BrokerError;
 use futures_util::future::BoxFuture;
 use std::time::Duration;
@@ -188,6 +190,31 @@ impl SharedRunners for Runners {
             forward::answer(&self.client, &self.host, answerer)
                 .await
                 .map_err(|e| failed("answering other hosts", e))
+        })
+    }
+
+    fn ask_stream<'a>(
+        &'a self,
+        host: &'a str,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<AnswerStream, BrokerError>> {
+        use futures_util::StreamExt as _;
+        Box::pin(async move {
+            let pieces = forward::ask_stream(&self.client, host, request, timeout)
+                .await
+                .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+            Ok(pieces
+                .map(|piece| piece.map_err(|e| BrokerError::Unavailable(e.to_string())))
+                .boxed())
+        })
+    }
+
+    fn answer_streams(&self, answerer: StreamAnswerer) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            forward::answer_streams(&self.client, &self.host, answerer)
+                .await
+                .map_err(|e| failed("streaming answers to other hosts", e))
         })
     }
 
