@@ -555,7 +555,10 @@ fn retention_trims_what_every_subscription_finished_and_nothing_else() {
     s.ok("PUT", "/v1/topics/held", Body::Json(spec.clone()));
     s.ok("PUT", "/v1/topics/free", Body::Json(spec));
     s.deploy("noop", "noop");
-    s.subscribe("fast", json!({ "topic": "held", "plugin": "noop" }));
+    s.subscribe(
+        "fast",
+        json!({ "topic": "held", "plugin": "noop", "ledger": "all" }),
+    );
     s.subscribe("slow", json!({ "topic": "held", "plugin": "noop" }));
     s.ok("POST", "/v1/subscriptions/slow/pause", Body::None);
     s.publish("held", batch(0..20));
@@ -583,11 +586,23 @@ fn retention_trims_what_every_subscription_finished_and_nothing_else() {
         (Some(json!(0)), 20),
         "what the paused subscription has not finished is kept"
     );
+    let record = |id: &str| {
+        let path = format!("/v1/subscriptions/fast/messages/{id}");
+        s.call("GET", &path, None, Body::None).0
+    };
+    assert_eq!(record("m0"), 200, "`fast` keeps a record of every message");
     // Resumed, it finishes them: then they go.
     s.ok("POST", "/v1/subscriptions/slow/resume", Body::None);
     s.wait_stats("slow", limit, |st| st["acked"] == 20);
     wait_for(limit, "the finished messages to be trimmed", || {
         (first_of("held").1 == 0).then_some(())
+    });
+    // Their records go with them, at the next sweep of the host running
+    // `fast`.
+    wait_for(limit, "the trimmed messages' records to go", || {
+        (0..20)
+            .all(|i| record(&format!("m{i}")) == 404)
+            .then_some(())
     });
     // Offsets go on from where they were.
     let next = s.publish("held", batch(30..31));

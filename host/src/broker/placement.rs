@@ -36,6 +36,9 @@ struct Held {
     record: SubscriptionRecord,
     /// The committed watermarks last stored for retention, and when.
     marks: Option<(Watermarks, std::time::Instant)>,
+    /// Per topic and partition, the offset below which the ledger holds
+    /// no entry of a trimmed message (as far as this host deleted them).
+    ledger_from: HashMap<(String, u32), u64>,
 }
 
 /// How often watermarks are stored again although they did not move (a
@@ -215,6 +218,7 @@ impl Placement {
                         revision,
                         record,
                         marks: None,
+                        ledger_from: HashMap::new(),
                     };
                     held.insert(name, h);
                 }
@@ -255,6 +259,15 @@ impl Placement {
         if !sweep {
             return Ok(());
         }
+        let swept = self.sweep_if_picked().await;
+        // After the trim, so that what this host trimmed goes at once.
+        self.forget_trimmed_ledgers(held).await;
+        swept
+    }
+
+    /// On the host placement picks for it, trim the topics and collect
+    /// leftovers.
+    async fn sweep_if_picked(&self) -> Result<(), BrokerError> {
         let live = self.backend.runners.live().await?;
         if self.backend.runners.owner(&live, RETENTION).as_deref()
             != Some(self.backend.runners.host())
@@ -267,6 +280,51 @@ impl Placement {
         super::shared_retention::sweep(&self.backend, &listed, now).await?;
         super::shared::collect_leftovers(&self.backend, &listed, now).await?;
         Ok(())
+    }
+
+    /// Delete the ledger entries of messages retention trimmed from the
+    /// shared log (wherever it ran), of the subscriptions running here:
+    /// their journals carry the deletes, as the embedded mode's retention
+    /// deletes them with the messages. A failure is logged and tried again
+    /// at the next sweep.
+    async fn forget_trimmed_ledgers(&self, held: &mut HashMap<String, Held>) {
+        let mut firsts: HashMap<(String, u32), u64> = HashMap::new();
+        for (name, h) in held.iter_mut() {
+            let Some((marks, _)) = &h.marks else { continue };
+            let partitions: Vec<(String, u32)> = marks
+                .topics
+                .iter()
+                .flat_map(|(topic, w)| (0..w.len() as u32).map(|p| (topic.clone(), p)))
+                .collect();
+            for at in partitions {
+                let first = match firsts.get(&at) {
+                    Some(first) => *first,
+                    None => match self.backend.log.partition(&at.0, at.1).await {
+                        Ok(stored) => *firsts.entry(at.clone()).or_insert(stored.first),
+                        Err(e) => {
+                            tracing::debug!(topic = %at.0, partition = at.1, error = %e, "reading a partition's first offset failed");
+                            continue;
+                        }
+                    },
+                };
+                let from = h.ledger_from.get(&at).copied().unwrap_or(0);
+                if first <= from {
+                    continue;
+                }
+                match self
+                    .subscriptions
+                    .forget_trimmed_ledger(name, (&at.0, at.1), (from, first))
+                    .await
+                {
+                    Ok(next) => {
+                        h.ledger_from.insert(at, next);
+                    }
+                    Err(e) => {
+                        tracing::warn!(subscription = %name, error = %e, "deleting the ledger entries of trimmed messages failed; trying again at the next sweep")
+                    }
+                }
+            }
+        }
     }
 
     /// Topics created since a pattern subscription running here started:

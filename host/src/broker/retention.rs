@@ -99,10 +99,13 @@ async fn sweep(
         below: cut,
     }];
     for subscription in subscriptions.names_for(&topic.name) {
-        for (_, message) in rows.iter().take((cut - first) as usize) {
+        for (offset, message) in rows.iter().take((cut - first) as usize) {
             ops.push(Op::DeleteLedger {
                 subscription: subscription.clone(),
                 id: message.id.clone(),
+                topic: topic.name.clone(),
+                partition,
+                offset: *offset,
             });
         }
     }

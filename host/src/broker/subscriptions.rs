@@ -135,6 +135,9 @@ pub struct SubscriptionInfo {
     pub stats: SubscriptionStats,
 }
 
+/// Most ledger entries of trimmed messages deleted in one write.
+const LEDGER_TRIM_CHUNK: usize = 5_000;
+
 /// The runtime subscription runners run on: threads of their own, apart
 /// from the API's. A runner completing a large round of results, or reading
 /// its backlog, then never holds up the answer to a publish: the operating
@@ -874,6 +877,41 @@ impl Subscriptions {
             marks[p] = watermark;
         }
         Ok(topics)
+    }
+
+    /// Cluster mode: delete, through its journal, `name`'s ledger entries
+    /// of messages at offsets `from..below` of a partition (retention
+    /// trimmed them from the shared log), up to [`LEDGER_TRIM_CHUNK`] at a
+    /// time; the offset to go on from.
+    pub(crate) async fn forget_trimmed_ledger(
+        &self,
+        name: &str,
+        (topic, partition): (&str, u32),
+        (from, below): (u64, u64),
+    ) -> Result<u64, BrokerError> {
+        let topic_name = topic.to_string();
+        let (ops, next) = self
+            .read(name, move |store, name| {
+                store.ledger_trimmed(
+                    name,
+                    (&topic_name, partition),
+                    (from, below),
+                    LEDGER_TRIM_CHUNK,
+                )
+            })
+            .await?;
+        if !ops.is_empty() {
+            tracing::debug!(
+                subscription = name,
+                topic,
+                partition,
+                below = next,
+                entries = ops.len(),
+                "ledger entries of trimmed messages deleted"
+            );
+            self.write_state(name, ops).await?;
+        }
+        Ok(next)
     }
 
     /// Write changes to a subscription's state where it is kept: through

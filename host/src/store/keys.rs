@@ -8,6 +8,9 @@
 //!   marker of an earlier host; `r` retry state, `q` redriven message, `c`
 //!   counters)
 //! - progress: `l` subscription NUL message-id → ledger entry
+//! - progress: `p` subscription NUL topic NUL partition:u32 offset:u64
+//!   message-id → nothing: the ledger by position (what retention trimmed
+//!   is found without the messages)
 //! - progress: `k` subscription NUL kv-key → a plugin's kv value (raw bytes)
 //! - progress: `x` subscription NUL id-length:u32 message-id topic NUL
 //!   partition:u32 offset:u64 → nothing: the dead letters by message id
@@ -22,6 +25,8 @@ pub(super) const COUNTERS: u8 = b'c';
 pub(super) const REDRIVE: u8 = b'q';
 /// Per-message delivery ledger, keyed by message id (not part of progress).
 pub(super) const LEDGER: u8 = b'l';
+/// The index of a subscription's ledger by message position.
+pub(super) const LEDGER_AT: u8 = b'p';
 /// A plugin's key-value state, scoped to the subscription.
 pub(super) const KV: u8 = b'k';
 /// The index of a subscription's dead letters by message id.
@@ -113,7 +118,7 @@ fn tagged(tag: u8, subscription: &str) -> Vec<u8> {
 /// progress column family (every tag, the ledger included).
 pub(super) fn subscription_ranges(subscription: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     [
-        WATERMARK, DONE, RETRY, REDRIVE, COUNTERS, LEDGER, KV, DEAD_ID,
+        WATERMARK, DONE, RETRY, REDRIVE, COUNTERS, LEDGER, LEDGER_AT, KV, DEAD_ID,
     ]
     .iter()
     .map(|tag| {
@@ -226,6 +231,19 @@ pub(super) fn progress_at(
 
 pub(super) fn ledger(subscription: &str, id: &str) -> Vec<u8> {
     let mut k = tagged(LEDGER, subscription);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The ledger index entry of message `id` at `offset`.
+pub(super) fn ledger_at(
+    subscription: &str,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    id: &str,
+) -> Vec<u8> {
+    let mut k = progress_at(LEDGER_AT, subscription, topic, partition, offset);
     k.extend_from_slice(id.as_bytes());
     k
 }

@@ -409,6 +409,67 @@ impl Store {
         }
     }
 
+    /// The changes that delete a subscription's ledger entries of messages
+    /// at offsets `from..below` of a partition (retention trimmed them), at
+    /// most `limit` of them, and the offset to go on from. An entry since
+    /// rewritten for a message of the same id elsewhere is kept (only its
+    /// stale index entry goes).
+    pub fn ledger_trimmed(
+        &self,
+        subscription: &str,
+        (topic, partition): (&str, u32),
+        (from, below): (u64, u64),
+        limit: usize,
+    ) -> Result<(Vec<Op>, u64), StoreError> {
+        let cf = self.cf(CF_PROGRESS);
+        let start = keys::progress_at(keys::LEDGER_AT, subscription, topic, partition, from);
+        let end = keys::progress_at(keys::LEDGER_AT, subscription, topic, partition, below);
+        let prefix_len = start.len() - 8;
+        let mut ops = Vec::new();
+        let mut next = below;
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (key, _) = item?;
+            if *key >= *end {
+                break;
+            }
+            let corrupt = || StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: "a ledger index entry without its position".to_string(),
+            };
+            let at = key.get(prefix_len..prefix_len + 8).ok_or_else(corrupt)?;
+            let offset = u64::from_be_bytes(at.try_into().map_err(|_| corrupt())?);
+            if ops.len() >= limit {
+                next = offset;
+                break;
+            }
+            let id = String::from_utf8_lossy(&key[prefix_len + 8..]).into_owned();
+            let current = self.ledger(subscription, &id)?;
+            let here = |e: &LedgerEntry| {
+                e.topic == topic && e.partition == partition && e.offset == offset
+            };
+            ops.push(match current {
+                Some(entry) if !here(&entry) => Op::DeleteLedgerPosition {
+                    subscription: subscription.to_string(),
+                    id,
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                },
+                _ => Op::DeleteLedger {
+                    subscription: subscription.to_string(),
+                    id,
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                },
+            });
+        }
+        Ok((ops, next))
+    }
+
     /// The value of `key` in a subscription's kv state.
     pub fn kv_get(&self, subscription: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
@@ -1019,6 +1080,81 @@ mod tests {
             })
             .collect();
         store.write(ops, Durability::Synced).expect("writes");
+    }
+
+    /// The ledger entries of a partition's trimmed messages are found by
+    /// position, in chunks; an entry rewritten for a message of the same id
+    /// elsewhere is kept, and a snapshot carries the index.
+    #[test]
+    fn ledger_entries_of_trimmed_messages_are_found_by_position() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), None).expect("opens");
+        let put = |topic: &str, offset: u64, id: &str| Op::PutLedger {
+            subscription: "s".into(),
+            id: id.into(),
+            entry: LedgerEntry {
+                topic: topic.into(),
+                partition: 0,
+                offset,
+                state: "acked".into(),
+                attempts: Vec::new(),
+            },
+        };
+        let mut ops: Vec<Op> = (0..10).map(|i| put("a", i, &format!("m{i}"))).collect();
+        // `m3` again, later, in another topic: its entry now says so.
+        ops.push(put("b", 40, "m3"));
+        let mut apart = put("a", 2, "m2");
+        if let Op::PutLedger { subscription, .. } = &mut apart {
+            *subscription = "t".into();
+        }
+        ops.push(apart);
+        store.write(ops, Durability::Synced).expect("writes");
+
+        let (first, next) = store
+            .ledger_trimmed("s", ("a", 0), (0, 6), 4)
+            .expect("reads");
+        assert_eq!((first.len(), next), (4, 4), "a chunk, and where to go on");
+        store.write(first, Durability::Synced).expect("writes");
+        let (rest, next) = store
+            .ledger_trimmed("s", ("a", 0), (next, 6), 4)
+            .expect("reads");
+        assert_eq!(next, 6);
+        store.write(rest, Durability::Synced).expect("writes");
+        for i in 0..10 {
+            let id = format!("m{i}");
+            let kept = store.ledger("s", &id).expect("reads").is_some();
+            assert_eq!(kept, i >= 6 || i == 3, "{id}");
+        }
+        assert_eq!(
+            store.ledger("s", "m3").expect("reads").map(|e| e.topic),
+            Some("b".to_string())
+        );
+        assert!(
+            store.ledger("t", "m2").expect("reads").is_some(),
+            "another subscription's"
+        );
+        assert!(store
+            .ledger_trimmed("s", ("a", 0), (0, 6), 100)
+            .expect("reads")
+            .0
+            .is_empty());
+
+        // The index moves with the subscription's state.
+        let snapshot = store.subscription_snapshot("s").expect("reads");
+        let (pieces, _) = Op::journal(vec![snapshot]);
+        let dir2 = tempfile::tempdir().expect("temp dir");
+        let copy = Store::open(dir2.path(), None).expect("opens");
+        let replayed = pieces
+            .iter()
+            .map(|p| Op::replay(p).expect("replays"))
+            .collect();
+        copy.write(replayed, Durability::Synced).expect("writes");
+        let (later, _) = copy
+            .ledger_trimmed("s", ("a", 0), (0, 100), 100)
+            .expect("reads");
+        assert_eq!(later.len(), 4, "m6..m9 are indexed there too");
+        copy.close().expect("closes");
+        store.close().expect("closes");
     }
 
     /// Dead letters are found by message id through their index, an id that

@@ -115,9 +115,22 @@ pub enum Op {
         id: String,
         entry: LedgerEntry,
     },
+    /// Delete the ledger entry of message `id`, stored at `offset`.
     DeleteLedger {
         subscription: String,
         id: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    /// Delete only the ledger's index entry of message `id` at `offset`
+    /// (the entry itself was rewritten for another position).
+    DeleteLedgerPosition {
+        subscription: String,
+        id: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
     },
     /// Set (`Some`) or delete (`None`) a key of a subscription's kv state.
     PutKv {
@@ -482,11 +495,21 @@ impl Op {
                 subscription,
                 id,
                 entry,
-            } => batch.put_cf(
-                cf(CF_PROGRESS),
-                keys::ledger(&subscription, &id),
-                encode(&entry),
-            ),
+            } => {
+                let at = keys::ledger_at(
+                    &subscription,
+                    &entry.topic,
+                    entry.partition,
+                    entry.offset,
+                    &id,
+                );
+                batch.put_cf(cf(CF_PROGRESS), at, Vec::new());
+                batch.put_cf(
+                    cf(CF_PROGRESS),
+                    keys::ledger(&subscription, &id),
+                    encode(&entry),
+                )
+            }
             Op::PutKv {
                 subscription,
                 key,
@@ -498,7 +521,25 @@ impl Op {
                     None => batch.delete_cf(cf(CF_PROGRESS), key),
                 }
             }
-            Op::DeleteLedger { subscription, id } => {
+            Op::DeleteLedgerPosition {
+                subscription,
+                id,
+                topic,
+                partition,
+                offset,
+            } => batch.delete_cf(
+                cf(CF_PROGRESS),
+                keys::ledger_at(&subscription, &topic, partition, offset, &id),
+            ),
+            Op::DeleteLedger {
+                subscription,
+                id,
+                topic,
+                partition,
+                offset,
+            } => {
+                let at = keys::ledger_at(&subscription, &topic, partition, offset, &id);
+                batch.delete_cf(cf(CF_PROGRESS), at);
                 batch.delete_cf(cf(CF_PROGRESS), keys::ledger(&subscription, &id))
             }
             Op::RememberId {
