@@ -199,6 +199,12 @@ pub fn pause_and_resume_on(s: &mut Server) {
     assert_eq!(st["delivered"], 0);
     s.terminate();
     s.restart();
+    // Its stats are the runner's once it runs again (in cluster mode, from
+    // the host's next beat; until then it is `elsewhere`, lag estimated).
+    crate::support::wait_for(LIMIT, "the subscription to run again", || {
+        let info = s.ok("GET", "/v1/subscriptions/p", crate::support::Body::None);
+        (info["state"] != "elsewhere").then_some(info)
+    });
     let st = s.wait_stats("p", LIMIT, |st| st["lag"] == 2);
     assert_eq!(st["delivered"], 0, "still paused after a restart");
     assert_eq!(
