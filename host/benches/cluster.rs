@@ -271,6 +271,14 @@ fn main() {
         let cpu = || host.ticks() + if i == 1 { ticks() } else { 0 };
         host.send_bytes("/v1/plugins/noop", plugins.bytes("noop"));
         host.put("/v1/topics/drained", r#"{"partitions": 4}"#);
+        // Started and paused first: the figure is the drain's, not a
+        // cluster host's wait for its next beat to take the subscription.
+        host.put(
+            "/v1/subscriptions/drain",
+            r#"{"topic": "drained", "plugin": "noop", "ordering": "key", "concurrency": 8}"#,
+        );
+        host.wait_running("drain");
+        host.post("/v1/subscriptions/drain/pause", "");
         for first in (0..options.deliveries).step_by(1000) {
             host.post(
                 "/v1/topics/drained/messages",
@@ -278,12 +286,8 @@ fn main() {
             );
         }
         let (before, started) = (cpu(), Instant::now());
-        host.put(
-            "/v1/subscriptions/drain",
-            r#"{"topic": "drained", "plugin": "noop", "ordering": "key", "concurrency": 8}"#,
-        );
-        // Polled every 20 ms: the figure includes a cluster host's wait
-        // for its next beat (up to 2 s) before it takes the subscription.
+        host.post("/v1/subscriptions/drain/resume", "");
+        // Polled every 20 ms.
         while host.acked("drain") < options.deliveries {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -305,6 +309,8 @@ fn main() {
             "/v1/subscriptions/stamp",
             r#"{"topic": "lat", "plugin": "stamp", "ordering": "key", "concurrency": 8}"#,
         );
+        // Measured from when it runs, not from a cluster host's next beat.
+        host.wait_running("stamp");
         let per_producer = options.latency_rate / LATENCY_PRODUCERS * options.seconds;
         let gap = Duration::from_secs_f64(LATENCY_PRODUCERS as f64 / options.latency_rate as f64);
         let start = Instant::now() + Duration::from_millis(50);
@@ -520,14 +526,30 @@ impl Host {
     /// A subscription's acknowledged messages, as the host running it
     /// reports them (0 until it runs).
     fn acked(&self, name: &str) -> u64 {
+        self.subscription(name)["stats"]["acked"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// A subscription's info (JSON), as the host answers it.
+    fn subscription(&self, name: &str) -> serde_json::Value {
         let mut answer = self
             .agent
             .get(format!("{}/v1/subscriptions/{name}", self.base))
             .call()
             .unwrap_or_else(|e| panic!("GET subscription: {e}"));
         let text = answer.body_mut().read_to_string().unwrap_or_default();
-        let info: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        info["stats"]["acked"].as_u64().unwrap_or(0)
+        serde_json::from_str(&text).unwrap_or_default()
+    }
+
+    /// Wait (polling every 20 ms, at most 30 s) until a subscription runs:
+    /// in cluster mode a host starts it at its next beat.
+    fn wait_running(&self, name: &str) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.subscription(name)["state"] != "running" {
+            assert!(Instant::now() < until, "subscription {name} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn post(&self, path: &str, body: &str) {

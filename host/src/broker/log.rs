@@ -201,10 +201,12 @@ impl Topic {
 
     /// A remote topic's partitions were seen at `heads`: move them on and
     /// wake the watchers if any moved.
-    pub(crate) fn reached(&self, heads: &[u64]) {
+    pub(crate) fn reached(&self, heads: &[(u32, u64)]) {
         let mut moved = false;
-        for (head, seen) in self.heads.iter().zip(heads) {
-            moved |= head.fetch_max(*seen, Ordering::AcqRel) < *seen;
+        for (partition, seen) in heads {
+            if let Some(head) = self.heads.get(*partition as usize) {
+                moved |= head.fetch_max(*seen, Ordering::AcqRel) < *seen;
+            }
         }
         if moved {
             for watcher in self.watchers.lock().expect("watchers lock").iter() {

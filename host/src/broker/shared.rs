@@ -128,13 +128,22 @@ pub trait SharedLog: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Whether the log can be reached now; `Err` says why not.
     fn reachable(&self) -> Result<(), String>;
-    /// A signal for each message appended to any partition of `topic` by
-    /// any host, heard as it arrives (it is readable once stored, a moment
-    /// later). Ends with the topic or the connection.
+    /// For each message appended to any partition of `topic` by any host,
+    /// its partition (`None`: not known), heard as it arrives (it is
+    /// readable once stored, a moment later). Ends with the topic or the
+    /// connection.
     fn appends<'a>(
         &'a self,
         topic: &'a str,
-    ) -> BoxFuture<'a, Result<futures_util::stream::BoxStream<'static, ()>, BrokerError>>;
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Option<u32>>, BrokerError>>;
+    /// The offset a partition's next message gets, as a copy of the log
+    /// knows it: cheaper than [`SharedLog::partition`], and perhaps behind
+    /// it for a moment.
+    fn head<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>>;
 }
 
 /// What hosts share besides the log: plugin records, each changed only
@@ -431,8 +440,8 @@ impl Shared {
                 let Some(topic) = weak.upgrade() else {
                     return;
                 };
-                match watch.offsets().await {
-                    Ok((_, heads)) => topic.reached(&heads),
+                match watch.heads_heard().await {
+                    Ok(heads) => topic.reached(&heads),
                     // Deleted: its runners learn it from the topic's settings.
                     Err(BrokerError::NotFound(_)) => return,
                     Err(e) => {

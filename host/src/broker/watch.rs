@@ -40,7 +40,10 @@ enum Watched {
         partitions: u32,
         /// Only polled through `&mut self` (the lock is never taken); it
         /// makes the watch `Sync`, as a stream need not be.
-        appends: std::sync::Mutex<BoxStream<'static, ()>>,
+        appends: std::sync::Mutex<BoxStream<'static, Option<u32>>>,
+        /// Per partition: heard of since [`TopicWatch::heads_heard`] last
+        /// read its head (each of them after a silence).
+        heard: Vec<bool>,
     },
 }
 
@@ -57,7 +60,7 @@ impl TopicWatch {
         log: Arc<dyn SharedLog>,
         topic: &str,
         partitions: u32,
-        appends: BoxStream<'static, ()>,
+        appends: BoxStream<'static, Option<u32>>,
     ) -> Self {
         Self {
             inner: Watched::Shared {
@@ -65,6 +68,7 @@ impl TopicWatch {
                 topic: topic.to_string(),
                 partitions,
                 appends: std::sync::Mutex::new(appends),
+                heard: vec![true; partitions as usize],
             },
         }
     }
@@ -109,14 +113,62 @@ impl TopicWatch {
     pub async fn changed(&mut self) {
         match &mut self.inner {
             Watched::Local { notify, .. } => notify.notified().await,
-            Watched::Shared { appends, .. } => {
+            Watched::Shared { appends, heard, .. } => {
                 let appends = appends.get_mut().expect("appends lock");
+                let mut hear = |partition: Option<u32>| match partition
+                    .and_then(|p| heard.get_mut(p as usize))
+                {
+                    Some(heard) => *heard = true,
+                    None => heard.fill(true),
+                };
                 match tokio::time::timeout(RECHECK, appends.next()).await {
-                    Ok(Some(())) => tokio::time::sleep(SETTLE).await,
+                    Ok(Some(partition)) => {
+                        hear(partition);
+                        tokio::time::sleep(SETTLE).await;
+                        // One look covers every append heard of by now.
+                        while let Some(Some(partition)) =
+                            futures_util::FutureExt::now_or_never(appends.next())
+                        {
+                            hear(partition);
+                        }
+                    }
                     // The subscription ended (the connection was lost):
                     // look every RECHECK from now on.
-                    Ok(None) => tokio::time::sleep(RECHECK).await,
-                    Err(_) => {}
+                    Ok(None) => {
+                        tokio::time::sleep(RECHECK).await;
+                        hear(None);
+                    }
+                    Err(_) => hear(None),
+                }
+            }
+        }
+    }
+
+    /// The heads (the offsets the next messages get) of the partitions
+    /// heard of since the last call, or of every partition in the embedded
+    /// log. In a shared log each is as a copy knows it, perhaps behind for
+    /// a moment: the next change looks again.
+    pub async fn heads_heard(&mut self) -> Result<Vec<(u32, u64)>, BrokerError> {
+        match &mut self.inner {
+            Watched::Local { topic, .. } => Ok((0..topic.partitions())
+                .map(|p| (p, topic.head(p)))
+                .collect()),
+            Watched::Shared {
+                log, topic, heard, ..
+            } => {
+                let wanted: Vec<u32> = (0..heard.len() as u32)
+                    .filter(|p| heard[*p as usize])
+                    .collect();
+                heard.fill(false);
+                let heads =
+                    futures_util::future::try_join_all(wanted.iter().map(|p| log.head(topic, *p)))
+                        .await;
+                match heads {
+                    Ok(heads) => Ok(wanted.into_iter().zip(heads).collect()),
+                    Err(e) => {
+                        heard.fill(true);
+                        Err(e)
+                    }
                 }
             }
         }

@@ -8,7 +8,7 @@
 
 use super::batch::{self, BatchError, Entry};
 use super::ClusterError;
-use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID, NATS_SEQUENCE};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use std::time::Duration;
@@ -311,6 +311,39 @@ impl TopicLog {
             out.push(stored(message));
         }
         Ok(out)
+    }
+
+    /// The offset a partition's next message gets, as one replica knows it
+    /// (one behind the leader tells less): a direct get of its last
+    /// message, answered by any replica without the JetStream API. `None`
+    /// if it holds no message (empty, or trimmed whole).
+    pub async fn head(&self, topic: &str, partition: u32) -> Result<Option<u64>, ClusterError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            ClusterError::new("reading a partition's head", e.to_string())
+        };
+        let request = serde_json::json!({ "last_by_subj": subject(topic, partition) });
+        let answer = self
+            .client
+            .request(
+                format!("$JS.API.DIRECT.GET.{}", stream_name(topic, partition)),
+                request.to_string().into(),
+            )
+            .await
+            .map_err(|e| failed(&e))?;
+        match answer.status.map(|s| s.as_u16()) {
+            Some(404) => return Ok(None),
+            Some(status) if status >= 300 => {
+                return Err(failed(&format!("answered {status}")));
+            }
+            _ => {}
+        }
+        answer
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(NATS_SEQUENCE))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| failed(&"an answer without its sequence"))
     }
 
     /// Drop a partition's messages below offset `before` (retention).

@@ -284,17 +284,36 @@ impl SharedLog for Topics {
     fn appends<'a>(
         &'a self,
         topic: &'a str,
-    ) -> BoxFuture<'a, Result<futures_util::stream::BoxStream<'static, ()>, BrokerError>> {
+    ) -> BoxFuture<'a, Result<futures_util::stream::BoxStream<'static, Option<u32>>, BrokerError>>
+    {
         Box::pin(async move {
-            // Core NATS sees every publish to the partitions' subjects.
+            // Core NATS sees every publish to the partitions' subjects,
+            // which end in the partition.
             let subscriber = self
                 .client
                 .subscribe(super::log::all_subjects(topic))
                 .await
                 .map_err(|e| failed("watching a topic", e))?;
             Ok(futures_util::StreamExt::boxed(
-                futures_util::StreamExt::map(subscriber, |_| ()),
+                futures_util::StreamExt::map(subscriber, |message| {
+                    message.subject.rsplit('.').next()?.parse().ok()
+                }),
             ))
+        })
+    }
+
+    fn head<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        Box::pin(async move {
+            match self.log.head(topic, partition).await {
+                Ok(Some(head)) => Ok(head),
+                // No message to read it from: the stream's state has it.
+                Ok(None) => Ok(self.partition(topic, partition).await?.next),
+                Err(e) => Err(self.explain(topic, partition, e).await),
+            }
         })
     }
 
