@@ -20,6 +20,9 @@ pub const EVENT_BUFFER: usize = 1024;
 const SETTLE: Duration = Duration::from_millis(5);
 /// ...and at least this often, for a message heard of before it was stored.
 const RECHECK: Duration = Duration::from_secs(1);
+/// How many times a partition heard of whose head did not move is read
+/// again, 10 ms apart (the copy of the log answering may be behind).
+const AGAIN: u32 = 3;
 
 /// A topic's partitions' offsets, woken when new messages become durable.
 /// Stops watching when dropped.
@@ -44,6 +47,10 @@ enum Watched {
         /// Per partition: heard of since [`TopicWatch::heads_heard`] last
         /// read its head (each of them after a silence).
         heard: Vec<bool>,
+        /// Per partition: the head last read, and how many reads in a row
+        /// found it unmoved although an append was heard of (the copy
+        /// asked was behind: it is asked again, a few times, soon).
+        known: Vec<(u64, u32)>,
     },
 }
 
@@ -69,6 +76,7 @@ impl TopicWatch {
                 partitions,
                 appends: std::sync::Mutex::new(appends),
                 heard: vec![true; partitions as usize],
+                known: vec![(0, 0); partitions as usize],
             },
         }
     }
@@ -113,15 +121,28 @@ impl TopicWatch {
     pub async fn changed(&mut self) {
         match &mut self.inner {
             Watched::Local { notify, .. } => notify.notified().await,
-            Watched::Shared { appends, heard, .. } => {
+            Watched::Shared {
+                appends,
+                heard,
+                known,
+                ..
+            } => {
                 let appends = appends.get_mut().expect("appends lock");
+                // A head found unmoved is read again soon, not after RECHECK.
+                let again: Vec<usize> = (0..known.len())
+                    .filter(|p| (1..=AGAIN).contains(&known[*p].1))
+                    .collect();
+                let wait = match again.is_empty() {
+                    true => RECHECK,
+                    false => SETTLE * 2,
+                };
                 let mut hear = |partition: Option<u32>| match partition
                     .and_then(|p| heard.get_mut(p as usize))
                 {
                     Some(heard) => *heard = true,
                     None => heard.fill(true),
                 };
-                match tokio::time::timeout(RECHECK, appends.next()).await {
+                match tokio::time::timeout(wait, appends.next()).await {
                     Ok(Some(partition)) => {
                         hear(partition);
                         tokio::time::sleep(SETTLE).await;
@@ -138,8 +159,10 @@ impl TopicWatch {
                         tokio::time::sleep(RECHECK).await;
                         hear(None);
                     }
-                    Err(_) => hear(None),
+                    Err(_) if again.is_empty() => hear(None),
+                    Err(_) => {}
                 }
+                again.into_iter().for_each(|p| hear(Some(p as u32)));
             }
         }
     }
@@ -154,7 +177,11 @@ impl TopicWatch {
                 .map(|p| (p, topic.head(p)))
                 .collect()),
             Watched::Shared {
-                log, topic, heard, ..
+                log,
+                topic,
+                heard,
+                known,
+                ..
             } => {
                 let wanted: Vec<u32> = (0..heard.len() as u32)
                     .filter(|p| heard[*p as usize])
@@ -164,7 +191,18 @@ impl TopicWatch {
                     futures_util::future::try_join_all(wanted.iter().map(|p| log.head(topic, *p)))
                         .await;
                 match heads {
-                    Ok(heads) => Ok(wanted.into_iter().zip(heads).collect()),
+                    Ok(heads) => {
+                        for (p, head) in wanted.iter().zip(&heads) {
+                            let (last, unmoved) = &mut known[*p as usize];
+                            match *head > *last {
+                                true => (*last, *unmoved) = (*head, 0),
+                                // After AGAIN tries, it was not behind: the
+                                // append heard of was refused, or counted.
+                                false => *unmoved = (*unmoved + 1) % (AGAIN + 1),
+                            }
+                        }
+                        Ok(wanted.into_iter().zip(heads).collect())
+                    }
                     Err(e) => {
                         heard.fill(true);
                         Err(e)
