@@ -865,7 +865,7 @@ impl Subscriptions {
         name: &str,
     ) -> Result<BTreeMap<String, Vec<u64>>, BrokerError> {
         let progress = self
-            .read(name, |store, name| store.load_progress(name))
+            .read(name, |store, name| store.load_watermarks(name))
             .await?;
         let mut topics: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for (topic, partition, watermark, _) in progress.watermarks {

@@ -12,7 +12,7 @@
 //! must replay before it writes again.
 
 use super::batch::{self, BatchError, Entry, MAX_BATCH};
-use super::log::token;
+use super::log::{token, untoken};
 use super::ClusterError;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
@@ -186,7 +186,7 @@ pub async fn list(client: &async_nats::Client) -> Result<Vec<(String, u64)>, Clu
         let info = info.map_err(|e| ClusterError::new("listing the journals", e))?;
         if let Some(token) = info.config.name.strip_prefix("S_") {
             let created = super::epoch_ms(info.created.unix_timestamp_nanos());
-            journals.push((token.replace('~', "."), created));
+            journals.push((untoken(token), created));
         }
     }
     Ok(journals)

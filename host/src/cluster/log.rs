@@ -83,6 +83,11 @@ pub(crate) fn token(name: &str) -> String {
     name.replace('.', "~")
 }
 
+/// The name a [`token`] stands for.
+pub(crate) fn untoken(token: &str) -> String {
+    token.replace('~', ".")
+}
+
 /// The topics' partitions on a JetStream cluster.
 #[derive(Clone)]
 pub struct TopicLog {

@@ -543,19 +543,32 @@ impl Store {
 
     /// Everything persisted about a subscription's progress.
     pub fn load_progress(&self, subscription: &str) -> Result<Progress, StoreError> {
+        self.load_tags(&keys::progress_prefixes(subscription))
+    }
+
+    /// A subscription's progress records only (its watermarks and the
+    /// ranges finished above them), without retry states, redriven
+    /// messages or counters.
+    pub fn load_watermarks(&self, subscription: &str) -> Result<Progress, StoreError> {
+        let [watermarks, ..] = keys::progress_prefixes(subscription);
+        self.load_tags(&[watermarks])
+    }
+
+    /// The progress records of `prefixes` (tag and key prefix).
+    fn load_tags(&self, prefixes: &[(u8, Vec<u8>)]) -> Result<Progress, StoreError> {
         let mut progress = Progress::default();
         let cf = self.cf(CF_PROGRESS);
-        for (tag, prefix) in keys::progress_prefixes(subscription) {
+        for (tag, prefix) in prefixes {
             let iter = self
                 .db
-                .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward));
+                .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward));
             for item in iter {
                 let (key, value) = item?;
-                if !key.starts_with(&prefix) {
+                if !key.starts_with(prefix) {
                     break;
                 }
                 let rest = &key[prefix.len()..];
-                match tag {
+                match *tag {
                     keys::WATERMARK => {
                         let (topic, partition) = keys::split_topic_partition(rest);
                         let (mark, done) = keys::decode_progress(&value)
@@ -969,6 +982,11 @@ mod tests {
         b.write(replayed, Durability::Buffered).expect("replayed");
         let progress = |s: &Store| format!("{:?}", s.load_progress("s").expect("progress"));
         assert_eq!(progress(&a), progress(&b));
+        // The watermarks alone: the progress record, no retry state.
+        let marks = b.load_watermarks("s").expect("watermarks");
+        assert_eq!(marks.watermarks, [("t".to_string(), 0, 5, vec![(7, 9)])]);
+        assert!(marks.retries.is_empty() && marks.counters == Counters::default());
+        assert_eq!(b.load_progress("s").expect("progress").retries.len(), 1);
         assert_eq!(b.kv_get("s", "total").expect("kv"), Some(b"3".to_vec()));
         assert_eq!(b.kv_get("s", "gone").expect("kv"), None);
         assert_eq!(b.kv_get("s", "stale").expect("kv"), None);
