@@ -4,7 +4,8 @@
 //! clauses cluster mode claims (docs/cluster.md, "Guarantees"): producer
 //! ids (P7), ordering modes and per-key order through retries, traps and
 //! dead letters (D3–D6), fan-out and competing consumers (D9), header
-//! filters (D11), a deleted subscription starting afresh (D17), and
+//! filters (D11), a deleted subscription starting afresh (D17),
+//! at-most-once never delivering twice across kill -9 (D8), and
 //! exactly-once effects (D18–D22), wildcard subscriptions following topics
 //! created later and across a host restart (D14), pause and resume across
 //! a restart (D12), dead letters redriven and purged (D13), and pull
@@ -14,7 +15,7 @@
 use crate::cluster_hosts::host;
 use crate::nats::NatsCluster;
 use crate::support::Server;
-use crate::{core_path, exactly_once, pull, semantics};
+use crate::{core_path, crash, exactly_once, pull, semantics};
 
 /// Run a test body against a host in cluster mode.
 fn on_cluster(body: impl FnOnce(&mut Server)) {
@@ -53,6 +54,11 @@ fn runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters() {
     on_cluster(|s| {
         semantics::runs_of_a_key_keep_its_order_through_retries_traps_and_dead_letters_on(s)
     });
+}
+
+#[test]
+fn at_most_once_never_delivers_twice() {
+    on_cluster(crash::at_most_once_never_delivers_twice_on);
 }
 
 #[test]

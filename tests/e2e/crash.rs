@@ -236,7 +236,10 @@ fn retention_keeps_the_data_directory_bounded() {
 /// across kill -9 restarts no message is ever delivered twice.
 #[test]
 fn at_most_once_never_delivers_twice() {
-    let mut s = Server::start();
+    at_most_once_never_delivers_twice_on(&mut Server::start());
+}
+
+pub fn at_most_once_never_delivers_twice_on(s: &mut Server) {
     s.topic("amo", 2);
     s.topic("amo.out", 2);
     s.deploy("forwarder", "forwarder");

@@ -281,14 +281,24 @@ pub async fn infos_from_runners(
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     use futures_util::StreamExt as _;
     let deadline = tokio::time::Instant::now() + LIST_WAIT;
+    let encode = |info: &crate::broker::SubscriptionInfo| {
+        serde_json::to_value(info)
+            .map_err(|e| ApiError::internal(format!("encoding a subscription: {e}")))
+    };
     let asks = subscriptions.into_iter().map(|info| async move {
-        let local = serde_json::to_value(&info)
-            .map_err(|e| ApiError::internal(format!("encoding a subscription: {e}")))?;
         if info.state != "elsewhere" {
-            return Ok(local);
+            return encode(&info);
         }
         let asked = tokio::time::timeout_at(deadline, info_from_runner(ctx, headers, &info.name));
-        Ok(asked.await.ok().flatten().unwrap_or(local))
+        if let Ok(Some(answer)) = asked.await {
+            return Ok(answer);
+        }
+        // No host answered for it: its lag estimated here, unless the log
+        // cannot be read either (then as it is, without stats).
+        match ctx.broker.get_subscription(&info.name).await {
+            Ok(estimated) => encode(&estimated),
+            Err(_) => encode(&info),
+        }
     });
     futures_util::stream::iter(asks)
         .buffered(INFO_ASKS)

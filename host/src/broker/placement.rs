@@ -307,22 +307,22 @@ impl Placement {
                         }
                     },
                 };
-                let from = h.ledger_from.get(&at).copied().unwrap_or(0);
-                if first <= from {
-                    continue;
-                }
-                match self
-                    .subscriptions
-                    .forget_trimmed_ledger(name, (&at.0, at.1), (from, first))
-                    .await
-                {
-                    Ok(next) => {
-                        h.ledger_from.insert(at, next);
+                let mut from = h.ledger_from.get(&at).copied().unwrap_or(0);
+                // A write per chunk, until the partition is done.
+                while from < first {
+                    match self
+                        .subscriptions
+                        .forget_trimmed_ledger(name, (&at.0, at.1), (from, first))
+                        .await
+                    {
+                        Ok(next) => from = next,
+                        Err(e) => {
+                            tracing::warn!(subscription = %name, error = %e, "deleting the ledger entries of trimmed messages failed; trying again at the next sweep");
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(subscription = %name, error = %e, "deleting the ledger entries of trimmed messages failed; trying again at the next sweep")
-                    }
                 }
+                h.ledger_from.insert(at, from);
             }
         }
     }
@@ -651,23 +651,20 @@ impl super::Broker {
     }
 
     /// Every subscription: those running here with their stats, the
-    /// others as placed elsewhere (with their lag estimated).
+    /// others as placed elsewhere, without stats (the API asks their
+    /// hosts; for those that do not answer, `get_subscription` estimates
+    /// the lag).
     pub(super) async fn list_shared_subscriptions(
         &self,
     ) -> Result<Vec<super::SubscriptionInfo>, BrokerError> {
         let (backend, _) = self.cluster().expect("cluster mode");
-        let mut placed: Vec<_> = backend
+        Ok(backend
             .subscriptions
             .list()
             .await?
             .into_iter()
-            .map(|(name, record, _)| {
-                let incarnation = record.incarnation;
-                (self.placed(&name, record), incarnation)
-            })
-            .collect();
-        self.estimate_lag(&mut placed).await?;
-        Ok(placed.into_iter().map(|(info, _)| info).collect())
+            .map(|(name, record, _)| self.placed(&name, record))
+            .collect())
     }
 
     pub(super) async fn shared_subscription(
@@ -679,79 +676,59 @@ impl super::Broker {
             return Err(not_found(name));
         };
         let incarnation = record.incarnation;
-        let mut placed = [(self.placed(name, record), incarnation)];
-        self.estimate_lag(&mut placed).await?;
-        let [(info, _)] = placed;
+        let mut info = self.placed(name, record);
+        if info.state == "elsewhere" {
+            info.stats.lag = self.estimate_lag(&info, incarnation).await?;
+        }
         Ok(info)
     }
 
-    /// The lag of the subscriptions (with their incarnations) placed
-    /// elsewhere, from the watermarks their hosts store every 10 s and the
+    /// The lag of a subscription (of incarnation `incarnation`) placed
+    /// elsewhere, from the watermarks its host stores every 10 s and the
     /// partitions' heads. Stored watermarks trail the runner, so the
     /// estimate may be more than the lag, never less (docs/cluster.md,
-    /// C10): a subscription whose watermarks are not stored yet, or are of
-    /// an earlier incarnation, counts every stored message of its topics.
+    /// C10): without watermarks of this incarnation stored, every stored
+    /// message of its topics counts. A topic deleted meanwhile counts
+    /// nothing; if the log cannot be read, there is no estimate (an error).
     async fn estimate_lag(
         &self,
-        placed: &mut [(super::SubscriptionInfo, u64)],
-    ) -> Result<(), BrokerError> {
+        info: &super::SubscriptionInfo,
+        incarnation: u64,
+    ) -> Result<u64, BrokerError> {
         use futures_util::{StreamExt as _, TryStreamExt as _};
         let (backend, _) = self.cluster().expect("cluster mode");
-        let elsewhere = |info: &super::SubscriptionInfo| info.state == "elsewhere";
-        let marks: HashMap<String, Watermarks> = match &*placed {
-            [] => return Ok(()),
-            [(info, _)] if elsewhere(info) => backend
-                .subscriptions
-                .watermarks_of(&info.name)
-                .await?
-                .map(|marks| (info.name.clone(), marks))
-                .into_iter()
-                .collect(),
-            _ if placed.iter().any(|(info, _)| elsewhere(info)) => backend
-                .subscriptions
-                .watermarks()
-                .await?
-                .into_iter()
-                .collect(),
-            _ => return Ok(()),
-        };
-        let topics = backend.log.list().await?;
-        let wanted: Vec<(String, u32)> = topics
-            .iter()
-            .filter(|(topic, _)| {
-                placed.iter().any(|(info, _)| {
-                    elsewhere(info) && super::spec::topic_matches(&info.spec.topic, topic)
-                })
-            })
-            .flat_map(|(topic, spec)| (0..spec.partitions).map(|p| (topic.clone(), p)))
+        let marks = backend
+            .subscriptions
+            .watermarks_of(&info.name)
+            .await?
+            .filter(|marks| marks.incarnation == incarnation);
+        let wanted: Vec<(String, u32)> = backend
+            .log
+            .list()
+            .await?
+            .into_iter()
+            .filter(|(topic, _)| super::spec::topic_matches(&info.spec.topic, topic))
+            .flat_map(|(topic, spec)| (0..spec.partitions).map(move |p| (topic.clone(), p)))
             .collect();
-        let heads: HashMap<(String, u32), super::shared::SharedPartition> =
-            futures_util::stream::iter(wanted)
-                .map(|(topic, p)| async move {
-                    let head = backend.log.partition(&topic, p).await?;
-                    Ok::<_, BrokerError>(((topic, p), head))
-                })
-                .buffer_unordered(HEAD_READS)
-                .try_collect()
-                .await?;
-        for (info, incarnation) in placed.iter_mut().filter(|(info, _)| elsewhere(info)) {
-            let marks = marks
-                .get(&info.name)
-                .filter(|marks| marks.incarnation == *incarnation);
-            info.stats.lag = heads
-                .iter()
-                .filter(|((topic, _), _)| super::spec::topic_matches(&info.spec.topic, topic))
-                .map(|((topic, p), head)| {
-                    let finished = marks
-                        .and_then(|m| m.topics.get(topic))
-                        .and_then(|w| w.get(*p as usize))
-                        .copied()
-                        .unwrap_or(0);
-                    head.next.saturating_sub(finished.max(head.first))
-                })
-                .sum();
-        }
-        Ok(())
+        let marks = &marks;
+        futures_util::stream::iter(wanted)
+            .map(|(topic, p)| async move {
+                let head = match backend.log.partition(&topic, p).await {
+                    Ok(head) => head,
+                    Err(BrokerError::NotFound(_)) => return Ok(0),
+                    Err(e) => return Err(e),
+                };
+                let finished = marks
+                    .as_ref()
+                    .and_then(|m| m.topics.get(&topic))
+                    .and_then(|w| w.get(p as usize))
+                    .copied()
+                    .unwrap_or(0);
+                Ok(head.next.saturating_sub(finished.max(head.first)))
+            })
+            .buffer_unordered(HEAD_READS)
+            .try_fold(0, |lag, behind| async move { Ok(lag + behind) })
+            .await
     }
 
     /// A subscription's info: its stats if this incarnation runs here with

@@ -44,9 +44,10 @@ enum Watched {
         /// Only polled through `&mut self` (the lock is never taken); it
         /// makes the watch `Sync`, as a stream need not be.
         appends: std::sync::Mutex<BoxStream<'static, Option<u32>>>,
-        /// Per partition: heard of since [`TopicWatch::heads_heard`] last
-        /// read its head (each of them after a silence).
-        heard: Vec<bool>,
+        /// Per partition: to be read at the next [`TopicWatch::heads_heard`]
+        /// (`Some(true)`: an append to it was heard of; `Some(false)`: each
+        /// of them after a silence).
+        heard: Vec<Option<bool>>,
         /// Per partition: the head last read, and how many reads in a row
         /// found it unmoved although an append was heard of (the copy
         /// asked was behind: it is asked again, a few times, soon).
@@ -75,7 +76,7 @@ impl TopicWatch {
                 topic: topic.to_string(),
                 partitions,
                 appends: std::sync::Mutex::new(appends),
-                heard: vec![true; partitions as usize],
+                heard: vec![Some(false); partitions as usize],
                 known: vec![(0, 0); partitions as usize],
             },
         }
@@ -136,11 +137,12 @@ impl TopicWatch {
                     true => RECHECK,
                     false => SETTLE * 2,
                 };
+                // An append to a partition, or (`None`) to any of them.
                 let mut hear = |partition: Option<u32>| match partition
                     .and_then(|p| heard.get_mut(p as usize))
                 {
-                    Some(heard) => *heard = true,
-                    None => heard.fill(true),
+                    Some(heard) => *heard = Some(true),
+                    None => heard.iter_mut().for_each(|h| *h = h.or(Some(false))),
                 };
                 match tokio::time::timeout(wait, appends.next()).await {
                     Ok(Some(partition)) => {
@@ -183,31 +185,30 @@ impl TopicWatch {
                 known,
                 ..
             } => {
-                let wanted: Vec<u32> = (0..heard.len() as u32)
-                    .filter(|p| heard[*p as usize])
+                let wanted: Vec<(u32, bool)> = (0..heard.len() as u32)
+                    .filter_map(|p| heard[p as usize].map(|appended| (p, appended)))
                     .collect();
-                heard.fill(false);
-                let heads =
-                    futures_util::future::try_join_all(wanted.iter().map(|p| log.head(topic, *p)))
-                        .await;
-                match heads {
-                    Ok(heads) => {
-                        for (p, head) in wanted.iter().zip(&heads) {
-                            let (last, unmoved) = &mut known[*p as usize];
-                            match *head > *last {
-                                true => (*last, *unmoved) = (*head, 0),
-                                // After AGAIN tries, it was not behind: the
-                                // append heard of was refused, or counted.
-                                false => *unmoved = (*unmoved + 1) % (AGAIN + 1),
-                            }
-                        }
-                        Ok(wanted.into_iter().zip(heads).collect())
-                    }
-                    Err(e) => {
-                        heard.fill(true);
-                        Err(e)
-                    }
+                let heads = futures_util::future::try_join_all(
+                    wanted.iter().map(|(p, _)| log.head(topic, *p)),
+                )
+                .await;
+                let heads = match heads {
+                    Ok(heads) => heads,
+                    // Read them again at the next change.
+                    Err(e) => return Err(e),
+                };
+                heard.fill(None);
+                for ((p, appended), head) in wanted.iter().zip(&heads) {
+                    let (last, unmoved) = &mut known[*p as usize];
+                    *unmoved = match (*head > *last, appended) {
+                        (true, _) | (false, false) => 0,
+                        // After AGAIN tries, it was not behind: the append
+                        // heard of was refused, or counted already.
+                        (false, true) => (*unmoved + 1) % (AGAIN + 1),
+                    };
+                    *last = (*last).max(*head);
                 }
+                Ok(wanted.into_iter().map(|(p, _)| p).zip(heads).collect())
             }
         }
     }

@@ -4,8 +4,8 @@
 //!
 //! A streamed answer (an event stream) is asked for on a second subject
 //! per host, naming an inbox of the asking host: the answer's first piece
-//! is the reply, the others are published to that inbox, numbered, and an
-//! unnumbered piece ends them. Every few seconds the answering host checks
+//! is the reply, the others are published to that inbox, numbered, and a
+//! last message, naming how many there were, ends them. Every few seconds the answering host checks
 //! (a request to the inbox) that the asking host still listens, and stops
 //! when nobody does; the asking host gives up after a silence, and at a
 //! gap in the numbers (NATS drops messages for a subscriber that falls
@@ -36,6 +36,8 @@ fn stream_subject(host: &str) -> String {
 const STREAM_TO: &str = "Switchyard-Stream-To";
 /// Numbers a streamed answer's pieces after the first, from 1.
 const PIECE: &str = "Switchyard-Piece";
+/// Ends a streamed answer, with the number of pieces sent after the first.
+const END: &str = "Switchyard-End";
 /// How often the answering host checks that the asking host listens.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long the asking host waits for a piece or a check before it gives
@@ -170,18 +172,20 @@ impl Listening {
                 let _ = self.client.publish(check, bytes::Bytes::new()).await;
                 continue;
             }
-            let number = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(PIECE))
-                .and_then(|n| n.as_str().parse::<u64>().ok());
-            return match number {
-                None => None,
-                Some(n) if n == self.next => {
+            let number = |name| {
+                message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .and_then(|n| n.as_str().parse::<u64>().ok())
+            };
+            return match (number(PIECE), number(END)) {
+                (Some(n), _) if n == self.next => {
                     self.next += 1;
                     Some(Ok(message.payload.to_vec()))
                 }
-                Some(_) => broken("sent pieces that were lost on the way"),
+                (None, Some(sent)) if sent + 1 == self.next => None,
+                _ => broken("sent pieces that were lost on the way"),
             };
         }
     }
@@ -257,8 +261,11 @@ async fn stream_answer(
             }
         }
     }
-    // The end.
-    let _ = client.publish(to, bytes::Bytes::new()).await;
+    let mut end = async_nats::HeaderMap::new();
+    end.insert(END, number.to_string().as_str());
+    let _ = client
+        .publish_with_headers(to, end, bytes::Bytes::new())
+        .await;
 }
 
 #[cfg(test)]

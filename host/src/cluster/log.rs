@@ -378,17 +378,14 @@ impl TopicLog {
         topic: &str,
         partition: u32,
     ) -> Result<(stream::Stream, PartitionState), ClusterError> {
-        let mut stream = self
+        // Opening the stream reads its info: its state is as fresh as a
+        // second request's would be.
+        let stream = self
             .js
             .get_stream(stream_name(topic, partition))
             .await
             .map_err(|e| ClusterError::new("opening a partition", e))?;
-        let state = stream
-            .info()
-            .await
-            .map_err(|e| ClusterError::new("reading a partition's state", e))?
-            .state
-            .clone();
+        let state = stream.cached_info().state.clone();
         let next = state.last_sequence;
         Ok((
             stream,
