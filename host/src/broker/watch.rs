@@ -235,3 +235,142 @@ pub struct DeliveryEvent {
     pub state: &'static str,
     pub attempt: AttemptRecord,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::shared::{SharedAppended, SharedEntry, SharedMessage, SharedPartition};
+    use crate::broker::spec::TopicSpec;
+    use futures_util::future::BoxFuture;
+    use std::sync::Mutex;
+
+    /// A shared log that only tells heads, and records which it was asked.
+    #[derive(Debug, Default)]
+    struct Heads {
+        heads: Mutex<Vec<u64>>,
+        asked: Mutex<Vec<u32>>,
+    }
+
+    impl Heads {
+        fn asked(&self) -> Vec<u32> {
+            std::mem::take(&mut *self.asked.lock().unwrap())
+        }
+    }
+
+    fn unused<T>() -> BoxFuture<'static, Result<T, BrokerError>> {
+        Box::pin(async { Err(BrokerError::Unavailable("not in this test".into())) })
+    }
+
+    impl SharedLog for Heads {
+        fn list(&self) -> BoxFuture<'_, Result<Vec<(String, TopicSpec)>, BrokerError>> {
+            unused()
+        }
+        fn get<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<TopicSpec>, BrokerError>> {
+            unused()
+        }
+        fn put<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a TopicSpec,
+        ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+            unused()
+        }
+        fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+            unused()
+        }
+        fn append<'a>(
+            &'a self,
+            _: &'a str,
+            _: u32,
+            _: Vec<SharedMessage>,
+        ) -> BoxFuture<'a, Result<Vec<SharedAppended>, BrokerError>> {
+            unused()
+        }
+        fn read<'a>(
+            &'a self,
+            _: &'a str,
+            _: u32,
+            _: u64,
+            _: usize,
+        ) -> BoxFuture<'a, Result<Vec<SharedEntry>, BrokerError>> {
+            unused()
+        }
+        fn partition<'a>(
+            &'a self,
+            _: &'a str,
+            _: u32,
+        ) -> BoxFuture<'a, Result<SharedPartition, BrokerError>> {
+            unused()
+        }
+        fn trim<'a>(
+            &'a self,
+            _: &'a str,
+            _: u32,
+            _: u64,
+        ) -> BoxFuture<'a, Result<(), BrokerError>> {
+            unused()
+        }
+        fn reachable(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn appends<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<BoxStream<'static, Option<u32>>, BrokerError>> {
+            unused()
+        }
+        fn head<'a>(
+            &'a self,
+            _: &'a str,
+            partition: u32,
+        ) -> BoxFuture<'a, Result<u64, BrokerError>> {
+            self.asked.lock().unwrap().push(partition);
+            let head = self.heads.lock().unwrap()[partition as usize];
+            Box::pin(async move { Ok(head) })
+        }
+    }
+
+    /// Only the partitions heard of are read, once per burst; one whose
+    /// head did not move is read again soon, a few times, then left for the
+    /// recheck.
+    #[tokio::test]
+    async fn heads_are_read_for_what_was_heard_and_again_while_behind() {
+        let log = Arc::new(Heads {
+            heads: Mutex::new(vec![5, 7, 0]),
+            ..Heads::default()
+        });
+        let (appends, heard) = tokio::sync::mpsc::unbounded_channel::<Option<u32>>();
+        let heard = futures_util::stream::unfold(heard, |mut heard| async move {
+            heard.recv().await.map(|p| (p, heard))
+        });
+        let mut watch = TopicWatch::shared(log.clone(), "t", 3, heard.boxed());
+        // At first, every partition.
+        assert_eq!(watch.heads_heard().await.unwrap(), [(0, 5), (1, 7), (2, 0)]);
+        assert_eq!(log.asked(), [0, 1, 2]);
+
+        // A burst on partitions 1 and 2: one read of each.
+        for p in [1, 2, 1, 1] {
+            appends.send(Some(p)).unwrap();
+        }
+        log.heads.lock().unwrap()[1] = 9;
+        watch.changed().await;
+        assert_eq!(watch.heads_heard().await.unwrap(), [(1, 9), (2, 0)]);
+        assert_eq!(log.asked(), [1, 2]);
+
+        // Partition 2's head did not move although an append was heard of:
+        // it is read again without another append, AGAIN times at most.
+        for _ in 0..AGAIN {
+            watch.changed().await;
+            assert_eq!(watch.heads_heard().await.unwrap(), [(2, 0)]);
+        }
+        assert_eq!(log.asked(), vec![2; AGAIN as usize]);
+        let quiet = tokio::time::timeout(RECHECK / 2, watch.changed()).await;
+        assert!(quiet.is_err(), "left for the recheck after {AGAIN} reads");
+
+        // Once it moves, it is read as soon as it is heard of again.
+        log.heads.lock().unwrap()[2] = 1;
+        appends.send(Some(2)).unwrap();
+        watch.changed().await;
+        assert_eq!(watch.heads_heard().await.unwrap(), [(2, 1)]);
+    }
+}
