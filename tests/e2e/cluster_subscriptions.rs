@@ -320,6 +320,17 @@ fn a_subscription_fails_over_through_kill9_and_sigstop_with_effects_exactly_once
     }
 }
 
+/// Subscription `name` as a list of subscriptions shows it.
+fn listed_as(listed: &Value, name: &str) -> Value {
+    listed["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is listed: {listed}"))
+        .clone()
+}
+
 /// Send a signal (`-STOP`, `-CONT`) to a host's process.
 fn signal(server: &Server, which: &str) {
     let status = std::process::Command::new("kill")
@@ -406,13 +417,7 @@ fn any_host_reads_changes_and_pulls_a_subscription_running_on_another() {
     assert_eq!(total, vec![("total".to_string(), "10".to_string())]);
     // The list through it shows each subscription as its host tells it.
     let listed = hosts[count_far].ok("GET", "/v1/subscriptions", Body::None);
-    let count = listed["subscriptions"]
-        .as_array()
-        .expect("subscriptions")
-        .iter()
-        .find(|s| s["name"] == "count")
-        .expect("count is listed")
-        .clone();
+    let count = listed_as(&listed, "count");
     assert_eq!(count["state"], "running", "{count}");
     assert_eq!(count["host"], host_name(&hosts[1 - count_far]), "{count}");
     assert_eq!(count["stats"]["acked"], 10, "{count}");
@@ -431,14 +436,7 @@ fn any_host_reads_changes_and_pulls_a_subscription_running_on_another() {
     let count = hosts[count_far].ok("GET", "/v1/subscriptions/count", Body::None);
     let listed = hosts[count_far].ok("GET", "/v1/subscriptions", Body::None);
     signal(&hosts[1 - count_far], "-CONT");
-    let in_list = listed["subscriptions"]
-        .as_array()
-        .expect("subscriptions")
-        .iter()
-        .find(|s| s["name"] == "count")
-        .expect("count is listed")
-        .clone();
-    for info in [&count, &in_list] {
+    for info in [&count, &listed_as(&listed, "count")] {
         assert_eq!(info["state"], "elsewhere", "{info}");
         let lag = info["stats"]["lag"].as_u64().expect("a lag");
         assert!((5..=15).contains(&lag), "{info}");

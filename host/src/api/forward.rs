@@ -281,13 +281,13 @@ pub async fn infos_from_runners(
 ) -> Result<Vec<serde_json::Value>, ApiError> {
     use futures_util::StreamExt as _;
     let deadline = tokio::time::Instant::now() + LIST_WAIT;
-    let encode = |info: &crate::broker::SubscriptionInfo| {
+    let json = |info: &crate::broker::SubscriptionInfo| {
         serde_json::to_value(info)
             .map_err(|e| ApiError::internal(format!("encoding a subscription: {e}")))
     };
     let asks = subscriptions.into_iter().map(|info| async move {
         if info.state != "elsewhere" {
-            return encode(&info);
+            return json(&info);
         }
         let asked = tokio::time::timeout_at(deadline, info_from_runner(ctx, headers, &info.name));
         if let Ok(Some(answer)) = asked.await {
@@ -296,8 +296,8 @@ pub async fn infos_from_runners(
         // No host answered for it: its lag estimated here, unless the log
         // cannot be read either (then as it is, without stats).
         match ctx.broker.get_subscription(&info.name).await {
-            Ok(estimated) => encode(&estimated),
-            Err(_) => encode(&info),
+            Ok(estimated) => json(&estimated),
+            Err(_) => json(&info),
         }
     });
     futures_util::stream::iter(asks)

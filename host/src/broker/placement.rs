@@ -702,12 +702,18 @@ impl super::Broker {
             .watermarks_of(&info.name)
             .await?
             .filter(|marks| marks.incarnation == incarnation);
-        let wanted: Vec<(String, u32)> = backend
-            .log
-            .list()
-            .await?
+        let pattern = &info.spec.topic;
+        // A topic name needs its own settings only; a pattern, every topic's.
+        let topics = match super::spec::is_pattern(pattern) {
+            true => backend.log.list().await?,
+            false => match backend.log.get(pattern).await? {
+                Some(spec) => vec![(pattern.clone(), spec)],
+                None => Vec::new(),
+            },
+        };
+        let wanted: Vec<(String, u32)> = topics
             .into_iter()
-            .filter(|(topic, _)| super::spec::topic_matches(&info.spec.topic, topic))
+            .filter(|(topic, _)| super::spec::topic_matches(pattern, topic))
             .flat_map(|(topic, spec)| (0..spec.partitions).map(move |p| (topic.clone(), p)))
             .collect();
         let marks = &marks;

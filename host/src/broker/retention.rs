@@ -106,6 +106,7 @@ async fn sweep(
                 topic: topic.name.clone(),
                 partition,
                 offset: *offset,
+                entry: true,
             });
         }
     }

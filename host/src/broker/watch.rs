@@ -188,15 +188,11 @@ impl TopicWatch {
                 let wanted: Vec<(u32, bool)> = (0..heard.len() as u32)
                     .filter_map(|p| heard[p as usize].map(|appended| (p, appended)))
                     .collect();
+                // On a failure they stay heard of, to be read next time.
                 let heads = futures_util::future::try_join_all(
                     wanted.iter().map(|(p, _)| log.head(topic, *p)),
                 )
-                .await;
-                let heads = match heads {
-                    Ok(heads) => heads,
-                    // Read them again at the next change.
-                    Err(e) => return Err(e),
-                };
+                .await?;
                 heard.fill(None);
                 for ((p, appended), head) in wanted.iter().zip(&heads) {
                     let (last, unmoved) = &mut known[*p as usize];

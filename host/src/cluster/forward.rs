@@ -5,11 +5,11 @@
 //! A streamed answer (an event stream) is asked for on a second subject
 //! per host, naming an inbox of the asking host: the answer's first piece
 //! is the reply, the others are published to that inbox, numbered, and a
-//! last message, naming how many there were, ends them. Every few seconds the answering host checks
-//! (a request to the inbox) that the asking host still listens, and stops
-//! when nobody does; the asking host gives up after a silence, and at a
-//! gap in the numbers (NATS drops messages for a subscriber that falls
-//! too far behind).
+//! last message, naming how many there were, ends them. Every few seconds
+//! the answering host checks (a request to the inbox) that the asking host
+//! still listens, and stops when nobody does; the asking host gives up
+//! after a silence, and at a gap in the numbers (NATS drops messages for a
+//! subscriber that falls too far behind).
 
 use super::ClusterError;
 use crate::broker::shared::{Answerer, StreamAnswerer};
@@ -69,10 +69,15 @@ pub async fn ask(
         .timeout(Some(timeout));
     match client.send_request(subject(host), request).await {
         Ok(message) => Ok(message.payload.to_vec()),
-        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            Err(AskError::Gone(host.to_string()))
-        }
-        Err(e) => Err(ClusterError::new("asking another host", e).into()),
+        Err(e) => Err(unanswered(host, e)),
+    }
+}
+
+/// Why `host` gave no answer to a request.
+fn unanswered(host: &str, e: async_nats::RequestError) -> AskError {
+    match e.kind() {
+        async_nats::RequestErrorKind::NoResponders => AskError::Gone(host.to_string()),
+        _ => ClusterError::new("asking another host", e).into(),
     }
 }
 
@@ -124,10 +129,7 @@ pub async fn ask_stream(
         .timeout(Some(timeout));
     let head = match client.send_request(stream_subject(host), request).await {
         Ok(message) => message.payload.to_vec(),
-        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            return Err(AskError::Gone(host.to_string()))
-        }
-        Err(e) => return Err(ClusterError::new("asking another host", e).into()),
+        Err(e) => return Err(unanswered(host, e)),
     };
     let listening = Listening {
         client: client.clone(),

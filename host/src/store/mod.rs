@@ -446,25 +446,16 @@ impl Store {
                 break;
             }
             let id = String::from_utf8_lossy(&key[prefix_len + 8..]).into_owned();
-            let current = self.ledger(subscription, &id)?;
-            let here = |e: &LedgerEntry| {
-                e.topic == topic && e.partition == partition && e.offset == offset
-            };
-            ops.push(match current {
-                Some(entry) if !here(&entry) => Op::DeleteLedgerPosition {
-                    subscription: subscription.to_string(),
-                    id,
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                },
-                _ => Op::DeleteLedger {
-                    subscription: subscription.to_string(),
-                    id,
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                },
+            let entry = self
+                .ledger(subscription, &id)?
+                .is_none_or(|e| e.topic == topic && e.partition == partition && e.offset == offset);
+            ops.push(Op::DeleteLedger {
+                subscription: subscription.to_string(),
+                id,
+                topic: topic.to_string(),
+                partition,
+                offset,
+                entry,
             });
         }
         Ok((ops, next))

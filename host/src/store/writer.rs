@@ -115,22 +115,16 @@ pub enum Op {
         id: String,
         entry: LedgerEntry,
     },
-    /// Delete the ledger entry of message `id`, stored at `offset`.
+    /// Delete the ledger's index entry of message `id` at `offset`, and
+    /// if `entry`, the ledger entry itself (not when it was rewritten for
+    /// a message of that id at another position).
     DeleteLedger {
         subscription: String,
         id: String,
         topic: String,
         partition: u32,
         offset: u64,
-    },
-    /// Delete only the ledger's index entry of message `id` at `offset`
-    /// (the entry itself was rewritten for another position).
-    DeleteLedgerPosition {
-        subscription: String,
-        id: String,
-        topic: String,
-        partition: u32,
-        offset: u64,
+        entry: bool,
     },
     /// Set (`Some`) or delete (`None`) a key of a subscription's kv state.
     PutKv {
@@ -521,26 +515,19 @@ impl Op {
                     None => batch.delete_cf(cf(CF_PROGRESS), key),
                 }
             }
-            Op::DeleteLedgerPosition {
-                subscription,
-                id,
-                topic,
-                partition,
-                offset,
-            } => batch.delete_cf(
-                cf(CF_PROGRESS),
-                keys::ledger_at(&subscription, &topic, partition, offset, &id),
-            ),
             Op::DeleteLedger {
                 subscription,
                 id,
                 topic,
                 partition,
                 offset,
+                entry,
             } => {
                 let at = keys::ledger_at(&subscription, &topic, partition, offset, &id);
                 batch.delete_cf(cf(CF_PROGRESS), at);
-                batch.delete_cf(cf(CF_PROGRESS), keys::ledger(&subscription, &id))
+                if entry {
+                    batch.delete_cf(cf(CF_PROGRESS), keys::ledger(&subscription, &id))
+                }
             }
             Op::RememberId {
                 topic,
