@@ -26,6 +26,14 @@
 //! * `nats:always` and `nats:default`: `nats-server` with JetStream on a file
 //!   store, `sync_interval: always` (fsync after every write) or the default
 //!   (the page cache is synced every 2 minutes).
+//! * `disk`: no server: the floor under every synced column. Each paced
+//!   "publish" appends its payload to one file in a temporary directory (on
+//!   the same filesystem as the servers' state) and returns once an
+//!   `fdatasync` that covers it has finished; records queued while a sync
+//!   runs share the next one, as the servers group them. Only the latency
+//!   phases run. A synced publish cannot be confirmed faster than this, so
+//!   its percentiles, taken in the same run, show how much of a server's
+//!   confirm tail is the disk's.
 //!
 //! # Workload
 //!
@@ -117,7 +125,7 @@ peers: Switchyard, Redis and NATS JetStream on one workload (run it with ./dev.s
   --senders N                latency phase sender threads                   [64]
   --short                    quick check: 5000 messages, 500 msg/s for 1.5 s
                              (explicit options still win)
-  --only LIST                systems to run: switchyard,redis,nats          [all]
+  --only LIST                systems to run: disk,switchyard,redis,nats     [all]
   --switchyard-bin LABEL=PATH  a Switchyard binary to run (repeatable)      [release, and
                              dist if <target>/dist/switchyard exists]
   --switchyard-fsync-interval-ms MS  also run each Switchyard binary with
@@ -189,6 +197,7 @@ enum System {
     Switchyard,
     Redis,
     Nats,
+    Disk,
 }
 
 struct Options {
@@ -211,7 +220,12 @@ impl Options {
         let target = target_dir();
         let (mut messages, mut rates, mut seconds, mut senders) = (None, None, None, 64);
         let mut short = false;
-        let mut systems = vec![System::Switchyard, System::Redis, System::Nats];
+        let mut systems = vec![
+            System::Disk,
+            System::Switchyard,
+            System::Redis,
+            System::Nats,
+        ];
         let mut binaries = Vec::new();
         let mut json = None;
         let mut interval = None;
@@ -249,6 +263,7 @@ impl Options {
                             "switchyard" => Ok(System::Switchyard),
                             "redis" => Ok(System::Redis),
                             "nats" => Ok(System::Nats),
+                            "disk" => Ok(System::Disk),
                             other => Err(format!("--only: unknown system {other:?}\n\n{USAGE}")),
                         })
                         .collect::<Result<_, _>>()?;
@@ -327,6 +342,7 @@ impl Options {
                     columns.push(Column::Nats { always: true });
                     columns.push(Column::Nats { always: false });
                 }
+                System::Disk => columns.push(Column::Disk),
             }
         }
         columns
@@ -376,6 +392,8 @@ enum Column {
     Nats {
         always: bool,
     },
+    /// Appends and `fdatasync`s of a file: the disk's floor.
+    Disk,
 }
 
 impl Column {
@@ -394,6 +412,7 @@ impl Column {
             Column::Redis { fsync } => format!("redis:{fsync}"),
             Column::Nats { always: true } => "nats:always".into(),
             Column::Nats { always: false } => "nats:default".into(),
+            Column::Disk => "disk".into(),
         }
     }
 
@@ -402,6 +421,7 @@ impl Column {
             Column::Switchyard { .. } => "switchyard",
             Column::Redis { .. } => "redis",
             Column::Nats { .. } => "nats",
+            Column::Disk => "disk",
         }
     }
 
@@ -417,6 +437,7 @@ impl Column {
             Column::Redis { .. } => "fsync every 1 s".into(),
             Column::Nats { always: true } => "fsync per message".into(),
             Column::Nats { always: false } => "fsync every 2 min".into(),
+            Column::Disk => "fdatasync, grouped".into(),
         }
     }
 }
@@ -576,6 +597,7 @@ fn run_column(options: &Options, plugins: &PluginDir, column: &Column) -> Column
         }
         Column::Redis { fsync } => redis_column(options, fsync, &result),
         Column::Nats { always } => nats_column(options, *always, &result),
+        Column::Disk => disk_column(options, &result),
     }));
     let mut result = result.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Err(panic) = outcome {
@@ -788,6 +810,16 @@ fn latency_run(
         "latency @{rate}/s: the consumers saw {} of {total} messages",
         seqs.len()
     );
+    LatencyRun {
+        e2e: Percentiles::of(received.iter().map(|(_, ns)| *ns).collect()),
+        duplicates: received.len() as u64 - seqs.len() as u64,
+        ..confirm_run(rate, start, sent, phase)
+    }
+}
+
+/// The latency run from its sends alone (no consumer).
+fn confirm_run(rate: u64, start: Instant, sent: Vec<Sent>, phase: Phase) -> LatencyRun {
+    let total = sent.len() as u64;
     let late: Vec<Duration> = sent
         .iter()
         .map(|s| s.late)
@@ -801,8 +833,8 @@ fn latency_run(
         max_late: late.iter().copied().max().unwrap_or_default(),
         send_rate: total as f64 / last.saturating_duration_since(start).as_secs_f64(),
         confirm: Percentiles::of(sent.iter().map(|s| s.took.as_nanos() as u64).collect()),
-        e2e: Percentiles::of(received.iter().map(|(_, ns)| *ns).collect()),
-        duplicates: received.len() as u64 - seqs.len() as u64,
+        e2e: None,
+        duplicates: 0,
         phase,
     }
 }
@@ -1619,6 +1651,84 @@ fn redis_column(options: &Options, fsync: &str, result: &Mutex<ColumnResult>) {
     }
 }
 
+// ---------------------------------------------------------------- disk
+
+/// One file that records are appended to, each returned from once an
+/// `fdatasync` covering it has finished: the first caller to find no sync
+/// running writes everything queued and syncs it, and callers arriving
+/// meanwhile wait for the next sync, which covers them all.
+struct GroupSync {
+    file: std::fs::File,
+    state: Mutex<SyncState>,
+    synced: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    queued: Vec<u8>,
+    /// Records appended so far, and how many of them a finished sync covers.
+    appended: u64,
+    covered: u64,
+    syncing: bool,
+}
+
+impl GroupSync {
+    fn create(path: &Path) -> GroupSync {
+        GroupSync {
+            file: std::fs::File::create(path).expect("creating the probe file"),
+            state: Mutex::new(SyncState::default()),
+            synced: std::sync::Condvar::new(),
+        }
+    }
+
+    fn append(&self, record: &[u8]) {
+        let mut state = self.state.lock().expect("sync state");
+        state.queued.extend_from_slice(record);
+        state.appended += 1;
+        let mine = state.appended;
+        while state.covered < mine {
+            if state.syncing {
+                state = self.synced.wait(state).expect("sync state");
+                continue;
+            }
+            state.syncing = true;
+            let (bytes, upto) = (std::mem::take(&mut state.queued), state.appended);
+            drop(state);
+            (&self.file).write_all(&bytes).expect("appending");
+            self.file.sync_data().expect("fdatasync");
+            state = self.state.lock().expect("sync state");
+            state.syncing = false;
+            state.covered = upto;
+            self.synced.notify_all();
+        }
+    }
+}
+
+fn disk_column(options: &Options, result: &Mutex<ColumnResult>) {
+    let dir = tempfile::tempdir().expect("temporary dir");
+    lock(result).server = format!(
+        "appends + fdatasync in {} ({})",
+        dir.path().display(),
+        filesystem_of(dir.path()).unwrap_or_else(|| "unknown filesystem".into())
+    );
+    for &rate in &options.rates {
+        let file = GroupSync::create(&dir.path().join(format!("probe-{rate}")));
+        let total = options.latency_messages(rate);
+        let meter = Meter::start(std::process::id());
+        let start = Instant::now() + PACING_LEAD;
+        let sent = paced(
+            total,
+            rate,
+            (options.senders, options.busy),
+            start,
+            |_, _, payload| file.append(payload.as_bytes()),
+        );
+        let run = confirm_run(rate, start, sent, meter.stop(total));
+        report_latency(&run);
+        lock(result).latency.push(run);
+    }
+}
+
 // ---------------------------------------------------------------- NATS
 
 struct Nats {
@@ -2043,11 +2153,16 @@ impl Table {
                 format!("{at} publish→consumer p50 / p99 / p99.9 ms"),
                 |r| latency_at(r, rate).and_then(|l| l.e2e.as_ref().map(Percentiles::cell)),
             );
+            // The disk column has no server; its "client" is the probe.
             t.row(format!("{at} server CPU µs/msg"), |r| {
-                latency_at(r, rate).map(|l| us(l.phase.server_us()))
+                latency_at(r, rate)
+                    .filter(|_| r.system != "disk")
+                    .map(|l| us(l.phase.server_us()))
             });
             t.row(format!("{at} client CPU µs/msg"), |r| {
-                latency_at(r, rate).map(|l| us(l.phase.client_us()))
+                latency_at(r, rate)
+                    .filter(|_| r.system != "disk")
+                    .map(|l| us(l.phase.client_us()))
             });
             t.row(format!("{at} achieved rate; late sends (> 1 ms)"), |r| {
                 latency_at(r, rate)

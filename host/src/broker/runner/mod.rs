@@ -21,6 +21,7 @@
 //! the ack (see [`crate::broker::kv`]); under exactly-once its publications
 //! get ids derived from the source message.
 
+mod batch;
 mod lanes;
 mod lease;
 mod outcome;
@@ -30,7 +31,7 @@ pub use lease::{Lease, Settle, Settled, MAX_LEASE_BATCH, MAX_WAIT};
 pub(crate) use outcome::Traced;
 
 use crate::broker::kv::{KvState, SubscriptionEnv};
-use crate::broker::log::{Log, NewMessage, Topic};
+use crate::broker::log::{Log, Topic};
 use crate::broker::plugins::Registry;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, Mode, Ordering, SubscriptionSpec};
@@ -112,13 +113,8 @@ pub(crate) struct Runner {
     store: Store,
     log: Arc<Log>,
     kv: Arc<KvState>,
-    /// Acked attempts' publications, by topic, to commit with the next batch.
-    outputs: BTreeMap<String, Vec<NewMessage>>,
-    /// Commit spans of the attempts whose results the next batch records
-    /// (only while traces are exported).
-    commit_spans: Vec<crate::telemetry::Span>,
-    /// The last kv commit in the next batch.
-    kv_commit: Option<u64>,
+    /// What the next commit writes.
+    batch: batch::Batch,
     /// Attempts in flight by their `kv_start` (a multiset).
     kv_starts: BTreeMap<u64, usize>,
     /// Backoff jitter: seeded under a manual clock, so runs repeat exactly.
@@ -133,8 +129,6 @@ pub(crate) struct Runner {
     lanes: lanes::Lanes,
     /// Totals, as persisted with each progress batch.
     counters: Counters,
-    /// The totals last queued for writing.
-    queued_counters: Counters,
     /// Retry states loaded at start, consumed as their messages are read.
     restored: HashMap<(usize, u64), RetryState>,
     /// Jobs (lane runs) dispatched and not finished.
@@ -146,7 +140,6 @@ pub(crate) struct Runner {
     call_us: f64,
     /// When a wait for room in the host was last logged.
     host_busy_logged_ms: Option<u64>,
-    ops: Vec<Op>,
     /// Where a push subscription's jobs run: its share of the host's plugin
     /// threads.
     crew: Option<Crew<LaneKey>>,
@@ -275,9 +268,7 @@ impl Runner {
             store,
             log,
             kv,
-            outputs: BTreeMap::new(),
-            commit_spans: Vec::new(),
-            kv_commit: None,
+            batch: batch::Batch::new(counters),
             kv_starts: BTreeMap::new(),
             rng,
             dispatched: 0,
@@ -287,12 +278,10 @@ impl Runner {
             lanes: lanes::Lanes::default(),
             restored,
             counters,
-            queued_counters: counters,
             in_flight: 0,
             in_flight_messages: 0,
             call_us: CHUNK_BUDGET_US,
             host_busy_logged_ms: None,
-            ops: Vec::new(),
             crew,
             desk,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -407,9 +396,10 @@ impl Runner {
                 }
             }
         } else {
-            let last = self.counters_op();
-            self.ops.push(last);
-            if let Some(write) = self.commit() {
+            let last = self
+                .batch
+                .take_last(&self.shared.name, &mut self.sources, self.counters);
+            if let Some(write) = last.map(|taken| self.write(taken)) {
                 write.await;
             }
         }
@@ -543,7 +533,7 @@ impl Runner {
                 // Skipped: finished without a delivery.
                 let src = &mut self.sources[source];
                 if restored.is_some() {
-                    self.ops.push(Op::ClearRetry {
+                    self.batch.push(Op::ClearRetry {
                         subscription: self.shared.name.clone(),
                         topic: src.topic.name.clone(),
                         partition: src.partition,
@@ -804,29 +794,6 @@ impl Runner {
         self.log.clock().now_ms()
     }
 
-    fn counters_op(&self) -> Op {
-        Op::PutCounters {
-            subscription: self.shared.name.clone(),
-            counters: self.counters,
-        }
-    }
-
-    /// The store changes collected since the last flush, with progress
-    /// coalesced per partition and the counters when anything changed.
-    fn collect_ops(&mut self) -> Vec<Op> {
-        let mut ops = std::mem::take(&mut self.ops);
-        for source in &mut self.sources {
-            source.persist(&self.shared.name, &mut ops);
-        }
-        // Counters can change alone (an at-most-once ack: its progress was
-        // committed at dispatch).
-        if !ops.is_empty() || self.counters != self.queued_counters {
-            ops.push(self.counters_op());
-            self.queued_counters = self.counters;
-        }
-        ops
-    }
-
     /// Queue the collected changes as one batch, not waited for: the writer
     /// applies batches in order, and losing the tail of progress in a crash
     /// only means delivering those messages again (with their effects, which
@@ -843,11 +810,20 @@ impl Runner {
     /// `acked` or `dead_lettered` shows a message, its progress and dead
     /// letter are readable) and its kv writes are read from the store.
     fn commit(&mut self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
-        let ops = self.collect_ops();
-        let outputs = std::mem::take(&mut self.outputs);
-        if ops.is_empty() && outputs.is_empty() {
-            return None;
-        }
+        let taken = self
+            .batch
+            .take(&self.shared.name, &mut self.sources, self.counters)?;
+        Some(self.write(taken))
+    }
+
+    /// Write a taken batch (see [`Runner::commit`]).
+    fn write(&self, taken: batch::Taken) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let batch::Taken {
+            ops,
+            outputs,
+            spans,
+            kv_commit,
+        } = taken;
         let write: std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<(), BrokerError>> + Send>,
         > = if let Some(c) = &self.clustered {
@@ -860,11 +836,9 @@ impl Runner {
             // producer's publish is.
             Box::pin(self.log.commit(outputs, ops, Durability::Synced))
         };
-        let kv_commit = self.kv_commit.take();
         self.kv.prune(self.kv_starts.keys().next().copied());
         let (shared, counters, kv) = (self.shared.clone(), self.counters, self.kv.clone());
-        let spans = std::mem::take(&mut self.commit_spans);
-        Some(async move {
+        async move {
             let written = write.await;
             for mut span in spans {
                 if let Err(e) = &written {
@@ -887,7 +861,7 @@ impl Runner {
                     tracing::error!(error = %e, subscription = %shared.name, "committing progress failed; halting the subscription")
                 }
             }
-        })
+        }
     }
 
     fn publish_stats(&self) {

@@ -74,19 +74,24 @@ impl Traced {
 }
 
 impl Runner {
-    /// Apply one attempt's outcome.
+    /// Apply one attempt's outcome: an ack or a final failure finishes the
+    /// message; a failure with attempts left schedules its retry; a job that
+    /// came back unrun, or an attempt that read a kv key another changed, is
+    /// queued again uncounted.
     pub(super) fn complete(&mut self, done: JobDone<LaneKey>) {
-        self.in_flight_messages -= 1 + done.unrun;
-        if done.last {
-            self.in_flight -= 1;
-            if let Some(n) = self.kv_starts.get_mut(&done.kv_start) {
-                *n -= 1;
-                if *n == 0 {
-                    self.kv_starts.remove(&done.kv_start);
-                }
-            }
-        }
+        self.count_returned(&done);
         let now = self.now_ms();
+        let JobDone {
+            lane,
+            offset,
+            follows,
+            last,
+            label,
+            started_ms,
+            invocation,
+            released,
+            ..
+        } = done;
         let Invocation {
             outcome,
             published,
@@ -95,49 +100,22 @@ impl Runner {
             logs,
             http,
             context,
-        } = done.invocation;
-        if done.released.is_none() {
+        } = invocation;
+        if released.is_none() {
             self.call_us = self.call_us * 0.9 + duration.as_micros() as f64 * 0.1;
         }
-        let http = ledger_http(http);
-        let Some(head) = self.lanes.head_mut(&done.lane) else {
+        let Some(head) = self.lanes.head_mut(&lane) else {
             return;
         };
-        debug_assert_eq!(head.offset, done.offset);
-        if done.follows {
+        debug_assert_eq!(head.offset, offset);
+        if follows {
             // A run's later attempt is counted once it has run.
             head.attempts += 1;
             self.counters.delivered += 1;
             self.shared.delivered.fetch_add(1, AtomicOrdering::Relaxed);
         }
-        if let Some(release) = done.released {
-            // Never reached a consumer: queue it again, uncounted.
-            head.attempts -= 1;
-            self.counters.delivered -= 1;
-            self.shared.delivered.fetch_sub(1, AtomicOrdering::Relaxed);
-            if self.spec.delivery == DeliveryGuarantee::AtMostOnce {
-                // Its progress was committed before it was handed out: keep
-                // it owed in a redrive record, so a stop before it runs
-                // does not lose it (the next dispatch clears the record).
-                let source = &self.sources[head.source];
-                self.ops.push(Op::PutRedrive {
-                    subscription: self.shared.name.clone(),
-                    topic: source.topic.name.clone(),
-                    partition: source.partition,
-                    offset: head.offset,
-                    redrive: Redrive {
-                        message: (*head.message).clone(),
-                        attempts: head.attempts,
-                        due_ms: 0,
-                        history: head.history.clone(),
-                    },
-                });
-                head.redriven = true;
-            }
-            match release {
-                Release::Unused => self.lanes.retry_now(done.lane),
-                Release::HostBusy => self.host_busy(done.lane, now),
-            }
+        if let Some(release) = released {
+            self.hand_back(lane, release, now);
             return;
         }
         let at_most_once = self.spec.delivery == DeliveryGuarantee::AtMostOnce;
@@ -149,6 +127,7 @@ impl Runner {
         }
         // At-most-once never runs a plugin twice for a message: a conflict
         // fails the attempt (its writes are dropped) instead of re-running it.
+        let rerun = conflict && !at_most_once;
         let outcome = if conflict && at_most_once {
             Outcome::Retry {
                 reason: "kv conflict: a key it read was changed by another attempt".into(),
@@ -157,16 +136,12 @@ impl Runner {
         } else {
             outcome
         };
-        let kind = if conflict && !at_most_once {
-            "kv-conflict"
-        } else {
-            outcome.kind()
-        };
+        let kind = if rerun { "kv-conflict" } else { outcome.kind() };
         self.shared.attempts.observe(kind, duration);
         let attempt = trace_attempt(
             &self.shared.name,
             head,
-            (&done.label, done.started_ms, context),
+            (&label, started_ms, context),
             kind,
             duration,
         );
@@ -177,52 +152,30 @@ impl Runner {
                 Some(attempt),
                 SystemTime::now(),
             );
-            self.commit_spans.push(commit);
+            self.batch.span(commit);
         }
-        if conflict && !at_most_once {
-            // Another attempt changed a key this one read: its writes were
-            // computed from a stale value. Run it again, uncounted.
-            if let Some(trace) = &mut self.trace {
-                let source = &self.sources[head.source];
-                trace.push(Traced {
-                    topic: source.topic.name.clone(),
-                    partition: source.partition,
-                    offset: head.offset,
-                    message: head.message.clone(),
-                    attempt: AttemptRecord {
-                        attempt: head.attempts,
-                        started_ms: done.started_ms,
-                        duration_us: duration.as_micros() as u64,
-                        outcome: "kv-conflict".into(),
-                        error: Some(
-                            "a kv key it read was changed by another attempt; run again".into(),
-                        ),
-                        plugin: Some(done.label.clone()),
-                        logs: ledger_logs(logs),
-                        http,
-                    },
-                    state: "kv-conflict",
-                    published: Vec::new(),
-                });
-            }
-            head.attempts -= 1;
-            self.lanes.retry_now(done.lane);
+        let record = AttemptRecord {
+            attempt: head.attempts,
+            started_ms,
+            duration_us: duration.as_micros() as u64,
+            outcome: kind.to_string(),
+            error: if rerun {
+                Some("a kv key it read was changed by another attempt; run again".into())
+            } else {
+                (outcome != Outcome::Ack).then(|| outcome.describe())
+            },
+            plugin: Some(label),
+            logs: ledger_logs(logs),
+            http: ledger_http(http),
+        };
+        if rerun {
+            self.rerun_after_conflict(lane, record);
             return;
         }
-        head.history.push(AttemptRecord {
-            attempt: head.attempts,
-            started_ms: done.started_ms,
-            duration_us: duration.as_micros() as u64,
-            outcome: outcome.kind().to_string(),
-            error: (outcome != Outcome::Ack).then(|| outcome.describe()),
-            plugin: Some(done.label.clone()),
-            logs: ledger_logs(logs),
-            http,
-        });
-        let name = &self.shared.name;
         if outcome.is_failure() {
-            tracing::debug!(subscription = %name, plugin = %done.label, offset = done.offset, attempt = head.attempts, outcome = %outcome.describe(), "attempt failed");
+            tracing::debug!(subscription = %self.shared.name, plugin = record.plugin.as_deref().unwrap_or_default(), offset, attempt = head.attempts, outcome = %outcome.describe(), "attempt failed");
         }
+        head.history.push(record);
         let verdict = match &outcome {
             Outcome::Ack => Verdict::Acked,
             Outcome::DeadLetter(reason) => Verdict::Dead(reason.clone()),
@@ -242,67 +195,13 @@ impl Runner {
                         backoff::delay_ms(&self.spec.retry, head.attempts, roll)
                     }
                 };
-                head.due_ms = now.saturating_add(delay);
-                let source = &self.sources[head.source];
-                let (subscription, topic, partition, offset) = (
-                    name.clone(),
-                    source.topic.name.clone(),
-                    source.partition,
-                    head.offset,
-                );
-                if head.redriven {
-                    let redrive = Redrive {
-                        message: (*head.message).clone(),
-                        attempts: head.attempts,
-                        due_ms: head.due_ms,
-                        history: head.history.clone(),
-                    };
-                    self.ops.push(Op::PutRedrive {
-                        subscription,
-                        topic,
-                        partition,
-                        offset,
-                        redrive,
-                    });
-                } else {
-                    head.persisted_retry = true;
-                    let state = RetryState {
-                        attempts: head.attempts,
-                        due_ms: head.due_ms,
-                        history: head.history.clone(),
-                    };
-                    self.ops.push(Op::PutRetry {
-                        subscription,
-                        topic,
-                        partition,
-                        offset,
-                        state,
-                    });
-                }
-                let entry = ledger_entry(&self.sources[head.source], head, "retrying");
-                self.ops.push(Op::PutLedger {
-                    subscription: name.clone(),
-                    id: head.message.id.clone(),
-                    entry,
-                });
-                self.counters.retried += 1;
-                emit(&self.shared, &self.sources, head, "retrying");
-                if let Some(trace) = &mut self.trace {
-                    trace.push(Traced::of(
-                        &self.sources[head.source],
-                        head,
-                        "retrying",
-                        Vec::new(),
-                    ));
-                }
-                let due = head.due_ms;
-                self.lanes.schedule(done.lane, due, now);
+                self.schedule_retry(lane, now.saturating_add(delay), now);
                 return;
             }
         };
-        let (head, next_due) = self.lanes.finish_head(&done.lane).expect("checked above");
+        let (head, next_due) = self.lanes.finish_head(&lane).expect("checked above");
         // Within a run the lane's next message is already with the worker.
-        let next_due = next_due.filter(|_| done.last);
+        let next_due = next_due.filter(|_| last);
         emit(&self.shared, &self.sources, &head, verdict.state());
         if let Some(trace) = &mut self.trace {
             let outputs = match verdict {
@@ -317,17 +216,145 @@ impl Runner {
             ));
         }
         if matches!(verdict, Verdict::Acked) {
-            if let Some(seq) = self.kv.commit(kv.writes, &mut self.ops) {
-                self.kv_commit = Some(seq);
+            if let Some(seq) = self.kv.commit(kv.writes, self.batch.ops_mut()) {
+                self.batch.kv_committed(seq);
             }
-            if !published.is_empty() {
-                self.stage_outputs(&head, published, attempt.as_ref());
-            }
+            self.stage_outputs(&head, published, attempt.as_ref());
         }
         self.finish(head, verdict, now);
         if let Some(due) = next_due {
-            self.lanes.schedule(done.lane, due, now);
+            self.lanes.schedule(lane, due, now);
         }
+    }
+
+    /// A job's result is back: fewer messages and (with its last result)
+    /// jobs in flight.
+    fn count_returned(&mut self, done: &JobDone<LaneKey>) {
+        self.in_flight_messages -= 1 + done.unrun;
+        if done.last {
+            self.in_flight -= 1;
+            if let Some(n) = self.kv_starts.get_mut(&done.kv_start) {
+                *n -= 1;
+                if *n == 0 {
+                    self.kv_starts.remove(&done.kv_start);
+                }
+            }
+        }
+    }
+
+    /// A job that never reached a consumer: its attempt is uncounted and the
+    /// message queued again, at once or (the host had no room) shortly.
+    fn hand_back(&mut self, lane: LaneKey, release: Release, now: u64) {
+        let Some(head) = self.lanes.head_mut(&lane) else {
+            return;
+        };
+        head.attempts -= 1;
+        self.counters.delivered -= 1;
+        self.shared.delivered.fetch_sub(1, AtomicOrdering::Relaxed);
+        if self.spec.delivery == DeliveryGuarantee::AtMostOnce {
+            // Its progress was committed before it was handed out: keep it
+            // owed in a redrive record, so a stop before it runs does not
+            // lose it (the next dispatch clears the record).
+            let source = &self.sources[head.source];
+            self.batch.push(Op::PutRedrive {
+                subscription: self.shared.name.clone(),
+                topic: source.topic.name.clone(),
+                partition: source.partition,
+                offset: head.offset,
+                redrive: Redrive {
+                    message: (*head.message).clone(),
+                    attempts: head.attempts,
+                    due_ms: 0,
+                    history: head.history.clone(),
+                },
+            });
+            head.redriven = true;
+        }
+        match release {
+            Release::Unused => self.lanes.retry_now(lane),
+            Release::HostBusy => self.host_busy(lane, now),
+        }
+    }
+
+    /// Another attempt changed a kv key this one read: its writes were
+    /// computed from a stale value. Run it again, uncounted (the trace still
+    /// shows the attempt).
+    fn rerun_after_conflict(&mut self, lane: LaneKey, record: AttemptRecord) {
+        let Some(head) = self.lanes.head_mut(&lane) else {
+            return;
+        };
+        if let Some(trace) = &mut self.trace {
+            let source = &self.sources[head.source];
+            trace.push(Traced {
+                topic: source.topic.name.clone(),
+                partition: source.partition,
+                offset: head.offset,
+                message: head.message.clone(),
+                attempt: record,
+                state: "kv-conflict",
+                published: Vec::new(),
+            });
+        }
+        head.attempts -= 1;
+        self.lanes.retry_now(lane);
+    }
+
+    /// A failed attempt with attempts left: store its retry state (or, for a
+    /// redriven message, its redrive record) and a `retrying` ledger entry,
+    /// and run it again at `due`.
+    fn schedule_retry(&mut self, lane: LaneKey, due: u64, now: u64) {
+        let Some(head) = self.lanes.head_mut(&lane) else {
+            return;
+        };
+        head.due_ms = due;
+        let name = &self.shared.name;
+        let source = &self.sources[head.source];
+        let (subscription, topic, partition, offset) = (
+            name.clone(),
+            source.topic.name.clone(),
+            source.partition,
+            head.offset,
+        );
+        if head.redriven {
+            let redrive = Redrive {
+                message: (*head.message).clone(),
+                attempts: head.attempts,
+                due_ms: due,
+                history: head.history.clone(),
+            };
+            self.batch.push(Op::PutRedrive {
+                subscription,
+                topic,
+                partition,
+                offset,
+                redrive,
+            });
+        } else {
+            head.persisted_retry = true;
+            let state = RetryState {
+                attempts: head.attempts,
+                due_ms: due,
+                history: head.history.clone(),
+            };
+            self.batch.push(Op::PutRetry {
+                subscription,
+                topic,
+                partition,
+                offset,
+                state,
+            });
+        }
+        self.batch.push(Op::PutLedger {
+            subscription: name.clone(),
+            id: head.message.id.clone(),
+            entry: ledger_entry(source, head, "retrying"),
+        });
+        self.counters.retried += 1;
+        emit(&self.shared, &self.sources, head, "retrying");
+        if let Some(trace) = &mut self.trace {
+            trace.push(Traced::of(source, head, "retrying", Vec::new()));
+        }
+        self.lanes.schedule(lane, due, now);
     }
 
     /// A message the host had no room to run: it waits a moment, its
@@ -357,7 +384,7 @@ impl Runner {
             && head.history[0].logs.is_empty()
             && head.history[0].http.is_empty();
         if self.spec.ledger == LedgerMode::All || !clean {
-            self.ops.push(Op::PutLedger {
+            self.batch.push(Op::PutLedger {
                 subscription: name.clone(),
                 id: head.message.id.clone(),
                 entry: ledger_entry(&self.sources[head.source], &head, state),
@@ -367,7 +394,7 @@ impl Runner {
         let topic = source.topic.name.clone();
         let partition = source.partition;
         if head.persisted_retry {
-            self.ops.push(Op::ClearRetry {
+            self.batch.push(Op::ClearRetry {
                 subscription: name.clone(),
                 topic: topic.clone(),
                 partition,
@@ -375,7 +402,7 @@ impl Runner {
             });
         }
         if head.redriven {
-            self.ops.push(Op::ClearRedrive {
+            self.batch.push(Op::ClearRedrive {
                 subscription: name.clone(),
                 topic: topic.clone(),
                 partition,
@@ -396,7 +423,7 @@ impl Runner {
             Verdict::Dead(reason) => {
                 self.counters.dead_lettered += 1;
                 tracing::info!(subscription = %name, topic = %topic, partition, offset = head.offset, reason = %reason, "message dead-lettered");
-                self.ops.push(Op::PutDeadLetter {
+                self.batch.push(Op::PutDeadLetter {
                     subscription: name,
                     letter: DeadLetter {
                         topic,
@@ -440,13 +467,16 @@ impl Runner {
             if let Some(traceparent) = &traceparent {
                 telemetry::stamp(&mut headers, traceparent, true);
             }
-            self.outputs.entry(p.topic).or_default().push(NewMessage {
-                id,
-                key: p.key,
-                payload: p.payload,
-                headers,
-                delay_ms: None,
-            });
+            self.batch.publish(
+                p.topic,
+                NewMessage {
+                    id,
+                    key: p.key,
+                    payload: p.payload,
+                    headers,
+                    delay_ms: None,
+                },
+            );
         }
     }
 }
