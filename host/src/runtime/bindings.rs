@@ -17,6 +17,11 @@ wasmtime::component::bindgen!({
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
     },
     require_store_data_send: true,
+    // A delivery is lent to the guest, not copied first: `handle` takes a
+    // `Message<'_>` of borrowed fields, lowered straight from the delivery.
+    ownership: Borrowing {
+        duplicate_if_necessary: true
+    },
 });
 
 pub use switchyard::plugin::host::Host as HostImports;

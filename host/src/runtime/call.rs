@@ -157,14 +157,19 @@ pub(crate) fn run(
     arm_deadline(store, timeout);
     store.data_mut().limiter.hit = false;
     store.data_mut().stderr_tail.clear();
+    let headers: Vec<(&str, &str)> = delivery
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
     let message = Message {
-        id: delivery.id.clone(),
-        topic: delivery.topic.clone(),
+        id: &delivery.id,
+        topic: &delivery.topic,
         partition: delivery.partition,
         offset: delivery.offset,
-        key: delivery.key.clone(),
-        payload: delivery.payload.clone(),
-        headers: delivery.headers.clone(),
+        key: delivery.key.as_deref(),
+        payload: &delivery.payload,
+        headers: &headers,
         timestamp_ms: delivery.timestamp_ms,
         attempt: delivery.attempt,
     };
@@ -175,7 +180,7 @@ pub(crate) fn run(
         .map(|parent| crate::telemetry::TraceContext::next(Some(&parent)));
     store.data_mut().egress =
         super::egress::CallEgress::begin(egress, started + timeout, &delivery.id, context.as_ref());
-    let result = consumer.call_handle(&mut *store, &message);
+    let result = consumer.call_handle(&mut *store, message);
     store.data_mut().drain_stdio(stdio_seen);
     let outcome = match result {
         Ok(WitOutcome::Ack) => Outcome::Ack,
