@@ -1,6 +1,7 @@
 //! Topics and their partitions: creation, the publish path (partitioning,
 //! offsets, group-committed durable appends) and reads.
 
+use super::recent::Recent;
 use super::space::Space;
 use super::spec::{validate_topic_name, TopicSpec};
 use super::{BrokerError, Clock, TopicInfo};
@@ -132,6 +133,9 @@ pub(crate) struct Topic {
     round_robin: AtomicU64,
     /// Woken after each durable append.
     watchers: Mutex<Vec<Arc<Notify>>>,
+    /// Per partition, the newest durable messages (kept while anyone
+    /// watches the topic).
+    recent: Vec<Recent>,
     /// Per partition, the store's latest estimate of its size in bytes
     /// (measured in the background: [`Log::measure`]).
     bytes: Mutex<Vec<u64>>,
@@ -175,6 +179,19 @@ impl Topic {
         self.watchers.lock().expect("watchers lock").push(notify);
     }
 
+    /// Up to `limit` messages of `partition` from offset `from` on, if they
+    /// are among its newest durable ones (else none: read the store).
+    pub(crate) fn recent(
+        &self,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Vec<(u64, Arc<StoredMessage>)> {
+        self.recent
+            .get(partition as usize)
+            .map_or_else(Vec::new, |r| r.read(from, limit))
+    }
+
     pub(crate) fn unwatch(&self, notify: &Arc<Notify>) {
         self.watchers
             .lock()
@@ -195,6 +212,7 @@ impl Topic {
             settings: RwLock::new(spec),
             round_robin: AtomicU64::new(0),
             watchers: Mutex::new(Vec::new()),
+            recent: Vec::new(),
             bytes: Mutex::new(Vec::new()),
         }
     }
@@ -276,6 +294,9 @@ struct Appended {
     topic: Arc<Topic>,
     /// Per partition: the new head once the write is durable.
     ends: Vec<Option<u64>>,
+    /// Per partition: the messages written, from their first offset (only
+    /// when someone watches the topic, to keep them as its recent ones).
+    fresh: Vec<(u64, Vec<Arc<StoredMessage>>)>,
     /// Ids to drop from the pending set once the write is done.
     remembered: Vec<String>,
 }
@@ -299,6 +320,11 @@ impl Appended {
         }
         if !written {
             return;
+        }
+        for ((first, messages), recent) in self.fresh.iter().zip(&self.topic.recent) {
+            if !messages.is_empty() {
+                recent.extend(*first, messages);
+            }
         }
         for (partition, end) in self.ends.iter().enumerate() {
             if let Some(end) = end {
@@ -649,6 +675,11 @@ impl Log {
         let mut ends = vec![None; partitions as usize];
         let window = topic.spec().dedup_window_ms;
         let mut remembered = Vec::new();
+        let watched = !topic.watchers.lock().expect("watchers lock").is_empty();
+        let mut fresh: Vec<(u64, Vec<Arc<StoredMessage>>)> = match watched {
+            true => vec![(0, Vec::new()); partitions as usize],
+            false => Vec::new(),
+        };
         for m in messages {
             // Given ids are deduplicated unless the window is 0.
             let dedup_id = m.id.as_ref().filter(|_| window > 0);
@@ -700,23 +731,31 @@ impl Log {
                 offset,
                 duplicate: false,
             });
+            let message = Arc::new(StoredMessage {
+                id,
+                key: m.key,
+                payload: m.payload,
+                headers: m.headers,
+                timestamp_ms: now,
+                deliver_at_ms: m.delay_ms.filter(|d| *d > 0).map(|d| now + d),
+            });
+            if let Some((first, kept)) = fresh.get_mut(partition as usize) {
+                if kept.is_empty() {
+                    *first = offset;
+                }
+                kept.push(message.clone());
+            }
             ops.push(Op::Append {
                 topic: topic.name.clone(),
                 partition,
                 offset,
-                message: StoredMessage {
-                    id,
-                    key: m.key,
-                    payload: m.payload,
-                    headers: m.headers,
-                    timestamp_ms: now,
-                    deliver_at_ms: m.delay_ms.filter(|d| *d > 0).map(|d| now + d),
-                },
+                message,
             });
         }
         let appended = Appended {
             topic: topic.clone(),
             ends,
+            fresh,
             remembered,
         };
         Ok((results, appended))
@@ -797,12 +836,14 @@ impl Topic {
             }),
             round_robin: AtomicU64::new(0),
             watchers: Mutex::new(Vec::new()),
+            recent: (0..partitions).map(|_| Recent::default()).collect(),
             bytes: Mutex::new(Vec::new()),
         }
     }
 }
 
 fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, BrokerError> {
+    let partitions = spec.partitions;
     let mut offsets = Vec::with_capacity(spec.partitions as usize);
     let mut firsts = Vec::with_capacity(spec.partitions as usize);
     for p in 0..spec.partitions {
@@ -819,6 +860,7 @@ fn open_topic(store: &Store, name: &str, spec: TopicSpec) -> Result<Topic, Broke
         settings: RwLock::new(spec),
         round_robin: AtomicU64::new(0),
         watchers: Mutex::new(Vec::new()),
+        recent: (0..partitions).map(|_| Recent::default()).collect(),
         bytes: Mutex::new(Vec::new()),
     })
 }

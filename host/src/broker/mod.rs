@@ -20,6 +20,7 @@ mod log;
 mod placement;
 mod plugins;
 mod progress;
+mod recent;
 mod retention;
 mod runner;
 pub mod shared;

@@ -31,7 +31,8 @@ pub enum Op {
         topic: String,
         partition: u32,
         offset: u64,
-        message: StoredMessage,
+        /// Shared with the topic's recent messages (see `broker::recent`).
+        message: Arc<StoredMessage>,
     },
     /// Delete everything stored for a subscription: progress, retry and
     /// redrive records, counters, ledger and dead letters.
@@ -362,7 +363,7 @@ impl Op {
             } => batch.put_cf(
                 cf(CF_LOG),
                 keys::log(&topic, partition, offset),
-                encode(&message),
+                encode(&*message),
             ),
             Op::ForgetSubscription { subscription } => {
                 for (from, to) in keys::subscription_ranges(&subscription) {

@@ -94,7 +94,7 @@ struct Pending {
 }
 
 /// Messages read from a partition, at their offsets.
-type Rows = Vec<(u64, StoredMessage)>;
+type Rows = Vec<(u64, Arc<StoredMessage>)>;
 
 /// A redriven message and its original position (topic, partition, offset).
 pub(crate) type Redriven = (String, u32, u64, Redrive);
@@ -440,6 +440,8 @@ impl Runner {
         // Plan the reads: how much of each partition fits in the window.
         let mut budget = WINDOW.saturating_sub(self.lanes.held());
         let mut reads = Vec::new();
+        // Messages that are among their partition's newest come from memory.
+        let mut kept = Vec::new();
         for (i, source) in self.sources.iter_mut().enumerate() {
             if budget == 0 {
                 break;
@@ -451,11 +453,16 @@ impl Runner {
             }
             let limit = READ_CHUNK.min(budget).min((head - source.read_to) as usize);
             budget -= limit;
+            let recent = source.topic.recent(source.partition, source.read_to, limit);
+            if recent.len() == limit {
+                kept.push((i, head, Ok(recent)));
+                continue;
+            }
             let topic = source.topic.name.clone();
             reads.push((i, head, topic, source.partition, source.read_to, limit));
         }
         if reads.is_empty() {
-            return;
+            return self.take_reads(kept);
         }
         if let Some(clustered) = &self.clustered {
             let log = clustered.log.clone();
@@ -469,6 +476,8 @@ impl Runner {
                             Ok(rows) if rows.is_empty() => from,
                             _ => head,
                         };
+                        let read = read
+                            .map(|rows| rows.into_iter().map(|(o, m)| (o, Arc::new(m))).collect());
                         (i, reached, read)
                     }
                 },
@@ -492,15 +501,18 @@ impl Runner {
             Ok(results) => results,
             Err(e) => {
                 tracing::error!(error = %e, subscription = %self.shared.name, "reading the log failed");
-                return;
+                return self.take_reads(kept);
             }
         };
-        self.take_reads(
-            results
-                .into_iter()
-                .map(|(i, head, rows)| (i, head, rows.map_err(BrokerError::from)))
-                .collect(),
-        );
+        kept.extend(results.into_iter().map(|(i, head, rows)| {
+            let rows = rows.map_err(BrokerError::from);
+            (
+                i,
+                head,
+                rows.map(|r| r.into_iter().map(|(o, m)| (o, Arc::new(m))).collect()),
+            )
+        }));
+        self.take_reads(kept);
     }
 
     /// Enqueue what was read, per source: `(source, head, rows)`.
@@ -519,7 +531,7 @@ impl Runner {
                 if self.sources[i].is_done(offset) {
                     continue;
                 }
-                self.enqueue(i, offset, Arc::new(message));
+                self.enqueue(i, offset, message);
             }
             let source = &mut self.sources[i];
             source.read_to = last.map_or(head, |o| o + 1);
