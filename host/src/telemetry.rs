@@ -41,28 +41,24 @@ impl TraceContext {
     /// Parse a `traceparent` value; `None` if it is not a valid version-00
     /// context (all-zero ids are invalid).
     pub fn parse(value: &str) -> Option<Self> {
-        let mut parts = value.trim().split('-');
-        let (version, trace, span, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version != "00" || parts.next().is_some() || trace.len() != 32 || span.len() != 16 {
+        // `00-` 32 hex digits `-` 16 hex digits `-` 2 hex digits.
+        let text = value.trim_ascii().as_bytes();
+        if text.len() != 55 || &text[..3] != b"00-" || text[35] != b'-' || text[52] != b'-' {
             return None;
         }
         let mut trace_id = [0; 16];
         let mut span_id = [0; 8];
-        hex(trace, &mut trace_id)?;
-        hex(span, &mut span_id)?;
-        let mut flag = [0; 1];
-        if flags.len() != 2 {
-            return None;
-        }
-        hex(flags, &mut flag)?;
+        let mut flags = [0; 1];
+        hex(&text[3..35], &mut trace_id)?;
+        hex(&text[36..52], &mut span_id)?;
+        hex(&text[53..], &mut flags)?;
         if trace_id == [0; 16] || span_id == [0; 8] {
             return None;
         }
         Some(Self {
             trace_id,
             span_id,
-            sampled: flag[0] & 1 == 1,
+            sampled: flags[0] & 1 == 1,
         })
     }
 
@@ -131,14 +127,18 @@ fn nonzero<const N: usize>(random: impl Fn() -> [u8; N]) -> [u8; N] {
 }
 
 /// Decode lowercase or uppercase hex into `out` (exactly its length).
-fn hex(text: &str, out: &mut [u8]) -> Option<()> {
-    let digits = text.as_bytes();
+fn hex(digits: &[u8], out: &mut [u8]) -> Option<()> {
     if digits.len() != out.len() * 2 {
         return None;
     }
-    for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
-        let value = |d: u8| (d as char).to_digit(16);
-        *byte = (value(pair[0])? * 16 + value(pair[1])?) as u8;
+    let value = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        b'A'..=b'F' => Some(d - b'A' + 10),
+        _ => None,
+    };
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = value(pair[0])? << 4 | value(pair[1])?;
     }
     Some(())
 }
@@ -160,7 +160,10 @@ pub fn of_headers(headers: &[(String, String)]) -> Option<TraceContext> {
 /// trace), or only if it has no valid one (a producer's own context wins).
 pub fn stamp(headers: &mut Vec<(String, String)>, value: &str, replace: bool) {
     match headers.iter_mut().find(|(n, _)| n == TRACEPARENT) {
-        Some((_, v)) if replace || TraceContext::parse(v).is_none() => *v = value.to_string(),
+        Some((_, v)) if replace || TraceContext::parse(v).is_none() => {
+            v.clear();
+            v.push_str(value);
+        }
         Some(_) => {}
         None => headers.push((TRACEPARENT.to_string(), value.to_string())),
     }
@@ -362,6 +365,8 @@ mod tests {
         assert!(ctx.sampled);
         let unsampled = TraceContext::parse(&text.replace("-01", "-00")).expect("valid");
         assert!(!unsampled.sampled);
+        let upper = TraceContext::parse(&format!(" {} ", text.to_uppercase())).expect("valid");
+        assert_eq!(upper, ctx, "upper case and surrounding spaces");
         for bad in [
             "",
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -371,6 +376,10 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
         ] {
             assert_eq!(TraceContext::parse(bad), None, "{bad}");
         }

@@ -492,8 +492,13 @@ fn trace_attempt(
     outcome: &'static str,
     duration: std::time::Duration,
 ) -> Option<TraceContext> {
+    let exporting = telemetry::exporting();
+    if let (false, Some(chosen)) = (exporting, chosen) {
+        // Nothing to record: the attempt's context is the one its call took.
+        return Some(chosen);
+    }
     let parent = telemetry::of_headers(&head.message.headers);
-    if parent.is_none() && !telemetry::exporting() {
+    if parent.is_none() && !exporting {
         return None;
     }
     let started = UNIX_EPOCH + std::time::Duration::from_millis(started_ms);
@@ -505,7 +510,7 @@ fn trace_attempt(
         chosen.as_ref(),
     );
     let context = *span.context();
-    if telemetry::exporting() {
+    if exporting {
         span.set_text("switchyard.subscription", subscription);
         span.set_text("switchyard.plugin", plugin);
         span.set_text("switchyard.outcome", outcome);
