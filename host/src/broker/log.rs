@@ -192,11 +192,14 @@ impl Topic {
             .map_or_else(Vec::new, |r| r.read(from, limit))
     }
 
+    /// Stop waking `notify`; once nobody watches, the topic keeps no
+    /// recent messages.
     pub(crate) fn unwatch(&self, notify: &Arc<Notify>) {
-        self.watchers
-            .lock()
-            .expect("watchers lock")
-            .retain(|n| !Arc::ptr_eq(n, notify));
+        let mut watchers = self.watchers.lock().expect("watchers lock");
+        watchers.retain(|n| !Arc::ptr_eq(n, notify));
+        if watchers.is_empty() {
+            self.recent.iter().for_each(Recent::clear);
+        }
     }
 
     /// A topic that lives in a shared log (cluster mode): its partitions

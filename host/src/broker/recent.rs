@@ -74,6 +74,11 @@ impl Recent {
         }
     }
 
+    /// Keep nothing (until the next batch starts a run).
+    pub(crate) fn clear(&self) {
+        self.0.lock().expect("recent messages lock").clear();
+    }
+
     /// Up to `limit` messages from offset `from` on, if the run holds
     /// `from`; else nothing (read the store).
     pub(crate) fn read(&self, from: u64, limit: usize) -> Vec<(u64, Arc<StoredMessage>)> {
@@ -184,5 +189,9 @@ mod tests {
         assert!(recent.read(start + 8, 10).is_empty());
         recent.extend(start + 9, &[message(start + 9, 1)]);
         assert_eq!(recent.read(start + 9, 10).len(), 1);
+        recent.clear();
+        assert!(recent.read(start + 9, 10).is_empty(), "cleared");
+        recent.extend(start + 10, &[message(start + 10, 1)]);
+        assert_eq!(recent.read(start + 10, 10).len(), 1, "a new run");
     }
 }
