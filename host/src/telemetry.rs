@@ -42,7 +42,7 @@ impl TraceContext {
     /// context (all-zero ids are invalid).
     pub fn parse(value: &str) -> Option<Self> {
         // `00-` 32 hex digits `-` 16 hex digits `-` 2 hex digits.
-        let text = value.trim_ascii().as_bytes();
+        let text = value.trim().as_bytes();
         if text.len() != 55 || &text[..3] != b"00-" || text[35] != b'-' || text[52] != b'-' {
             return None;
         }

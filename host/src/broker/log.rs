@@ -324,9 +324,14 @@ impl Appended {
         if !written {
             return;
         }
-        for ((first, messages), recent) in self.fresh.iter().zip(&self.topic.recent) {
-            if !messages.is_empty() {
-                recent.extend(*first, messages);
+        // Kept only while someone still watches (under the lock `unwatch`
+        // clears them under), and before the heads move past them.
+        let watchers = self.topic.watchers.lock().expect("watchers lock");
+        if !watchers.is_empty() {
+            for ((first, messages), recent) in self.fresh.iter().zip(&self.topic.recent) {
+                if !messages.is_empty() {
+                    recent.extend(*first, messages);
+                }
             }
         }
         for (partition, end) in self.ends.iter().enumerate() {
@@ -334,7 +339,7 @@ impl Appended {
                 self.topic.heads[partition].fetch_max(*end, Ordering::AcqRel);
             }
         }
-        for watcher in self.topic.watchers.lock().expect("watchers lock").iter() {
+        for watcher in watchers.iter() {
             watcher.notify_one();
         }
     }
@@ -965,6 +970,67 @@ mod tests {
         write.await.expect("writes");
         appended.settle(true);
         assert!(results[0].duplicate, "{results:?}");
+        store.close().expect("closes");
+    }
+
+    /// A watched topic keeps its newest messages once they are durable (a
+    /// failed write keeps nothing, and the run does not go on past it); a
+    /// topic nobody watches, or no longer watches, keeps none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_watched_topics_keep_their_newest_messages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), None).expect("opens");
+        let log = Arc::new(Log::load(store.clone(), Clock::system(), false).expect("loads"));
+        let l = log.clone();
+        let spec = TopicSpec {
+            partitions: 1,
+            ..TopicSpec::default()
+        };
+        tokio::task::spawn_blocking(move || l.create_topic("t", spec))
+            .await
+            .expect("joins")
+            .expect("creates");
+        let topic = log.get("t").expect("the topic");
+        let payloads = |kept: Vec<(u64, Arc<StoredMessage>)>| {
+            kept.into_iter()
+                .map(|(offset, m)| (offset, String::from_utf8_lossy(&m.payload).into_owned()))
+                .collect::<Vec<_>>()
+        };
+        let publish = |payload: &'static str| {
+            let log = log.clone();
+            async move {
+                log.publish("t", vec![NewMessage::new(payload)])
+                    .await
+                    .expect("publishes")
+            }
+        };
+        publish("a").await;
+        assert!(topic.recent(0, 0, 10).is_empty(), "nobody watches");
+        let watcher = Arc::new(Notify::new());
+        topic.watch(watcher.clone());
+        publish("b").await;
+        publish("c").await;
+        assert_eq!(
+            payloads(topic.recent(0, 1, 10)),
+            vec![(1, "b".to_string()), (2, "c".to_string())]
+        );
+        assert!(
+            topic.recent(0, 0, 10).is_empty(),
+            "written before anyone watched"
+        );
+        let (_, appended, write) = log
+            .prepare("t", vec![NewMessage::new("d")], None)
+            .expect("prepares");
+        write.await.expect("writes");
+        appended.settle(false);
+        assert!(topic.recent(0, 3, 10).is_empty(), "a failed write");
+        publish("e").await;
+        assert!(topic.recent(0, 3, 10).is_empty(), "no run past the gap");
+        assert_eq!(payloads(topic.recent(0, 4, 10)), vec![(4, "e".to_string())]);
+        topic.unwatch(&watcher);
+        assert!(topic.recent(0, 4, 10).is_empty(), "nobody watches any more");
+        publish("f").await;
+        assert!(topic.recent(0, 5, 10).is_empty());
         store.close().expect("closes");
     }
 }

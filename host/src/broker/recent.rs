@@ -52,25 +52,33 @@ impl Recent {
     /// continue at `first` (an earlier batch settled later) starts again.
     pub(crate) fn extend(&self, first: u64, messages: &[Arc<StoredMessage>]) {
         let mut run = self.0.lock().expect("recent messages lock");
-        if first != run.start + run.messages.len() as u64 {
+        let end = run.start + run.messages.len() as u64;
+        if !run.messages.is_empty() && first + (messages.len() as u64) <= run.start {
+            // An earlier batch settled after a later one: keep the newer.
+            return;
+        }
+        if first != end {
             run.clear();
             run.start = first;
         }
         for message in messages {
             let bytes = size(message);
-            let kept = KEPT.load(Ordering::Relaxed);
+            // Make room in this partition first, then in the host's budget.
+            while !run.messages.is_empty()
+                && (run.messages.len() >= PER_PARTITION || run.bytes + bytes > PER_PARTITION_BYTES)
+            {
+                run.pop_front();
+            }
+            let kept = KEPT.fetch_add(bytes, Ordering::Relaxed);
             if bytes > PER_PARTITION_BYTES || kept + bytes > HOST_BYTES {
                 // Not kept: the run cannot go on past a gap.
+                KEPT.fetch_sub(bytes, Ordering::Relaxed);
                 run.clear();
                 run.start = u64::MAX;
                 return;
             }
-            KEPT.fetch_add(bytes, Ordering::Relaxed);
             run.bytes += bytes;
             run.messages.push_back((message.clone(), bytes));
-            while run.messages.len() > PER_PARTITION || run.bytes > PER_PARTITION_BYTES {
-                run.pop_front();
-            }
         }
     }
 
@@ -83,12 +91,15 @@ impl Recent {
     /// `from`; else nothing (read the store).
     pub(crate) fn read(&self, from: u64, limit: usize) -> Vec<(u64, Arc<StoredMessage>)> {
         let run = self.0.lock().expect("recent messages lock");
-        let Some(skip) = from.checked_sub(run.start) else {
+        let Some(skip) = from
+            .checked_sub(run.start)
+            .and_then(|s| usize::try_from(s).ok())
+        else {
             return Vec::new();
         };
         run.messages
             .iter()
-            .skip(skip as usize)
+            .skip(skip)
             .take(limit)
             .enumerate()
             .map(|(i, (m, _))| (from + i as u64, m.clone()))
@@ -152,11 +163,15 @@ mod tests {
         // A later batch continues the run.
         recent.extend(5, &[message(5, 10)]);
         assert_eq!(ids(&recent.read(5, 1)), vec![(5, "m5".into())]);
-        // A batch that does not continue it (an earlier one settled later)
-        // starts it again: older offsets are misses, never wrong messages.
+        // A batch that does not continue it starts it again: older offsets
+        // are misses, never wrong messages.
         recent.extend(9, &[message(9, 10)]);
         assert!(recent.read(5, 10).is_empty());
         assert!(recent.read(8, 10).is_empty());
+        assert_eq!(ids(&recent.read(9, 10)), vec![(9, "m9".into())]);
+        // An earlier batch that settles after it leaves the newer run.
+        recent.extend(7, &[message(7, 10), message(8, 10)]);
+        assert!(recent.read(7, 10).is_empty());
         assert_eq!(ids(&recent.read(9, 10)), vec![(9, "m9".into())]);
     }
 

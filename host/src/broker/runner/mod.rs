@@ -483,7 +483,8 @@ impl Runner {
                 },
             ))
             .await;
-            return self.take_reads(results);
+            kept.extend(results);
+            return self.take_reads(kept);
         }
         // Read on the blocking pool: the delivery runtime's threads run
         // every subscription's runner.
