@@ -213,13 +213,31 @@ fn two_hosts_share_topics_and_lose_no_acknowledged_publish_through_a_leader_kill
         Body::Json(json!({ "messages": [{ "payload": "late" }] })),
     );
     assert_eq!(status, 404, "{gone}");
-    let (status, _) = a.call(
-        "PUT",
-        "/v1/topics/orders",
-        None,
-        Body::Json(json!({ "partitions": 2 })),
-    );
-    assert_eq!(status, 201);
+    // Its streams need every replica's node, and the one restarted above
+    // may still be catching up: unavailable (503) is retried, as a client
+    // would.
+    let mut refusals = Vec::new();
+    wait_for(LIMIT, "the topic to be created again", || {
+        let (status, body) = a.call(
+            "PUT",
+            "/v1/topics/orders",
+            None,
+            Body::Json(json!({ "partitions": 2 })),
+        );
+        match status {
+            201 => Some(()),
+            // A refused attempt got as far as storing the topic.
+            200 if !refusals.is_empty() => Some(()),
+            503 => {
+                refusals.push(body);
+                None
+            }
+            other => panic!("created again: {other} {body} (after {refusals:?})"),
+        }
+    });
+    if !refusals.is_empty() {
+        eprintln!("creating the topic again was refused first: {refusals:?}");
+    }
     let info = b.ok("GET", "/v1/topics/orders", Body::None);
     assert_eq!(info["offsets"], json!([0, 0]));
     let published = b.publish("orders", vec![json!({ "key": "k1", "payload": "fresh" })]);
