@@ -921,16 +921,22 @@ mod tests {
     /// another publish made durable meanwhile is still found (among those
     /// settled since), and when too many settled to tell, the store is asked
     /// under the lock.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ids_made_durable_during_a_lookup_are_still_duplicates() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path(), None).expect("opens");
+    /// A log in `dir` with the topic `t` created with `spec`.
+    async fn log_with_topic(dir: &std::path::Path, spec: TopicSpec) -> (Store, Arc<Log>) {
+        let store = Store::open(dir, None).expect("opens");
         let log = Arc::new(Log::load(store.clone(), Clock::system(), false).expect("loads"));
         let l = log.clone();
-        tokio::task::spawn_blocking(move || l.create_topic("t", TopicSpec::default()))
+        tokio::task::spawn_blocking(move || l.create_topic("t", spec))
             .await
             .expect("joins")
             .expect("creates");
+        (store, log)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_made_durable_during_a_lookup_are_still_duplicates() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, log) = log_with_topic(dir.path(), TopicSpec::default()).await;
         // The lookup saw nothing...
         let looked = log
             .look_up_ids("t", &[with_id("x")])
@@ -979,17 +985,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_watched_topics_keep_their_newest_messages() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path(), None).expect("opens");
-        let log = Arc::new(Log::load(store.clone(), Clock::system(), false).expect("loads"));
-        let l = log.clone();
         let spec = TopicSpec {
             partitions: 1,
             ..TopicSpec::default()
         };
-        tokio::task::spawn_blocking(move || l.create_topic("t", spec))
-            .await
-            .expect("joins")
-            .expect("creates");
+        let (store, log) = log_with_topic(dir.path(), spec).await;
         let topic = log.get("t").expect("the topic");
         let payloads = |kept: Vec<(u64, Arc<StoredMessage>)>| {
             kept.into_iter()

@@ -96,6 +96,11 @@ struct Pending {
 /// Messages read from a partition, at their offsets.
 type Rows = Vec<(u64, Arc<StoredMessage>)>;
 
+/// Messages read from a store, made shareable as the lanes hold them.
+fn shared_rows(rows: Vec<(u64, StoredMessage)>) -> Rows {
+    rows.into_iter().map(|(o, m)| (o, Arc::new(m))).collect()
+}
+
 /// A redriven message and its original position (topic, partition, offset).
 pub(crate) type Redriven = (String, u32, u64, Redrive);
 
@@ -476,9 +481,7 @@ impl Runner {
                             Ok(rows) if rows.is_empty() => from,
                             _ => head,
                         };
-                        let read = read
-                            .map(|rows| rows.into_iter().map(|(o, m)| (o, Arc::new(m))).collect());
-                        (i, reached, read)
+                        (i, reached, read.map(shared_rows))
                     }
                 },
             ))
@@ -493,7 +496,8 @@ impl Runner {
             reads
                 .into_iter()
                 .map(|(i, head, topic, partition, from, limit)| {
-                    (i, head, store.read_log(&topic, partition, from, limit))
+                    let rows = store.read_log(&topic, partition, from, limit);
+                    (i, head, rows.map(shared_rows).map_err(BrokerError::from))
                 })
                 .collect::<Vec<_>>()
         })
@@ -505,14 +509,7 @@ impl Runner {
                 return self.take_reads(kept);
             }
         };
-        kept.extend(results.into_iter().map(|(i, head, rows)| {
-            let rows = rows.map_err(BrokerError::from);
-            (
-                i,
-                head,
-                rows.map(|r| r.into_iter().map(|(o, m)| (o, Arc::new(m))).collect()),
-            )
-        }));
+        kept.extend(results);
         self.take_reads(kept);
     }
 

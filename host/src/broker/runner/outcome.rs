@@ -51,9 +51,25 @@ pub(crate) struct Traced {
 }
 
 impl Traced {
+    /// The message's last recorded attempt, and what became of it.
     fn of(
         source: &Source,
         head: &Pending,
+        state: &'static str,
+        published: Vec<Publication>,
+    ) -> Self {
+        let attempt = head
+            .history
+            .last()
+            .cloned()
+            .expect("an attempt was recorded");
+        Self::with_attempt(source, head, attempt, state, published)
+    }
+
+    fn with_attempt(
+        source: &Source,
+        head: &Pending,
+        attempt: AttemptRecord,
         state: &'static str,
         published: Vec<Publication>,
     ) -> Self {
@@ -62,11 +78,7 @@ impl Traced {
             partition: source.partition,
             offset: head.offset,
             message: head.message.clone(),
-            attempt: head
-                .history
-                .last()
-                .cloned()
-                .expect("an attempt was recorded"),
+            attempt,
             state,
             published,
         }
@@ -256,18 +268,8 @@ impl Runner {
             // owed in a redrive record, so a stop before it runs does not
             // lose it (the next dispatch clears the record).
             let source = &self.sources[head.source];
-            self.batch.push(Op::PutRedrive {
-                subscription: self.shared.name.clone(),
-                topic: source.topic.name.clone(),
-                partition: source.partition,
-                offset: head.offset,
-                redrive: Redrive {
-                    message: (*head.message).clone(),
-                    attempts: head.attempts,
-                    due_ms: 0,
-                    history: head.history.clone(),
-                },
-            });
+            self.batch
+                .push(redrive_op(&self.shared.name, source, head, 0));
             head.redriven = true;
         }
         match release {
@@ -285,15 +287,13 @@ impl Runner {
         };
         if let Some(trace) = &mut self.trace {
             let source = &self.sources[head.source];
-            trace.push(Traced {
-                topic: source.topic.name.clone(),
-                partition: source.partition,
-                offset: head.offset,
-                message: head.message.clone(),
-                attempt: record,
-                state: "kv-conflict",
-                published: Vec::new(),
-            });
+            trace.push(Traced::with_attempt(
+                source,
+                head,
+                record,
+                "kv-conflict",
+                Vec::new(),
+            ));
         }
         head.attempts -= 1;
         self.lanes.retry_now(lane);
@@ -309,39 +309,20 @@ impl Runner {
         head.due_ms = due;
         let name = &self.shared.name;
         let source = &self.sources[head.source];
-        let (subscription, topic, partition, offset) = (
-            name.clone(),
-            source.topic.name.clone(),
-            source.partition,
-            head.offset,
-        );
         if head.redriven {
-            let redrive = Redrive {
-                message: (*head.message).clone(),
-                attempts: head.attempts,
-                due_ms: due,
-                history: head.history.clone(),
-            };
-            self.batch.push(Op::PutRedrive {
-                subscription,
-                topic,
-                partition,
-                offset,
-                redrive,
-            });
+            self.batch.push(redrive_op(name, source, head, due));
         } else {
             head.persisted_retry = true;
-            let state = RetryState {
-                attempts: head.attempts,
-                due_ms: due,
-                history: head.history.clone(),
-            };
             self.batch.push(Op::PutRetry {
-                subscription,
-                topic,
-                partition,
-                offset,
-                state,
+                subscription: name.clone(),
+                topic: source.topic.name.clone(),
+                partition: source.partition,
+                offset: head.offset,
+                state: RetryState {
+                    attempts: head.attempts,
+                    due_ms: due,
+                    history: head.history.clone(),
+                },
             });
         }
         self.batch.push(Op::PutLedger {
@@ -611,6 +592,23 @@ fn ledger_http(calls: Vec<HttpCall>) -> Vec<HttpRecord> {
             response_bytes: 0,
         },
     )
+}
+
+/// The redrive record that keeps `head` owed (its progress is not in the
+/// partition's watermark), due again at `due_ms`.
+fn redrive_op(subscription: &str, source: &Source, head: &Pending, due_ms: u64) -> Op {
+    Op::PutRedrive {
+        subscription: subscription.to_string(),
+        topic: source.topic.name.clone(),
+        partition: source.partition,
+        offset: head.offset,
+        redrive: Redrive {
+            message: (*head.message).clone(),
+            attempts: head.attempts,
+            due_ms,
+            history: head.history.clone(),
+        },
+    }
 }
 
 fn ledger_entry(source: &Source, head: &Pending, state: &str) -> LedgerEntry {
