@@ -632,7 +632,10 @@ impl Log {
             .map(|topic| topic.next.lock().expect("offsets lock"))
             .collect();
         let now = self.clock.now_ms();
-        let mut writes = Vec::new();
+        // Room for each message's append and id, and the runner's own
+        // changes: one allocation instead of a chain of copies.
+        let messages: usize = batches.iter().map(Vec::len).sum();
+        let mut writes = Vec::with_capacity(2 * messages + ops.len());
         let mut appended = Vec::with_capacity(topics.len());
         for ((topic, messages), appender) in topics.iter().zip(batches).zip(guards.iter_mut()) {
             if appender.deleted {

@@ -53,6 +53,10 @@ const CF_BLOBS: &str = "blobs";
 const CF_DEDUP: &str = "dedup";
 const ALL_CFS: [&str; 6] = [CF_LOG, CF_PROGRESS, CF_DEAD, CF_META, CF_BLOBS, CF_DEDUP];
 
+/// Share of a memtable's size given to its bloom filter, in the column
+/// families of point lookups (about 16 bits per key at their key sizes).
+const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
+
 /// WAL size past which RocksDB flushes memtables so old WAL files can go:
 /// 64 MiB bounds replay time and disk use at steady load.
 const MAX_WAL_BYTES: u64 = 64 << 20;
@@ -169,6 +173,11 @@ impl Store {
                 let mut table = rocksdb::BlockBasedOptions::default();
                 table.set_bloom_filter(10.0, false);
                 cf_opts.set_block_based_table_factory(&table);
+                // The same for the memtable, which holds the newest keys: an
+                // exactly-once output's id is looked up there as it is
+                // written, and is almost never found.
+                cf_opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+                cf_opts.set_memtable_whole_key_filtering(true);
             }
             if *name == CF_DEDUP {
                 // Expired publish ids are dropped as compaction passes over them.
