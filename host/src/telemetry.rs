@@ -64,20 +64,29 @@ impl TraceContext {
 
     /// The `traceparent` value.
     pub fn header(&self) -> String {
+        let mut out = String::with_capacity(55);
+        self.write_header(&mut out);
+        out
+    }
+
+    /// Append the `traceparent` value to `out`.
+    pub fn write_header(&self, out: &mut String) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let hex = |out: &mut String, bytes: &[u8]| {
-            for b in bytes {
-                out.push(DIGITS[usize::from(b >> 4)] as char);
-                out.push(DIGITS[usize::from(b & 15)] as char);
+        let mut text = [0u8; 55];
+        text[..3].copy_from_slice(b"00-");
+        text[35] = b'-';
+        text[52] = b'-';
+        let hex = |out: &mut [u8], bytes: &[u8]| {
+            for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = DIGITS[usize::from(b >> 4)];
+                pair[1] = DIGITS[usize::from(b & 15)];
             }
         };
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        hex(&mut out, &self.trace_id);
-        out.push('-');
-        hex(&mut out, &self.span_id);
-        out.push_str(if self.sampled { "-01" } else { "-00" });
-        out
+        hex(&mut text[3..35], &self.trace_id);
+        hex(&mut text[36..52], &self.span_id);
+        text[53] = b'0';
+        text[54] = if self.sampled { b'1' } else { b'0' };
+        out.push_str(std::str::from_utf8(&text).expect("hex digits and dashes"));
     }
 
     /// A new span in `parent`'s trace, or the first span of a new trace.
@@ -155,17 +164,18 @@ pub fn of_headers(headers: &[(String, String)]) -> Option<TraceContext> {
         .and_then(|(_, v)| TraceContext::parse(v))
 }
 
-/// Give a message the `traceparent` header `value`: in place of any it has
-/// (`replace`, for a plugin's publications, which continue the attempt's
-/// trace), or only if it has no valid one (a producer's own context wins).
-pub fn stamp(headers: &mut Vec<(String, String)>, value: &str, replace: bool) {
+/// Give a message the `traceparent` header of `context`: in place of any it
+/// has (`replace`, for a plugin's publications, which continue the
+/// attempt's trace), or only if it has no valid one (a producer's own
+/// context wins).
+pub fn stamp(headers: &mut Vec<(String, String)>, context: &TraceContext, replace: bool) {
     match headers.iter_mut().find(|(n, _)| n == TRACEPARENT) {
         Some((_, v)) if replace || TraceContext::parse(v).is_none() => {
             v.clear();
-            v.push_str(value);
+            context.write_header(v);
         }
         Some(_) => {}
-        None => headers.push((TRACEPARENT.to_string(), value.to_string())),
+        None => headers.push((TRACEPARENT.to_string(), context.header())),
     }
 }
 

@@ -419,9 +419,9 @@ impl Broker {
         );
         span.set_text("messaging.destination.name", topic);
         span.set_number("messaging.batch.message_count", messages.len() as u64);
-        let header = span.context().header();
+        let context = *span.context();
         for m in &mut messages {
-            telemetry::stamp(&mut m.headers, &header, false);
+            telemetry::stamp(&mut m.headers, &context, false);
         }
         let published = self.append(topic, messages).await;
         if let Err(e) = &published {

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 pub(crate) struct Source {
     pub(crate) topic: Arc<Topic>,
+    /// The topic's name, shared by the deliveries of its messages.
+    pub(crate) name: Arc<str>,
     pub(crate) partition: u32,
     /// Index of the topic among the subscription's topics.
     pub(crate) topic_index: usize,
@@ -37,6 +39,7 @@ pub(crate) struct Source {
 impl Source {
     pub(crate) fn new(topic: Arc<Topic>, partition: u32, topic_index: usize) -> Self {
         Self {
+            name: topic.name.as_str().into(),
             topic,
             partition,
             topic_index,

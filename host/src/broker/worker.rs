@@ -557,16 +557,15 @@ impl<L: Clone + Send + 'static> CrewInner<L> {
     ) -> Option<Invocation> {
         let call = |reused: &mut Option<(String, PluginWorker)>| -> CallResult {
             let settings = &self.settings;
-            let tag = format!("{label} msg={}", delivery.id);
             let env = self.env.clone();
             match settings.isolation {
-                Isolation::Message => plugin.invoke(delivery, settings.timeout, env, tag),
+                Isolation::Message => plugin.invoke(delivery, settings.timeout, env, label),
                 Isolation::Worker => {
                     if reused.as_ref().is_none_or(|(l, _)| l != label) {
                         *reused = Some((label.to_string(), plugin.worker(settings.recycle_after)));
                     }
                     let (_, worker) = reused.as_mut().expect("set above");
-                    worker.invoke(delivery, settings.timeout, env, tag)
+                    worker.invoke(delivery, settings.timeout, env, label)
                 }
             }
         };

@@ -7,17 +7,25 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use wasmtime::Store;
 
-/// A message as handed to a plugin.
-#[derive(Debug, Clone, PartialEq)]
+/// The content of a message that plugins are handed: kept once by the host
+/// and shared by every delivery of it (retries too), never copied for a
+/// call.
+pub trait Letter: std::fmt::Debug + Send + Sync {
+    fn id(&self) -> &str;
+    fn key(&self) -> Option<&str>;
+    fn payload(&self) -> &[u8];
+    fn headers(&self) -> &[(String, String)];
+    fn timestamp_ms(&self) -> u64;
+}
+
+/// A message as handed to a plugin: its shared content, where it is, and
+/// which attempt this is.
+#[derive(Debug, Clone)]
 pub struct Delivery {
-    pub id: String,
-    pub topic: String,
+    pub message: std::sync::Arc<dyn Letter>,
+    pub topic: std::sync::Arc<str>,
     pub partition: u32,
     pub offset: u64,
-    pub key: Option<String>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, String)>,
-    pub timestamp_ms: u64,
     /// 1 on the first delivery.
     pub attempt: u32,
 }
@@ -157,29 +165,30 @@ pub(crate) fn run(
     arm_deadline(store, timeout);
     store.data_mut().limiter.hit = false;
     store.data_mut().stderr_tail.clear();
-    let headers: Vec<(&str, &str)> = delivery
-        .headers
+    let letter = &*delivery.message;
+    let headers: Vec<(&str, &str)> = letter
+        .headers()
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
     let message = Message {
-        id: &delivery.id,
+        id: letter.id(),
         topic: &delivery.topic,
         partition: delivery.partition,
         offset: delivery.offset,
-        key: delivery.key.as_deref(),
-        payload: &delivery.payload,
+        key: letter.key(),
+        payload: letter.payload(),
         headers: &headers,
-        timestamp_ms: delivery.timestamp_ms,
+        timestamp_ms: letter.timestamp_ms(),
         attempt: delivery.attempt,
     };
     let egress = store.data().env.as_ref().and_then(|env| env.egress());
     // A message without a trace context (the plugin test harness publishes
     // none) gives its call none, so harness runs repeat exactly.
-    let context = crate::telemetry::of_headers(&delivery.headers)
+    let context = crate::telemetry::of_headers(letter.headers())
         .map(|parent| crate::telemetry::TraceContext::next(Some(&parent)));
     store.data_mut().egress =
-        super::egress::CallEgress::begin(egress, started + timeout, &delivery.id, context.as_ref());
+        super::egress::CallEgress::begin(egress, started + timeout, &delivery.message, context);
     let result = consumer.call_handle(&mut *store, message);
     store.data_mut().drain_stdio(stdio_seen);
     let outcome = match result {

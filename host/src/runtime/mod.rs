@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use call::{Delivery, Invocation, KvEffects, LogLevel, LogLine, Outcome, Publication};
+pub use call::{Delivery, Invocation, KvEffects, Letter, LogLevel, LogLine, Outcome, Publication};
 pub use egress::{Egress, EgressConfig, EgressRules, EgressStats, HttpCall};
 pub use host::HostEnv;
 pub use languages::languages;

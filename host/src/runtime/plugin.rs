@@ -206,15 +206,17 @@ impl Plugin {
     }
 
     /// Call `handle` on a fresh instance (full isolation between messages).
-    /// `label` tags the plugin's log lines (e.g. "billing@3 msg=…").
+    /// `label` and the message id tag the plugin's log lines (e.g.
+    /// "billing@3 msg=…").
     pub fn invoke(
         &self,
         delivery: &Delivery,
         timeout: Duration,
         env: Arc<dyn HostEnv>,
-        label: String,
+        label: &str,
     ) -> CallResult {
-        match self.instantiate(label, Some(env), timeout) {
+        let tag = format!("{label} msg={}", delivery.message.id());
+        match self.instantiate(tag, Some(env), timeout) {
             Ok((mut store, consumer)) => Ok(call::run(
                 &mut store,
                 &consumer,
@@ -254,13 +256,14 @@ pub struct PluginWorker {
 }
 
 impl PluginWorker {
-    /// Call `handle` on this worker's instance, creating it if needed.
+    /// Call `handle` on this worker's instance, creating it if needed;
+    /// `label` as for [`Plugin::invoke`].
     pub fn invoke(
         &mut self,
         delivery: &Delivery,
         timeout: Duration,
         env: Arc<dyn HostEnv>,
-        label: String,
+        label: &str,
     ) -> CallResult {
         let memory_limit = self.plugin.memory_limit();
         let mut live = match self.live.take() {
@@ -278,7 +281,11 @@ impl PluginWorker {
         {
             let state = live.store.data_mut();
             state.env = Some(env);
-            state.label = label;
+            // Written over the last call's tag, without a new allocation.
+            state.label.clear();
+            state.label.push_str(label);
+            state.label.push_str(" msg=");
+            state.label.push_str(delivery.message.id());
         }
         let invocation = call::run(
             &mut live.store,

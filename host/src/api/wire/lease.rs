@@ -54,20 +54,21 @@ impl LeasesOut {
             .into_iter()
             .map(|l| {
                 let m = l.message;
+                let letter = &*m.message;
                 let entry = LogEntry {
-                    id: m.id,
+                    id: letter.id().to_string(),
                     partition: m.partition,
                     offset: m.offset,
-                    key: m.key,
-                    payload: m.payload,
-                    headers: m.headers,
-                    timestamp_ms: m.timestamp_ms,
+                    key: letter.key().map(str::to_string),
+                    payload: letter.payload().to_vec(),
+                    headers: letter.headers().to_vec(),
+                    timestamp_ms: letter.timestamp_ms(),
                 };
                 LeaseOut {
                     lease_id: l.lease_id,
                     expires_ms: l.expires_ms,
                     message: LeasedMessage {
-                        topic: m.topic,
+                        topic: m.topic.to_string(),
                         attempt: m.attempt,
                         message: MessageOut::of(entry, format),
                     },

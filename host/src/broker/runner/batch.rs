@@ -20,6 +20,9 @@ pub(super) struct Batch {
     kv_commit: Option<u64>,
     /// The totals last taken for writing.
     counted: Counters,
+    /// The most publications to one topic in the last batch taken: room
+    /// made at once for the next (a busy forwarder's batches are alike).
+    outputs_per_topic: usize,
 }
 
 /// One batch, taken for writing.
@@ -39,6 +42,7 @@ impl Batch {
             spans: Vec::new(),
             kv_commit: None,
             counted: counters,
+            outputs_per_topic: 0,
         }
     }
 
@@ -52,7 +56,11 @@ impl Batch {
     }
 
     pub(super) fn publish(&mut self, topic: String, message: NewMessage) {
-        self.outputs.entry(topic).or_default().push(message);
+        let room = self.outputs_per_topic;
+        self.outputs
+            .entry(topic)
+            .or_insert_with(|| Vec::with_capacity(room))
+            .push(message);
     }
 
     pub(super) fn span(&mut self, span: Span) {
@@ -107,6 +115,7 @@ impl Batch {
             self.counted = counters;
         }
         let outputs = std::mem::take(&mut self.outputs);
+        self.outputs_per_topic = outputs.values().map(Vec::len).max().unwrap_or(0);
         if ops.is_empty() && outputs.is_empty() {
             return None;
         }

@@ -896,17 +896,34 @@ impl Drop for Runner {
 /// What the plugin is given for a pending message's attempt `attempt`.
 fn delivery_of(sources: &[Source], pending: &Pending, attempt: u32) -> Delivery {
     let source = &sources[pending.source];
-    let message = &pending.message;
     Delivery {
-        id: message.id.clone(),
-        topic: source.topic.name.clone(),
+        message: pending.message.clone(),
+        topic: source.name.clone(),
         partition: source.partition,
         offset: pending.offset,
-        key: message.key.clone(),
-        payload: message.payload.clone(),
-        headers: message.headers.clone(),
-        timestamp_ms: message.timestamp_ms,
         attempt,
+    }
+}
+
+impl crate::runtime::Letter for StoredMessage {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
     }
 }
 

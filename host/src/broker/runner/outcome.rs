@@ -440,13 +440,12 @@ impl Runner {
         if published.is_empty() {
             return;
         }
-        let traceparent = attempt.map(TraceContext::header);
         for (index, p) in published.into_iter().enumerate() {
             let id =
                 derive.then(|| format!("{}/{topic}/{}/{index}", self.shared.name, head.message.id));
             let mut headers = p.headers;
-            if let Some(traceparent) = &traceparent {
-                telemetry::stamp(&mut headers, traceparent, true);
+            if let Some(context) = attempt {
+                telemetry::stamp(&mut headers, context, true);
             }
             self.batch.publish(
                 p.topic,

@@ -240,64 +240,57 @@ impl EgressStats {
 }
 
 /// The `wasi:http` gate of one plugin call: which subscription's egress it
-/// uses, its deadline, its idempotency key, and the requests it made.
+/// uses, its deadline, the message it handles (whose id is its idempotency
+/// key), its trace context, and the requests it made. A call that makes no
+/// request costs no more than filling in these fields: the headers and the
+/// record of requests are made on the first request.
+#[derive(Default)]
 pub(crate) struct CallEgress {
     egress: Option<Arc<Egress>>,
-    deadline: Instant,
-    idempotency_key: Option<HeaderValue>,
+    deadline: Option<Instant>,
+    message: Option<Arc<dyn crate::runtime::Letter>>,
     /// The call's trace context, for requests that carry none of their own.
-    traceparent: Option<HeaderValue>,
+    context: Option<crate::telemetry::TraceContext>,
     made: u32,
     /// Requests over the limit: refused and not recorded one by one.
     over: u32,
-    calls: Calls,
-}
-
-impl Default for CallEgress {
-    fn default() -> Self {
-        Self {
-            egress: None,
-            deadline: Instant::now(),
-            idempotency_key: None,
-            traceparent: None,
-            made: 0,
-            over: 0,
-            calls: Calls::default(),
-        }
-    }
+    calls: Option<Calls>,
 }
 
 impl CallEgress {
-    /// The gate of a call of `message_id` in trace context `context` that
-    /// must end by `deadline`.
+    /// The gate of a call handling `message` in trace context `context`
+    /// that must end by `deadline`.
     pub(crate) fn begin(
         egress: Option<Arc<Egress>>,
         deadline: Instant,
-        message_id: &str,
-        context: Option<&crate::telemetry::TraceContext>,
+        message: &Arc<dyn crate::runtime::Letter>,
+        context: Option<crate::telemetry::TraceContext>,
     ) -> Self {
-        let idempotency_key = egress
-            .as_ref()
-            .and_then(|e| HeaderValue::from_str(&format!("{}/{message_id}", e.subscription)).ok());
-        let traceparent = egress
-            .as_ref()
-            .and(context)
-            .and_then(|c| HeaderValue::from_str(&c.header()).ok());
         Self {
+            message: egress.is_some().then(|| message.clone()),
             egress,
-            deadline,
-            idempotency_key,
-            traceparent,
+            deadline: Some(deadline),
+            context,
             made: 0,
             over: 0,
-            calls: Calls::default(),
+            calls: None,
         }
+    }
+
+    /// The idempotency key of the call's requests: `{subscription}/{message id}`.
+    fn idempotency_key(&self) -> Option<HeaderValue> {
+        let (egress, message) = (self.egress.as_ref()?, self.message.as_ref()?);
+        HeaderValue::from_str(&format!("{}/{}", egress.subscription, message.id())).ok()
     }
 
     /// The requests made so far, after one entry counting those over the
     /// limit (if any).
     pub(crate) fn calls(&self) -> Vec<HttpCall> {
-        let recorded = self.calls.lock().expect("egress calls lock").clone();
+        let recorded = match &self.calls {
+            Some(calls) => calls.lock().expect("egress calls lock").clone(),
+            None if self.over == 0 => return Vec::new(),
+            None => Vec::new(),
+        };
         let mut calls = Vec::with_capacity(recorded.len() + 1);
         // First, so that the ledger's cap on entries never hides it.
         if self.over > 0 {
@@ -317,10 +310,19 @@ impl CallEgress {
         calls
     }
 
-    fn record(&self, call: HttpCall) -> usize {
-        let mut calls = self.calls.lock().expect("egress calls lock");
-        calls.push(call);
-        calls.len() - 1
+    /// Record a request; gives back where its record is.
+    fn record(&mut self, call: HttpCall, started: Instant) -> Slot {
+        let calls = self.calls.get_or_insert_with(Calls::default).clone();
+        let index = {
+            let mut recorded = calls.lock().expect("egress calls lock");
+            recorded.push(call);
+            recorded.len() - 1
+        };
+        Slot {
+            calls,
+            index,
+            started,
+        }
     }
 }
 
@@ -378,19 +380,17 @@ impl WasiHttpHooks for CallEgress {
             )),
             (Some(egress), Some(target)) => egress.admit(target).err(),
         };
-        let index = self.record(HttpCall {
-            method,
-            target: shown,
-            status: None,
-            error: None,
-            duration: Duration::ZERO,
-            response_bytes: 0,
-        });
-        let slot = Slot {
-            calls: self.calls.clone(),
-            index,
+        let slot = self.record(
+            HttpCall {
+                method,
+                target: shown,
+                status: None,
+                error: None,
+                duration: Duration::ZERO,
+                response_bytes: 0,
+            },
             started,
-        };
+        );
         let egress = match (refusal, &self.egress) {
             (Some((code, reason)), egress) => {
                 if let Some(egress) = egress {
@@ -402,24 +402,29 @@ impl WasiHttpHooks for CallEgress {
             (None, Some(egress)) => egress.clone(),
             (None, None) => unreachable!("no egress means a refusal"),
         };
-        if let Some(key) = &self.idempotency_key {
-            if !request.headers().contains_key(IDEMPOTENCY_HEADER) {
-                request
-                    .headers_mut()
-                    .insert(IDEMPOTENCY_HEADER, key.clone());
+        if !request.headers().contains_key(IDEMPOTENCY_HEADER) {
+            if let Some(key) = self.idempotency_key() {
+                request.headers_mut().insert(IDEMPOTENCY_HEADER, key);
             }
         }
-        if let Some(context) = &self.traceparent {
-            if !request
-                .headers()
-                .contains_key(crate::telemetry::TRACEPARENT)
+        if !request
+            .headers()
+            .contains_key(crate::telemetry::TRACEPARENT)
+        {
+            if let Some(value) = self
+                .context
+                .and_then(|c| HeaderValue::from_str(&c.header()).ok())
             {
                 request
                     .headers_mut()
-                    .insert(crate::telemetry::TRACEPARENT, context.clone());
+                    .insert(crate::telemetry::TRACEPARENT, value);
             }
         }
-        let deadline = self.deadline.min(started + egress.timeout());
+        // Requests are made only during a call, which sets a deadline.
+        let deadline = self
+            .deadline
+            .unwrap_or(started)
+            .min(started + egress.timeout());
         Box::new(send(egress, request, options, deadline, slot))
     }
 }
