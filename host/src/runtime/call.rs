@@ -206,9 +206,15 @@ pub(crate) fn run(
 }
 
 /// Bound a call by `timeout`; once it has run
-/// [`super::priority::DEMOTE_AFTER`] it is a long call (see `priority`).
+/// [`super::priority::DEMOTE_AFTER`] it is a long call (see `priority`),
+/// and a call of a suspect plugin (started demoted) is one from its first
+/// epoch tick.
 pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
-    let first = super::deadline_ticks(timeout.min(super::priority::DEMOTE_AFTER));
+    let first = if super::priority::demoted() {
+        1
+    } else {
+        super::deadline_ticks(timeout.min(super::priority::DEMOTE_AFTER))
+    };
     store.data_mut().deadline = Some(Instant::now() + timeout);
     store.set_epoch_deadline(first);
 }
@@ -252,13 +258,13 @@ pub(crate) fn classify(
 }
 
 /// Collect a call's effects. A failed call's publications and kv writes are
-/// discarded.
+/// discarded. The thread keeps its priority until the caller is done with
+/// the instance (a fresh one's teardown is the call's cost too).
 pub(crate) fn finish(
     store: &mut Store<HostState>,
     outcome: Outcome,
     started: Instant,
 ) -> Invocation {
-    super::priority::restore();
     let state = store.data_mut();
     let mut published = std::mem::take(&mut state.published);
     let mut kv = std::mem::take(&mut state.kv);

@@ -42,6 +42,8 @@ pub struct Plugin {
     pre: ConsumerPre<HostState>,
     component: Component,
     runtime: Runtime,
+    /// How its calls behaved (where its next call starts, CPU-wise).
+    conduct: Arc<super::priority::Conduct>,
 }
 
 fn error_text(err: &wasmtime::Error) -> String {
@@ -109,6 +111,7 @@ fn link(runtime: &Runtime, component: Component) -> Result<Plugin, PluginError> 
         pre,
         component,
         runtime: runtime.clone(),
+        conduct: Arc::default(),
     })
 }
 
@@ -216,7 +219,8 @@ impl Plugin {
         label: &str,
     ) -> CallResult {
         let tag = format!("{label} msg={}", delivery.message.id());
-        match self.instantiate(tag, Some(env), timeout) {
+        self.conduct.begin();
+        let result = match self.instantiate(tag, Some(env), timeout) {
             Ok((mut store, consumer)) => Ok(call::run(
                 &mut store,
                 &consumer,
@@ -226,7 +230,9 @@ impl Plugin {
                 &mut (0, 0),
             )),
             Err(failed) => failed.into(),
-        }
+        };
+        self.conduct.end(ended(&result));
+        result
     }
 
     /// An instance to reuse across calls on one thread. It is recycled after
@@ -259,6 +265,19 @@ impl PluginWorker {
     /// Call `handle` on this worker's instance, creating it if needed;
     /// `label` as for [`Plugin::invoke`].
     pub fn invoke(
+        &mut self,
+        delivery: &Delivery,
+        timeout: Duration,
+        env: Arc<dyn HostEnv>,
+        label: &str,
+    ) -> CallResult {
+        self.plugin.conduct.begin();
+        let result = self.call(delivery, timeout, env, label);
+        self.plugin.conduct.end(ended(&result));
+        result
+    }
+
+    fn call(
         &mut self,
         delivery: &Delivery,
         timeout: Duration,
@@ -307,6 +326,11 @@ impl PluginWorker {
         }
         Ok(invocation)
     }
+}
+
+/// How a call ended, for [`super::priority::Conduct::end`].
+fn ended(result: &CallResult) -> Option<(&Outcome, Duration)> {
+    result.as_ref().ok().map(|i| (&i.outcome, i.duration))
 }
 
 /// Why an instance could not be made.

@@ -15,7 +15,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,6 +179,50 @@ impl LongCalls {
     }
 }
 
+/// How a plugin's calls have behaved, for where its next call starts: a
+/// plugin whose last call ran long or was stopped by a limit (its timeout,
+/// its memory) is *suspect*, and its calls start at the lowest priority
+/// instead of after [`DEMOTE_AFTER`] at normal priority. A plugin that
+/// loops or hogs memory on every message then never competes with the
+/// host's threads and healthy calls, not even for its first milliseconds;
+/// its first call that ends quickly and well clears it. Demotion costs a
+/// call nothing while a core is free.
+#[derive(Debug, Default)]
+pub(super) struct Conduct {
+    suspect: AtomicBool,
+}
+
+impl Conduct {
+    /// Before a call (and its instantiation) on the calling thread.
+    pub(super) fn begin(&self) {
+        if self.suspect.load(Ordering::Relaxed) {
+            demote();
+        }
+    }
+
+    /// After the call, with how it ended (`None`: it never started, the
+    /// host had no room): the thread is moved back in any case.
+    pub(super) fn end(&self, ended: Option<(&super::Outcome, Duration)>) {
+        restore();
+        if let Some((outcome, took)) = ended {
+            let suspect = took >= DEMOTE_AFTER
+                || matches!(
+                    outcome,
+                    super::Outcome::Timeout(_) | super::Outcome::MemoryLimit(_)
+                );
+            if self.suspect.load(Ordering::Relaxed) != suspect {
+                self.suspect.store(suspect, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether the plugin's next call starts demoted.
+    #[cfg(test)]
+    pub(super) fn suspect(&self) -> bool {
+        self.suspect.load(Ordering::Relaxed)
+    }
+}
+
 fn set_policy(policy: libc::c_int) -> bool {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `pid` 0 names the calling thread; `param` is valid.
@@ -218,6 +262,11 @@ pub(super) fn normal<T>(f: impl FnOnce() -> T) -> T {
         set_policy(libc::SCHED_IDLE);
     }
     out
+}
+
+/// The calling thread runs demoted now.
+pub(super) fn demoted() -> bool {
+    LOW.get()
 }
 
 /// The calling thread was demoted and could not move back: it should end.
@@ -331,6 +380,52 @@ mod tests {
             // Moving back needs CAP_SYS_NICE or RLIMIT_NICE: as root it works;
             // otherwise the thread reports it.
             assert_eq!(policy() == libc::SCHED_IDLE, stuck_low());
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A plugin whose call ran long or hit a limit starts its next call
+    /// demoted; a call that ends quickly and well clears that, and a call
+    /// that never started (no room on the host) changes nothing.
+    #[test]
+    fn a_plugin_that_ran_long_starts_its_next_call_demoted() {
+        std::thread::spawn(|| {
+            let conduct = Conduct::default();
+            let quick = Duration::from_millis(1);
+            let start = |c: &Conduct| {
+                c.begin();
+                policy()
+            };
+            assert_eq!(
+                start(&conduct),
+                libc::SCHED_OTHER,
+                "a new plugin starts normal"
+            );
+            conduct.end(Some((&super::super::Outcome::Timeout(quick), quick)));
+            assert!(conduct.suspect());
+            assert_eq!(policy(), libc::SCHED_OTHER, "moved back after the call");
+            assert_eq!(
+                start(&conduct),
+                libc::SCHED_IDLE,
+                "its next call starts demoted"
+            );
+            conduct.end(None);
+            assert!(conduct.suspect(), "an unstarted call says nothing");
+            assert_eq!(policy(), libc::SCHED_OTHER);
+            start(&conduct);
+            conduct.end(Some((&super::super::Outcome::MemoryLimit(1 << 20), quick)));
+            assert!(conduct.suspect());
+            start(&conduct);
+            conduct.end(Some((&super::super::Outcome::Ack, quick)));
+            assert!(!conduct.suspect(), "a quick good call clears it");
+            assert_eq!(start(&conduct), libc::SCHED_OTHER);
+            conduct.end(Some((&super::super::Outcome::Ack, DEMOTE_AFTER)));
+            assert!(
+                conduct.suspect(),
+                "a call that ran long, even one that acked"
+            );
+            assert_eq!(policy(), libc::SCHED_OTHER);
         })
         .join()
         .unwrap();

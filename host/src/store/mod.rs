@@ -53,6 +53,9 @@ const CF_BLOBS: &str = "blobs";
 const CF_DEDUP: &str = "dedup";
 const ALL_CFS: [&str; 6] = [CF_LOG, CF_PROGRESS, CF_DEAD, CF_META, CF_BLOBS, CF_DEDUP];
 
+/// Rows a log scan makes room for at once.
+const SCAN_ROOM: usize = 1024;
+
 /// Share of a memtable's size given to its bloom filter, in the column
 /// families of point lookups (about 16 bits per key at their key sizes).
 const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
@@ -254,20 +257,22 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, T)>, StoreError> {
-        let start = keys::log(topic, partition, from);
         let prefix = keys::log_prefix(topic, partition);
-        let mut out = Vec::new();
-        let iter = self.db.iterator_cf(
-            self.cf(CF_LOG),
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
+        // Bounded to the partition, so the scan stops at its end; records
+        // are decoded from RocksDB's own buffers, not copies of them.
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(keys::log(topic, partition, u64::MAX));
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_LOG), options);
+        iter.seek(keys::log(topic, partition, from));
+        let mut out = Vec::with_capacity(limit.min(SCAN_ROOM));
+        while out.len() < limit {
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
                 break;
-            }
-            out.push((log_offset(&key, &prefix)?, decode(&key, &value)?));
+            };
+            out.push((log_offset(key, &prefix)?, decode(key, value)?));
+            iter.next();
         }
+        iter.status()?;
         Ok(out)
     }
 

@@ -355,7 +355,9 @@ impl Runner {
 
     /// Record that a message is finished: progress, ledger, dead letter, counters.
     fn finish(&mut self, head: Pending, verdict: Verdict, now: u64) {
-        let name = self.shared.name.clone();
+        // Shared, not copied: most finished messages write nothing of their own.
+        let shared = self.shared.clone();
+        let name = &shared.name;
         let state = verdict.state();
         // A message that needed more than one attempt, failed, logged
         // something or made outbound requests gets a ledger entry; with
@@ -372,7 +374,8 @@ impl Runner {
             });
         }
         let source = &mut self.sources[head.source];
-        let topic = source.topic.name.clone();
+        let topic = source.topic.clone();
+        let topic = &topic.name;
         let partition = source.partition;
         if head.persisted_retry {
             self.batch.push(Op::ClearRetry {
@@ -405,9 +408,9 @@ impl Runner {
                 self.counters.dead_lettered += 1;
                 tracing::info!(subscription = %name, topic = %topic, partition, offset = head.offset, reason = %reason, "message dead-lettered");
                 self.batch.push(Op::PutDeadLetter {
-                    subscription: name,
+                    subscription: name.clone(),
                     letter: DeadLetter {
-                        topic,
+                        topic: topic.clone(),
                         partition,
                         offset: head.offset,
                         message: (*head.message).clone(),
