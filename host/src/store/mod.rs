@@ -233,7 +233,19 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, StoredMessage)>, StoreError> {
-        self.scan_log(topic, partition, from, limit)
+        self.scan_log(topic, partition, from, limit, |m| m)
+    }
+
+    /// [`Store::read_log`], each message made shareable as it is decoded
+    /// (what a subscription's runner holds and hands to plugins).
+    pub fn read_log_shared(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Arc<StoredMessage>)>, StoreError> {
+        self.scan_log(topic, partition, from, limit, Arc::new)
     }
 
     /// The ids and timestamps of a partition's messages from offset `from`,
@@ -245,18 +257,20 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, MessageHead)>, StoreError> {
-        self.scan_log(topic, partition, from, limit)
+        self.scan_log(topic, partition, from, limit, |h| h)
     }
 
     /// A partition's records from offset `from`, at most `limit`, each
-    /// decoded as `T` (the whole message, or the fields `T` names).
-    fn scan_log<T: DeserializeOwned>(
+    /// decoded as `T` (the whole message, or the fields `T` names) and
+    /// kept as `wrap` makes it.
+    fn scan_log<T: DeserializeOwned, U>(
         &self,
         topic: &str,
         partition: u32,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, T)>, StoreError> {
+        wrap: impl Fn(T) -> U,
+    ) -> Result<Vec<(u64, U)>, StoreError> {
         let prefix = keys::log_prefix(topic, partition);
         // Bounded to the partition, so the scan stops at its end; records
         // are decoded from RocksDB's own buffers, not copies of them.
@@ -269,7 +283,7 @@ impl Store {
             let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
                 break;
             };
-            out.push((log_offset(key, &prefix)?, decode(key, value)?));
+            out.push((log_offset(key, &prefix)?, wrap(decode(key, value)?)));
             iter.next();
         }
         iter.status()?;

@@ -496,8 +496,8 @@ impl Runner {
             reads
                 .into_iter()
                 .map(|(i, head, topic, partition, from, limit)| {
-                    let rows = store.read_log(&topic, partition, from, limit);
-                    (i, head, rows.map(shared_rows).map_err(BrokerError::from))
+                    let rows = store.read_log_shared(&topic, partition, from, limit);
+                    (i, head, rows.map_err(BrokerError::from))
                 })
                 .collect::<Vec<_>>()
         })
