@@ -358,7 +358,8 @@ enum Lookup<'a> {
     /// before the lock, if anything.
     Strict(Option<&'a Looked>),
     /// A plugin's outputs: looked up under the lock; a failed lookup is
-    /// logged and the message stored.
+    /// logged and the message stored. Nobody is answered, so the stored
+    /// messages are not listed in the results.
     Lenient,
 }
 
@@ -682,7 +683,7 @@ impl Log {
             _ => None,
         };
         let partitions = topic.partitions();
-        let mut results = Vec::with_capacity(messages.len());
+        let mut results = Vec::with_capacity(if strict { messages.len() } else { 0 });
         let mut ends = vec![None; partitions as usize];
         let window = topic.spec().dedup_window_ms;
         let mut remembered = Vec::new();
@@ -736,12 +737,15 @@ impl Log {
             }
             let id =
                 m.id.unwrap_or_else(|| format!("{}-{partition}-{offset}", topic.name));
-            results.push(Published {
-                id: id.clone(),
-                partition,
-                offset,
-                duplicate: false,
-            });
+            // A plugin's outputs are not answered to anyone.
+            if strict {
+                results.push(Published {
+                    id: id.clone(),
+                    partition,
+                    offset,
+                    duplicate: false,
+                });
+            }
             let message = Arc::new(StoredMessage {
                 id,
                 key: m.key,

@@ -444,8 +444,7 @@ impl Runner {
             return;
         }
         for (index, p) in published.into_iter().enumerate() {
-            let id =
-                derive.then(|| format!("{}/{topic}/{}/{index}", self.shared.name, head.message.id));
+            let id = derive.then(|| output_id(&self.shared.name, topic, &head.message.id, index));
             let mut headers = p.headers;
             if let Some(context) = attempt {
                 telemetry::stamp(&mut headers, context, true);
@@ -462,6 +461,18 @@ impl Runner {
             );
         }
     }
+}
+
+/// The id of an exactly-once output: `{subscription}/{topic}/{source id}/{index}`.
+fn output_id(subscription: &str, topic: &str, source: &str, index: usize) -> String {
+    use std::fmt::Write as _;
+    let mut id = String::with_capacity(subscription.len() + topic.len() + source.len() + 8);
+    for part in [subscription, "/", topic, "/", source, "/"] {
+        id.push_str(part);
+    }
+    // Writing to a String does not fail.
+    let _ = write!(id, "{index}");
+    id
 }
 
 /// Record an attempt as a span of its message's trace (from the message's
