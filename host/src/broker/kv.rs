@@ -158,6 +158,8 @@ pub(crate) struct SubscriptionEnv {
     pub(crate) kv: Arc<KvState>,
     pub(crate) config: BTreeMap<String, String>,
     pub(crate) egress: Arc<Egress>,
+    /// How the plugin's calls have behaved (where the next one starts).
+    pub(crate) conduct: crate::runtime::Conduct,
 }
 
 impl HostEnv for SubscriptionEnv {
@@ -183,6 +185,10 @@ impl HostEnv for SubscriptionEnv {
 
     fn egress(&self) -> Option<Arc<Egress>> {
         Some(self.egress.clone())
+    }
+
+    fn conduct(&self) -> Option<&crate::runtime::Conduct> {
+        Some(&self.conduct)
     }
 }
 

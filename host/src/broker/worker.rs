@@ -126,6 +126,7 @@ fn empty_invocation(outcome: Outcome) -> Invocation {
         http: Vec::new(),
         duration: Duration::ZERO,
         context: None,
+        long_cpu: None,
     }
 }
 

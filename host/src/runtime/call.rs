@@ -150,6 +150,9 @@ pub struct Invocation {
     /// which its outbound requests carried; `None` if it never ran or the
     /// message has none.
     pub context: Option<crate::telemetry::TraceContext>,
+    /// CPU time the call used once it was a long call; `None` if it never
+    /// became one.
+    pub long_cpu: Option<Duration>,
 }
 
 /// Run `handle` once on an instantiated consumer, classifying every failure.
@@ -206,11 +209,15 @@ pub(crate) fn run(
 }
 
 /// Bound a call by `timeout`; once it has run
-/// [`super::priority::DEMOTE_AFTER`] it is a long call (see `priority`),
-/// and a call of a suspect plugin (started demoted) is one from its first
-/// epoch tick.
+/// [`super::priority::DEMOTE_AFTER`] it is a long call (see `priority`).
+/// A call that starts long (its plugin is suspect) is demoted now and
+/// needs a slot from its first epoch tick.
 pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
-    let first = if super::priority::demoted() {
+    let state = store.data_mut();
+    state.long_since = None;
+    let first = if state.starts_long {
+        super::priority::demote();
+        state.long_since = Some(super::priority::thread_cpu());
         1
     } else {
         super::deadline_ticks(timeout.min(super::priority::DEMOTE_AFTER))
@@ -258,13 +265,18 @@ pub(crate) fn classify(
 }
 
 /// Collect a call's effects. A failed call's publications and kv writes are
-/// discarded. The thread keeps its priority until the caller is done with
-/// the instance (a fresh one's teardown is the call's cost too).
+/// discarded.
 pub(crate) fn finish(
     store: &mut Store<HostState>,
     outcome: Outcome,
     started: Instant,
 ) -> Invocation {
+    let long_cpu = store
+        .data_mut()
+        .long_since
+        .take()
+        .map(|since| super::priority::thread_cpu().saturating_sub(since));
+    super::priority::restore();
     let state = store.data_mut();
     let mut published = std::mem::take(&mut state.published);
     let mut kv = std::mem::take(&mut state.kv);
@@ -287,6 +299,7 @@ pub(crate) fn finish(
         kv,
         logs,
         http,
+        long_cpu,
         duration: started.elapsed(),
         context: None,
     }

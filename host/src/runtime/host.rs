@@ -48,6 +48,12 @@ pub trait HostEnv: Send + Sync {
     fn egress(&self) -> Option<Arc<Egress>> {
         None
     }
+
+    /// How the subscription's plugin calls have behaved (where its next
+    /// call starts, CPU-wise); `None`: every call starts normally.
+    fn conduct(&self) -> Option<&super::priority::Conduct> {
+        None
+    }
 }
 
 /// Everything a store holds for one plugin instance.
@@ -69,6 +75,11 @@ pub(crate) struct HostState {
     /// The end of what the current call wrote to stderr (a guest panic message).
     pub(crate) stderr_tail: String,
     /// When the current call must end (its timeout).
+    /// The current call starts as a long call (its plugin is suspect,
+    /// see `priority::Conduct`).
+    pub(crate) starts_long: bool,
+    /// The thread's CPU time when the current call became a long call.
+    pub(crate) long_since: Option<std::time::Duration>,
     pub(crate) deadline: Option<std::time::Instant>,
     /// Counts this store among the live instances while it exists.
     pub(crate) live: Option<Live>,
@@ -161,6 +172,8 @@ impl HostState {
             label: String::new(),
             stderr_tail: String::new(),
             deadline: None,
+            starts_long: false,
+            long_since: None,
             live: None,
         }
     }

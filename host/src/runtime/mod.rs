@@ -31,6 +31,7 @@ pub use egress::{Egress, EgressConfig, EgressRules, EgressStats, HttpCall};
 pub use host::HostEnv;
 pub use languages::languages;
 pub use plugin::{CallResult, Plugin, PluginError, PluginWorker, PoolFull};
+pub use priority::Conduct;
 
 /// How often the engine's epoch advances. A plugin overrunning its timeout is
 /// stopped within one tick: 5 ms keeps that latency small at negligible cost

@@ -42,8 +42,6 @@ pub struct Plugin {
     pre: ConsumerPre<HostState>,
     component: Component,
     runtime: Runtime,
-    /// How its calls behaved (where its next call starts, CPU-wise).
-    conduct: Arc<super::priority::Conduct>,
 }
 
 fn error_text(err: &wasmtime::Error) -> String {
@@ -111,7 +109,6 @@ fn link(runtime: &Runtime, component: Component) -> Result<Plugin, PluginError> 
         pre,
         component,
         runtime: runtime.clone(),
-        conduct: Arc::default(),
     })
 }
 
@@ -150,16 +147,21 @@ impl Plugin {
         state.live = Some(super::host::Live::new(self.runtime.inner.live.clone()));
         let mut store = Store::new(&self.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // At the first deadline a call has run long: it is demoted, and from
-        // then on runs only in a long-call slot, checked every turn, until
-        // its timeout stops it.
+        // At the first deadline a call has run long (or, started long, has
+        // run its first tick): it is demoted, and from then on runs only in
+        // a long-call slot, checked every turn, until its timeout stops it.
+        // The thread's CPU time from then on tells whether it computed
+        // long (see `priority::Conduct`).
         let slots = self.runtime.inner.long_calls.clone();
-        store.epoch_deadline_callback(move |ctx| {
+        store.epoch_deadline_callback(move |mut ctx| {
             let Some(deadline) = ctx.data().deadline else {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             };
             if Instant::now() >= deadline {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            if ctx.data().long_since.is_none() {
+                ctx.data_mut().long_since = Some(super::priority::thread_cpu());
             }
             super::priority::demote();
             if !slots.run(deadline) {
@@ -219,19 +221,21 @@ impl Plugin {
         label: &str,
     ) -> CallResult {
         let tag = format!("{label} msg={}", delivery.message.id());
-        self.conduct.begin();
-        let result = match self.instantiate(tag, Some(env), timeout) {
-            Ok((mut store, consumer)) => Ok(call::run(
-                &mut store,
-                &consumer,
-                delivery,
-                timeout,
-                self.memory_limit(),
-                &mut (0, 0),
-            )),
+        let result = match self.instantiate(tag, Some(env.clone()), timeout) {
+            Ok((mut store, consumer)) => {
+                store.data_mut().starts_long = starts_long(env.as_ref());
+                Ok(call::run(
+                    &mut store,
+                    &consumer,
+                    delivery,
+                    timeout,
+                    self.memory_limit(),
+                    &mut (0, 0),
+                ))
+            }
             Err(failed) => failed.into(),
         };
-        self.conduct.end(ended(&result));
+        conclude(env.as_ref(), &result);
         result
     }
 
@@ -271,9 +275,8 @@ impl PluginWorker {
         env: Arc<dyn HostEnv>,
         label: &str,
     ) -> CallResult {
-        self.plugin.conduct.begin();
-        let result = self.call(delivery, timeout, env, label);
-        self.plugin.conduct.end(ended(&result));
+        let result = self.call(delivery, timeout, env.clone(), label);
+        conclude(env.as_ref(), &result);
         result
     }
 
@@ -299,6 +302,7 @@ impl PluginWorker {
         };
         {
             let state = live.store.data_mut();
+            state.starts_long = starts_long(env.as_ref());
             state.env = Some(env);
             // Written over the last call's tag, without a new allocation.
             state.label.clear();
@@ -328,9 +332,17 @@ impl PluginWorker {
     }
 }
 
-/// How a call ended, for [`super::priority::Conduct::end`].
-fn ended(result: &CallResult) -> Option<(&Outcome, Duration)> {
-    result.as_ref().ok().map(|i| (&i.outcome, i.duration))
+/// Whether a call for `env` starts as a long call (see `priority::Conduct`).
+fn starts_long(env: &dyn HostEnv) -> bool {
+    env.conduct()
+        .is_some_and(super::priority::Conduct::starts_long)
+}
+
+/// Tell `env` how a call ended (see `priority::Conduct`).
+fn conclude(env: &dyn HostEnv, result: &CallResult) {
+    if let Some(conduct) = env.conduct() {
+        conduct.end(result.as_ref().ok().map(|i| (&i.outcome, i.long_cpu)));
+    }
 }
 
 /// Why an instance could not be made.

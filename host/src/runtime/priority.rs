@@ -179,48 +179,75 @@ impl LongCalls {
     }
 }
 
-/// How a plugin's calls have behaved, for where its next call starts: a
-/// plugin whose last call ran long or was stopped by a limit (its timeout,
-/// its memory) is *suspect*, and its calls start at the lowest priority
-/// instead of after [`DEMOTE_AFTER`] at normal priority. A plugin that
-/// loops or hogs memory on every message then never competes with the
-/// host's threads and healthy calls, not even for its first milliseconds;
-/// its first call that ends quickly and well clears it. Demotion costs a
-/// call nothing while a core is free.
+/// How a subscription's plugin calls have behaved, for where its next call
+/// starts: after a call that used 10 ms of CPU as a long call
+/// ([`DEMOTE_AFTER`] of its thread's CPU time from the moment it became
+/// one) or was stopped by its memory limit, the plugin is *suspect*, and
+/// its calls start as long calls — at the lowest priority, needing a slot
+/// from their first epoch tick — instead of after [`DEMOTE_AFTER`] at
+/// normal priority. A plugin that loops or hogs memory on every message
+/// then never competes with the host's threads and healthy calls, not even
+/// for its first milliseconds. Its first call that ends without using that
+/// CPU (and not by its timeout) clears it; a timeout that came while the
+/// call waited (for a slot, for a host call) says nothing either way, so
+/// a busy machine does not keep a healthy plugin suspect. The call's
+/// instantiation and teardown run at normal priority: they take locks of
+/// the engine that other calls wait for.
 #[derive(Debug, Default)]
-pub(super) struct Conduct {
+pub struct Conduct {
     suspect: AtomicBool,
 }
 
 impl Conduct {
-    /// Before a call (and its instantiation) on the calling thread.
-    pub(super) fn begin(&self) {
-        if self.suspect.load(Ordering::Relaxed) {
-            demote();
+    /// Whether the next call starts as a long call. Never on a host that
+    /// cannot move a thread back to normal priority: there each such call
+    /// would cost its thread.
+    pub(super) fn starts_long(&self) -> bool {
+        self.suspect.load(Ordering::Relaxed) && RAISES.load(Ordering::Relaxed)
+    }
+
+    /// After a call, with its outcome and the CPU time it used as a long
+    /// call (`None`: it never became one); `None` for a call that never
+    /// started (the host had no room).
+    pub(super) fn end(&self, ended: Option<(&super::Outcome, Option<Duration>)>) {
+        let Some((outcome, long_cpu)) = ended else {
+            return;
+        };
+        let hogged = matches!(outcome, super::Outcome::MemoryLimit(_))
+            || long_cpu.is_some_and(|cpu| cpu >= DEMOTE_AFTER);
+        let suspect = match outcome {
+            _ if hogged => true,
+            super::Outcome::Timeout(_) => return,
+            _ => false,
+        };
+        if self.suspect.load(Ordering::Relaxed) != suspect {
+            self.suspect.store(suspect, Ordering::Relaxed);
         }
     }
 
-    /// After the call, with how it ended (`None`: it never started, the
-    /// host had no room): the thread is moved back in any case.
-    pub(super) fn end(&self, ended: Option<(&super::Outcome, Duration)>) {
-        restore();
-        if let Some((outcome, took)) = ended {
-            let suspect = took >= DEMOTE_AFTER
-                || matches!(
-                    outcome,
-                    super::Outcome::Timeout(_) | super::Outcome::MemoryLimit(_)
-                );
-            if self.suspect.load(Ordering::Relaxed) != suspect {
-                self.suspect.store(suspect, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Whether the plugin's next call starts demoted.
+    /// Whether the plugin is suspect now.
     #[cfg(test)]
     pub(super) fn suspect(&self) -> bool {
         self.suspect.load(Ordering::Relaxed)
     }
+}
+
+/// Whether threads have moved back to normal priority so far (false once
+/// one could not: the host lacks the privilege).
+static RAISES: AtomicBool = AtomicBool::new(true);
+
+/// CPU time the calling thread has used.
+pub(super) fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 fn set_policy(policy: libc::c_int) -> bool {
@@ -241,8 +268,12 @@ pub(super) fn demote() {
 /// wait for the lock). Also for a call that ended without finishing (a
 /// panic, a full instance pool).
 pub fn restore() {
-    if LOW.get() && set_policy(libc::SCHED_OTHER) {
-        LOW.set(false);
+    if LOW.get() {
+        if set_policy(libc::SCHED_OTHER) {
+            LOW.set(false);
+        } else {
+            RAISES.store(false, Ordering::Relaxed);
+        }
     }
     if let Some((slots, id, _)) = HELD.take() {
         normal(|| slots.release(id));
@@ -262,11 +293,6 @@ pub(super) fn normal<T>(f: impl FnOnce() -> T) -> T {
         set_policy(libc::SCHED_IDLE);
     }
     out
-}
-
-/// The calling thread runs demoted now.
-pub(super) fn demoted() -> bool {
-    LOW.get()
 }
 
 /// The calling thread was demoted and could not move back: it should end.
@@ -385,49 +411,35 @@ mod tests {
         .unwrap();
     }
 
-    /// A plugin whose call ran long or hit a limit starts its next call
-    /// demoted; a call that ends quickly and well clears that, and a call
-    /// that never started (no room on the host) changes nothing.
+    /// A plugin whose call used 10 ms of CPU as a long call or hit its
+    /// memory limit starts its next calls as long ones; a call that ends
+    /// without that clears it; a timeout without that CPU (a wait) and a
+    /// call that never started change nothing.
     #[test]
-    fn a_plugin_that_ran_long_starts_its_next_call_demoted() {
-        std::thread::spawn(|| {
-            let conduct = Conduct::default();
-            let quick = Duration::from_millis(1);
-            let start = |c: &Conduct| {
-                c.begin();
-                policy()
-            };
-            assert_eq!(
-                start(&conduct),
-                libc::SCHED_OTHER,
-                "a new plugin starts normal"
-            );
-            conduct.end(Some((&super::super::Outcome::Timeout(quick), quick)));
-            assert!(conduct.suspect());
-            assert_eq!(policy(), libc::SCHED_OTHER, "moved back after the call");
-            assert_eq!(
-                start(&conduct),
-                libc::SCHED_IDLE,
-                "its next call starts demoted"
-            );
-            conduct.end(None);
-            assert!(conduct.suspect(), "an unstarted call says nothing");
-            assert_eq!(policy(), libc::SCHED_OTHER);
-            start(&conduct);
-            conduct.end(Some((&super::super::Outcome::MemoryLimit(1 << 20), quick)));
-            assert!(conduct.suspect());
-            start(&conduct);
-            conduct.end(Some((&super::super::Outcome::Ack, quick)));
-            assert!(!conduct.suspect(), "a quick good call clears it");
-            assert_eq!(start(&conduct), libc::SCHED_OTHER);
-            conduct.end(Some((&super::super::Outcome::Ack, DEMOTE_AFTER)));
-            assert!(
-                conduct.suspect(),
-                "a call that ran long, even one that acked"
-            );
-            assert_eq!(policy(), libc::SCHED_OTHER);
-        })
-        .join()
-        .unwrap();
+    fn a_plugin_that_ran_long_starts_its_next_calls_as_long_ones() {
+        use super::super::Outcome;
+        let conduct = Conduct::default();
+        let (quick, long) = (Duration::from_millis(1), DEMOTE_AFTER);
+        assert!(!conduct.starts_long(), "a new plugin starts normally");
+        conduct.end(Some((&Outcome::Timeout(quick), Some(long))));
+        assert!(conduct.suspect(), "it looped until stopped");
+        assert!(conduct.starts_long());
+        conduct.end(None);
+        assert!(conduct.suspect(), "an unstarted call says nothing");
+        conduct.end(Some((&Outcome::Timeout(quick), Some(quick))));
+        assert!(conduct.suspect(), "a timeout spent waiting says nothing");
+        conduct.end(Some((&Outcome::Ack, Some(quick))));
+        assert!(!conduct.suspect(), "a call without that CPU clears it");
+        conduct.end(Some((&Outcome::Timeout(quick), None)));
+        assert!(!conduct.suspect(), "nor does a timeout clear or set it");
+        conduct.end(Some((&Outcome::MemoryLimit(1 << 20), None)));
+        assert!(conduct.suspect(), "a memory hog");
+        conduct.end(Some((&Outcome::Trap("unreachable".into()), None)));
+        assert!(!conduct.suspect(), "a quick trap is no hog");
+        conduct.end(Some((&Outcome::Ack, Some(long))));
+        assert!(
+            conduct.suspect(),
+            "a call that computed long, even one that acked"
+        );
     }
 }

@@ -231,6 +231,7 @@ impl Runner {
             kv: kv.clone(),
             config: spec.config.clone(),
             egress,
+            conduct: Default::default(),
         });
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let desk = (spec.mode == Mode::Pull).then(|| {

@@ -112,6 +112,7 @@ impl Runner {
             logs,
             http,
             context,
+            ..
         } = invocation;
         if released.is_none() {
             self.call_us = self.call_us * 0.9 + duration.as_micros() as f64 * 0.1;

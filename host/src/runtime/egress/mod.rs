@@ -242,8 +242,8 @@ impl EgressStats {
 /// The `wasi:http` gate of one plugin call: which subscription's egress it
 /// uses, its deadline, the message it handles (whose id is its idempotency
 /// key), its trace context, and the requests it made. A call that makes no
-/// request costs no more than filling in these fields: the headers and the
-/// record of requests are made on the first request.
+/// request costs no more than filling in these fields: the headers are made
+/// for each request, and the record of requests on the first.
 #[derive(Default)]
 pub(crate) struct CallEgress {
     egress: Option<Arc<Egress>>,
