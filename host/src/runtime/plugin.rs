@@ -235,7 +235,7 @@ impl Plugin {
             }
             Err(failed) => failed.into(),
         };
-        conclude(env.as_ref(), &result);
+        conclude(env.as_ref(), result.as_ref().ok());
         result
     }
 
@@ -275,18 +275,6 @@ impl PluginWorker {
         env: Arc<dyn HostEnv>,
         label: &str,
     ) -> CallResult {
-        let result = self.call(delivery, timeout, env.clone(), label);
-        conclude(env.as_ref(), &result);
-        result
-    }
-
-    fn call(
-        &mut self,
-        delivery: &Delivery,
-        timeout: Duration,
-        env: Arc<dyn HostEnv>,
-        label: &str,
-    ) -> CallResult {
         let memory_limit = self.plugin.memory_limit();
         let mut live = match self.live.take() {
             Some(live) => live,
@@ -297,7 +285,11 @@ impl PluginWorker {
                     calls: 0,
                     stdio_seen: (0, 0),
                 },
-                Err(failed) => return failed.into(),
+                Err(failed) => {
+                    let result: CallResult = failed.into();
+                    conclude(env.as_ref(), result.as_ref().ok());
+                    return result;
+                }
             },
         };
         {
@@ -318,6 +310,9 @@ impl PluginWorker {
             memory_limit,
             &mut live.stdio_seen,
         );
+        if let Some(env) = live.store.data().env.as_deref() {
+            conclude(env, Some(&invocation));
+        }
         live.calls += 1;
         let stdio_full = live.stdio_seen.0.max(live.stdio_seen.1) > STDIO_CAPACITY / 2;
         let failed = !matches!(
@@ -338,10 +333,11 @@ fn starts_long(env: &dyn HostEnv) -> bool {
         .is_some_and(super::priority::Conduct::starts_long)
 }
 
-/// Tell `env` how a call ended (see `priority::Conduct`).
-fn conclude(env: &dyn HostEnv, result: &CallResult) {
+/// Tell `env` how a call ended (`None`: it never started; see
+/// `priority::Conduct`).
+fn conclude(env: &dyn HostEnv, ran: Option<&Invocation>) {
     if let Some(conduct) = env.conduct() {
-        conduct.end(result.as_ref().ok().map(|i| (&i.outcome, i.long_cpu)));
+        conduct.end(ran.map(|i| (&i.outcome, i.long_cpu)));
     }
 }
 
