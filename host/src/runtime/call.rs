@@ -214,6 +214,7 @@ pub(crate) fn run(
 /// needs a slot from its first epoch tick.
 pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
     let state = store.data_mut();
+    state.deadline = Some(Instant::now() + timeout);
     state.long_since = None;
     let first = if state.starts_long {
         super::priority::demote();
@@ -222,7 +223,6 @@ pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
     } else {
         super::deadline_ticks(timeout.min(super::priority::DEMOTE_AFTER))
     };
-    store.data_mut().deadline = Some(Instant::now() + timeout);
     store.set_epoch_deadline(first);
 }
 

@@ -74,12 +74,12 @@ pub(crate) struct HostState {
     pub(crate) label: String,
     /// The end of what the current call wrote to stderr (a guest panic message).
     pub(crate) stderr_tail: String,
-    /// When the current call must end (its timeout).
     /// The current call starts as a long call (its plugin is suspect,
     /// see `priority::Conduct`).
     pub(crate) starts_long: bool,
     /// The thread's CPU time when the current call became a long call.
     pub(crate) long_since: Option<std::time::Duration>,
+    /// When the current call must end (its timeout).
     pub(crate) deadline: Option<std::time::Instant>,
     /// Counts this store among the live instances while it exists.
     pub(crate) live: Option<Live>,
