@@ -53,11 +53,18 @@ use tokio::sync::{mpsc, watch, Notify};
 const WINDOW: usize = 8192;
 /// Messages read from one partition per refill.
 const READ_CHUNK: usize = 512;
+/// How far below [`WINDOW`] the lanes fall before a runner reads more: reads
+/// are few and large, and the lanes keep thousands of messages to deliver
+/// while one is under way.
+const READ_SLACK: usize = WINDOW / 4;
 /// Most messages handed to one plugin thread at once (in one chunk of jobs,
 /// or one lane's run). A chunk runs sequentially, so it is sized from the
 /// plugin's recent call times to take about [`CHUNK_BUDGET_US`]: a slow
 /// plugin gets one message per chunk, a fast one up to this many.
 const MAX_CHUNK: usize = 64;
+/// Most chunks' results a runner completes before it commits, reads and
+/// looks at its timers again.
+const MAX_RESULTS_TAKEN: usize = 64;
 /// About how long one chunk should keep a worker thread busy.
 const CHUNK_BUDGET_US: f64 = 500.0;
 /// How long lanes wait before looking again for a plugin that is unavailable.
@@ -162,7 +169,14 @@ pub(crate) struct Runner {
     /// by index).
     topics: Vec<Arc<Topic>>,
     notify: Arc<Notify>,
+    /// Log reads under way (see [`Runner::plan_reads`]).
+    reading: Option<Reading>,
 }
+
+/// Log reads under way: per source, `(source, head, rows)`.
+type Reading = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Vec<(usize, u64, Result<Rows, BrokerError>)>> + Send>,
+>;
 
 /// What a runner in cluster mode reads from and writes through.
 #[derive(Clone)]
@@ -295,6 +309,7 @@ impl Runner {
             control,
             topics,
             notify,
+            reading: None,
             clustered,
         };
         for redriven in progress.redrives {
@@ -335,8 +350,14 @@ impl Runner {
                     desk.recall();
                 }
             }
+            let mut dispatching = false;
+            if !stopping && self.reading.is_none() {
+                // Read on while the plugins run: the lanes hold enough for a
+                // while, and a read of thousands of messages takes
+                // milliseconds.
+                self.reading = self.plan_reads(READ_SLACK);
+            }
             if !stopping {
-                self.fill().await;
                 // Filtered messages finish without a delivery: persist that too.
                 self.flush();
                 let now = self.now_ms();
@@ -347,7 +368,8 @@ impl Runner {
                 self.shared
                     .waiting_for_disk
                     .store(disk_low, AtomicOrdering::Relaxed);
-                if !is_paused && !disk_low {
+                dispatching = !is_paused && !disk_low;
+                if dispatching {
                     self.dispatch(self.chunk()).await;
                 }
             }
@@ -370,11 +392,26 @@ impl Runner {
             tokio::select! {
                 done = self.results.recv() => {
                     let Some(done) = done else { break };
-                    done.into_iter().for_each(|d| self.complete(d));
-                    while let Ok(done) = self.results.try_recv() {
+                    // Complete what has come back, handing out the lanes
+                    // that frees as it goes: the plugin threads run on while
+                    // the rest is completed, instead of waiting for all of it.
+                    let mut next = Some(done);
+                    let mut taken = 0;
+                    while let Some(done) = next.take() {
                         done.into_iter().for_each(|d| self.complete(d));
+                        if dispatching {
+                            self.dispatch(self.chunk()).await;
+                        }
+                        taken += 1;
+                        if taken < MAX_RESULTS_TAKEN {
+                            next = self.results.try_recv().ok();
+                        }
                     }
                     self.flush();
+                }
+                rows = async { self.reading.as_mut().expect("a read under way").await }, if self.reading.is_some() => {
+                    self.reading = None;
+                    self.take_reads(rows);
                 }
                 _ = self.notify.notified(), if !stopping => {}
                 _ = sleep, if !stopping => {}
@@ -441,10 +478,27 @@ impl Runner {
         }
     }
 
-    /// Read durable messages into lanes, up to the window.
+    /// Read durable messages into lanes, up to the window, and wait for
+    /// what must come from the store.
     async fn fill(&mut self) {
+        if let Some(reading) = self.plan_reads(0) {
+            let rows = reading.await;
+            self.take_reads(rows);
+        }
+    }
+
+    /// Read durable messages into lanes, up to the window, unless it lacks
+    /// no more than `slack`: those among their partition's newest at once,
+    /// from memory; the rest are read from the store by the returned future
+    /// (on the blocking pool, or from the shared log in cluster mode), whose
+    /// rows go to [`Runner::take_reads`]. No other read may be planned while
+    /// one is under way: sources move on when their rows are taken.
+    fn plan_reads(&mut self, slack: usize) -> Option<Reading> {
         // Plan the reads: how much of each partition fits in the window.
         let mut budget = WINDOW.saturating_sub(self.lanes.held());
+        if budget == 0 || budget < slack {
+            return None;
+        }
         let mut reads = Vec::new();
         // Messages that are among their partition's newest come from memory.
         let mut kept = Vec::new();
@@ -467,51 +521,49 @@ impl Runner {
             let topic = source.topic.name.clone();
             reads.push((i, head, topic, source.partition, source.read_to, limit));
         }
+        self.take_reads(kept);
         if reads.is_empty() {
-            return self.take_reads(kept);
+            return None;
         }
         if let Some(clustered) = &self.clustered {
             let log = clustered.log.clone();
-            let results = futures_util::future::join_all(reads.into_iter().map(
-                |(i, head, topic, partition, from, limit)| {
-                    let log = log.clone();
-                    async move {
-                        let read = log.read_stored(&topic, partition, from, limit).await;
-                        // Nothing from a copy behind: read from here again.
-                        let reached = match &read {
-                            Ok(rows) if rows.is_empty() => from,
-                            _ => head,
-                        };
-                        (i, reached, read.map(shared_rows))
-                    }
-                },
-            ))
-            .await;
-            kept.extend(results);
-            return self.take_reads(kept);
+            return Some(Box::pin(futures_util::future::join_all(
+                reads
+                    .into_iter()
+                    .map(move |(i, head, topic, partition, from, limit)| {
+                        let log = log.clone();
+                        async move {
+                            let read = log.read_stored(&topic, partition, from, limit).await;
+                            // Nothing from a copy behind: read from here again.
+                            let reached = match &read {
+                                Ok(rows) if rows.is_empty() => from,
+                                _ => head,
+                            };
+                            (i, reached, read.map(shared_rows))
+                        }
+                    }),
+            )));
         }
         // Read on the blocking pool: the delivery runtime's threads run
         // every subscription's runner.
         let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            reads
-                .into_iter()
-                .map(|(i, head, topic, partition, from, limit)| {
-                    let rows = store.read_log_shared(&topic, partition, from, limit);
-                    (i, head, rows.map_err(BrokerError::from))
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        let results = match read {
-            Ok(results) => results,
-            Err(e) => {
-                tracing::error!(error = %e, subscription = %self.shared.name, "reading the log failed");
-                return self.take_reads(kept);
-            }
-        };
-        kept.extend(results);
-        self.take_reads(kept);
+        let name = self.shared.name.clone();
+        Some(Box::pin(async move {
+            let read = tokio::task::spawn_blocking(move || {
+                reads
+                    .into_iter()
+                    .map(|(i, head, topic, partition, from, limit)| {
+                        let rows = store.read_log_shared(&topic, partition, from, limit);
+                        (i, head, rows.map_err(BrokerError::from))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            read.unwrap_or_else(|e| {
+                tracing::error!(error = %e, subscription = %name, "reading the log failed");
+                Vec::new()
+            })
+        }))
     }
 
     /// Enqueue what was read, per source: `(source, head, rows)`.
