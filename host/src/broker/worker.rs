@@ -192,7 +192,21 @@ struct Counts {
     threads: usize,
     idle: usize,
     queue: VecDeque<Task>,
+    /// Tasks queued with [`Wake::Later`] since the last [`WorkerPool::wake`].
+    deferred: usize,
     closed: bool,
+}
+
+/// How a queued task gets a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// Queued by a pool thread that takes the next task itself: wake
+    /// another only if more tasks wait.
+    Worker,
+    /// Leave it to a thread that finishes its task, or to the next
+    /// [`Crew::wake`]: the submitter has more to do before it waits, and a
+    /// thread woken now would take its core.
+    Later,
 }
 
 /// The pool's counters, for metrics.
@@ -245,23 +259,43 @@ impl WorkerPool {
         pool
     }
 
-    /// Queue a task, starting a thread for it if none is idle (and the limit
-    /// allows). `from_worker`: queued by a pool thread that is about to take
-    /// the next task itself, so no thread is started for it.
-    fn submit(&self, task: Task, from_worker: bool) {
-        let spawn = {
+    /// Queue a task; `wake` says who gets a thread to it.
+    fn submit(&self, task: Task, wake: Wake) {
+        let notify = {
             let mut counts = self.core.counts();
             counts.queue.push_back(task);
-            let spawn = !from_worker
-                && counts.queue.len() > counts.idle
-                && counts.threads < self.core.max_threads;
-            if spawn {
-                counts.threads += 1;
+            match wake {
+                Wake::Later => {
+                    counts.deferred += 1;
+                    false
+                }
+                // The thread takes one task itself: wake another only for more.
+                Wake::Worker => counts.queue.len() > 1,
             }
-            spawn
         };
-        self.core.ready.notify_one();
-        if spawn {
+        if notify {
+            self.core.ready.notify_one();
+        }
+    }
+
+    /// Get threads to the tasks queued with [`Wake::Later`] that no thread
+    /// has taken yet: wake idle ones, start more if needed (and the limit
+    /// allows).
+    fn wake(&self) {
+        let (wakes, spawns) = {
+            let mut counts = self.core.counts();
+            let wakes = counts.deferred.min(counts.queue.len());
+            counts.deferred = 0;
+            let spawns = (counts.queue.len().saturating_sub(counts.idle))
+                .min(wakes)
+                .min(self.core.max_threads.saturating_sub(counts.threads));
+            counts.threads += spawns;
+            (wakes, spawns)
+        };
+        for _ in 0..wakes {
+            self.core.ready.notify_one();
+        }
+        for _ in 0..spawns {
             self.spawn_thread();
         }
     }
@@ -431,8 +465,10 @@ impl<L: Clone + Send + 'static> Crew<L> {
         Self { inner }
     }
 
-    /// Queue a chunk of jobs; they run in order, on one thread.
-    pub(crate) fn send(&self, chunk: Vec<Job<L>>) {
+    /// Queue a chunk of jobs; they run in order, on one thread. With
+    /// [`Wake::Later`], a thread is woken for it at the next
+    /// [`Crew::wake`] if none has taken it by then.
+    pub(crate) fn send(&self, chunk: Vec<Job<L>>, wake: Wake) {
         let start = {
             let mut queue = self.inner.queue();
             queue.chunks.push_back(chunk);
@@ -443,8 +479,14 @@ impl<L: Clone + Send + 'static> Crew<L> {
             start
         };
         if start {
-            CrewInner::turn_later(self.inner.clone(), false);
+            CrewInner::turn_later(self.inner.clone(), wake);
         }
+    }
+
+    /// Get threads to the chunks sent with [`Wake::Later`]: before the
+    /// runner waits.
+    pub(crate) fn wake(&self) {
+        self.inner.pool.wake();
     }
 }
 
@@ -462,9 +504,9 @@ impl<L: Clone + Send + 'static> CrewInner<L> {
         self.queue.lock().expect("crew queue lock")
     }
 
-    fn turn_later(self: Arc<Self>, from_worker: bool) {
+    fn turn_later(self: Arc<Self>, wake: Wake) {
         let pool = self.pool.clone();
-        pool.submit(Box::new(move || self.turn()), from_worker);
+        pool.submit(Box::new(move || self.turn()), wake);
     }
 
     /// Run one chunk, then queue again behind other crews' work if more
@@ -486,7 +528,7 @@ impl<L: Clone + Send + 'static> CrewInner<L> {
             again
         };
         if again {
-            self.turn_later(true);
+            self.turn_later(Wake::Worker);
         }
     }
 
@@ -612,9 +654,10 @@ const SLOW_CALL: Duration = Duration::from_millis(1);
 mod tests {
     use super::*;
 
-    /// Tasks run on threads of the batch class, no more threads than the
-    /// limit start, and once the last clone of the pool is gone a thread
-    /// waiting for work is told to end.
+    /// Tasks queued to be woken later run once the pool is told to wake
+    /// threads for them, on threads of the batch class; no more
+    /// threads than the limit start; once the last clone of the pool is
+    /// gone, a thread waiting for work is told to end.
     #[test]
     fn pool_threads_run_in_the_batch_class_and_end_with_the_pool() {
         let pool = WorkerPool::new(3);
@@ -627,9 +670,12 @@ mod tests {
                     let policy = unsafe { libc::sched_getscheduler(0) };
                     tx.send(policy).expect("the test waits");
                 }),
-                false,
+                Wake::Later,
             );
         }
+        assert_eq!(pool.core.counts().deferred, 12);
+        pool.wake();
+        assert_eq!(pool.core.counts().deferred, 0);
         for _ in 0..12 {
             assert_eq!(rx.recv().expect("a task ran"), libc::SCHED_BATCH);
         }

@@ -36,7 +36,7 @@ use crate::broker::plugins::Registry;
 use crate::broker::progress::Source;
 use crate::broker::spec::{DeliveryGuarantee, Mode, Ordering, SubscriptionSpec};
 use crate::broker::subscriptions::Shared;
-use crate::broker::worker::{Crew, Job, JobDone, WorkerSettings};
+use crate::broker::worker::{Crew, Job, JobDone, Wake, WorkerSettings};
 use crate::broker::BrokerError;
 use crate::runtime::Delivery;
 use crate::store::{
@@ -389,6 +389,7 @@ impl Runner {
                     None => std::future::pending().await,
                 }
             };
+            self.wake_crew();
             tokio::select! {
                 done = self.results.recv() => {
                     let Some(done) = done else { break };
@@ -791,11 +792,21 @@ impl Runner {
             out.push(job);
             if filled >= size {
                 filled = 0;
-                crew.send(std::mem::take(&mut out));
+                crew.send(std::mem::take(&mut out), Wake::Later);
             }
         }
         if !out.is_empty() {
-            crew.send(out);
+            crew.send(out, Wake::Later);
+        }
+    }
+
+    /// Get plugin threads to the chunks dispatched since the runner last
+    /// waited. Chunks are queued without waking a thread (one woken at once
+    /// would take the runner's core while it completes and dispatches
+    /// more); threads that finish a chunk take the next without sleeping.
+    fn wake_crew(&self) {
+        if let Some(crew) = &self.crew {
+            crew.wake();
         }
     }
 
@@ -816,6 +827,7 @@ impl Runner {
             if self.lanes.has_ready() {
                 // One message per job: rounds do not depend on call times.
                 self.dispatch(1).await;
+                self.wake_crew();
             }
             if self.in_flight == 0 {
                 if let Some(write) = self.commit() {
