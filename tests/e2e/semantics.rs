@@ -189,6 +189,9 @@ pub fn pause_and_resume_on(s: &mut Server) {
     s.topic("p", 1);
     s.deploy("noop", "noop");
     s.subscribe("p", json!({"topic": "p", "plugin": "noop"}));
+    // In cluster mode a busy host may place it at a later beat; until then
+    // it is `elsewhere`, and so is the answer to a pause.
+    wait_placed(s, "p");
     let paused = s.ok(
         "POST",
         "/v1/subscriptions/p/pause",
@@ -203,10 +206,7 @@ pub fn pause_and_resume_on(s: &mut Server) {
     s.restart();
     // Its stats are the runner's once it runs again (in cluster mode, from
     // the host's next beat; until then it is `elsewhere`, lag estimated).
-    crate::support::wait_for(LIMIT, "the subscription to run again", || {
-        let info = s.ok("GET", "/v1/subscriptions/p", crate::support::Body::None);
-        (info["state"] != "elsewhere").then_some(info)
-    });
+    wait_placed(s, "p");
     let st = s.wait_stats("p", LIMIT, |st| st["lag"] == 2);
     assert_eq!(st["delivered"], 0, "still paused after a restart");
     assert_eq!(
@@ -220,6 +220,19 @@ pub fn pause_and_resume_on(s: &mut Server) {
     );
     assert_eq!(resumed["state"], "running");
     s.wait_stats("p", LIMIT, |st| st["acked"] == 2 && st["lag"] == 0);
+}
+
+/// Wait until subscription `name` runs on this host (in cluster mode it is
+/// `elsewhere` until a host's beat places it).
+fn wait_placed(s: &Server, name: &str) {
+    crate::support::wait_for(LIMIT, "the subscription to run here", || {
+        let info = s.ok(
+            "GET",
+            &format!("/v1/subscriptions/{name}"),
+            crate::support::Body::None,
+        );
+        (info["state"] != "elsewhere").then_some(info)
+    });
 }
 
 /// delivery.md D13: dead letters can be read one by one, redriven into their

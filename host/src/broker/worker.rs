@@ -11,8 +11,8 @@
 //! beyond the limit, work queues. A crew runs one chunk of jobs per turn and
 //! then queues behind the others, so busy subscriptions share the threads
 //! round-robin. The threads run in the batch scheduling class
-//! (`runtime::priority::batch`): work handed to them never takes the core of
-//! the runner that handed it out.
+//! (`runtime::priority::batch`): a thread woken with work does not preempt
+//! the runner that handed it out (it waits for the runner's time slice).
 //!
 //! Host limits are never a plugin's fault: when the runtime's instance pool
 //! is full, instances idle in any crew are dropped and the call is tried
@@ -284,13 +284,13 @@ impl WorkerPool {
     fn wake(&self) {
         let (wakes, spawns) = {
             let mut counts = self.core.counts();
-            let wakes = counts.deferred.min(counts.queue.len());
+            let wanted = counts.deferred.min(counts.queue.len());
             counts.deferred = 0;
             let spawns = (counts.queue.len().saturating_sub(counts.idle))
-                .min(wakes)
+                .min(wanted)
                 .min(self.core.max_threads.saturating_sub(counts.threads));
             counts.threads += spawns;
-            (wakes, spawns)
+            (wanted.min(counts.idle), spawns)
         };
         for _ in 0..wakes {
             self.core.ready.notify_one();

@@ -10,8 +10,9 @@
 //! would while it shared a core.
 //!
 //! Plugin threads run in the batch class (`SCHED_BATCH`, see [`batch`]):
-//! at their fair share of the CPU, but a plugin thread that wakes never
-//! preempts a running thread. Before, the runner that handed out a chunk
+//! at their fair share of the CPU, but a plugin thread that wakes does not
+//! preempt a running thread (it waits for that thread's time slice).
+//! Before, the runner that handed out a chunk
 //! of work lost its core to the thread it woke, and waited for the chunk
 //! to finish before it handed out the next.
 //!

@@ -400,6 +400,9 @@ impl Runner {
                     let mut taken = 0;
                     while let Some(done) = next.take() {
                         done.into_iter().for_each(|d| self.complete(d));
+                        if self.shared.halted.load(AtomicOrdering::Acquire) {
+                            break;
+                        }
                         if dispatching {
                             self.dispatch(self.chunk()).await;
                         }
@@ -408,7 +411,10 @@ impl Runner {
                             next = self.results.try_recv().ok();
                         }
                     }
-                    self.flush();
+                    // After a failed commit, more progress would cover it.
+                    if !self.shared.halted.load(AtomicOrdering::Acquire) {
+                        self.flush();
+                    }
                 }
                 rows = async { self.reading.as_mut().expect("a read under way").await }, if self.reading.is_some() => {
                     self.reading = None;
@@ -672,6 +678,11 @@ impl Runner {
         if !self.lanes.has_ready() || self.in_flight_messages >= limit {
             return;
         }
+        // After a failed commit nothing more runs: a later commit would
+        // record progress past what the failed one lost.
+        if self.shared.halted.load(AtomicOrdering::Acquire) {
+            return;
+        }
         // Resolved once per round: a new plugin version applies from the next
         // message on, never in the middle of one.
         let resolved = match self.desk {
@@ -734,6 +745,8 @@ impl Runner {
             return;
         }
         if self.spec.delivery == DeliveryGuarantee::AtMostOnce {
+            // Chunks queued earlier run while this commit is written.
+            self.wake_crew();
             // Commit progress before any plugin runs: a crash now loses these
             // messages instead of delivering them twice.
             let mut ops = Vec::new();
