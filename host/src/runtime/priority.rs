@@ -9,13 +9,6 @@
 //! never fill every core. A long call's timeout runs while it waits, as it
 //! would while it shared a core.
 //!
-//! Plugin threads run in the batch class (`SCHED_BATCH`, see [`batch`]):
-//! at their fair share of the CPU, but a plugin thread that wakes does not
-//! preempt a running thread (it waits for that thread's time slice).
-//! Before, the runner that handed out a chunk
-//! of work lost its core to the thread it woke, and waited for the chunk
-//! to finish before it handed out the next.
-//!
 //! Moving back needs privileges an unprivileged host may lack
 //! (`RLIMIT_NICE`); a thread that cannot move back says so through
 //! [`stuck_low`], and the plugin thread pool lets it go.
@@ -33,8 +26,6 @@ pub(super) const DEMOTE_AFTER: Duration = Duration::from_millis(10);
 pub(super) const SLICE: Duration = Duration::from_millis(20);
 
 thread_local! {
-    /// The class this thread's calls run in when not demoted.
-    static BASE: Cell<libc::c_int> = const { Cell::new(libc::SCHED_OTHER) };
     /// This thread was demoted (and not moved back yet).
     static LOW: Cell<bool> = const { Cell::new(false) };
     /// The long-call slot this thread's call holds: whose, its id, and
@@ -265,15 +256,6 @@ fn set_policy(policy: libc::c_int) -> bool {
     unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
 }
 
-/// Run the calling thread, and its calls when not demoted, in the batch
-/// class: for the host's plugin threads, so that work handed to them never
-/// takes the core of the thread that handed it out. Needs no privilege.
-pub fn batch() {
-    if set_policy(libc::SCHED_BATCH) {
-        BASE.set(libc::SCHED_BATCH);
-    }
-}
-
 /// Demote the calling thread for the rest of its call.
 pub(super) fn demote() {
     if !LOW.get() && set_policy(libc::SCHED_IDLE) {
@@ -287,7 +269,7 @@ pub(super) fn demote() {
 /// panic, a full instance pool).
 pub fn restore() {
     if LOW.get() {
-        if set_policy(BASE.get()) {
+        if set_policy(libc::SCHED_OTHER) {
             LOW.set(false);
         } else {
             RAISES.store(false, Ordering::Relaxed);
@@ -305,7 +287,7 @@ pub(super) fn normal<T>(f: impl FnOnce() -> T) -> T {
     if !LOW.get() {
         return f();
     }
-    let raised = set_policy(BASE.get());
+    let raised = set_policy(libc::SCHED_OTHER);
     let out = f();
     if raised {
         set_policy(libc::SCHED_IDLE);
@@ -411,24 +393,6 @@ mod tests {
         assert_eq!(slots.load(), (1, 0));
         restore();
         assert_eq!(slots.load(), (0, 0));
-    }
-
-    #[test]
-    fn a_batch_thread_moves_back_to_the_batch_class() {
-        std::thread::spawn(|| {
-            batch();
-            assert_eq!(policy(), libc::SCHED_BATCH);
-            demote();
-            assert_eq!(policy(), libc::SCHED_IDLE);
-            let raised = normal(policy);
-            restore();
-            if !stuck_low() {
-                assert_eq!(raised, libc::SCHED_BATCH);
-                assert_eq!(policy(), libc::SCHED_BATCH);
-            }
-        })
-        .join()
-        .unwrap();
     }
 
     #[test]
