@@ -30,7 +30,7 @@ pub use super::log::{NewMessage, Published};
 use super::plugins::Registry;
 use super::runner::{Runner, Traced};
 use super::spec::TopicSpec;
-pub use super::spec::{Backoff, DeliveryGuarantee, Ordering, SubscriptionSpec};
+pub use super::spec::{Backoff, DeliveryGuarantee, Isolation, Ordering, SubscriptionSpec};
 use super::subscriptions::Shared;
 use super::BrokerError;
 pub use super::DeadLetter;
@@ -96,6 +96,13 @@ impl HarnessBuilder {
 
     pub fn ordering(mut self, ordering: Ordering) -> Self {
         self.spec.ordering = ordering;
+        self
+    }
+
+    /// A fresh instance per message (the default) or one reused by each
+    /// worker.
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.spec.isolation = isolation;
         self
     }
 
