@@ -7,14 +7,14 @@
 //! lists them. Every scenario is bounded in messages and time, and the server is
 //! killed when the scenario ends, also on a panic.
 //!
-//! # Throughput (plugin `noop`, or `forwarder` with `--plugin forwarder`)
+//! # Throughput (plugin `noop`, or `--plugin forwarder`, `python`, `javascript`)
 //!
 //! For each delivery guarantee (`--delivery`), each isolation mode (`message`:
 //! a fresh instance per message; `worker`: one instance reused per worker) and
 //! each subscription concurrency: a topic
 //! with 4 partitions and one subscription (`forwarder` republishes every
 //! message to a second topic, so exactly-once commits a publication with each
-//! ack), then N messages of exactly 256 bytes
+//! ack; so do the example plugins in Python and JavaScript), then N messages of exactly 256 bytes
 //! with 64 keys, published in batches from a few client threads as fast as the
 //! server answers. The request bodies are built before the clock starts.
 //!
@@ -108,7 +108,8 @@ core_path: Switchyard's core-path benchmark (run it with ./dev.sh bench [OPTIONS
   --isolation LIST    isolation modes to run                      [message,worker]
   --delivery LIST     delivery guarantees to run                  [at-least-once]
                       (at-most-once, at-least-once, exactly-once)
-  --plugin NAME       throughput plugin: noop or forwarder        [noop]
+  --plugin NAME       throughput plugin: noop, forwarder, or the  [noop]
+                      example plugin in python or javascript
   --rate N            latency scenario publish rate, msg/s        [2000]
   --seconds N         latency scenario duration                   [10]
   --senders N         latency scenario sender threads             [16]
@@ -255,6 +256,8 @@ impl Options {
                     o.plugin = match value()?.as_str() {
                         "noop" => "noop",
                         "forwarder" => "forwarder",
+                        "python" => "example_python",
+                        "javascript" => "example_js",
                         other => return Err(format!("--plugin: unknown {other:?}\n\n{USAGE}")),
                     }
                 }
