@@ -155,8 +155,7 @@ type Task = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 pub(crate) struct WorkerPool {
     /// Shared by the clones; dropping the last closes the pool.
-    _handle: Arc<PoolHandle>,
-    core: Arc<PoolCore>,
+    handle: Arc<PoolHandle>,
 }
 
 /// Closes the pool when the last [`WorkerPool`] clone goes.
@@ -249,18 +248,21 @@ impl WorkerPool {
             stats: PoolStats::default(),
         });
         let pool = Self {
-            _handle: Arc::new(PoolHandle(core.clone())),
-            core,
+            handle: Arc::new(PoolHandle(core)),
         };
-        pool.core.counts().threads = 1;
+        pool.core().counts().threads = 1;
         pool.spawn_thread();
         pool
+    }
+
+    fn core(&self) -> &Arc<PoolCore> {
+        &self.handle.0
     }
 
     /// Queue a task; `wake` says who gets a thread to it.
     fn submit(&self, task: Task, wake: Wake) {
         let notify = {
-            let mut counts = self.core.counts();
+            let mut counts = self.core().counts();
             counts.queue.push_back(task);
             match wake {
                 Wake::Later => {
@@ -272,7 +274,7 @@ impl WorkerPool {
             }
         };
         if notify {
-            self.core.ready.notify_one();
+            self.core().ready.notify_one();
         }
     }
 
@@ -281,17 +283,17 @@ impl WorkerPool {
     /// allows).
     fn wake(&self) {
         let (wakes, spawns) = {
-            let mut counts = self.core.counts();
+            let mut counts = self.core().counts();
             let wanted = counts.deferred.min(counts.queue.len());
             counts.deferred = 0;
             let spawns = (counts.queue.len().saturating_sub(counts.idle))
                 .min(wanted)
-                .min(self.core.max_threads.saturating_sub(counts.threads));
+                .min(self.core().max_threads.saturating_sub(counts.threads));
             counts.threads += spawns;
             (wanted.min(counts.idle), spawns)
         };
         for _ in 0..wakes {
-            self.core.ready.notify_one();
+            self.core().ready.notify_one();
         }
         for _ in 0..spawns {
             self.spawn_thread();
@@ -301,13 +303,13 @@ impl WorkerPool {
     /// Start a thread already counted in `threads`. If the operating system
     /// refuses, the work waits for the threads there are.
     fn spawn_thread(&self) {
-        if let Err(e) = self.core.start_thread() {
+        if let Err(e) = self.core().start_thread() {
             let threads = {
-                let mut counts = self.core.counts();
+                let mut counts = self.core().counts();
                 counts.threads -= 1;
                 counts.threads
             };
-            self.core
+            self.core()
                 .stats
                 .spawn_failures
                 .fetch_add(1, Ordering::Relaxed);
@@ -319,12 +321,12 @@ impl WorkerPool {
     /// pool. Returns how many were dropped.
     fn reclaim_idle(&self) -> usize {
         let crews: Vec<_> = {
-            let mut crews = self.core.crews.lock().expect("crews lock");
+            let mut crews = self.core().crews.lock().expect("crews lock");
             crews.retain(|c| c.strong_count() > 0);
             crews.iter().filter_map(Weak::upgrade).collect()
         };
         let dropped: usize = crews.iter().map(|c| c.reclaim()).sum();
-        self.core
+        self.core()
             .stats
             .reclaimed
             .fetch_add(dropped as u64, Ordering::Relaxed);
@@ -332,14 +334,14 @@ impl WorkerPool {
     }
 
     pub(crate) fn snapshot(&self) -> PoolSnapshot {
-        let counts = self.core.counts();
+        let counts = self.core().counts();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let stats = &self.core.stats;
+        let stats = &self.core().stats;
         PoolSnapshot {
             threads: counts.threads as u64,
             busy: counts.threads.saturating_sub(counts.idle) as u64,
             queued: counts.queue.len() as u64,
-            max_threads: self.core.max_threads as u64,
+            max_threads: self.core().max_threads as u64,
             spawn_failures: get(&stats.spawn_failures),
             pool_full: get(&stats.pool_full),
             reclaimed: get(&stats.reclaimed),
@@ -456,7 +458,7 @@ impl<L: Clone + Send + 'static> Crew<L> {
             idle: Mutex::new(Vec::new()),
         });
         let weak: Weak<dyn Reclaim> = Arc::downgrade(&(inner.clone() as Arc<dyn Reclaim>));
-        pool.core.crews.lock().expect("crews lock").push(weak);
+        pool.core().crews.lock().expect("crews lock").push(weak);
         Self { inner }
     }
 
@@ -632,7 +634,7 @@ impl<L: Clone + Send + 'static> CrewInner<L> {
         match call(reused) {
             Ok(invocation) => Some(invocation),
             Err(full) => {
-                let stats = &self.pool.core.stats;
+                let stats = &self.pool.core().stats;
                 stats.pool_full.fetch_add(1, Ordering::Relaxed);
                 let dropped = self.pool.reclaim_idle();
                 tracing::debug!(subscription = %self.settings.subscription, %full, dropped, "instance pool full; dropped idle instances");
@@ -667,13 +669,13 @@ mod tests {
                 Wake::Later,
             );
         }
-        assert_eq!(pool.core.counts().deferred, 12);
+        assert_eq!(pool.core().counts().deferred, 12);
         pool.wake();
-        assert_eq!(pool.core.counts().deferred, 0);
+        assert_eq!(pool.core().counts().deferred, 0);
         let ran: std::collections::HashSet<_> =
             (0..12).map(|_| rx.recv().expect("a task ran")).collect();
         assert!((1..=3).contains(&ran.len()), "on at most 3 threads");
-        let core = pool.core.clone();
+        let core = pool.core().clone();
         assert!((1..=3).contains(&core.counts().threads));
         drop(pool.clone());
         assert!(!core.counts().closed, "a clone remains");
