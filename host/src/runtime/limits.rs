@@ -7,10 +7,13 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// by the usual toolchains (wasm-component-ld, componentize-py/js) hold a main
 /// module plus a few adapter and shim modules.
 const PER_COMPONENT: u32 = 32;
-/// Linear memory reset with `memset` (not `madvise`) when an instance ends.
-/// A fresh instance per message would otherwise pay an `madvise` per memory,
-/// each forcing a TLB shootdown on every core; 2 MiB covers a typical Rust or
-/// C plugin's working set (a Python/JS one resets the rest with `madvise`).
+/// Linear memory an ended instance wrote that is reset in place (copied back
+/// from the image, or zeroed) instead of decommitted with `madvise`: the
+/// pages stay mapped, so the next instance in the slot writes them without a
+/// copy-on-write fault and its TLB shootdown on every core. Only written
+/// pages count (the kernel's page-map scan finds them). 2 MiB covers a Rust
+/// or C plugin's writes; the Python and JavaScript examples ran no faster
+/// with 32 or 64 MiB (docs/performance.md).
 const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 /// The same for tables: 64 KiB covers any real plugin's function tables.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;

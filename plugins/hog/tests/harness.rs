@@ -16,7 +16,7 @@ fn a_memory_bomb_hits_the_limit() {
 /// Every message's instance starts from the component's initial memory,
 /// though each left a few hundred scattered pages written behind it.
 #[test]
-fn each_message_finds_memory_as_the_component_left_it() {
+fn each_message_starts_from_the_initial_memory_image() {
     let wasm = build_component(env!("CARGO_MANIFEST_DIR")).unwrap();
     let mut h = Harness::builder(&wasm).max_attempts(1).build().unwrap();
     for i in 0..40 {
