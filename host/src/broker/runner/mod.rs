@@ -340,7 +340,7 @@ impl Runner {
             if stopping && self.in_flight == 0 {
                 break;
             }
-            if self.shared.halted.load(AtomicOrdering::Acquire) {
+            if self.halted() {
                 break;
             }
             let is_paused = *paused.borrow_and_update();
@@ -400,7 +400,7 @@ impl Runner {
                     let mut taken = 0;
                     while let Some(done) = next.take() {
                         done.into_iter().for_each(|d| self.complete(d));
-                        if self.shared.halted.load(AtomicOrdering::Acquire) {
+                        if self.halted() {
                             break;
                         }
                         if dispatching {
@@ -411,8 +411,7 @@ impl Runner {
                             next = self.results.try_recv().ok();
                         }
                     }
-                    // After a failed commit, more progress would cover it.
-                    if !self.shared.halted.load(AtomicOrdering::Acquire) {
+                    if !self.halted() {
                         self.flush();
                     }
                 }
@@ -435,7 +434,7 @@ impl Runner {
         // Nothing is in flight: let the crew's idle instances go, and make
         // the last outcomes durable.
         self.crew = None;
-        if self.shared.halted.load(AtomicOrdering::Acquire) {
+        if self.halted() {
             // Writing more progress now would cover the batch that failed.
             match self.clustered {
                 Some(_) => {
@@ -678,9 +677,7 @@ impl Runner {
         if !self.lanes.has_ready() || self.in_flight_messages >= limit {
             return;
         }
-        // After a failed commit nothing more runs: a later commit would
-        // record progress past what the failed one lost.
-        if self.shared.halted.load(AtomicOrdering::Acquire) {
+        if self.halted() {
             return;
         }
         // Resolved once per round: a new plugin version applies from the next
@@ -831,7 +828,7 @@ impl Runner {
     /// manual clock repeats exactly.
     pub(crate) async fn settle(&mut self) {
         loop {
-            if self.shared.halted.load(AtomicOrdering::Acquire) {
+            if self.halted() {
                 return;
             }
             self.fill().await;
@@ -886,6 +883,12 @@ impl Runner {
     /// applies batches in order, and losing the tail of progress in a crash
     /// only means delivering those messages again (with their effects, which
     /// are in the same batches).
+    /// A commit failed: nothing more may run or be committed (a later
+    /// commit would record progress past what the failed one lost).
+    fn halted(&self) -> bool {
+        self.shared.halted.load(AtomicOrdering::Acquire)
+    }
+
     fn flush(&mut self) {
         if let Some(write) = self.commit() {
             tokio::spawn(write);
