@@ -273,9 +273,14 @@ impl Store {
     ) -> Result<Vec<(u64, U)>, StoreError> {
         let prefix = keys::log_prefix(topic, partition);
         // Bounded to the partition, so the scan stops at its end; records
-        // are decoded from RocksDB's own buffers, not copies of them.
+        // are decoded from RocksDB's own buffers, not copies of them. A log
+        // is read through once per subscription, so its blocks stay out of
+        // the block cache: a backlog's drain would fill the cache (and the
+        // process's memory) with blocks nobody reads again, and push out
+        // the index and filter blocks that lookups use.
         let mut options = rocksdb::ReadOptions::default();
         options.set_iterate_upper_bound(keys::log(topic, partition, u64::MAX));
+        options.fill_cache(false);
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_LOG), options);
         iter.seek(keys::log(topic, partition, from));
         let mut out = Vec::with_capacity(limit.min(SCAN_ROOM));
@@ -888,6 +893,47 @@ mod tests {
             }
             other => panic!("expected a corrupt-record error, got {other:?}"),
         }
+    }
+
+    /// Reading a partition through leaves RocksDB's block cache as it was:
+    /// a backlog's drain keeps no blocks in memory that nothing reads again.
+    #[test]
+    fn reading_a_log_brings_no_blocks_into_the_block_cache() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path(), None).expect("opens");
+        let ops = (0..2_000u64)
+            .map(|offset| Op::Append {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                message: Arc::new(StoredMessage {
+                    id: format!("m{offset}"),
+                    key: None,
+                    payload: vec![offset as u8; 1024],
+                    headers: vec![],
+                    timestamp_ms: 1,
+                    deliver_at_ms: None,
+                }),
+            })
+            .collect();
+        store.write(ops, Durability::Synced).expect("written");
+        // Flushed: the messages are read from a table file, through the
+        // cache's path, not from the memtable.
+        store.reclaim_log("t", 0, 0).expect("flushed");
+        let cached = || {
+            store
+                .db
+                .property_int_value_cf(store.cf(CF_LOG), "rocksdb.block-cache-usage")
+                .expect("the property")
+                .expect("a block cache")
+        };
+        let before = cached();
+        let read = store.read_log("t", 0, 0, 5_000).expect("reads");
+        assert_eq!(read.len(), 2_000);
+        assert_eq!(read[1_999].1.payload, vec![1_999u64 as u8; 1024]);
+        let added = cached().saturating_sub(before);
+        // Caching the blocks read would add about 2 MiB.
+        assert!(added < 64 << 10, "{added} bytes of blocks cached");
     }
 
     /// A subscription's changes as journal entries, replayed in order on
