@@ -379,3 +379,17 @@ fn a_long_call_runs_at_the_lowest_priority_until_it_ends() {
     );
     assert_eq!(lowest_priority_threads(s.pid()), 0, "the thread is back");
 }
+
+/// The host runs without transparent huge pages: a first touch of memory
+/// costs a 4 KiB page, never a 2 MiB one zeroed (or compacted for) in the
+/// middle of a delivery (docs/operations.md).
+#[test]
+fn the_host_runs_without_transparent_huge_pages() {
+    let s = Server::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).expect("status");
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "THP_enabled in /proc/<pid>/status");
+}
