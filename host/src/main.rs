@@ -13,14 +13,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Turn transparent huge pages off for this process. The allocator asks
 /// for them on its arenas, and the first touch of each 2 MiB then zeroes
 /// (and, when the kernel has none free, compacts memory for) a whole huge
-/// page in whatever thread touched it: a delivery stalled for up to 24 ms
-/// at a time, and a 200,000-message drain took 11 % longer and kept 20 MiB
-/// more (docs/performance.md). Databases such as Redis do the same.
+/// page in whatever thread touched it: a plugin thread spent up to 24 ms in
+/// one such fault, and a 200,000-message drain took about 15 % longer and
+/// grew the process by about 35 MiB more (docs/performance.md,
+/// "Transparent huge pages"). Redis does the same.
 fn no_transparent_huge_pages() {
-    // SAFETY: PR_SET_THP_DISABLE takes its flag and ignores the rest; it
-    // changes only how this process's memory is backed. A kernel without
-    // the call (before 3.15) refuses it, and has nothing to turn off.
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    let (on, unused): (libc::c_ulong, libc::c_ulong) = (1, 0);
+    // SAFETY: PR_SET_THP_DISABLE reads its flag and requires the other
+    // arguments to be zero; it changes only how this process's memory is
+    // backed. A kernel that refuses it (older than 3.15) leaves huge pages
+    // as the system configures them.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused) };
 }
 
 fn main() -> anyhow::Result<()> {

@@ -381,8 +381,9 @@ fn a_long_call_runs_at_the_lowest_priority_until_it_ends() {
 }
 
 /// The host runs without transparent huge pages: a first touch of memory
-/// costs a 4 KiB page, never a 2 MiB one zeroed (or compacted for) in the
-/// middle of a delivery (docs/operations.md).
+/// costs a base page, never a 2 MiB one zeroed (or compacted for) in the
+/// middle of a delivery (docs/operations.md, "Memory"). The status line
+/// exists from Linux 5.0 on.
 #[test]
 fn the_host_runs_without_transparent_huge_pages() {
     let s = Server::start();
