@@ -879,16 +879,16 @@ impl Runner {
         self.log.clock().now_ms()
     }
 
-    /// Queue the collected changes as one batch, not waited for: the writer
-    /// applies batches in order, and losing the tail of progress in a crash
-    /// only means delivering those messages again (with their effects, which
-    /// are in the same batches).
     /// A commit failed: nothing more may run or be committed (a later
     /// commit would record progress past what the failed one lost).
     fn halted(&self) -> bool {
         self.shared.halted.load(AtomicOrdering::Acquire)
     }
 
+    /// Queue the collected changes as one batch, not waited for: the writer
+    /// applies batches in order, and losing the tail of progress in a crash
+    /// only means delivering those messages again (with their effects, which
+    /// are in the same batches).
     fn flush(&mut self) {
         if let Some(write) = self.commit() {
             tokio::spawn(write);
