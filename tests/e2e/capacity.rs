@@ -103,12 +103,18 @@ fn idle_instances_make_room_for_other_subscriptions() {
     assert_eq!(counter(&keeper, "dead_lettered"), 0, "{keeper}");
 }
 
-fn threads_of(pid: u32) -> u64 {
+/// A field of a process's `/proc/<pid>/status`, trimmed.
+fn status_field(pid: u32, field: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+fn threads_of(pid: u32) -> u64 {
+    status_field(pid, "Threads")
+        .and_then(|n| n.parse().ok())
         .expect("Threads: line")
 }
 
@@ -219,11 +225,8 @@ fn a_compile_past_its_limits_is_stopped_and_refused() {
 }
 
 fn resident_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    status_field(pid, "VmRSS")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
         .expect("VmRSS line")
         / 1024
 }
@@ -387,10 +390,10 @@ fn a_long_call_runs_at_the_lowest_priority_until_it_ends() {
 #[test]
 fn the_host_runs_without_transparent_huge_pages() {
     let s = Server::start();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).expect("status");
-    let thp = status
-        .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(str::trim);
-    assert_eq!(thp, Some("0"), "THP_enabled in /proc/<pid>/status");
+    let thp = status_field(s.pid(), "THP_enabled");
+    assert_eq!(
+        thp.as_deref(),
+        Some("0"),
+        "THP_enabled in /proc/<pid>/status"
+    );
 }
