@@ -1410,9 +1410,12 @@ fn probe(client: &Client, phase: &str, seconds: u64) -> Vec<u64> {
 /// Hostile subscriptions of each kind, and the concurrency of each.
 const HOSTILE_SUBSCRIPTIONS: usize = 5;
 const HOSTILE_CONCURRENCY: u32 = 10;
+/// `--long-call-cpu-percent` of the last hostile run.
+const BUDGET_PERCENT: u32 = 10;
 
 /// The latency scenario on a host of its own, then beside plugins that
-/// loop forever or grow their memory until stopped.
+/// loop forever or grow their memory until stopped: without a long-call
+/// slot limit, with the default slots, and with a CPU budget for long calls.
 fn run_hostile(options: &Options, plugins: &PluginDir) {
     let total = options.rate * options.seconds;
     println!(
@@ -1449,7 +1452,19 @@ fn run_hostile(options: &Options, plugins: &PluginDir) {
     let hostile = beside(&[]);
     print_percentiles("beside hostile", "publish→handle", &hostile.handle);
     print_percentiles("beside hostile", "publish", &hostile.publish);
-    for (label, run) in [("no slot limit", &unlimited), ("long-call slots", &hostile)] {
+    let budget = [
+        "--long-call-cpu-percent".to_string(),
+        BUDGET_PERCENT.to_string(),
+    ];
+    let budgeted = beside(&budget);
+    let label = format!("hostile, {BUDGET_PERCENT} % CPU");
+    print_percentiles(&label, "publish→handle", &budgeted.handle);
+    print_percentiles(&label, "publish", &budgeted.publish);
+    for (label, run) in [
+        ("no slot limit", &unlimited),
+        ("long-call slots", &hostile),
+        ("long-call CPU budget", &budgeted),
+    ] {
         if let (Some(a), Some(b)) = (&solo.handle, &run.handle) {
             println!(
                 "\npublish→handle p99 beside hostile plugins ({label}) / alone: {:.2}× (p50 {:.2}×)",
@@ -1458,7 +1473,7 @@ fn run_hostile(options: &Options, plugins: &PluginDir) {
             );
         }
     }
-    for run in [&solo, &unlimited, &hostile] {
+    for run in [&solo, &unlimited, &hostile, &budgeted] {
         print_latency_facts(run);
     }
 }

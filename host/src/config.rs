@@ -50,6 +50,8 @@ pub const ENV_WORKER_THREADS: &str = "SWITCHYARD_WORKER_THREADS";
 pub const ENV_MAX_INSTANCES: &str = "SWITCHYARD_MAX_INSTANCES";
 /// Environment variable for [`Limits::long_call_slots`].
 pub const ENV_LONG_CALL_SLOTS: &str = "SWITCHYARD_LONG_CALL_SLOTS";
+/// Environment variable for [`Limits::long_call_cpu_percent`].
+pub const ENV_LONG_CALL_CPU_PERCENT: &str = "SWITCHYARD_LONG_CALL_CPU_PERCENT";
 /// Environment variable for [`Limits::instance_memory_mib`].
 pub const ENV_INSTANCE_MEMORY_MIB: &str = "SWITCHYARD_INSTANCE_MEMORY_MIB";
 /// Environment variable for [`Limits::compile_timeout_secs`].
@@ -187,6 +189,14 @@ pub struct Limits {
     /// calls while plugins loop or grind. 0: no limit. Default: the cores
     /// less one, at least 1.
     pub long_call_slots: usize,
+    /// CPU that long calls and the calls of suspect plugins (those whose
+    /// last call ran long or hit its memory limit) may use together, in
+    /// percent of one core: they wait, without CPU, for the budget to
+    /// refill, and a suspect plugin's call takes its slot before it starts.
+    /// On a host shared with untrusted plugins this keeps them from
+    /// raising everyone else's latency; legitimate long computations slow
+    /// down to the budget. 0: no budget (only the slots). Default 0.
+    pub long_call_cpu_percent: u32,
     /// Longest a plugin upload may take to compile, in seconds (and twice
     /// that in CPU time). Default 60.
     pub compile_timeout_secs: u64,
@@ -209,6 +219,8 @@ pub struct Limits {
 pub const MAX_WORKER_THREADS: usize = 4096;
 pub const MAX_INSTANCES: u32 = 10_000;
 pub const MAX_INSTANCE_MEMORY_MIB: u32 = 4096;
+/// A thousand cores.
+pub const MAX_LONG_CALL_CPU_PERCENT: u32 = 100_000;
 
 impl Default for Limits {
     /// The broker's and the runtime's own defaults.
@@ -219,6 +231,7 @@ impl Default for Limits {
             max_instances: runtime.max_instances,
             instance_memory_mib: (runtime.memory_limit_bytes >> 20) as u32,
             long_call_slots: runtime.long_call_slots,
+            long_call_cpu_percent: runtime.long_call_cpu_percent,
             compile_timeout_secs: crate::broker::DEFAULT_COMPILE_TIMEOUT.as_secs(),
             compile_memory_mib: 4096,
             http_timeout_secs: 30,
@@ -430,6 +443,12 @@ impl Config {
             ("http-timeout-secs", limits.http_timeout_secs, 3600),
             ("max-connections", limits.max_connections as u64, 65_536),
         ];
+        if limits.long_call_cpu_percent > MAX_LONG_CALL_CPU_PERCENT {
+            return Err(ConfigError::LimitTooHigh(
+                "long-call-cpu-percent",
+                MAX_LONG_CALL_CPU_PERCENT.into(),
+            ));
+        }
         if limits.long_call_slots > MAX_WORKER_THREADS {
             return Err(ConfigError::LimitTooHigh(
                 "long-call-slots",

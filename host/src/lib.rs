@@ -83,6 +83,7 @@ pub async fn run(
     broker_config.runtime.max_instances = limits.max_instances;
     broker_config.runtime.memory_limit_bytes = (limits.instance_memory_mib as usize) << 20;
     broker_config.runtime.long_call_slots = limits.long_call_slots;
+    broker_config.runtime.long_call_cpu_percent = limits.long_call_cpu_percent;
     broker_config.compile_timeout = std::time::Duration::from_secs(limits.compile_timeout_secs);
     broker_config.min_free_disk = limits.min_free_disk_mib.saturating_mul(1 << 20);
     broker_config.journal_compact_bytes =

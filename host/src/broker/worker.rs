@@ -127,6 +127,7 @@ fn empty_invocation(outcome: Outcome) -> Invocation {
         duration: Duration::ZERO,
         context: None,
         long_cpu: None,
+        starved: false,
     }
 }
 

@@ -127,6 +127,14 @@ pub struct ServeArgs {
     #[arg(long, env = config::ENV_LONG_CALL_SLOTS, default_value_t = Limits::default().long_call_slots)]
     pub long_call_slots: usize,
 
+    /// CPU that long calls and suspect plugins' calls (the last one ran
+    /// long or hit its memory limit) may use together, in percent of one
+    /// core; they wait without CPU for more. Keeps untrusted plugins from
+    /// raising everyone's latency; slows legitimate long computations to
+    /// the budget. 0: no budget.
+    #[arg(long, env = config::ENV_LONG_CALL_CPU_PERCENT, default_value_t = Limits::default().long_call_cpu_percent)]
+    pub long_call_cpu_percent: u32,
+
     /// Longest a plugin upload may take to compile, in seconds.
     #[arg(long, env = config::ENV_COMPILE_TIMEOUT_SECS, default_value_t = Limits::default().compile_timeout_secs)]
     pub compile_timeout_secs: u64,
@@ -201,6 +209,7 @@ struct FileLimits {
     max_instances: Option<u32>,
     instance_memory_mib: Option<u32>,
     long_call_slots: Option<usize>,
+    long_call_cpu_percent: Option<u32>,
     compile_timeout_secs: Option<u64>,
     compile_memory_mib: Option<u64>,
     http_timeout_secs: Option<u64>,
@@ -282,6 +291,7 @@ impl ServeArgs {
         take!(max_instances, l.max_instances);
         take!(instance_memory_mib, l.instance_memory_mib);
         take!(long_call_slots, l.long_call_slots);
+        take!(long_call_cpu_percent, l.long_call_cpu_percent);
         take!(compile_timeout_secs, l.compile_timeout_secs);
         take!(compile_memory_mib, l.compile_memory_mib);
         take!(http_timeout_secs, l.http_timeout_secs);
@@ -316,6 +326,7 @@ impl ServeArgs {
                 max_instances: self.max_instances,
                 instance_memory_mib: self.instance_memory_mib,
                 long_call_slots: self.long_call_slots,
+                long_call_cpu_percent: self.long_call_cpu_percent,
                 compile_timeout_secs: self.compile_timeout_secs,
                 compile_memory_mib: self.compile_memory_mib,
                 http_timeout_secs: self.http_timeout_secs,
@@ -414,6 +425,7 @@ mod tests {
             max_instances: 1,
             instance_memory_mib: 1,
             long_call_slots: 1,
+            long_call_cpu_percent: 0,
             compile_timeout_secs: 1,
             compile_memory_mib: 1,
             http_timeout_secs: 1,

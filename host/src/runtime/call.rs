@@ -153,6 +153,9 @@ pub struct Invocation {
     /// CPU time the call used once it was a long call; `None` if it never
     /// became one.
     pub long_cpu: Option<Duration>,
+    /// Its timeout stopped it while it waited for a long-call turn: it
+    /// wanted to compute on.
+    pub starved: bool,
 }
 
 /// Run `handle` once on an instantiated consumer, classifying every failure.
@@ -216,6 +219,8 @@ pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
     let state = store.data_mut();
     state.deadline = Some(Instant::now() + timeout);
     state.long_since = None;
+    state.starved = false;
+    state.probe = None;
     let first = if state.starts_long {
         super::priority::demote();
         state.long_since = Some(super::priority::thread_cpu());
@@ -264,6 +269,22 @@ pub(crate) fn classify(
     Outcome::Trap(text)
 }
 
+/// The invocation of an attempt that ended in `outcome` before its call
+/// started.
+pub(crate) fn unstarted(outcome: Outcome, started: Instant) -> Invocation {
+    Invocation {
+        outcome,
+        published: Vec::new(),
+        kv: Default::default(),
+        logs: Vec::new(),
+        http: Vec::new(),
+        duration: started.elapsed(),
+        context: None,
+        long_cpu: None,
+        starved: false,
+    }
+}
+
 /// Collect a call's effects. A failed call's publications and kv writes are
 /// discarded.
 pub(crate) fn finish(
@@ -300,6 +321,7 @@ pub(crate) fn finish(
         logs,
         http,
         long_cpu,
+        starved: state.starved,
         duration: started.elapsed(),
         context: None,
     }

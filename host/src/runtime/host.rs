@@ -79,6 +79,12 @@ pub(crate) struct HostState {
     pub(crate) starts_long: bool,
     /// The thread's CPU time when the current call became a long call.
     pub(crate) long_since: Option<std::time::Duration>,
+    /// The current call's timeout came while it waited for a long-call
+    /// turn: it wanted the CPU.
+    pub(crate) starved: bool,
+    /// The thread's CPU time when the current call, past its time at
+    /// normal priority, was last looked at.
+    pub(crate) probe: Option<std::time::Duration>,
     /// When the current call must end (its timeout).
     pub(crate) deadline: Option<std::time::Instant>,
     /// Counts this store among the live instances while it exists.
@@ -174,6 +180,8 @@ impl HostState {
             deadline: None,
             starts_long: false,
             long_since: None,
+            starved: false,
+            probe: None,
             live: None,
         }
     }

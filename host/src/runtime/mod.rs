@@ -54,6 +54,9 @@ pub struct RuntimeConfig {
     /// How many long plugin calls (past 10 ms) may run at once across all
     /// plugins; the rest wait their turn without CPU. 0: no limit.
     pub long_call_slots: usize,
+    /// CPU long calls and suspect plugins' attempts may use together, in
+    /// percent of one core (see `priority`). 0: no budget.
+    pub long_call_cpu_percent: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -64,6 +67,7 @@ impl Default for RuntimeConfig {
             virtual_time: None,
             egress: EgressConfig::default(),
             long_call_slots: priority::LongCalls::default_slots(),
+            long_call_cpu_percent: 0,
         }
     }
 }
@@ -111,7 +115,8 @@ impl Runtime {
         let network = egress::Network::new(&config.egress).map_err(RuntimeError::Egress)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), ticker_stop.clone());
-        let long_calls = priority::LongCalls::new(config.long_call_slots);
+        let long_calls =
+            priority::LongCalls::new(config.long_call_slots, config.long_call_cpu_percent);
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,

@@ -161,19 +161,53 @@ impl Plugin {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
             if ctx.data().long_since.is_none() {
-                ctx.data_mut().long_since = Some(super::priority::thread_cpu());
+                // Past its time at normal priority, a call is long only if
+                // it computes: watched for a tick, it must have had the CPU
+                // for half of it (a call that waited for the CPU, or in a
+                // host call, is not demoted for that).
+                let cpu = super::priority::thread_cpu();
+                let computing = ctx
+                    .data()
+                    .probe
+                    .is_some_and(|at| cpu.saturating_sub(at) >= super::EPOCH_TICK / 2);
+                if !computing {
+                    ctx.data_mut().probe = Some(cpu);
+                    return Ok(wasmtime::UpdateDeadline::Continue(1));
+                }
+                ctx.data_mut().long_since = Some(cpu);
             }
             super::priority::demote();
             if !slots.run(deadline) {
+                ctx.data_mut().starved = true;
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let next = left.min(super::priority::SLICE);
-            Ok(wasmtime::UpdateDeadline::Continue(super::deadline_ticks(
-                next,
-            )))
+            Ok(wasmtime::UpdateDeadline::Continue(
+                slots.check_in_ticks(left),
+            ))
         });
         store
+    }
+
+    /// A suspect plugin's attempt takes its long-call slot before it starts
+    /// (see `priority::LongCalls::gate`). `Err`: no turn came within
+    /// `timeout`, and the attempt timed out without running (a timeout
+    /// spent waiting leaves the plugin suspect).
+    fn gate(
+        &self,
+        env: &dyn HostEnv,
+        timeout: Duration,
+    ) -> Result<Option<super::priority::Gate>, Box<Invocation>> {
+        if !starts_long(env) {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        self.runtime.inner.long_calls.gate(timeout).map_err(|()| {
+            let mut waited = call::unstarted(Outcome::Timeout(timeout), started);
+            waited.starved = true;
+            conclude(env, Some(&waited));
+            Box::new(waited)
+        })
     }
 
     fn memory_limit(&self) -> usize {
@@ -221,6 +255,10 @@ impl Plugin {
         label: &str,
     ) -> CallResult {
         let tag = format!("{label} msg={}", delivery.message.id());
+        let _gate = match self.gate(env.as_ref(), timeout) {
+            Ok(gate) => gate,
+            Err(waited) => return Ok(*waited),
+        };
         let result = match self.instantiate(tag, Some(env.clone()), timeout) {
             Ok((mut store, consumer)) => {
                 store.data_mut().starts_long = starts_long(env.as_ref());
@@ -276,6 +314,12 @@ impl PluginWorker {
         label: &str,
     ) -> CallResult {
         let memory_limit = self.plugin.memory_limit();
+        // Declared before the instance: its slot is given up after the
+        // instance's teardown.
+        let _gate = match self.plugin.gate(env.as_ref(), timeout) {
+            Ok(gate) => gate,
+            Err(waited) => return Ok(*waited),
+        };
         let mut live = match self.live.take() {
             Some(live) => live,
             None => match self.plugin.instantiate(String::new(), None, timeout) {
@@ -337,7 +381,7 @@ fn starts_long(env: &dyn HostEnv) -> bool {
 /// `priority::Conduct`).
 fn conclude(env: &dyn HostEnv, ran: Option<&Invocation>) {
     if let Some(conduct) = env.conduct() {
-        conduct.end(ran.map(|i| (&i.outcome, i.long_cpu)));
+        conduct.end(ran.map(|i| (&i.outcome, i.long_cpu, i.starved)));
     }
 }
 

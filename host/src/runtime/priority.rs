@@ -16,7 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long a call runs at normal priority, without a slot.
@@ -28,10 +28,24 @@ pub(super) const SLICE: Duration = Duration::from_millis(20);
 thread_local! {
     /// This thread was demoted (and not moved back yet).
     static LOW: Cell<bool> = const { Cell::new(false) };
-    /// The long-call slot this thread's call holds: whose, its id, and
-    /// since when.
-    static HELD: RefCell<Option<(Arc<LongCalls>, u64, Instant)>> = const { RefCell::new(None) };
+    /// This thread's attempt holds its slot until the attempt ends.
+    static GATED: Cell<bool> = const { Cell::new(false) };
+    /// The long-call slot this thread's call holds.
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
 }
+
+/// A slot held by the calling thread.
+struct Held {
+    slots: Arc<LongCalls>,
+    id: u64,
+    /// When it was taken.
+    since: Instant,
+    /// The thread's CPU time when last charged to the budget.
+    cpu_at: Duration,
+}
+
+/// Most CPU time long calls may save up while none runs.
+const BURST: Duration = Duration::from_millis(5);
 
 /// The slots long calls run in, shared by every plugin of a runtime.
 ///
@@ -46,8 +60,10 @@ pub struct LongCalls {
     /// How long a holder may go without checking in before it counts as
     /// waiting in a host call (two turns).
     silent: Duration,
+    /// The CPU long calls may use together, in cores (0.1: a tenth of one);
+    /// `None`: no budget, only the slots.
+    share: Option<f64>,
     state: Mutex<Turns>,
-    freed: Condvar,
     /// Holders and waiters, for metrics without taking the lock.
     running: AtomicUsize,
     waiting: AtomicUsize,
@@ -57,23 +73,38 @@ pub struct LongCalls {
 struct Turns {
     /// Calls holding a slot, and when each last checked in.
     holders: HashMap<u64, Instant>,
-    /// Calls waiting for a slot, in order of arrival.
-    queue: VecDeque<u64>,
+    /// Calls waiting for a slot, in order of arrival, and their threads.
+    queue: VecDeque<(u64, std::thread::Thread)>,
     next: u64,
+    /// CPU time long calls may still use (negative: owed), in nanoseconds,
+    /// and when it was last topped up.
+    balance_ns: i64,
+    topped_up: Option<Instant>,
+}
+
+impl Turns {
+    /// Wake the first in line (only it may take a slot): a slot came free,
+    /// or it became first.
+    fn wake_front(&self) {
+        if let Some((_, thread)) = self.queue.front() {
+            thread.unpark();
+        }
+    }
 }
 
 impl LongCalls {
-    /// `slots` long calls at once (0: no limit).
-    pub fn new(slots: usize) -> Arc<Self> {
-        Self::with_silence(slots, 2 * SLICE)
+    /// `slots` long calls at once (0: no limit), using together at most
+    /// `cpu_percent` of one core (0: no budget).
+    pub fn new(slots: usize, cpu_percent: u32) -> Arc<Self> {
+        Self::with_silence(slots, cpu_percent, 2 * SLICE)
     }
 
-    fn with_silence(slots: usize, silent: Duration) -> Arc<Self> {
+    fn with_silence(slots: usize, cpu_percent: u32, silent: Duration) -> Arc<Self> {
         Arc::new(Self {
             slots,
             silent,
+            share: (cpu_percent > 0).then(|| f64::from(cpu_percent) / 100.0),
             state: Mutex::new(Turns::default()),
-            freed: Condvar::new(),
             running: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
         })
@@ -115,29 +146,31 @@ impl LongCalls {
     fn take_turn(self: &Arc<Self>, deadline: Instant) -> bool {
         let mut turns = self.state.lock().expect("long-call slots lock");
         let now = Instant::now();
-        if let Some((id, since)) = HELD.with_borrow(|h| h.as_ref().map(|(_, id, t)| (*id, *t))) {
+        if let Some((id, since)) = HELD.with_borrow(|h| h.as_ref().map(|h| (h.id, h.since))) {
+            self.charge(&mut turns);
             if let Some(seen) = turns.holders.get_mut(&id) {
                 *seen = now;
                 if turns.queue.is_empty() || now - since < SLICE {
-                    return true;
+                    return self.pay(turns, id, deadline);
                 }
                 turns.holders.remove(&id);
-                self.freed.notify_all();
+                turns.wake_front();
             }
             HELD.set(None);
         }
         let ticket = turns.next;
         turns.next += 1;
-        turns.queue.push_back(ticket);
+        turns.queue.push_back((ticket, std::thread::current()));
         loop {
             let now = Instant::now();
-            if turns.queue.front() == Some(&ticket) {
+            let front = turns.queue.front().map(|(t, _)| *t) == Some(ticket);
+            if front {
                 if turns.holders.len() >= self.slots {
                     // A holder silent for two turns is not running wasm.
                     let stale = turns
                         .holders
                         .iter()
-                        .find(|(_, seen)| now - **seen >= self.silent)
+                        .find(|(_, seen)| now.saturating_duration_since(**seen) >= self.silent)
                         .map(|(id, _)| *id);
                     if let Some(id) = stale {
                         turns.holders.remove(&id);
@@ -146,35 +179,128 @@ impl LongCalls {
                 if turns.holders.len() < self.slots {
                     turns.queue.pop_front();
                     turns.holders.insert(ticket, now);
-                    HELD.set(Some((self.clone(), ticket, now)));
+                    HELD.set(Some(Held {
+                        slots: self.clone(),
+                        id: ticket,
+                        since: now,
+                        cpu_at: thread_cpu(),
+                    }));
                     self.count(&turns);
                     // The next in line may find a slot free too.
-                    self.freed.notify_all();
-                    return true;
+                    turns.wake_front();
+                    return self.pay(turns, ticket, deadline);
                 }
             }
             if now >= deadline {
-                turns.queue.retain(|t| *t != ticket);
+                turns.queue.retain(|(t, _)| *t != ticket);
                 self.count(&turns);
-                self.freed.notify_all();
+                if front {
+                    turns.wake_front();
+                }
                 return false;
             }
             self.count(&turns);
-            let wait = (deadline - now).min(SLICE);
-            turns = self
-                .freed
-                .wait_timeout(turns, wait)
-                .expect("long-call slots lock")
-                .0;
+            // Only the first in line looks for silent holders, once a turn;
+            // the others sleep until it is their turn to be first.
+            let wait = match front {
+                true => (deadline - now).min(SLICE),
+                false => deadline - now,
+            };
+            drop(turns);
+            std::thread::park_timeout(wait);
+            turns = self.state.lock().expect("long-call slots lock");
         }
+    }
+
+    /// Charge the CPU the calling thread's long call used since it was last
+    /// charged to the budget (under the lock).
+    fn charge(&self, turns: &mut Turns) {
+        if self.share.is_none() {
+            return;
+        }
+        let now = thread_cpu();
+        let used = HELD.with_borrow_mut(|held| match held {
+            Some(held) => {
+                let used = now.saturating_sub(held.cpu_at);
+                held.cpu_at = now;
+                used
+            }
+            None => Duration::ZERO,
+        });
+        turns.balance_ns = turns
+            .balance_ns
+            .saturating_sub(used.as_nanos().min(i64::MAX as u128) as i64);
+    }
+
+    /// Before slot `id`'s holder (the calling thread) runs on: wait,
+    /// without CPU and keeping the slot, until the budget is out of debt.
+    /// `false` if `deadline` passed first: the slot is given up and the
+    /// call is to be stopped.
+    fn pay<'a>(&'a self, mut turns: MutexGuard<'a, Turns>, id: u64, deadline: Instant) -> bool {
+        let Some(share) = self.share else {
+            return true;
+        };
+        loop {
+            let now = Instant::now();
+            let since = *turns.topped_up.get_or_insert(now);
+            let earned = (now - since).as_nanos() as f64 * share;
+            turns.balance_ns =
+                (turns.balance_ns as f64 + earned).min(BURST.as_nanos() as f64) as i64;
+            turns.topped_up = Some(now);
+            if turns.balance_ns >= 0 {
+                return true;
+            }
+            if now >= deadline {
+                turns.holders.remove(&id);
+                HELD.set(None);
+                self.count(&turns);
+                turns.wake_front();
+                return false;
+            }
+            let owed = Duration::from_nanos((-turns.balance_ns as f64 / share) as u64);
+            let wait = owed.min(deadline - now);
+            // Waiting to pay is not silence: the slot stays taken.
+            if let Some(seen) = turns.holders.get_mut(&id) {
+                *seen = now + wait;
+            }
+            drop(turns);
+            std::thread::park_timeout(wait);
+            turns = self.state.lock().expect("long-call slots lock");
+        }
+    }
+
+    /// How many epoch ticks a long call runs before it checks in again,
+    /// with `left` until its deadline: every tick under a budget, so that
+    /// it is charged as it goes; else once a turn.
+    pub(super) fn check_in_ticks(&self, left: Duration) -> u64 {
+        match self.share {
+            Some(_) => 1,
+            None => super::deadline_ticks(left.min(SLICE)),
+        }
+    }
+
+    /// Take a slot for a suspect plugin's whole attempt — instantiation,
+    /// call, teardown — when long calls have a CPU budget: one that loops or
+    /// hogs memory every time then spends only from the budget, from its
+    /// first instruction. Waits without CPU, at most `timeout`; `None`: no
+    /// slot needed (no budget, no slot limit); `Err` if none came in time.
+    pub(super) fn gate(self: &Arc<Self>, timeout: Duration) -> Result<Option<Gate>, ()> {
+        if self.slots == 0 || self.share.is_none() {
+            return Ok(None);
+        }
+        if !self.take_turn(Instant::now() + timeout) {
+            return Err(());
+        }
+        GATED.set(true);
+        Ok(Some(Gate))
     }
 
     fn release(&self, id: u64) {
         let mut turns = self.state.lock().expect("long-call slots lock");
+        self.charge(&mut turns);
         if turns.holders.remove(&id).is_some() {
             self.count(&turns);
-            drop(turns);
-            self.freed.notify_all();
+            turns.wake_front();
         }
     }
 }
@@ -209,12 +335,13 @@ impl Conduct {
     /// After a call, with its outcome and the CPU time it used as a long
     /// call (`None`: it never became one); `None` for a call that never
     /// started (the host had no room).
-    pub(super) fn end(&self, ended: Option<(&super::Outcome, Option<Duration>)>) {
-        let Some((outcome, long_cpu)) = ended else {
+    pub(super) fn end(&self, ended: Option<(&super::Outcome, Option<Duration>, bool)>) {
+        let Some((outcome, long_cpu, starved)) = ended else {
             return;
         };
         let hogged = matches!(outcome, super::Outcome::MemoryLimit(_))
-            || long_cpu.is_some_and(|cpu| cpu >= DEMOTE_AFTER);
+            || long_cpu.is_some_and(|cpu| cpu >= DEMOTE_AFTER)
+            || (starved && matches!(outcome, super::Outcome::Timeout(_)));
         let suspect = match outcome {
             _ if hogged => true,
             super::Outcome::Timeout(_) => return,
@@ -275,8 +402,23 @@ pub fn restore() {
             RAISES.store(false, Ordering::Relaxed);
         }
     }
-    if let Some((slots, id, _)) = HELD.take() {
+    if GATED.get() {
+        return;
+    }
+    let held = HELD.with_borrow(|h| h.as_ref().map(|h| (h.slots.clone(), h.id)));
+    if let Some((slots, id)) = held {
         normal(|| slots.release(id));
+        HELD.set(None);
+    }
+}
+
+/// A suspect attempt's slot, given up when dropped.
+pub(super) struct Gate;
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        GATED.set(false);
+        restore();
     }
 }
 
@@ -314,7 +456,7 @@ mod tests {
     #[test]
     fn a_long_call_waits_for_a_slot_until_its_deadline() {
         // A holder that never counts as silent.
-        let slots = LongCalls::with_silence(1, Duration::from_secs(3600));
+        let slots = LongCalls::with_silence(1, 0, Duration::from_secs(3600));
         let far = Instant::now() + Duration::from_secs(3600);
         assert!(slots.run(far), "a free slot is taken");
         assert_eq!(slots.load(), (1, 0));
@@ -337,7 +479,7 @@ mod tests {
     /// when another waits, and gets it back when that one ends.
     #[test]
     fn long_calls_take_turns() {
-        let slots = LongCalls::with_silence(1, Duration::from_secs(3600));
+        let slots = LongCalls::with_silence(1, 0, Duration::from_secs(3600));
         let far = Instant::now() + Duration::from_secs(3600);
         assert!(slots.run(far));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -359,14 +501,14 @@ mod tests {
         assert_eq!(slots.load(), (1, 0));
         restore();
         assert_eq!(slots.load(), (0, 0));
-        assert!(LongCalls::new(0).run(Instant::now()), "0: no limit");
+        assert!(LongCalls::new(0, 0).run(Instant::now()), "0: no limit");
     }
 
     /// A holder that stops checking in (it waits in a host call, using no
     /// CPU) loses its slot to a waiter, and queues again when it runs.
     #[test]
     fn a_silent_holder_loses_its_slot_to_a_waiter() {
-        let slots = LongCalls::new(1);
+        let slots = LongCalls::new(1, 0);
         let far = Instant::now() + Duration::from_secs(3600);
         let acquired = Instant::now();
         assert!(slots.run(far));
@@ -421,25 +563,84 @@ mod tests {
         let conduct = Conduct::default();
         let (quick, long) = (Duration::from_millis(1), DEMOTE_AFTER);
         assert!(!conduct.starts_long(), "a new plugin starts normally");
-        conduct.end(Some((&Outcome::Timeout(quick), Some(long))));
+        conduct.end(Some((&Outcome::Timeout(quick), Some(long), false)));
         assert!(conduct.suspect(), "it looped until stopped");
         assert!(conduct.starts_long());
         conduct.end(None);
         assert!(conduct.suspect(), "an unstarted call says nothing");
-        conduct.end(Some((&Outcome::Timeout(quick), Some(quick))));
+        conduct.end(Some((&Outcome::Timeout(quick), Some(quick), false)));
         assert!(conduct.suspect(), "a timeout spent waiting says nothing");
-        conduct.end(Some((&Outcome::Ack, Some(quick))));
+        conduct.end(Some((&Outcome::Ack, Some(quick), false)));
         assert!(!conduct.suspect(), "a call without that CPU clears it");
-        conduct.end(Some((&Outcome::Timeout(quick), None)));
+        conduct.end(Some((&Outcome::Timeout(quick), None, false)));
         assert!(!conduct.suspect(), "nor does a timeout clear or set it");
-        conduct.end(Some((&Outcome::MemoryLimit(1 << 20), None)));
+        conduct.end(Some((&Outcome::Timeout(quick), Some(quick), true)));
+        assert!(
+            conduct.suspect(),
+            "a call stopped while it waited for a turn to compute on"
+        );
+        conduct.end(Some((&Outcome::Ack, None, false)));
+        assert!(!conduct.suspect());
+        conduct.end(Some((&Outcome::MemoryLimit(1 << 20), None, false)));
         assert!(conduct.suspect(), "a memory hog");
-        conduct.end(Some((&Outcome::Trap("unreachable".into()), None)));
+        conduct.end(Some((&Outcome::Trap("unreachable".into()), None, false)));
         assert!(!conduct.suspect(), "a quick trap is no hog");
-        conduct.end(Some((&Outcome::Ack, Some(long))));
+        conduct.end(Some((&Outcome::Ack, Some(long), false)));
         assert!(
             conduct.suspect(),
             "a call that computed long, even one that acked"
         );
+    }
+
+    /// Burn `cpu` of the calling thread's CPU time.
+    fn compute(cpu: Duration) {
+        let start = thread_cpu();
+        while thread_cpu() - start < cpu {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    /// Under a budget, long calls together use no more CPU than their
+    /// share: a holder that spent more waits, keeping its slot, until the
+    /// budget has refilled, or gives up at its deadline; its slot is freed.
+    #[test]
+    fn a_budget_holds_long_calls_to_their_share() {
+        // 10 % of one core; a holder that never counts as silent.
+        let slots = LongCalls::with_silence(1, 10, Duration::from_secs(3600));
+        let far = Instant::now() + Duration::from_secs(3600);
+        std::thread::spawn(move || {
+            assert!(slots.run(far), "nothing is owed at first");
+            compute(Duration::from_millis(25));
+            // About 25 ms owed, earned back at 10 % of the time.
+            let started = Instant::now();
+            assert!(slots.run(far));
+            let waited = started.elapsed();
+            assert!(waited >= Duration::from_millis(150), "{waited:?}");
+            assert_eq!(slots.load(), (1, 0), "it kept its slot while it paid");
+            compute(Duration::from_millis(25));
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert!(!slots.run(soon), "its deadline came before the budget");
+            assert_eq!(slots.load(), (0, 0), "and its slot is free");
+            restore();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Without a budget, a holder runs on whatever it spent.
+    #[test]
+    fn without_a_budget_long_calls_run_on() {
+        let slots = LongCalls::with_silence(1, 0, Duration::from_secs(3600));
+        let far = Instant::now() + Duration::from_secs(3600);
+        std::thread::spawn(move || {
+            assert!(slots.run(far));
+            compute(Duration::from_millis(25));
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert!(slots.run(soon), "no budget to wait for");
+            restore();
+            assert_eq!(slots.load(), (0, 0));
+        })
+        .join()
+        .unwrap();
     }
 }
