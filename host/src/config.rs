@@ -333,6 +333,10 @@ pub enum ConfigError {
     LimitOutOfRange(&'static str, u64),
     #[error("--{0} must be at most {1} (0: no limit)")]
     LimitTooHigh(&'static str, u64),
+    #[error(
+        "--long-call-cpu-percent budgets the long-call slots, which --long-call-slots 0 turns off"
+    )]
+    BudgetWithoutSlots,
     #[error("--otlp-endpoint exports traces, which --trace-context false turns off")]
     ExportWithoutContext,
     #[error("--cluster-replicas must be 1, 3 or 5, got {0}")]
@@ -443,6 +447,9 @@ impl Config {
             ("http-timeout-secs", limits.http_timeout_secs, 3600),
             ("max-connections", limits.max_connections as u64, 65_536),
         ];
+        if limits.long_call_cpu_percent > 0 && limits.long_call_slots == 0 {
+            return Err(ConfigError::BudgetWithoutSlots);
+        }
         if limits.long_call_cpu_percent > MAX_LONG_CALL_CPU_PERCENT {
             return Err(ConfigError::LimitTooHigh(
                 "long-call-cpu-percent",
@@ -543,6 +550,26 @@ mod tests {
         check(c.clone(), Err(ConfigError::ExportWithoutContext));
         c.otlp_endpoint = None;
         check(c, Ok(()));
+    }
+
+    #[test]
+    fn a_cpu_budget_needs_long_call_slots() {
+        let mut c = config("127.0.0.1:0", None, None, None);
+        c.limits.long_call_cpu_percent = 10;
+        check(c.clone(), Ok(()));
+        c.limits.long_call_slots = 0;
+        check(c.clone(), Err(ConfigError::BudgetWithoutSlots));
+        c.limits.long_call_cpu_percent = 0;
+        check(c.clone(), Ok(()));
+        c.limits.long_call_slots = 1;
+        c.limits.long_call_cpu_percent = MAX_LONG_CALL_CPU_PERCENT + 1;
+        check(
+            c,
+            Err(ConfigError::LimitTooHigh(
+                "long-call-cpu-percent",
+                MAX_LONG_CALL_CPU_PERCENT.into(),
+            )),
+        );
     }
 
     #[test]

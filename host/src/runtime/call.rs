@@ -153,8 +153,8 @@ pub struct Invocation {
     /// CPU time the call used once it was a long call; `None` if it never
     /// became one.
     pub long_cpu: Option<Duration>,
-    /// Its timeout stopped it while it waited for a long-call turn: it
-    /// wanted to compute on.
+    /// Its timeout stopped it while it waited for a turn to compute on (a
+    /// long-call slot, the CPU budget, a suspect call's gate).
     pub starved: bool,
 }
 
@@ -212,7 +212,8 @@ pub(crate) fn run(
 }
 
 /// Bound a call by `timeout`; once it has run
-/// [`super::priority::DEMOTE_AFTER`] it is a long call (see `priority`).
+/// [`super::priority::DEMOTE_AFTER`] and computes it is a long call (see
+/// `priority`).
 /// A call that starts long (its plugin is suspect) is demoted now and
 /// needs a slot from its first epoch tick.
 pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
@@ -221,6 +222,7 @@ pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {
     state.long_since = None;
     state.starved = false;
     state.probe = None;
+    state.probes = 0;
     let first = if state.starts_long {
         super::priority::demote();
         state.long_since = Some(super::priority::thread_cpu());

@@ -85,6 +85,8 @@ pub(crate) struct HostState {
     /// The thread's CPU time when the current call, past its time at
     /// normal priority, was last looked at.
     pub(crate) probe: Option<std::time::Duration>,
+    /// How many times it was looked at.
+    pub(crate) probes: u8,
     /// When the current call must end (its timeout).
     pub(crate) deadline: Option<std::time::Instant>,
     /// Counts this store among the live instances while it exists.
@@ -182,6 +184,7 @@ impl HostState {
             long_since: None,
             starved: false,
             probe: None,
+            probes: 0,
             live: None,
         }
     }

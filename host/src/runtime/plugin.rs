@@ -148,8 +148,9 @@ impl Plugin {
         let mut store = Store::new(&self.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         // At the first deadline a call has run long (or, started long, has
-        // run its first tick): it is demoted, and from then on runs only in
-        // a long-call slot, checked every turn, until its timeout stops it.
+        // run its first tick): once it shows it computes, it is demoted,
+        // and from then on runs only in a long-call slot, checked every
+        // turn (every tick under a budget), until its timeout stops it.
         // The thread's CPU time from then on tells whether it computed
         // long (see `priority::Conduct`).
         let slots = self.runtime.inner.long_calls.clone();
@@ -166,12 +167,13 @@ impl Plugin {
                 // for half of it (a call that waited for the CPU, or in a
                 // host call, is not demoted for that).
                 let cpu = super::priority::thread_cpu();
-                let computing = ctx
-                    .data()
+                let state = ctx.data_mut();
+                let computing = state
                     .probe
                     .is_some_and(|at| cpu.saturating_sub(at) >= super::EPOCH_TICK / 2);
-                if !computing {
-                    ctx.data_mut().probe = Some(cpu);
+                if !computing && state.probes < super::priority::PROBES {
+                    state.probe = Some(cpu);
+                    state.probes += 1;
                     return Ok(wasmtime::UpdateDeadline::Continue(1));
                 }
                 ctx.data_mut().long_since = Some(cpu);

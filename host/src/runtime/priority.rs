@@ -1,5 +1,5 @@
-//! CPU priority of plugin calls. A call that runs past [`DEMOTE_AFTER`] is
-//! a *long call*: it moves to the lowest scheduling class (`SCHED_IDLE`)
+//! CPU priority of plugin calls. A call that runs past [`DEMOTE_AFTER`] and
+//! is computing (see [`PROBES`]) is a *long call*: it moves to the lowest scheduling class (`SCHED_IDLE`)
 //! for the rest of the call, and it runs only while it holds one of the
 //! host's long-call slots ([`LongCalls`], by default one fewer than the
 //! cores): the others wait, using no CPU, taking turns of [`SLICE`]. On a
@@ -7,7 +7,10 @@
 //! writing the store, dispatching) and short plugin calls run before long
 //! ones, and long calls — endless loops up to their timeouts among them —
 //! never fill every core. A long call's timeout runs while it waits, as it
-//! would while it shared a core.
+//! would while it shared a core. Under a CPU budget
+//! (`--long-call-cpu-percent`) long calls together also spend no more than
+//! their share of one core, and a suspect plugin's call holds its slot
+//! from before its instantiation to after its teardown ([`LongCalls::gate`]).
 //!
 //! Moving back needs privileges an unprivileged host may lack
 //! (`RLIMIT_NICE`); a thread that cannot move back says so through
@@ -21,6 +24,11 @@ use std::time::{Duration, Instant};
 
 /// How long a call runs at normal priority, without a slot.
 pub(super) const DEMOTE_AFTER: Duration = Duration::from_millis(10);
+
+/// How many epoch ticks a call past [`DEMOTE_AFTER`] is watched before it
+/// is demoted although it got too little CPU to show it computes (on a
+/// machine short of CPU, a loop may never have half a tick to itself).
+pub(super) const PROBES: u8 = 4;
 
 /// How long a long call keeps its slot while others wait for one.
 pub(super) const SLICE: Duration = Duration::from_millis(20);
@@ -266,6 +274,9 @@ impl LongCalls {
             drop(turns);
             std::thread::park_timeout(wait);
             turns = self.state.lock().expect("long-call slots lock");
+            // Taken as silent meanwhile (its wake-up came late): it runs
+            // on, as a holder that checks in again would.
+            turns.holders.entry(id).or_insert(now);
         }
     }
 
@@ -292,7 +303,7 @@ impl LongCalls {
             return Err(());
         }
         GATED.set(true);
-        Ok(Some(Gate))
+        Ok(Some(Gate(std::marker::PhantomData)))
     }
 
     fn release(&self, id: u64) {
@@ -315,8 +326,10 @@ impl LongCalls {
 /// then never competes with the host's threads and healthy calls, not even
 /// for its first milliseconds. Its first call that ends without using that
 /// CPU (and not by its timeout) clears it; a timeout that came while the
-/// call waited (for a slot, for a host call) says nothing either way, so
-/// a busy machine does not keep a healthy plugin suspect. The call's
+/// call waited in a host call says nothing either way. A call its timeout
+/// stopped while it waited for a turn to compute on (a slot, the budget)
+/// makes it suspect: it wanted the CPU, and under a budget an endless loop
+/// would otherwise never get the 10 ms that show it. The call's
 /// instantiation and teardown run at normal priority: they take locks of
 /// the engine that other calls wait for.
 #[derive(Debug, Default)]
@@ -332,9 +345,10 @@ impl Conduct {
         self.suspect.load(Ordering::Relaxed) && RAISES.load(Ordering::Relaxed)
     }
 
-    /// After a call, with its outcome and the CPU time it used as a long
-    /// call (`None`: it never became one); `None` for a call that never
-    /// started (the host had no room).
+    /// After a call, with its outcome, the CPU time it used as a long call
+    /// (`None`: it never became one) and whether its timeout stopped it
+    /// waiting for a turn; `None` for a call that never started (the host
+    /// had no room).
     pub(super) fn end(&self, ended: Option<(&super::Outcome, Option<Duration>, bool)>) {
         let Some((outcome, long_cpu, starved)) = ended else {
             return;
@@ -392,8 +406,9 @@ pub(super) fn demote() {
 
 /// After a call: move the calling thread back if it was demoted, then give
 /// up its long-call slot if it held one (at normal priority: other calls
-/// wait for the lock). Also for a call that ended without finishing (a
-/// panic, a full instance pool).
+/// wait for the lock) — unless a [`Gate`] holds it until the attempt
+/// ends. Also for a call that ended without finishing (a panic, a full
+/// instance pool).
 pub fn restore() {
     if LOW.get() {
         if set_policy(libc::SCHED_OTHER) {
@@ -412,8 +427,9 @@ pub fn restore() {
     }
 }
 
-/// A suspect attempt's slot, given up when dropped.
-pub(super) struct Gate;
+/// A suspect attempt's slot, given up when dropped, on the thread that took
+/// it (the slot is the thread's).
+pub(super) struct Gate(std::marker::PhantomData<*const ()>);
 
 impl Drop for Gate {
     fn drop(&mut self) {
