@@ -212,8 +212,8 @@ pub(crate) fn run(
 }
 
 /// Bound a call by `timeout`; once it has run
-/// [`super::priority::DEMOTE_AFTER`] and computes it is a long call (see
-/// `priority`).
+/// [`super::priority::DEMOTE_AFTER`] (under a budget: and computes) it is a
+/// long call (see `priority`).
 /// A call that starts long (its plugin is suspect) is demoted now and
 /// needs a slot from its first epoch tick.
 pub(crate) fn arm_deadline(store: &mut Store<HostState>, timeout: Duration) {

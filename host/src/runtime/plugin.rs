@@ -161,11 +161,12 @@ impl Plugin {
             if Instant::now() >= deadline {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
-            if ctx.data().long_since.is_none() {
-                // Past its time at normal priority, a call is long only if
-                // it computes: watched for a tick, it must have had the CPU
-                // for half of it (a call that waited for the CPU, or in a
-                // host call, is not demoted for that).
+            if ctx.data().long_since.is_none() && slots.budgeted() {
+                // Under a budget, where long calls may wait long for a
+                // turn, a call past its time at normal priority is long
+                // only if it computes: watched for a tick, it must have had
+                // the CPU for half of it (a call that waited for the CPU,
+                // or in a host call, is not demoted for that).
                 let cpu = super::priority::thread_cpu();
                 let state = ctx.data_mut();
                 let computing = state

@@ -1,5 +1,6 @@
-//! CPU priority of plugin calls. A call that runs past [`DEMOTE_AFTER`] and
-//! is computing (see [`PROBES`]) is a *long call*: it moves to the lowest scheduling class (`SCHED_IDLE`)
+//! CPU priority of plugin calls. A call that runs past [`DEMOTE_AFTER`]
+//! (under a CPU budget: and is computing, see [`PROBES`]) is a *long
+//! call*: it moves to the lowest scheduling class (`SCHED_IDLE`)
 //! for the rest of the call, and it runs only while it holds one of the
 //! host's long-call slots ([`LongCalls`], by default one fewer than the
 //! cores): the others wait, using no CPU, taking turns of [`SLICE`]. On a
@@ -28,7 +29,7 @@ pub(super) const DEMOTE_AFTER: Duration = Duration::from_millis(10);
 /// How many epoch ticks a call past [`DEMOTE_AFTER`] is watched before it
 /// is demoted although it got too little CPU to show it computes (on a
 /// machine short of CPU, a loop may never have half a tick to itself).
-pub(super) const PROBES: u8 = 4;
+pub(super) const PROBES: u8 = 2;
 
 /// How long a long call keeps its slot while others wait for one.
 pub(super) const SLICE: Duration = Duration::from_millis(20);
@@ -278,6 +279,11 @@ impl LongCalls {
             // on, as a holder that checks in again would.
             turns.holders.entry(id).or_insert(now);
         }
+    }
+
+    /// Whether long calls have a CPU budget.
+    pub(super) fn budgeted(&self) -> bool {
+        self.share.is_some()
     }
 
     /// How many epoch ticks a long call runs before it checks in again,
