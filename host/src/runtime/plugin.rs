@@ -161,23 +161,23 @@ impl Plugin {
             if Instant::now() >= deadline {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
-            if ctx.data().long_since.is_none() && slots.budgeted() {
+            if ctx.data().long_since.is_none() {
+                let cpu = super::priority::thread_cpu();
                 // Under a budget, where long calls may wait long for a
                 // turn, a call past its time at normal priority is long
                 // only if it computes: watched for a tick, it must have had
                 // the CPU for half of it (a call that waited for the CPU,
                 // or in a host call, is not demoted for that).
-                let cpu = super::priority::thread_cpu();
                 let state = ctx.data_mut();
                 let computing = state
                     .probe
                     .is_some_and(|at| cpu.saturating_sub(at) >= super::EPOCH_TICK / 2);
-                if !computing && state.probes < super::priority::PROBES {
+                if slots.budgeted() && !computing && state.probes < super::priority::PROBES {
                     state.probe = Some(cpu);
                     state.probes += 1;
                     return Ok(wasmtime::UpdateDeadline::Continue(1));
                 }
-                ctx.data_mut().long_since = Some(cpu);
+                state.long_since = Some(cpu);
             }
             super::priority::demote();
             if !slots.run(deadline) {
