@@ -111,23 +111,9 @@ impl<L> JobDone<L> {
             kv_start: job.kv_start,
             label: job.label,
             started_ms,
-            invocation: empty_invocation(outcome),
+            invocation: Invocation::unstarted(outcome, Duration::ZERO),
             released,
         }
-    }
-}
-
-fn empty_invocation(outcome: Outcome) -> Invocation {
-    Invocation {
-        outcome,
-        published: Vec::new(),
-        kv: Default::default(),
-        logs: Vec::new(),
-        http: Vec::new(),
-        duration: Duration::ZERO,
-        context: None,
-        long_cpu: None,
-        starved: false,
     }
 }
 
@@ -564,10 +550,13 @@ impl<L: Clone + Send + 'static> CrewInner<L> {
                     None => {
                         host_busy = true;
                         (
-                            empty_invocation(Outcome::Retry {
-                                reason: "host busy".into(),
-                                delay_ms: None,
-                            }),
+                            Invocation::unstarted(
+                                Outcome::Retry {
+                                    reason: "host busy".into(),
+                                    delay_ms: None,
+                                },
+                                Duration::ZERO,
+                            ),
                             Some(Release::HostBusy),
                         )
                     }

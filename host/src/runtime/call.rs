@@ -271,19 +271,21 @@ pub(crate) fn classify(
     Outcome::Trap(text)
 }
 
-/// The invocation of an attempt that ended in `outcome` before its call
-/// started.
-pub(crate) fn unstarted(outcome: Outcome, started: Instant) -> Invocation {
-    Invocation {
-        outcome,
-        published: Vec::new(),
-        kv: Default::default(),
-        logs: Vec::new(),
-        http: Vec::new(),
-        duration: started.elapsed(),
-        context: None,
-        long_cpu: None,
-        starved: false,
+impl Invocation {
+    /// An attempt that ended in `outcome` without a plugin call (a gate's
+    /// timeout, a pull consumer's settle), after `duration`: no effects.
+    pub fn unstarted(outcome: Outcome, duration: Duration) -> Self {
+        Self {
+            outcome,
+            published: Vec::new(),
+            kv: Default::default(),
+            logs: Vec::new(),
+            http: Vec::new(),
+            duration,
+            context: None,
+            long_cpu: None,
+            starved: false,
+        }
     }
 }
 

@@ -206,7 +206,7 @@ impl Plugin {
         }
         let started = Instant::now();
         self.runtime.inner.long_calls.gate(timeout).map_err(|()| {
-            let mut waited = call::unstarted(Outcome::Timeout(timeout), started);
+            let mut waited = Invocation::unstarted(Outcome::Timeout(timeout), started.elapsed());
             waited.starved = true;
             conclude(env, Some(&waited));
             Box::new(waited)
