@@ -57,12 +57,9 @@ impl Journal {
         replicas: usize,
     ) -> Result<Self, ClusterError> {
         let prefix = format!("s.{}", token(subscription));
-        let stream = jetstream::new(client.clone())
-            .get_or_create_stream(super::stream_config(
-                stream_name(subscription),
-                format!("{prefix}.>"),
-                replicas,
-            ))
+        let config =
+            super::stream_config(stream_name(subscription), format!("{prefix}.>"), replicas);
+        let stream = super::get_or_create_stream(&jetstream::new(client.clone()), config)
             .await
             .map_err(|e| ClusterError::new("opening a subscription's journal", e))?;
         Ok(Self {

@@ -115,11 +115,11 @@ impl TopicLog {
         dedup_window: Duration,
     ) -> Result<(), ClusterError> {
         for p in 0..partitions {
-            self.js
-                .get_or_create_stream(stream::Config {
-                    duplicate_window: dedup_window,
-                    ..super::stream_config(stream_name(topic, p), subject(topic, p), self.replicas)
-                })
+            let config = stream::Config {
+                duplicate_window: dedup_window,
+                ..super::stream_config(stream_name(topic, p), subject(topic, p), self.replicas)
+            };
+            super::get_or_create_stream(&self.js, config)
                 .await
                 .map_err(|e| ClusterError::new("creating a partition stream", e))?;
         }

@@ -65,6 +65,34 @@ fn stream_config(name: String, subject: String, replicas: usize) -> stream::Conf
     }
 }
 
+/// Make the stream `config` describes, or open it if it exists. A
+/// cluster that cannot place it for a moment (a peer taken for offline
+/// after a missed heartbeat, a leader election) is asked again a few
+/// times, over about two seconds, before the failure is the caller's.
+async fn get_or_create_stream(
+    js: &async_nats::jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, async_nats::jetstream::context::CreateStreamError> {
+    use async_nats::jetstream::{context::CreateStreamErrorKind, ErrorCode};
+    const TRIES: u32 = 6;
+    let mut tries = 1;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Err(e)
+                if tries < TRIES
+                    && matches!(e.kind(), CreateStreamErrorKind::JetStream(js)
+                        if [ErrorCode::CLUSTER_NO_PEERS, ErrorCode::CLUSTER_NOT_AVAILABLE]
+                            .contains(&js.error_code())) =>
+            {
+                tracing::debug!(stream = %config.name, error = %e, "stream not placed yet; asking again");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(tries))).await;
+                tries += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Connect to the NATS servers at `urls` (any of a cluster's nodes; the
 /// client learns the others and fails over between them) and open the
 /// broker's shared storage there: topics ([`topics`]), plugins and
