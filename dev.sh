@@ -54,6 +54,8 @@ setup() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang >/dev/null
   fi
+  # LLD links the switchyard binary with identical code folding (host/build.rs).
+  apt_tool ld.lld lld
   # rust-toolchain.toml pins the toolchain and lists the wasm32-wasip2 target;
   # rustup installs both on first use. Make that explicit for older rustups.
   rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
