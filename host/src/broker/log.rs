@@ -687,6 +687,10 @@ impl Log {
         let mut ends = vec![None; partitions as usize];
         let window = topic.spec().dedup_window_ms;
         let mut remembered = Vec::new();
+        // Ids to register, written in key order: each goes into the dedup
+        // memtable's skiplist next to the one before, where in arrival order
+        // (outputs of many partitions, ids of any shape) each took a search.
+        let mut remember = Vec::new();
         let watched = !topic.watchers.lock().expect("watchers lock").is_empty();
         let mut fresh: Vec<(u64, Vec<Arc<StoredMessage>>)> = match watched {
             true => vec![(0, Vec::new()); partitions as usize],
@@ -727,13 +731,7 @@ impl Log {
             if let Some(id) = dedup_id {
                 appender.pending_ids.insert(id.clone(), (partition, offset));
                 remembered.push(id.clone());
-                ops.push(Op::RememberId {
-                    topic: topic.name.clone(),
-                    id: id.clone(),
-                    partition,
-                    offset,
-                    expires_at_ms: now + window,
-                });
+                remember.push((id.clone(), partition, offset));
             }
             let id =
                 m.id.unwrap_or_else(|| format!("{}-{partition}-{offset}", topic.name));
@@ -767,6 +765,18 @@ impl Log {
                 message,
             });
         }
+        remember.sort_unstable_by(|(a, ..), (b, ..)| a.cmp(b));
+        ops.extend(
+            remember
+                .into_iter()
+                .map(|(id, partition, offset)| Op::RememberId {
+                    topic: topic.name.clone(),
+                    id,
+                    partition,
+                    offset,
+                    expires_at_ms: now + window,
+                }),
+        );
         let appended = Appended {
             topic: topic.clone(),
             ends,
