@@ -686,10 +686,7 @@ impl Log {
         let mut results = Vec::with_capacity(if strict { messages.len() } else { 0 });
         let mut ends = vec![None; partitions as usize];
         let window = topic.spec().dedup_window_ms;
-        let mut remembered = Vec::new();
-        // Ids to register, written in key order: each goes into the dedup
-        // memtable's skiplist next to the one before, where in arrival order
-        // (outputs of many partitions, ids of any shape) each took a search.
+        // Ids to register, and where their messages go.
         let mut remember = Vec::new();
         let watched = !topic.watchers.lock().expect("watchers lock").is_empty();
         let mut fresh: Vec<(u64, Vec<Arc<StoredMessage>>)> = match watched {
@@ -730,7 +727,6 @@ impl Log {
             ends[partition as usize] = Some(offset + 1);
             if let Some(id) = dedup_id {
                 appender.pending_ids.insert(id.clone(), (partition, offset));
-                remembered.push(id.clone());
                 remember.push((id.clone(), partition, offset));
             }
             let id =
@@ -765,7 +761,11 @@ impl Log {
                 message,
             });
         }
+        // Written in key order, each id goes into the dedup memtable's skip
+        // list next to the one before, where in arrival order (outputs of
+        // many partitions, ids of any shape) each took a search.
         remember.sort_unstable_by(|(a, ..), (b, ..)| a.cmp(b));
+        let remembered = remember.iter().map(|(id, ..)| id.clone()).collect();
         ops.extend(
             remember
                 .into_iter()

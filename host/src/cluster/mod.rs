@@ -67,8 +67,9 @@ fn stream_config(name: String, subject: String, replicas: usize) -> stream::Conf
 
 /// Make the stream `config` describes, or open it if it exists. A
 /// cluster that cannot place it for a moment (a peer taken for offline
-/// after a missed heartbeat, a leader election) is asked again a few
-/// times, over about two seconds, before the failure is the caller's.
+/// after a missed heartbeat, a leader election) is asked again up to five
+/// times, 0.1 to 0.5 s apart (1.5 s in all), before the failure is the
+/// caller's.
 async fn get_or_create_stream(
     js: &async_nats::jetstream::Context,
     config: stream::Config,
