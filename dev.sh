@@ -54,8 +54,21 @@ setup() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang >/dev/null
   fi
-  # LLD links the switchyard binary with identical code folding (host/build.rs).
+  # LLD links the switchyard binary with identical code folding, and LLD 15
+  # or later also packs its relative relocations (host/build.rs). Debian 12's
+  # `lld` is LLD 14; take a newer versioned package where apt has one.
   apt_tool ld.lld lld
+  local newest v
+  newest=$( (ls -d /usr/lib/llvm-*/bin/ld.lld 2>/dev/null || true) | sed -E 's|.*/llvm-([0-9]+)/.*|\1|' | sort -n | tail -1)
+  if [ "${newest:-0}" -lt 15 ]; then
+    for v in 19 18 17 16 15; do
+      if apt-cache show "lld-$v" >/dev/null 2>&1; then
+        echo "dev.sh: installing lld-$v" >&2
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "lld-$v" >/dev/null
+        break
+      fi
+    done
+  fi
   # rust-toolchain.toml pins the toolchain and lists the wasm32-wasip2 target;
   # rustup installs both on first use. Make that explicit for older rustups.
   rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
