@@ -434,6 +434,22 @@ impl Store {
         Ok(value.and_then(|v| keys::decode_id(&v, now_ms)))
     }
 
+    /// [`Store::lookup_id`] for many ids of one topic in one batched read,
+    /// each answer in the place of its id.
+    pub fn lookup_ids(
+        &self,
+        topic: &str,
+        ids: &[&str],
+        now_ms: u64,
+    ) -> Vec<Result<Option<(u32, u64)>, StoreError>> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::dedup(topic, id)).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_DEDUP), &keys, false)
+            .into_iter()
+            .map(|value| Ok(value?.and_then(|v| keys::decode_id(&v, now_ms))))
+            .collect()
+    }
+
     /// A subscription's ledger entry for a message id.
     pub fn ledger(&self, subscription: &str, id: &str) -> Result<Option<LedgerEntry>, StoreError> {
         let key = keys::ledger(subscription, id);
@@ -1255,6 +1271,42 @@ mod tests {
     /// Dead letters are found by message id through their index, an id that
     /// repeats across topics finds each, deleting one removes its entry, and
     /// the index pages with a cursor.
+    #[test]
+    fn a_batched_id_lookup_answers_each_id_in_its_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path(), None).expect("opens");
+        let remember = |topic: &str, id: &str, offset: u64, expires_at_ms: u64| Op::RememberId {
+            topic: topic.into(),
+            id: id.into(),
+            partition: 2,
+            offset,
+            expires_at_ms,
+        };
+        let ops = vec![
+            remember("t", "b", 7, 5_000),
+            remember("t", "a", 9, 5_000),
+            remember("t", "old", 3, 1_000),
+            remember("other", "c", 1, 5_000),
+        ];
+        store.write(ops, Durability::Synced).expect("writes");
+        // Out of key order, with an expired id, another topic's id and a
+        // repeat: each answer is the point lookup's.
+        let ids = ["b", "missing", "a", "old", "c", "b"];
+        let batched: Vec<_> = store
+            .lookup_ids("t", &ids, 2_000)
+            .into_iter()
+            .map(|answer| answer.expect("reads"))
+            .collect();
+        assert_eq!(
+            batched,
+            vec![Some((2, 7)), None, Some((2, 9)), None, None, Some((2, 7))]
+        );
+        for (id, answer) in ids.iter().zip(&batched) {
+            assert_eq!(&store.lookup_id("t", id, 2_000).expect("reads"), answer);
+        }
+        assert!(store.lookup_ids("t", &[], 2_000).is_empty());
+    }
+
     #[test]
     fn dead_letters_are_indexed_by_message_id() {
         let dir = tempfile::tempdir().expect("temp dir");
