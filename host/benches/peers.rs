@@ -34,6 +34,11 @@
 //!   phases run. A synced publish cannot be confirmed faster than this, so
 //!   its percentiles, taken in the same run, show how much of a server's
 //!   confirm tail is the disk's.
+//! * `disk+tcp`: the same appends behind a loopback round trip: each sender
+//!   has a TCP connection to a thread of the benchmark that reads the
+//!   publish, appends and syncs it as `disk` does, and answers. The floor of
+//!   a networked synced publish on this machine: two wake-ups (the server's
+//!   thread, then the sender's) around the disk's sync.
 //!
 //! # Workload
 //!
@@ -342,7 +347,10 @@ impl Options {
                     columns.push(Column::Nats { always: true });
                     columns.push(Column::Nats { always: false });
                 }
-                System::Disk => columns.push(Column::Disk),
+                System::Disk => {
+                    columns.push(Column::Disk);
+                    columns.push(Column::Loopback);
+                }
             }
         }
         columns
@@ -394,6 +402,8 @@ enum Column {
     },
     /// Appends and `fdatasync`s of a file: the disk's floor.
     Disk,
+    /// The same behind a loopback TCP round trip: a networked server's floor.
+    Loopback,
 }
 
 impl Column {
@@ -413,6 +423,7 @@ impl Column {
             Column::Nats { always: true } => "nats:always".into(),
             Column::Nats { always: false } => "nats:default".into(),
             Column::Disk => "disk".into(),
+            Column::Loopback => "disk+tcp".into(),
         }
     }
 
@@ -421,7 +432,7 @@ impl Column {
             Column::Switchyard { .. } => "switchyard",
             Column::Redis { .. } => "redis",
             Column::Nats { .. } => "nats",
-            Column::Disk => "disk",
+            Column::Disk | Column::Loopback => "disk",
         }
     }
 
@@ -437,7 +448,7 @@ impl Column {
             Column::Redis { .. } => "fsync every 1 s".into(),
             Column::Nats { always: true } => "fsync per message".into(),
             Column::Nats { always: false } => "fsync every 2 min".into(),
-            Column::Disk => "fdatasync, grouped".into(),
+            Column::Disk | Column::Loopback => "fdatasync, grouped".into(),
         }
     }
 }
@@ -598,6 +609,7 @@ fn run_column(options: &Options, plugins: &PluginDir, column: &Column) -> Column
         Column::Redis { fsync } => redis_column(options, fsync, &result),
         Column::Nats { always } => nats_column(options, *always, &result),
         Column::Disk => disk_column(options, &result),
+        Column::Loopback => loopback_column(options, &result),
     }));
     let mut result = result.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Err(panic) = outcome {
@@ -1726,6 +1738,78 @@ fn disk_column(options: &Options, result: &Mutex<ColumnResult>) {
         let run = confirm_run(rate, start, sent, meter.stop(total));
         report_latency(&run);
         lock(result).latency.push(run);
+    }
+}
+
+/// The `disk` probe behind a loopback round trip. Each sender thread has
+/// its own TCP connection to a thread of this process, which reads the
+/// 256-byte publish, appends it to the grouped-sync file as `disk` does, and
+/// answers one byte. Two wake-ups per publish (the server's thread on the
+/// request, the sender's on the answer), as a single-threaded server such
+/// as Redis has: no networked synced publish is confirmed faster on this
+/// machine, whatever the server does in between.
+fn loopback_column(options: &Options, result: &Mutex<ColumnResult>) {
+    let dir = tempfile::tempdir().expect("temporary dir");
+    lock(result).server = format!(
+        "a thread per TCP connection on 127.0.0.1; appends + fdatasync in {} ({})",
+        dir.path().display(),
+        filesystem_of(dir.path()).unwrap_or_else(|| "unknown filesystem".into())
+    );
+    for &rate in &options.rates {
+        let file = GroupSync::create(&dir.path().join(format!("probe-{rate}")));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the probe's port");
+        let address = listener.local_addr().expect("the probe's address");
+        let total = options.latency_messages(rate);
+        let run = thread::scope(|scope| {
+            let file = &file;
+            let accepting = scope.spawn(move || {
+                for _ in 0..options.senders {
+                    let (stream, _) = listener.accept().expect("accepting a probe connection");
+                    scope.spawn(move || serve_probe(stream, file));
+                }
+            });
+            let connections: Vec<Mutex<TcpStream>> = (0..options.senders)
+                .map(|_| {
+                    let stream = TcpStream::connect(address).expect("connecting to the probe");
+                    stream.set_nodelay(true).expect("TCP_NODELAY");
+                    Mutex::new(stream)
+                })
+                .collect();
+            accepting.join().expect("the probe's accept loop");
+            let meter = Meter::start(std::process::id());
+            let start = Instant::now() + PACING_LEAD;
+            let sent = paced(
+                total,
+                rate,
+                (options.senders, options.busy),
+                start,
+                |sender, _, payload| {
+                    let mut stream = connections[sender].lock().expect("probe connection");
+                    stream
+                        .write_all(payload.as_bytes())
+                        .expect("sending to the probe");
+                    let mut answer = [0u8; 1];
+                    stream.read_exact(&mut answer).expect("the probe's answer");
+                },
+            );
+            // Closing the connections ends the serving threads.
+            drop(connections);
+            confirm_run(rate, start, sent, meter.stop(total))
+        });
+        report_latency(&run);
+        lock(result).latency.push(run);
+    }
+}
+
+/// One probe connection: each publish appended and synced, then answered.
+fn serve_probe(mut stream: TcpStream, file: &GroupSync) {
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let mut publish = vec![0u8; PAYLOAD_BYTES];
+    while stream.read_exact(&mut publish).is_ok() {
+        file.append(&publish);
+        if stream.write_all(b"k").is_err() {
+            return;
+        }
     }
 }
 
