@@ -352,6 +352,16 @@ struct Known<'a> {
     recent: HashMap<String, (u32, u64)>,
 }
 
+thread_local! {
+    /// Each thread's list of writes for [`Log::commit`], kept between commits.
+    static COMMIT_WRITES: std::cell::RefCell<Vec<Op>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most memory a thread's list of writes keeps between commits (bytes):
+/// room for a round of a subscription's default concurrency (16 × 64
+/// messages), each output with its id.
+const COMMIT_WRITES_KEPT: usize = 2 << 20;
+
 /// Where an id is stored, as a store lookup answers.
 type StoredAt = Result<Option<(u32, u64)>, crate::store::StoreError>;
 
@@ -637,9 +647,12 @@ impl Log {
             .collect();
         let now = self.clock.now_ms();
         // Room for each message's append and id, and the runner's own
-        // changes: one allocation instead of a chain of copies.
+        // changes, in this thread's list from its last commit: memory
+        // already in use, where a fresh list of that size (hundreds of
+        // kilobytes for a large round) faults in new pages every time.
         let messages: usize = batches.iter().map(Vec::len).sum();
-        let mut writes = Vec::with_capacity(2 * messages + ops.len());
+        let mut writes = COMMIT_WRITES.with(|kept| std::mem::take(&mut *kept.borrow_mut()));
+        writes.reserve(2 * messages + ops.len());
         let mut appended = Vec::with_capacity(topics.len());
         for ((topic, messages), appender) in topics.iter().zip(batches).zip(guards.iter_mut()) {
             if appender.deleted {
@@ -651,8 +664,11 @@ impl Log {
             appended.push(assigned.expect("lenient assignment does not fail").1);
         }
         writes.append(&mut ops);
-        let write = self.store.submit(writes, durability);
+        let write = self.store.submit_from(&mut writes, durability);
         drop(guards);
+        if writes.capacity() * std::mem::size_of::<Op>() <= COMMIT_WRITES_KEPT {
+            COMMIT_WRITES.with(|kept| *kept.borrow_mut() = writes);
+        }
         async move {
             let written = write.await;
             for a in &appended {

@@ -209,7 +209,18 @@ impl Store {
         ops: Vec<Op>,
         durability: Durability,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
-        self.writer.submit(ops, durability)
+        self.writer.submit(writer::encode_ops(ops), durability)
+    }
+
+    /// [`Store::submit`], taking the changes out of `ops` and leaving its
+    /// memory for the caller's next batch.
+    pub fn submit_from(
+        &self,
+        ops: &mut Vec<Op>,
+        durability: Durability,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        self.writer
+            .submit(writer::encode_ops(ops.drain(..)), durability)
     }
 
     /// [`Store::submit`], waiting for the write on the calling thread: for

@@ -197,7 +197,7 @@ enum Raw {
 
 /// Collects encoded changes; mirrors the batch calls it stands in for.
 #[derive(Debug, Clone, Default)]
-struct RawBatch(Vec<Raw>);
+pub(super) struct RawBatch(Vec<Raw>);
 
 /// A change as a journal carries it: the column family by name. Written
 /// from the encoded batch it borrows, read back owned.
@@ -633,33 +633,29 @@ impl Writer {
         }
     }
 
+    /// Queue `batch` (see [`encode`]); resolves once it is written.
     pub(super) fn submit(
         &self,
-        ops: Vec<Op>,
+        batch: RawBatch,
         durability: Durability,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
-        let queued = self.enqueue(ops, durability);
+        let queued = self.enqueue(batch, durability);
         async move { queued?.await.map_err(|_| StoreError::WriterGone)? }
     }
 
     /// [`Writer::submit`], waiting on the calling thread, which must not be
     /// an async executor's.
     pub(super) fn write(&self, ops: Vec<Op>, durability: Durability) -> Result<(), StoreError> {
-        self.enqueue(ops, durability)?
+        self.enqueue(encode_ops(ops), durability)?
             .blocking_recv()
             .map_err(|_| StoreError::WriterGone)?
     }
 
     fn enqueue(
         &self,
-        ops: Vec<Op>,
+        batch: RawBatch,
         durability: Durability,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        // Encode on the caller's thread; the writer thread only writes.
-        let mut batch = RawBatch::default();
-        for op in ops {
-            op.encode(&mut batch);
-        }
         let (done, rx) = oneshot::channel();
         self.queue
             .send(Message::Write(Request {
@@ -670,6 +666,16 @@ impl Writer {
             .map_err(|_| StoreError::WriterGone)?;
         Ok(rx)
     }
+}
+
+/// The keys and values of `ops`, made on the caller's thread so that the
+/// writer thread only writes.
+pub(super) fn encode_ops(ops: impl IntoIterator<Item = Op>) -> RawBatch {
+    let mut batch = RawBatch::default();
+    for op in ops {
+        op.encode(&mut batch);
+    }
+    batch
 }
 
 /// Sync the WAL every `every` until the database is closed.
