@@ -819,10 +819,8 @@ impl Log {
 
     /// Where a message with this producer-given id was stored within the
     /// topic's dedup window: queued in this or an earlier batch, or durable
-    /// (as looked up before the lock, or settled since; else from the store).
-    /// Where a message with `id` is stored or queued, if anywhere: queued
-    /// in this topic's writes, else from what was looked up already (before
-    /// the lock, or this id's answer of a batched read), else from the store.
+    /// (as looked up before the lock, or settled since; else this id's
+    /// answer of the batched read, if it had one; else from the store).
     fn seen(
         &self,
         topic: &Topic,

@@ -1279,9 +1279,8 @@ mod tests {
         store.close().expect("closes");
     }
 
-    /// Dead letters are found by message id through their index, an id that
-    /// repeats across topics finds each, deleting one removes its entry, and
-    /// the index pages with a cursor.
+    /// A batched lookup answers each id in its place as a point lookup
+    /// would.
     #[test]
     fn a_batched_id_lookup_answers_each_id_in_its_place() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1318,6 +1317,9 @@ mod tests {
         assert!(store.lookup_ids("t", &[], 2_000).is_empty());
     }
 
+    /// Dead letters are found by message id through their index, an id that
+    /// repeats across topics finds each, deleting one removes its entry, and
+    /// the index pages with a cursor.
     #[test]
     fn dead_letters_are_indexed_by_message_id() {
         let dir = tempfile::tempdir().expect("temp dir");
