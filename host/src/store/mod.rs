@@ -973,6 +973,7 @@ mod tests {
         drop(iter);
         let filled = cached().saturating_sub(before);
         assert!(filled > 1 << 20, "{filled} bytes cached by a caching read");
+        store.close().expect("closes");
     }
 
     /// A subscription's changes as journal entries, replayed in order on
@@ -1315,6 +1316,7 @@ mod tests {
             assert_eq!(&store.lookup_id("t", id, 2_000).expect("reads"), answer);
         }
         assert!(store.lookup_ids("t", &[], 2_000).is_empty());
+        store.close().expect("closes");
     }
 
     /// Dead letters are found by message id through their index, an id that
