@@ -15,7 +15,7 @@
 //! where Debian and Ubuntu install them (`/usr/lib/llvm-N/bin`). Without LLD
 //! the binary is only larger.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -43,7 +43,7 @@ fn main() {
 /// major version.
 fn newest_lld() -> Option<(Option<PathBuf>, u32)> {
     let mut found: Vec<(Option<PathBuf>, u32)> = Vec::new();
-    if let Some(major) = lld_major(&PathBuf::from("ld.lld")) {
+    if let Some(major) = lld_major(Path::new("ld.lld")) {
         found.push((None, major));
     }
     if let Ok(entries) = std::fs::read_dir("/usr/lib") {
@@ -62,7 +62,7 @@ fn newest_lld() -> Option<(Option<PathBuf>, u32)> {
 }
 
 /// The major version `ld.lld --version` reports ("... LLD 16.0.6 ...").
-fn lld_major(program: &PathBuf) -> Option<u32> {
+fn lld_major(program: &Path) -> Option<u32> {
     let out = Command::new(program).arg("--version").output().ok()?;
     if !out.status.success() {
         return None;

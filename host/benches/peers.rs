@@ -608,8 +608,8 @@ fn run_column(options: &Options, plugins: &PluginDir, column: &Column) -> Column
         }
         Column::Redis { fsync } => redis_column(options, fsync, &result),
         Column::Nats { always } => nats_column(options, *always, &result),
-        Column::Disk => disk_column(options, &result),
-        Column::Loopback => loopback_column(options, &result),
+        Column::Disk => disk_column(options, &result, false),
+        Column::Loopback => disk_column(options, &result, true),
     }));
     let mut result = result.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Err(panic) = outcome {
@@ -1716,89 +1716,80 @@ impl GroupSync {
     }
 }
 
-fn disk_column(options: &Options, result: &Mutex<ColumnResult>) {
+/// The `disk` probe, or with `over_tcp` the `disk+tcp` one: the same
+/// grouped appends and syncs behind a loopback round trip.
+fn disk_column(options: &Options, result: &Mutex<ColumnResult>, over_tcp: bool) {
     let dir = tempfile::tempdir().expect("temporary dir");
+    let via = if over_tcp {
+        "a thread per TCP connection on 127.0.0.1; "
+    } else {
+        ""
+    };
     lock(result).server = format!(
-        "appends + fdatasync in {} ({})",
+        "{via}appends + fdatasync in {} ({})",
         dir.path().display(),
         filesystem_of(dir.path()).unwrap_or_else(|| "unknown filesystem".into())
     );
     for &rate in &options.rates {
         let file = GroupSync::create(&dir.path().join(format!("probe-{rate}")));
         let total = options.latency_messages(rate);
-        let meter = Meter::start(std::process::id());
-        let start = Instant::now() + PACING_LEAD;
-        let sent = paced(
-            total,
-            rate,
-            (options.senders, options.busy),
-            start,
-            |_, _, payload| file.append(payload.as_bytes()),
-        );
-        let run = confirm_run(rate, start, sent, meter.stop(total));
+        let timed = |send: &(dyn Fn(usize, u64, String) + Sync)| {
+            let meter = Meter::start(std::process::id());
+            let start = Instant::now() + PACING_LEAD;
+            let sent = paced(total, rate, (options.senders, options.busy), start, send);
+            confirm_run(rate, start, sent, meter.stop(total))
+        };
+        let run = if over_tcp {
+            behind_loopback(options.senders, &file, timed)
+        } else {
+            timed(&|_, _, payload| file.append(payload.as_bytes()))
+        };
         report_latency(&run);
         lock(result).latency.push(run);
     }
 }
 
-/// The `disk` probe behind a loopback round trip. Each sender thread has
-/// its own TCP connection to a thread of this process, which reads the
-/// 256-byte publish, appends it to the grouped-sync file as `disk` does, and
-/// answers one byte. Two wake-ups per publish (the server's thread on the
-/// request, the sender's on the answer), as a single-threaded server such
-/// as Redis has: no networked synced publish is confirmed faster on this
-/// machine, whatever the server does in between.
-fn loopback_column(options: &Options, result: &Mutex<ColumnResult>) {
-    let dir = tempfile::tempdir().expect("temporary dir");
-    lock(result).server = format!(
-        "a thread per TCP connection on 127.0.0.1; appends + fdatasync in {} ({})",
-        dir.path().display(),
-        filesystem_of(dir.path()).unwrap_or_else(|| "unknown filesystem".into())
-    );
-    for &rate in &options.rates {
-        let file = GroupSync::create(&dir.path().join(format!("probe-{rate}")));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the probe's port");
-        let address = listener.local_addr().expect("the probe's address");
-        let total = options.latency_messages(rate);
-        let run = thread::scope(|scope| {
-            let file = &file;
-            let accepting = scope.spawn(move || {
-                for _ in 0..options.senders {
-                    let (stream, _) = listener.accept().expect("accepting a probe connection");
-                    scope.spawn(move || serve_probe(stream, file));
-                }
-            });
-            let connections: Vec<Mutex<TcpStream>> = (0..options.senders)
-                .map(|_| {
-                    let stream = TcpStream::connect(address).expect("connecting to the probe");
-                    stream.set_nodelay(true).expect("TCP_NODELAY");
-                    Mutex::new(stream)
-                })
-                .collect();
-            accepting.join().expect("the probe's accept loop");
-            let meter = Meter::start(std::process::id());
-            let start = Instant::now() + PACING_LEAD;
-            let sent = paced(
-                total,
-                rate,
-                (options.senders, options.busy),
-                start,
-                |sender, _, payload| {
-                    let mut stream = connections[sender].lock().expect("probe connection");
-                    stream
-                        .write_all(payload.as_bytes())
-                        .expect("sending to the probe");
-                    let mut answer = [0u8; 1];
-                    stream.read_exact(&mut answer).expect("the probe's answer");
-                },
-            );
-            // Closing the connections ends the serving threads.
-            drop(connections);
-            confirm_run(rate, start, sent, meter.stop(total))
+/// Run `timed` with a send that goes over loopback TCP. Each of the
+/// `senders` threads has its own connection to a thread of this process,
+/// which reads the 256-byte publish, appends it to `file` as `disk` does,
+/// and answers one byte. Two wake-ups per publish (the server's thread on
+/// the request, the sender's on the answer), as a single-threaded server
+/// such as Redis has: no networked synced publish is confirmed faster on
+/// this machine, whatever the server does in between.
+fn behind_loopback(
+    senders: usize,
+    file: &GroupSync,
+    timed: impl FnOnce(&(dyn Fn(usize, u64, String) + Sync)) -> LatencyRun,
+) -> LatencyRun {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding the probe's port");
+    let address = listener.local_addr().expect("the probe's address");
+    thread::scope(|scope| {
+        let accepting = scope.spawn(move || {
+            for _ in 0..senders {
+                let (stream, _) = listener.accept().expect("accepting a probe connection");
+                scope.spawn(move || serve_probe(stream, file));
+            }
         });
-        report_latency(&run);
-        lock(result).latency.push(run);
-    }
+        let connections: Vec<Mutex<TcpStream>> = (0..senders)
+            .map(|_| {
+                let stream = TcpStream::connect(address).expect("connecting to the probe");
+                stream.set_nodelay(true).expect("TCP_NODELAY");
+                Mutex::new(stream)
+            })
+            .collect();
+        accepting.join().expect("the probe's accept loop");
+        let run = timed(&|sender, _, payload| {
+            let mut stream = connections[sender].lock().expect("probe connection");
+            stream
+                .write_all(payload.as_bytes())
+                .expect("sending to the probe");
+            let mut answer = [0u8; 1];
+            stream.read_exact(&mut answer).expect("the probe's answer");
+        });
+        // Closing the connections ends the serving threads.
+        drop(connections);
+        run
+    })
 }
 
 /// One probe connection: each publish appended and synced, then answered.

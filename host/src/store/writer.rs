@@ -633,7 +633,7 @@ impl Writer {
         }
     }
 
-    /// Queue `batch` (see [`encode`]); resolves once it is written.
+    /// Queue `batch` (see [`encode_ops`]); resolves once it is written.
     pub(super) fn submit(
         &self,
         batch: RawBatch,
