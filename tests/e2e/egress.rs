@@ -347,6 +347,10 @@ fn examples_in_four_languages_reach_a_local_server() {
             lang,
             json!({"topic": topic, "plugin": format!("example-{lang}"),
                    "config": {"url": url, "prefix": "got:"},
+                   // An interpreted plugin's fresh instance on a machine
+                   // the whole suite loads can take seconds; the test is
+                   // about the retried 503, not the attempt budget.
+                   "timeout_ms": 60_000,
                    "retry": {"initial_ms": 20, "max_ms": 20},
                    "egress": {"allow": [origin.url("http", "")]}}),
         );
