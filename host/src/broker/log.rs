@@ -311,9 +311,10 @@ impl Appended {
         if !self.remembered.is_empty() {
             let mut appender = self.topic.next.lock().expect("offsets lock");
             for id in &self.remembered {
-                let position = appender.pending_ids.remove(id);
-                if let Some(position) = position.filter(|_| written) {
-                    appender.settled.push_back((id.clone(), position));
+                // The pending entry's own id moves to the settled ones.
+                let entry = appender.pending_ids.remove_entry(id);
+                if let Some(entry) = entry.filter(|_| written) {
+                    appender.settled.push_back(entry);
                     appender.settled_total += 1;
                 }
             }

@@ -41,9 +41,17 @@ pub(super) fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
 }
 
 pub(super) fn log(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
-    let mut k = log_prefix(topic, partition);
-    k.extend_from_slice(&offset.to_be_bytes());
+    let mut k = Vec::with_capacity(topic.len() + 13);
+    log_into(&mut k, topic, partition, offset);
     k
+}
+
+/// [`log`] to the end of `out`.
+pub(super) fn log_into(out: &mut Vec<u8>, topic: &str, partition: u32, offset: u64) {
+    out.extend_from_slice(topic.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
 }
 
 /// A partition's progress record: the watermark, then each finished range
@@ -297,18 +305,30 @@ pub(super) fn meta(kind: &str, name: &str) -> Vec<u8> {
 }
 
 pub(super) fn dedup(topic: &str, id: &str) -> Vec<u8> {
-    let mut k = topic.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(id.as_bytes());
+    let mut k = Vec::with_capacity(topic.len() + 1 + id.len());
+    dedup_into(&mut k, topic, id);
     k
 }
 
+/// [`dedup`] to the end of `out`.
+pub(super) fn dedup_into(out: &mut Vec<u8>, topic: &str, id: &str) {
+    out.extend_from_slice(topic.as_bytes());
+    out.push(0);
+    out.extend_from_slice(id.as_bytes());
+}
+
+#[cfg(test)]
 pub(super) fn encode_id(expires_at_ms: u64, partition: u32, offset: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(20);
-    v.extend_from_slice(&expires_at_ms.to_be_bytes());
-    v.extend_from_slice(&partition.to_be_bytes());
-    v.extend_from_slice(&offset.to_be_bytes());
+    encode_id_into(&mut v, expires_at_ms, partition, offset);
     v
+}
+
+/// A dedup entry's value, to the end of `out`.
+pub(super) fn encode_id_into(out: &mut Vec<u8>, expires_at_ms: u64, partition: u32, offset: u64) {
+    out.extend_from_slice(&expires_at_ms.to_be_bytes());
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(&offset.to_be_bytes());
 }
 
 /// The position in a dedup entry, unless it has expired at `now_ms`.

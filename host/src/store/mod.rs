@@ -906,6 +906,11 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(value).expect("records always serialize")
 }
 
+/// [`encode`] to the end of `out`.
+fn encode_into<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    rmp_serde::encode::write_named(out, value).expect("records always serialize")
+}
+
 fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
     rmp_serde::from_slice(value).map_err(|e| corrupt(key, &e.to_string()))
 }

@@ -2,7 +2,10 @@
 //! is waiting into one RocksDB write (group commit).
 
 use super::records::{Counters, DeadLetter, LedgerEntry, Redrive, RetryState, StoredMessage};
-use super::{encode, keys, StoreError, CF_BLOBS, CF_DEAD, CF_DEDUP, CF_LOG, CF_META, CF_PROGRESS};
+use super::{
+    encode, encode_into, keys, StoreError, CF_BLOBS, CF_DEAD, CF_DEDUP, CF_LOG, CF_META,
+    CF_PROGRESS,
+};
 use crate::histogram::{self, Histogram};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::borrow::Cow;
@@ -187,17 +190,35 @@ impl Op {
     }
 }
 
-/// An encoded change: column family, key and value, ready for a batch.
-#[derive(Debug, Clone)]
-enum Raw {
-    Put(&'static str, Vec<u8>, Vec<u8>),
-    Delete(&'static str, Vec<u8>),
-    DeleteRange(&'static str, Vec<u8>, Vec<u8>),
+/// What an encoded change does.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Put,
+    Delete,
+    DeleteRange,
+}
+
+/// An encoded change: its column family, and where its key and its value
+/// (a put) or the end of its range (a range delete) are in the batch's
+/// bytes, one after the other from `start` to `end`.
+#[derive(Debug, Clone, Copy)]
+struct Raw {
+    kind: Kind,
+    cf: &'static str,
+    start: usize,
+    key_len: usize,
+    end: usize,
 }
 
 /// Collects encoded changes; mirrors the batch calls it stands in for.
+/// Every key and value is in one buffer: a batch is two allocations
+/// however many changes it holds, and the writer thread, which frees it,
+/// frees two, not two per change made on another thread.
 #[derive(Debug, Clone, Default)]
-pub(super) struct RawBatch(Vec<Raw>);
+pub(super) struct RawBatch {
+    bytes: Vec<u8>,
+    changes: Vec<Raw>,
+}
 
 /// A change as a journal carries it: the column family by name. Written
 /// from the encoded batch it borrows, read back owned.
@@ -256,18 +277,7 @@ impl Op {
         let mut pieces = Vec::new();
         let mut piece: Vec<Change> = Vec::new();
         let mut size = 0;
-        for raw in &batch.0 {
-            let (change, bytes) = match raw {
-                Raw::Put(cf, k, v) => (
-                    Change::Put((*cf).into(), k.into(), v.into()),
-                    k.len() + v.len(),
-                ),
-                Raw::Delete(cf, k) => (Change::Delete((*cf).into(), k.into()), k.len()),
-                Raw::DeleteRange(cf, from, to) => (
-                    Change::DeleteRange((*cf).into(), from.into(), to.into()),
-                    from.len() + to.len(),
-                ),
-            };
+        for (change, bytes) in batch.changes() {
             debug_assert!(
                 change.journaled(),
                 "only a subscription's state is journaled"
@@ -327,27 +337,96 @@ impl Op {
         };
         let mut batch = RawBatch::default();
         for change in changes {
-            batch.0.push(match change {
-                Change::Put(cf, k, v) => Raw::Put(table(cf)?, k.into_owned(), v.into_owned()),
-                Change::Delete(cf, k) => Raw::Delete(table(cf)?, k.into_owned()),
-                Change::DeleteRange(cf, from, to) => {
-                    Raw::DeleteRange(table(cf)?, from.into_owned(), to.into_owned())
-                }
-            });
+            match change {
+                Change::Put(cf, k, v) => batch.put_cf(table(cf)?, k, v),
+                Change::Delete(cf, k) => batch.delete_cf(table(cf)?, k),
+                Change::DeleteRange(cf, from, to) => batch.delete_range_cf(table(cf)?, from, to),
+            }
         }
         Ok(Op::Replay(Replayed(batch)))
     }
 }
 
 impl RawBatch {
-    fn put_cf(&mut self, cf: &'static str, key: Vec<u8>, value: impl Into<Vec<u8>>) {
-        self.0.push(Raw::Put(cf, key, value.into()));
+    /// Add a change whose key `key` and whose value or range end `second`
+    /// write to the end of the batch's bytes.
+    fn push_with(
+        &mut self,
+        kind: Kind,
+        cf: &'static str,
+        key: impl FnOnce(&mut Vec<u8>),
+        second: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.bytes.len();
+        key(&mut self.bytes);
+        let key_len = self.bytes.len() - start;
+        second(&mut self.bytes);
+        let end = self.bytes.len();
+        self.changes.push(Raw {
+            kind,
+            cf,
+            start,
+            key_len,
+            end,
+        });
     }
-    fn delete_cf(&mut self, cf: &'static str, key: Vec<u8>) {
-        self.0.push(Raw::Delete(cf, key));
+
+    fn put_cf(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        self.push_with(
+            Kind::Put,
+            cf,
+            |b| b.extend_from_slice(key),
+            |b| b.extend_from_slice(value),
+        );
     }
-    fn delete_range_cf(&mut self, cf: &'static str, from: Vec<u8>, to: Vec<u8>) {
-        self.0.push(Raw::DeleteRange(cf, from, to));
+
+    fn delete_cf(&mut self, cf: &'static str, key: impl AsRef<[u8]>) {
+        let key = key.as_ref();
+        self.push_with(Kind::Delete, cf, |b| b.extend_from_slice(key), |_| {});
+    }
+
+    fn delete_range_cf(&mut self, cf: &'static str, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) {
+        let (from, to) = (from.as_ref(), to.as_ref());
+        self.push_with(
+            Kind::DeleteRange,
+            cf,
+            |b| b.extend_from_slice(from),
+            |b| b.extend_from_slice(to),
+        );
+    }
+
+    /// Add `other`'s changes after this batch's.
+    fn append(&mut self, other: RawBatch) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.changes
+            .extend(other.changes.into_iter().map(|raw| Raw {
+                start: raw.start + base,
+                end: raw.end + base,
+                ..raw
+            }));
+    }
+
+    /// Each change, borrowed, with the bytes of its key and value.
+    fn changes(&self) -> impl Iterator<Item = (Change<'_>, usize)> {
+        self.changes.iter().map(|raw| {
+            let key = &self.bytes[raw.start..raw.start + raw.key_len];
+            let second = &self.bytes[raw.start + raw.key_len..raw.end];
+            let cf = Cow::Borrowed(raw.cf);
+            let change = match raw.kind {
+                Kind::Put => Change::Put(cf, key.into(), second.into()),
+                Kind::Delete => Change::Delete(cf, key.into()),
+                Kind::DeleteRange => Change::DeleteRange(cf, key.into(), second.into()),
+            };
+            (change, raw.end - raw.start)
+        })
+    }
+
+    /// About the bytes this batch takes in a RocksDB write batch.
+    fn encoded_len(&self) -> usize {
+        // A record's tag, column family and two lengths: at most 16 bytes.
+        self.bytes.len() + 16 * self.changes.len()
     }
 }
 
@@ -360,10 +439,11 @@ impl Op {
                 partition,
                 offset,
                 message,
-            } => batch.put_cf(
+            } => batch.push_with(
+                Kind::Put,
                 cf(CF_LOG),
-                keys::log(&topic, partition, offset),
-                encode(&*message),
+                |b| keys::log_into(b, &topic, partition, offset),
+                |b| encode_into(b, &*message),
             ),
             Op::ForgetSubscription { subscription } => {
                 for (from, to) in keys::subscription_ranges(&subscription) {
@@ -536,10 +616,11 @@ impl Op {
                 partition,
                 offset,
                 expires_at_ms,
-            } => batch.put_cf(
+            } => batch.push_with(
+                Kind::Put,
                 cf(CF_DEDUP),
-                keys::dedup(&topic, &id),
-                keys::encode_id(expires_at_ms, partition, offset),
+                |b| keys::dedup_into(b, &topic, &id),
+                |b| keys::encode_id_into(b, expires_at_ms, partition, offset),
             ),
             Op::PutCounters {
                 subscription,
@@ -555,7 +636,7 @@ impl Op {
             Op::DeleteMeta { kind, name } => batch.delete_cf(cf(CF_META), keys::meta(kind, &name)),
             Op::PutBlob { name, bytes } => batch.put_cf(cf(CF_BLOBS), name.into_bytes(), bytes),
             Op::DeleteBlob { name } => batch.delete_cf(cf(CF_BLOBS), name.into_bytes()),
-            Op::Replay(Replayed(raw)) => batch.0.extend(raw.0),
+            Op::Replay(Replayed(raw)) => batch.append(raw),
         }
     }
 }
@@ -720,15 +801,20 @@ fn run(db: &DB, rx: mpsc::Receiver<Message>, sync_on_request: bool, stats: &Writ
         }
         stats.group.observe(group.len() as f64);
         let sync = sync_on_request && group.iter().any(|r| r.durability == Durability::Synced);
-        let mut merged = WriteBatch::default();
+        // Sized for the whole group at once, not grown (and copied) as
+        // the changes go in.
+        let bytes = group.iter().map(|r| r.batch.encoded_len()).sum::<usize>();
+        let mut merged = WriteBatch::with_capacity_bytes(bytes + 12);
         let mut waiters = Vec::with_capacity(group.len());
         for request in group {
-            for raw in request.batch.0 {
-                let cf = |name| db.cf_handle(name).expect("column families exist");
-                match raw {
-                    Raw::Put(name, k, v) => merged.put_cf(cf(name), k, v),
-                    Raw::Delete(name, k) => merged.delete_cf(cf(name), k),
-                    Raw::DeleteRange(name, from, to) => merged.delete_range_cf(cf(name), from, to),
+            for (change, _) in request.batch.changes() {
+                let cf = |name: &str| db.cf_handle(name).expect("column families exist");
+                match change {
+                    Change::Put(name, k, v) => merged.put_cf(cf(&name), k, v),
+                    Change::Delete(name, k) => merged.delete_cf(cf(&name), k),
+                    Change::DeleteRange(name, from, to) => {
+                        merged.delete_range_cf(cf(&name), from, to)
+                    }
                 }
             }
             waiters.push(request.done);
