@@ -34,10 +34,14 @@ pub(super) const DEAD_ID: u8 = b'x';
 
 pub(super) fn log_prefix(topic: &str, partition: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 13);
-    k.extend_from_slice(topic.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&partition.to_be_bytes());
+    log_prefix_into(&mut k, topic, partition);
     k
+}
+
+fn log_prefix_into(out: &mut Vec<u8>, topic: &str, partition: u32) {
+    out.extend_from_slice(topic.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&partition.to_be_bytes());
 }
 
 pub(super) fn log(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
@@ -48,9 +52,7 @@ pub(super) fn log(topic: &str, partition: u32, offset: u64) -> Vec<u8> {
 
 /// [`log`] to the end of `out`.
 pub(super) fn log_into(out: &mut Vec<u8>, topic: &str, partition: u32, offset: u64) {
-    out.extend_from_slice(topic.as_bytes());
-    out.push(0);
-    out.extend_from_slice(&partition.to_be_bytes());
+    log_prefix_into(out, topic, partition);
     out.extend_from_slice(&offset.to_be_bytes());
 }
 

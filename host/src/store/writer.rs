@@ -211,9 +211,9 @@ struct Raw {
 }
 
 /// Collects encoded changes; mirrors the batch calls it stands in for.
-/// Every key and value is in one buffer: a batch is two allocations
-/// however many changes it holds, and the writer thread, which frees it,
-/// frees two, not two per change made on another thread.
+/// Every key and value is in one buffer: a batch is two buffers however
+/// many changes it holds, and the writer thread, which frees it, frees
+/// two, not two per change made on another thread.
 #[derive(Debug, Clone, Default)]
 pub(super) struct RawBatch {
     bytes: Vec<u8>,
@@ -348,8 +348,8 @@ impl Op {
 }
 
 impl RawBatch {
-    /// Add a change whose key `key` and whose value or range end `second`
-    /// write to the end of the batch's bytes.
+    /// Add a change: `key`, then `second` (its value or range end), each
+    /// append to the batch's bytes and must not change what is there.
     fn push_with(
         &mut self,
         kind: Kind,
@@ -398,6 +398,10 @@ impl RawBatch {
 
     /// Add `other`'s changes after this batch's.
     fn append(&mut self, other: RawBatch) {
+        if self.changes.is_empty() {
+            *self = other;
+            return;
+        }
         let base = self.bytes.len();
         self.bytes.extend_from_slice(&other.bytes);
         self.changes
@@ -408,7 +412,8 @@ impl RawBatch {
             }));
     }
 
-    /// Each change, borrowed, with the bytes of its key and value.
+    /// Each change, borrowed, and how many bytes its key and value (or
+    /// range ends) take.
     fn changes(&self) -> impl Iterator<Item = (Change<'_>, usize)> {
         self.changes.iter().map(|raw| {
             let key = &self.bytes[raw.start..raw.start + raw.key_len];
@@ -454,7 +459,7 @@ impl Op {
             }
             Op::ForgetTopic { topic } => {
                 let (from, to) = keys::topic_range(&topic);
-                batch.delete_range_cf(cf(CF_LOG), from.clone(), to.clone());
+                batch.delete_range_cf(cf(CF_LOG), &from, &to);
                 batch.delete_range_cf(cf(CF_DEDUP), from, to);
             }
             Op::ForgetTopicProgress {
@@ -634,8 +639,8 @@ impl Op {
                 batch.put_cf(cf(CF_META), keys::meta(kind, &name), value)
             }
             Op::DeleteMeta { kind, name } => batch.delete_cf(cf(CF_META), keys::meta(kind, &name)),
-            Op::PutBlob { name, bytes } => batch.put_cf(cf(CF_BLOBS), name.into_bytes(), bytes),
-            Op::DeleteBlob { name } => batch.delete_cf(cf(CF_BLOBS), name.into_bytes()),
+            Op::PutBlob { name, bytes } => batch.put_cf(cf(CF_BLOBS), name, bytes),
+            Op::DeleteBlob { name } => batch.delete_cf(cf(CF_BLOBS), name),
             Op::Replay(Replayed(raw)) => batch.append(raw),
         }
     }
