@@ -371,29 +371,26 @@ impl RawBatch {
         });
     }
 
-    fn put_cf(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        let (key, value) = (key.as_ref(), value.as_ref());
+    /// Add a change whose key and value (or range end) are encoded already.
+    fn push(&mut self, kind: Kind, cf: &'static str, key: &[u8], second: &[u8]) {
         self.push_with(
-            Kind::Put,
+            kind,
             cf,
             |b| b.extend_from_slice(key),
-            |b| b.extend_from_slice(value),
+            |b| b.extend_from_slice(second),
         );
+    }
+
+    fn put_cf(&mut self, cf: &'static str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.push(Kind::Put, cf, key.as_ref(), value.as_ref());
     }
 
     fn delete_cf(&mut self, cf: &'static str, key: impl AsRef<[u8]>) {
-        let key = key.as_ref();
-        self.push_with(Kind::Delete, cf, |b| b.extend_from_slice(key), |_| {});
+        self.push(Kind::Delete, cf, key.as_ref(), &[]);
     }
 
     fn delete_range_cf(&mut self, cf: &'static str, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) {
-        let (from, to) = (from.as_ref(), to.as_ref());
-        self.push_with(
-            Kind::DeleteRange,
-            cf,
-            |b| b.extend_from_slice(from),
-            |b| b.extend_from_slice(to),
-        );
+        self.push(Kind::DeleteRange, cf, from.as_ref(), to.as_ref());
     }
 
     /// Add `other`'s changes after this batch's.
